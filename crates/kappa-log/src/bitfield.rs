@@ -1,0 +1,357 @@
+//! The `bitfield` file (spec §2.6): pages of 3584 bytes, each holding a slice of
+//! three bit arrays: which blocks are present (data), which tree nodes are present
+//! (tree), and an index over the data view that lets a searcher skip full regions.
+//!
+//! The in-memory form keeps every allocated page and remembers which pages changed,
+//! so a caller can write exactly those pages back, whole, as hypercore does. The
+//! index view is maintained with hypercore's incremental algorithm, so the files a
+//! writer produces are byte-identical to JS.
+
+use crate::flat;
+
+/// Bytes per page.
+pub const PAGE_SIZE: usize = 3584;
+const DATA_BYTES: usize = 1024;
+const TREE_BYTES: usize = 2048;
+const INDEX_BYTES: usize = 512;
+const TREE_OFFSET: usize = DATA_BYTES;
+const INDEX_OFFSET: usize = DATA_BYTES + TREE_BYTES;
+
+/// The most pages we accept (2^40 blocks): a bound so that a corrupt or hostile
+/// index can never make us allocate without limit.
+const MAX_PAGES: u64 = 1 << 27;
+
+#[derive(Clone, Copy)]
+enum View {
+    Data,
+    Tree,
+    Index,
+}
+
+impl View {
+    const fn offset_and_size(self) -> (usize, usize) {
+        match self {
+            View::Data => (0, DATA_BYTES),
+            View::Tree => (TREE_OFFSET, TREE_BYTES),
+            View::Index => (INDEX_OFFSET, INDEX_BYTES),
+        }
+    }
+}
+
+/// Parent summary of a child index byte: each nibble becomes one 2-bit entry
+/// (`11` all ones, `00` all zeros, `01` mixed).
+const fn parent_bits(byte: u8) -> u8 {
+    const fn class(n: u8) -> u8 {
+        match n {
+            15 => 3,
+            0 => 0,
+            _ => 1,
+        }
+    }
+    (class(byte >> 4) << 2) | class(byte & 15)
+}
+
+const fn index_class(data_byte: u8) -> u8 {
+    match data_byte {
+        255 => 0b11,
+        0 => 0b00,
+        _ => 0b01,
+    }
+}
+
+/// The three-view bitfield of one feed.
+#[derive(Clone, Default)]
+pub struct Bitfield {
+    pages: Vec<Option<Box<[u8; PAGE_SIZE]>>>,
+    dirty: Vec<usize>,
+    is_dirty: Vec<bool>,
+}
+
+impl std::fmt::Debug for Bitfield {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bitfield").field("pages", &self.pages.len()).field("dirty", &self.dirty).finish()
+    }
+}
+
+impl Bitfield {
+    /// An empty bitfield.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Loads the pages of a bitfield file body (everything after the 32-byte header).
+    /// A trailing partial page is zero-padded; all-zero pages stay unallocated.
+    pub fn from_bytes(body: &[u8]) -> Self {
+        let mut bf = Bitfield::new();
+        for (p, chunk) in body.chunks(PAGE_SIZE).enumerate() {
+            if chunk.iter().all(|&b| b == 0) {
+                continue;
+            }
+            let mut page = Box::new([0u8; PAGE_SIZE]);
+            page[..chunk.len()].copy_from_slice(chunk);
+            bf.ensure_len(p + 1);
+            bf.pages[p] = Some(page);
+        }
+        bf
+    }
+
+    /// Number of page slots (highest allocated page + 1).
+    pub fn page_count(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// The pages changed since the last call, with their bytes, in the order they
+    /// first changed. Clears the dirty set.
+    pub fn take_dirty(&mut self) -> Vec<(usize, [u8; PAGE_SIZE])> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for p in self.dirty.drain(..) {
+            self.is_dirty[p] = false;
+            if let Some(Some(page)) = self.pages.get(p) {
+                out.push((p, **page));
+            }
+        }
+        out
+    }
+
+    /// Whether any page changed since the last [`take_dirty`](Self::take_dirty).
+    pub fn has_dirty(&self) -> bool {
+        !self.dirty.is_empty()
+    }
+
+    fn ensure_len(&mut self, n: usize) {
+        if self.pages.len() < n {
+            self.pages.resize_with(n, || None);
+            self.is_dirty.resize(n, false);
+        }
+    }
+
+    fn locate(view: View, byte: u64) -> Option<(usize, usize)> {
+        let (off, size) = view.offset_and_size();
+        let page = byte / size as u64;
+        if page >= MAX_PAGES {
+            return None;
+        }
+        Some((page as usize, off + (byte % size as u64) as usize))
+    }
+
+    fn get_byte(&self, view: View, byte: u64) -> u8 {
+        match Self::locate(view, byte) {
+            Some((p, o)) => match self.pages.get(p) {
+                Some(Some(page)) => page[o],
+                _ => 0,
+            },
+            None => 0,
+        }
+    }
+
+    /// Sets a byte, allocating its page. Returns whether the byte changed.
+    fn set_byte(&mut self, view: View, byte: u64, value: u8) -> bool {
+        let Some((p, o)) = Self::locate(view, byte) else { return false };
+        self.ensure_len(p + 1);
+        let page = self.pages[p].get_or_insert_with(|| Box::new([0u8; PAGE_SIZE]));
+        if page[o] == value {
+            return false;
+        }
+        page[o] = value;
+        if !self.is_dirty[p] {
+            self.is_dirty[p] = true;
+            self.dirty.push(p);
+        }
+        true
+    }
+
+    fn get_bit(&self, view: View, bit: u64) -> bool {
+        self.get_byte(view, bit >> 3) & (0x80 >> (bit & 7)) != 0
+    }
+
+    fn set_bit(&mut self, view: View, bit: u64, value: bool) -> bool {
+        let byte = self.get_byte(view, bit >> 3);
+        let mask = 0x80u8 >> (bit & 7);
+        let new = if value { byte | mask } else { byte & !mask };
+        self.set_byte(view, bit >> 3, new)
+    }
+
+    /// Whether block `i` is present.
+    pub fn has_block(&self, i: u64) -> bool {
+        self.get_bit(View::Data, i)
+    }
+
+    /// The data-view byte `b` (blocks `8b .. 8b+8`, MSB first).
+    pub fn data_byte(&self, b: u64) -> u8 {
+        self.get_byte(View::Data, b)
+    }
+
+    /// Marks block `i` present or missing, keeping the index view up to date.
+    /// Returns whether anything changed.
+    pub fn set_block(&mut self, i: u64, present: bool) -> bool {
+        let b = i >> 3;
+        let old = self.get_byte(View::Data, b);
+        let mask = 0x80u8 >> (i & 7);
+        let new = if present { old | mask } else { old & !mask };
+        if !self.set_byte(View::Data, b, new) {
+            return false;
+        }
+        self.update_index(b, new);
+        true
+    }
+
+    /// The incremental index update of hypercore 8 for data byte `b` now `value`.
+    fn update_index(&mut self, b: u64, value: u8) {
+        let o = (b & 3) as u32;
+        let mut pos = 2 * (b >> 2);
+        let shift = 6 - 2 * o;
+        let mut byte = (self.get_byte(View::Index, pos) & !(0b11 << shift)) | (index_class(value) << shift);
+        let max = self.pages.len() as u64 * INDEX_BYTES as u64;
+        while pos < max && self.set_byte(View::Index, pos, byte) {
+            let sib = self.get_byte(View::Index, flat::sibling(pos));
+            byte = if flat::is_left(pos) {
+                (parent_bits(byte) << 4) | parent_bits(sib)
+            } else {
+                parent_bits(byte) | (parent_bits(sib) << 4)
+            };
+            pos = flat::parent(pos);
+        }
+    }
+
+    /// Recomputes the whole index view from the data view (used after repairing a
+    /// damaged bitfield, where incremental updates cannot be trusted).
+    pub fn rebuild_index(&mut self) {
+        let pages = self.pages.len() as u64;
+        for pos in 0..pages * INDEX_BYTES as u64 {
+            self.set_byte(View::Index, pos, 0);
+        }
+        for b in 0..pages * DATA_BYTES as u64 {
+            let v = self.get_byte(View::Data, b);
+            if v != 0 {
+                self.update_index(b, v);
+            }
+        }
+    }
+
+    /// Whether tree node `x` is present.
+    pub fn has_node(&self, x: u64) -> bool {
+        self.get_bit(View::Tree, x)
+    }
+
+    /// Marks tree node `x` present, then its ancestors while their other child is
+    /// present too (hypercore's "set with propagation"). Returns whether `x` was new.
+    pub fn set_node(&mut self, x: u64) -> bool {
+        if !self.set_bit(View::Tree, x, true) {
+            return false;
+        }
+        let mut i = x;
+        while i < flat::MAX_NODE && self.has_node(flat::sibling(i)) {
+            i = flat::parent(i);
+            if !self.set_bit(View::Tree, i, true) {
+                break;
+            }
+        }
+        true
+    }
+
+    /// Clears tree node `x` (no propagation).
+    pub fn clear_node(&mut self, x: u64) -> bool {
+        self.set_bit(View::Tree, x, false)
+    }
+
+    /// Capacity of the tree view in bits.
+    fn tree_bits(&self) -> u64 {
+        self.pages.len() as u64 * TREE_BYTES as u64 * 8
+    }
+
+    /// Capacity of the data view in bits.
+    pub fn data_bits(&self) -> u64 {
+        self.pages.len() as u64 * DATA_BYTES as u64 * 8
+    }
+
+    /// The length the tree view proves: hypercore's `TreeIndex.blocks()`. Find the
+    /// highest present node on the left spine, then walk down the right edge of
+    /// what is present.
+    pub fn verified_length(&self) -> u64 {
+        let max = self.tree_bits();
+        let mut top = 0u64;
+        let mut next = 0u64;
+        while flat::right_span(next) < max && next < flat::MAX_NODE {
+            next = flat::parent(next);
+            if self.has_node(next) {
+                top = next;
+            }
+        }
+        if !self.has_node(top) {
+            return 0;
+        }
+        // Everything under `top` is covered; extend to the right with the largest
+        // present subtree starting where the covered range ends, at ever smaller
+        // depths.
+        let mut end = flat::right_span(top) + 2;
+        let mut d = flat::depth(top);
+        while d > 0 {
+            d -= 1;
+            // The node of depth `d` whose leftmost leaf is `end`.
+            let candidate = flat::index(d, end >> (d + 1));
+            if self.has_node(candidate) {
+                end = flat::right_span(candidate) + 2;
+            }
+        }
+        end / 2
+    }
+
+    /// Number of present blocks in `start .. end`.
+    pub fn count_blocks(&self, start: u64, end: u64) -> u64 {
+        let mut n = 0;
+        let mut i = start;
+        while i < end {
+            if i & 7 == 0 && i + 8 <= end {
+                n += self.data_byte(i >> 3).count_ones() as u64;
+                i += 8;
+            } else {
+                n += self.has_block(i) as u64;
+                i += 1;
+            }
+        }
+        n
+    }
+
+    /// The length of the run of present blocks starting at block 0.
+    pub fn contiguous_length(&self) -> u64 {
+        let mut b = 0u64;
+        let bytes = self.data_bits() / 8;
+        while b < bytes && self.data_byte(b) == 0xff {
+            b += 1;
+        }
+        let byte = self.data_byte(b);
+        b * 8 + byte.leading_ones() as u64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn node_propagation() {
+        let mut bf = Bitfield::new();
+        bf.set_node(0);
+        assert!(!bf.has_node(1));
+        bf.set_node(2);
+        assert!(bf.has_node(1));
+        bf.set_node(4);
+        bf.set_node(6);
+        assert!(bf.has_node(5) && bf.has_node(3));
+        assert_eq!(bf.verified_length(), 4);
+        bf.set_node(8);
+        assert_eq!(bf.verified_length(), 5);
+    }
+
+    #[test]
+    fn contiguous_and_counts() {
+        let mut bf = Bitfield::new();
+        for i in 0..13 {
+            bf.set_block(i, true);
+        }
+        bf.set_block(20, true);
+        assert_eq!(bf.contiguous_length(), 13);
+        assert_eq!(bf.count_blocks(0, 100), 14);
+        assert_eq!(bf.count_blocks(5, 21), 9);
+    }
+}

@@ -1,0 +1,250 @@
+//! Hashes, keys and signatures (spec §1.2 to §1.5).
+
+use std::fmt;
+use std::str::FromStr;
+
+use blake2::digest::consts::U32;
+use blake2::digest::Mac;
+use blake2::{Blake2b, Blake2bMac, Digest};
+use ed25519_dalek::{Signer, SigningKey, Verifier, VerifyingKey};
+
+use crate::error::KeyError;
+use crate::Node;
+
+type Blake2b256 = Blake2b<U32>;
+
+/// A 32-byte BLAKE2b-256 hash.
+pub type Hash = [u8; 32];
+
+const LEAF_TYPE: [u8; 1] = [0];
+const PARENT_TYPE: [u8; 1] = [1];
+const ROOT_TYPE: [u8; 1] = [2];
+
+/// The hash of a block: `BLAKE2b-256(0x00 ‖ u64be(len) ‖ data)`.
+pub fn leaf_hash(data: &[u8]) -> Hash {
+    let mut h = Blake2b256::new();
+    h.update(LEAF_TYPE);
+    h.update((data.len() as u64).to_be_bytes());
+    h.update(data);
+    h.finalize().into()
+}
+
+/// The hash of a parent: `BLAKE2b-256(0x01 ‖ u64be(size) ‖ left.hash ‖ right.hash)`.
+/// `left` must be the child with the smaller index; `size` is the sum of the sizes.
+pub fn parent_hash(left: &Hash, right: &Hash, size: u64) -> Hash {
+    let mut h = Blake2b256::new();
+    h.update(PARENT_TYPE);
+    h.update(size.to_be_bytes());
+    h.update(left);
+    h.update(right);
+    h.finalize().into()
+}
+
+/// The tree hash of a list of roots, the 32 bytes a signature covers.
+pub fn tree_hash<'a>(roots: impl IntoIterator<Item = &'a Node>) -> Hash {
+    let mut h = Blake2b256::new();
+    h.update(ROOT_TYPE);
+    for r in roots {
+        h.update(r.hash);
+        h.update(r.index.to_be_bytes());
+        h.update(r.size.to_be_bytes());
+    }
+    h.finalize().into()
+}
+
+/// `BLAKE2b-256("hypercore", key = public key)`: the name a feed is found by on the
+/// network, which does not reveal the key.
+pub fn discovery_key(public_key: &[u8; 32]) -> Hash {
+    // A 32-byte key is always a valid BLAKE2b key length.
+    let mut mac = match <Blake2bMac<U32> as Mac>::new_from_slice(public_key) {
+        Ok(m) => m,
+        Err(_) => unreachable!("32 bytes is a valid BLAKE2b key length"),
+    };
+    mac.update(b"hypercore");
+    mac.finalize().into_bytes().into()
+}
+
+/// An Ed25519 public key: the identity of a feed.
+///
+/// Any 32 bytes are accepted (hypercore does too); a key that is not a valid
+/// curve point simply never verifies a signature.
+///
+/// ```
+/// use kappa_log::PublicKey;
+/// let k: PublicKey = "03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8".parse()?;
+/// assert_eq!(k.to_hex()[..8], *"03a107bf");
+/// assert!("xyz".parse::<PublicKey>().is_err());
+/// # Ok::<(), kappa_log::KeyError>(())
+/// ```
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct PublicKey([u8; 32]);
+
+impl PublicKey {
+    /// Wraps 32 bytes.
+    pub const fn from_bytes(bytes: [u8; 32]) -> Self {
+        PublicKey(bytes)
+    }
+
+    /// Parses exactly 32 bytes.
+    pub fn try_from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
+        let arr: [u8; 32] = bytes.try_into().map_err(|_| KeyError::Length {
+            what: "public key",
+            expected: 32,
+            got: bytes.len(),
+        })?;
+        Ok(PublicKey(arr))
+    }
+
+    /// Parses 64 hex characters.
+    pub fn from_hex(s: &str) -> Result<Self, KeyError> {
+        let bytes = hex::decode(s.trim()).map_err(|_| KeyError::Hex(s.chars().take(80).collect()))?;
+        Self::try_from_slice(&bytes)
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 32] {
+        &self.0
+    }
+
+    /// Lowercase hex.
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// The discovery key of this public key.
+    pub fn discovery_key(&self) -> Hash {
+        discovery_key(&self.0)
+    }
+
+    /// Whether `signature` is a valid Ed25519 signature of `message` by this key.
+    pub fn verify(&self, message: &[u8], signature: &Signature) -> bool {
+        match VerifyingKey::from_bytes(&self.0) {
+            Ok(vk) => vk.verify(message, &ed25519_dalek::Signature::from_bytes(&signature.0)).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
+impl fmt::Debug for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublicKey({})", self.to_hex())
+    }
+}
+
+impl fmt::Display for PublicKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl FromStr for PublicKey {
+    type Err = KeyError;
+    fn from_str(s: &str) -> Result<Self, KeyError> {
+        Self::from_hex(s)
+    }
+}
+
+impl AsRef<[u8]> for PublicKey {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+/// A 64-byte Ed25519 signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Signature(pub [u8; 64]);
+
+impl Signature {
+    /// Parses exactly 64 bytes.
+    pub fn try_from_slice(bytes: &[u8]) -> Result<Self, KeyError> {
+        let arr: [u8; 64] = bytes.try_into().map_err(|_| KeyError::Length {
+            what: "signature",
+            expected: 64,
+            got: bytes.len(),
+        })?;
+        Ok(Signature(arr))
+    }
+
+    /// The raw bytes.
+    pub const fn as_bytes(&self) -> &[u8; 64] {
+        &self.0
+    }
+
+    /// Whether this is the all-zero "no signature" slot value.
+    pub fn is_blank(&self) -> bool {
+        self.0.iter().all(|&b| b == 0)
+    }
+}
+
+impl fmt::Debug for Signature {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Signature({})", hex::encode(self.0))
+    }
+}
+
+/// An Ed25519 key pair: what makes a feed writable.
+///
+/// The 64-byte secret key format is libsodium's `seed ‖ public key`, which is what
+/// hypercore stores in `secret_key`.
+///
+/// ```
+/// use kappa_log::KeyPair;
+/// let kp = KeyPair::from_seed(&[0; 32]);
+/// let again = KeyPair::from_secret_key_bytes(&kp.secret_key_bytes())?;
+/// assert_eq!(kp.public_key(), again.public_key());
+/// # Ok::<(), kappa_log::KeyError>(())
+/// ```
+#[derive(Clone)]
+pub struct KeyPair {
+    signing: SigningKey,
+}
+
+impl KeyPair {
+    /// A fresh random key pair from the operating system's RNG.
+    pub fn generate() -> Self {
+        let mut seed = [0u8; 32];
+        rand_core::RngCore::fill_bytes(&mut rand_core::OsRng, &mut seed);
+        Self::from_seed(&seed)
+    }
+
+    /// The key pair of a 32-byte seed (libsodium `crypto_sign_seed_keypair`).
+    pub fn from_seed(seed: &[u8; 32]) -> Self {
+        KeyPair { signing: SigningKey::from_bytes(seed) }
+    }
+
+    /// Parses a 64-byte libsodium secret key (`seed ‖ public key`), checking that the
+    /// public half belongs to the seed.
+    pub fn from_secret_key_bytes(bytes: &[u8]) -> Result<Self, KeyError> {
+        if bytes.len() != 64 {
+            return Err(KeyError::Length { what: "secret key", expected: 64, got: bytes.len() });
+        }
+        let mut seed = [0u8; 32];
+        seed.copy_from_slice(&bytes[..32]);
+        let kp = Self::from_seed(&seed);
+        if kp.public_key().as_bytes()[..] != bytes[32..] {
+            return Err(KeyError::Mismatch);
+        }
+        Ok(kp)
+    }
+
+    /// The public key.
+    pub fn public_key(&self) -> PublicKey {
+        PublicKey(self.signing.verifying_key().to_bytes())
+    }
+
+    /// The 64-byte secret key as hypercore stores it.
+    pub fn secret_key_bytes(&self) -> [u8; 64] {
+        self.signing.to_keypair_bytes()
+    }
+
+    /// Signs `message`.
+    pub fn sign(&self, message: &[u8]) -> Signature {
+        Signature(self.signing.sign(message).to_bytes())
+    }
+}
+
+impl fmt::Debug for KeyPair {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("KeyPair").field("public_key", &self.public_key()).finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,272 @@
+//! Value encodings: how application values become block bytes (spec §2.8).
+//!
+//! hypercore stores and hashes encoded bytes, so a Rust writer must produce exactly
+//! the bytes a JS writer would, or signatures cover something JS apps do not expect.
+//!
+//! * [`Binary`]: bytes as given (hypercore's default).
+//! * [`Utf8`]: UTF-8 text.
+//! * [`Json`]: `JSON.stringify(value) + "\n"`. hypercore 8 silently replaces
+//!   `valueEncoding: 'json'` by `ndjson`, so the newline is part of every block.
+//!
+//! # JSON compatibility with `JSON.stringify`
+//!
+//! Output is compact (no spaces) and object keys keep their order: the field order
+//! of a `#[derive(Serialize)]` struct, or insertion order for `serde_json::Value`
+//! (this crate enables `preserve_order`), which is what JS does for objects built
+//! in the same order. Strings are escaped as JS does (`"`, `\`, and control
+//! characters, with `\b \f \n \r \t` short forms and lowercase `\u00xx`
+//! otherwise). Floating-point numbers are printed with JS's `Number.prototype.
+//! toString` rules (`1` not `1.0`, `1e+21`, `1e-7`, `-0` as `0`, NaN and infinities
+//! as `null`).
+//!
+//! Where the bytes can still differ from JS:
+//!
+//! * Integers outside ±2^53 print exactly here; JS has already rounded them to the
+//!   nearest double (and prints `1e+21` style from 10^21 up).
+//! * JS escapes lone UTF-16 surrogates as `\udxxx`; Rust strings cannot hold them,
+//!   so such values cannot arise here.
+//! * Map types whose iteration order is not insertion order (`HashMap`,
+//!   `BTreeMap`) serialize in their own order, as they would in any serde format.
+//! * JS drops object members whose value is `undefined` or a function; serde has no
+//!   such values, but `Option::None` fields print `null` unless marked
+//!   `#[serde(skip_serializing_if = "Option::is_none")]`.
+
+use std::io;
+use std::marker::PhantomData;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::error::LogError;
+
+/// Turns values into block bytes and back.
+pub trait Codec: Send + Sync {
+    /// The application value type.
+    type Value;
+    /// Encodes a value into block bytes.
+    fn encode(&self, value: &Self::Value) -> Result<Vec<u8>, LogError>;
+    /// Decodes block bytes.
+    fn decode(&self, bytes: &[u8]) -> Result<Self::Value, LogError>;
+}
+
+/// Bytes as given.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Binary;
+
+impl Codec for Binary {
+    type Value = Vec<u8>;
+    fn encode(&self, value: &Vec<u8>) -> Result<Vec<u8>, LogError> {
+        Ok(value.clone())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<Vec<u8>, LogError> {
+        Ok(bytes.to_vec())
+    }
+}
+
+/// UTF-8 text.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Utf8;
+
+impl Codec for Utf8 {
+    type Value = String;
+    fn encode(&self, value: &String) -> Result<Vec<u8>, LogError> {
+        Ok(value.as_bytes().to_vec())
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<String, LogError> {
+        String::from_utf8(bytes.to_vec()).map_err(|e| LogError::Encoding(e.to_string()))
+    }
+}
+
+/// JSON as hypercore 8 stores it: compact `JSON.stringify` output plus `\n`.
+///
+/// ```
+/// use kappa_log::encoding::{Codec, Json};
+/// let codec = Json::<serde_json::Value>::new();
+/// let v = serde_json::json!({"type": "chat/text", "n": 1.0, "big": 1e21});
+/// assert_eq!(codec.encode(&v)?, b"{\"type\":\"chat/text\",\"n\":1,\"big\":1e+21}\n");
+/// assert_eq!(codec.decode(b"{\"n\":2}\n")?, serde_json::json!({"n": 2}));
+/// # Ok::<(), kappa_log::LogError>(())
+/// ```
+pub struct Json<T>(PhantomData<fn() -> T>);
+
+impl<T> Json<T> {
+    /// The codec for `T`.
+    pub const fn new() -> Self {
+        Json(PhantomData)
+    }
+}
+
+impl<T> Default for Json<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Clone for Json<T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<T> Copy for Json<T> {}
+
+impl<T> std::fmt::Debug for Json<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Json")
+    }
+}
+
+impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
+    type Value = T;
+    fn encode(&self, value: &T) -> Result<Vec<u8>, LogError> {
+        let mut out = to_js_json(value)?;
+        out.push(b'\n');
+        Ok(out)
+    }
+    fn decode(&self, bytes: &[u8]) -> Result<T, LogError> {
+        serde_json::from_slice(bytes).map_err(|e| LogError::Encoding(e.to_string()))
+    }
+}
+
+/// The named encodings of hypercore (`valueEncoding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ValueEncoding {
+    /// Raw bytes.
+    #[default]
+    Binary,
+    /// UTF-8 text.
+    Utf8,
+    /// JSON plus newline (hypercore's `json`, really `ndjson`).
+    Json,
+}
+
+impl std::str::FromStr for ValueEncoding {
+    type Err = LogError;
+    fn from_str(s: &str) -> Result<Self, LogError> {
+        match s {
+            "binary" => Ok(ValueEncoding::Binary),
+            "utf8" | "utf-8" => Ok(ValueEncoding::Utf8),
+            "json" | "ndjson" => Ok(ValueEncoding::Json),
+            other => Err(LogError::Encoding(format!("unknown value encoding {other:?}"))),
+        }
+    }
+}
+
+/// Serializes `value` as `JSON.stringify` would (compact, JS number format), without
+/// the trailing newline.
+pub fn to_js_json<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, LogError> {
+    let mut out = Vec::with_capacity(64);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, JsFormatter);
+    value.serialize(&mut ser).map_err(|e| LogError::Encoding(e.to_string()))?;
+    Ok(out)
+}
+
+/// Compact JSON with JavaScript's number formatting.
+struct JsFormatter;
+
+impl serde_json::ser::Formatter for JsFormatter {
+    fn write_f32<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f32) -> io::Result<()> {
+        self.write_f64(w, value as f64)
+    }
+
+    fn write_f64<W: ?Sized + io::Write>(&mut self, w: &mut W, value: f64) -> io::Result<()> {
+        w.write_all(js_number(value).as_bytes())
+    }
+}
+
+/// `Number.prototype.toString()` for a double, as `JSON.stringify` prints it.
+pub fn js_number(value: f64) -> String {
+    if !value.is_finite() {
+        return "null".into();
+    }
+    if value == 0.0 {
+        return "0".into();
+    }
+    let mut buf = ryu::Buffer::new();
+    let s = buf.format_finite(value.abs());
+    // Split ryu's output into significant digits and a decimal exponent n, so that
+    // value = 0.d1d2...dk × 10^n.
+    let (mantissa, exp) = match s.find(['e', 'E']) {
+        Some(i) => (&s[..i], s[i + 1..].parse::<i32>().unwrap_or(0)),
+        None => (s, 0),
+    };
+    let point = mantissa.find('.').unwrap_or(mantissa.len()) as i32;
+    let mut digits: Vec<u8> = mantissa.bytes().filter(|b| b.is_ascii_digit()).collect();
+    let mut n = point + exp;
+    while digits.first() == Some(&b'0') {
+        digits.remove(0);
+        n -= 1;
+    }
+    while digits.last() == Some(&b'0') {
+        digits.pop();
+    }
+    let k = digits.len() as i32;
+    let digits = String::from_utf8(digits).unwrap_or_default();
+    let mut out = String::new();
+    if value < 0.0 {
+        out.push('-');
+    }
+    if k <= n && n <= 21 {
+        out.push_str(&digits);
+        out.extend(std::iter::repeat_n('0', (n - k) as usize));
+    } else if 0 < n && n <= 21 {
+        out.push_str(&digits[..n as usize]);
+        out.push('.');
+        out.push_str(&digits[n as usize..]);
+    } else if -6 < n && n <= 0 {
+        out.push_str("0.");
+        out.extend(std::iter::repeat_n('0', (-n) as usize));
+        out.push_str(&digits);
+    } else {
+        let e = n - 1;
+        let sign = if e < 0 { '-' } else { '+' };
+        out.push_str(&digits[..1]);
+        if k > 1 {
+            out.push('.');
+            out.push_str(&digits[1..]);
+        }
+        out.push('e');
+        out.push(sign);
+        out.push_str(&e.abs().to_string());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_like_javascript() {
+        let cases: &[(f64, &str)] = &[
+            (1.0, "1"),
+            (-1.5, "-1.5"),
+            (0.1, "0.1"),
+            (1e21, "1e+21"),
+            (1e20, "100000000000000000000"),
+            (123456789012345680000.0, "123456789012345680000"),
+            (1e-6, "0.000001"),
+            (1e-7, "1e-7"),
+            (1.5e-7, "1.5e-7"),
+            (-0.0, "0"),
+            (f64::NAN, "null"),
+            (f64::INFINITY, "null"),
+            (5e-324, "5e-324"),
+            (1.7976931348623157e308, "1.7976931348623157e+308"),
+            (0.000123, "0.000123"),
+            (123.456, "123.456"),
+            (2.5e25, "2.5e+25"),
+        ];
+        for (v, want) in cases {
+            assert_eq!(js_number(*v), *want, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn strings_like_javascript() {
+        let v = serde_json::json!({"s": "a\"b\\c\n\u{1}\u{7f}é😀", "x": [1, 2.0, null, true]});
+        let out = String::from_utf8(to_js_json(&v).unwrap()).unwrap();
+        assert_eq!(out, "{\"s\":\"a\\\"b\\\\c\\n\\u0001\u{7f}é😀\",\"x\":[1,2,null,true]}");
+    }
+}

@@ -1,0 +1,796 @@
+//! [`Feed`]: one hypercore-8 log on any storage.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use kappa_storage::{DirectoryProvider, LockGuard, MemoryProvider, Provider, RandomAccess};
+
+use crate::bitfield::{Bitfield, PAGE_SIZE};
+use crate::crypto::{tree_hash, KeyPair, PublicKey, Signature};
+use crate::error::{CorruptError, LogError};
+use crate::files::{Files, HeaderKind, HEADER_LEN};
+use crate::flat;
+use crate::node::Node;
+
+/// When a feed flushes its writes to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum SyncPolicy {
+    /// Never sync explicitly; the operating system writes back when it likes. A
+    /// power loss can lose recent appends, but recovery on open still yields a
+    /// verifiable prefix. The default, as in hypercore.
+    #[default]
+    None,
+    /// Sync data, tree and signatures, then the bitfield, before an append (or a
+    /// stored download) returns: once `append` returns `Ok`, the entries survive a
+    /// power loss.
+    PerBatch,
+}
+
+/// The most entries one append call may add, and the most bytes, bounding the
+/// memory one call uses.
+const MAX_BATCH_ENTRIES: usize = 1 << 24;
+
+/// How to open a [`Feed`]; see [`Feed::builder`].
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct FeedBuilder {
+    provider: Arc<dyn Provider>,
+    key_pair: Option<KeyPair>,
+    public_key: Option<PublicKey>,
+    create: bool,
+    sync: SyncPolicy,
+    store_secret_key: bool,
+}
+
+impl std::fmt::Debug for FeedBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedBuilder")
+            .field("public_key", &self.public_key)
+            .field("create", &self.create)
+            .field("sync", &self.sync)
+            .finish_non_exhaustive()
+    }
+}
+
+impl FeedBuilder {
+    /// Open as a writer with this key pair (creating the feed if needed).
+    pub fn key_pair(mut self, key_pair: KeyPair) -> Self {
+        self.key_pair = Some(key_pair);
+        self
+    }
+
+    /// Open the feed of this public key, read-only unless the storage holds its
+    /// secret key (creating an empty replica if needed).
+    pub fn public_key(mut self, key: PublicKey) -> Self {
+        self.public_key = Some(key);
+        self
+    }
+
+    /// Whether a feed may be created when the storage holds none (default `true`).
+    /// With `false`, opening empty storage fails with [`LogError::NotFound`].
+    pub fn create(mut self, create: bool) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// The sync policy (default [`SyncPolicy::None`]).
+    pub fn sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Whether to write the `secret_key` file for a new writer (default `true`).
+    pub fn store_secret_key(mut self, store: bool) -> Self {
+        self.store_secret_key = store;
+        self
+    }
+
+    /// Opens (or creates) the feed.
+    pub fn open(self) -> Result<Feed, LogError> {
+        Feed::open_with(self)
+    }
+}
+
+/// One signed append-only log, stored in hypercore 8's six files.
+///
+/// A feed is writable when it holds the secret key; otherwise it is a replica that
+/// stores blocks received with proofs ([`Feed::put`]), possibly sparsely.
+///
+/// ```
+/// use kappa_log::Feed;
+/// let mut feed = Feed::in_memory()?;
+/// feed.append(b"hello")?;
+/// feed.append_batch(["big", "world"])?;
+/// assert_eq!(feed.len(), 3);
+/// assert_eq!(feed.get(2)?.as_deref(), Some(&b"world"[..]));
+/// feed.verify()?;
+/// # Ok::<(), kappa_log::LogError>(())
+/// ```
+pub struct Feed {
+    files: Files,
+    key: PublicKey,
+    key_pair: Option<KeyPair>,
+    length: u64,
+    byte_length: u64,
+    roots: Vec<Node>,
+    bitfield: Bitfield,
+    /// `offsets[i]` is the byte offset of block `i`; valid for the blocks of a fully
+    /// present prefix. Grows lazily.
+    offsets: Vec<u64>,
+    /// Blocks `0 .. contiguous` are all present.
+    contiguous: u64,
+    sync: SyncPolicy,
+    poisoned: bool,
+    _lock: LockGuard,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("key", &self.key)
+            .field("writable", &self.is_writable())
+            .field("length", &self.length)
+            .field("byte_length", &self.byte_length)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    /// Starts opening a feed stored in `provider`.
+    pub fn builder(provider: impl Provider + 'static) -> FeedBuilder {
+        FeedBuilder {
+            provider: Arc::new(provider),
+            key_pair: None,
+            public_key: None,
+            create: true,
+            sync: SyncPolicy::None,
+            store_secret_key: true,
+        }
+    }
+
+    /// A new writable feed with a random key pair, in memory.
+    pub fn in_memory() -> Result<Feed, LogError> {
+        Feed::builder(MemoryProvider::new()).open()
+    }
+
+    /// Opens the feed stored in directory `dir`, creating a new writable one (random
+    /// key pair) if the directory holds none.
+    pub fn open_dir(dir: impl AsRef<std::path::Path>) -> Result<Feed, LogError> {
+        Feed::builder(DirectoryProvider::new(dir.as_ref())).open()
+    }
+
+    fn open_with(b: FeedBuilder) -> Result<Feed, LogError> {
+        let lock = b.provider.lock("bitfield")?;
+        let mut files = Files::open(&*b.provider)?;
+
+        // The key file: 32 bytes or nothing.
+        let stored_key = match files.key.len()? {
+            0 => None,
+            32 => Some(PublicKey::try_from_slice(&files.key.read(0, 32)?)?),
+            n => return Err(CorruptError { file: "key", reason: format!("{n} bytes, expected 32") }.into()),
+        };
+        let stored_secret = match files.secret_key.len()? {
+            0 => None,
+            64 => {
+                let bytes = files.secret_key.read(0, 64)?;
+                Some(
+                    KeyPair::from_secret_key_bytes(&bytes)
+                        .map_err(|e| CorruptError { file: "secret_key", reason: e.to_string() })?,
+                )
+            }
+            n => {
+                return Err(
+                    CorruptError { file: "secret_key", reason: format!("{n} bytes, expected 64") }.into()
+                )
+            }
+        };
+
+        let given_key = b.key_pair.as_ref().map(KeyPair::public_key).or(b.public_key);
+        if let (Some(kp), Some(pk)) = (&b.key_pair, b.public_key) {
+            if kp.public_key() != pk {
+                return Err(LogError::KeyMismatch { stored: pk.to_hex(), given: kp.public_key().to_hex() });
+            }
+        }
+
+        let (key, key_pair) = match stored_key {
+            Some(stored) => {
+                if let Some(given) = given_key {
+                    if given != stored {
+                        return Err(LogError::KeyMismatch { stored: stored.to_hex(), given: given.to_hex() });
+                    }
+                }
+                if let Some(sk) = &stored_secret {
+                    if sk.public_key() != stored {
+                        return Err(CorruptError {
+                            file: "secret_key",
+                            reason: "belongs to a different public key".into(),
+                        }
+                        .into());
+                    }
+                }
+                let kp = match (stored_secret, b.key_pair) {
+                    (Some(kp), _) => Some(kp),
+                    (None, Some(kp)) => {
+                        if b.store_secret_key {
+                            files.secret_key.write(0, &kp.secret_key_bytes())?;
+                        }
+                        Some(kp)
+                    }
+                    (None, None) => None,
+                };
+                (stored, kp)
+            }
+            None => {
+                if !b.create {
+                    return Err(LogError::NotFound);
+                }
+                // No key: whatever else is there belongs to no feed (hypercore resets).
+                files.reset()?;
+                let kp = match (b.key_pair, b.public_key) {
+                    (Some(kp), _) => Some(kp),
+                    (None, Some(_)) => None,
+                    (None, None) => Some(KeyPair::generate()),
+                };
+                let key = match (&kp, b.public_key) {
+                    (Some(kp), _) => kp.public_key(),
+                    (None, Some(pk)) => pk,
+                    (None, None) => unreachable!("a key pair was generated above"),
+                };
+                files.key.write(0, key.as_bytes())?;
+                if let Some(kp) = &kp {
+                    if b.store_secret_key {
+                        files.secret_key.write(0, &kp.secret_key_bytes())?;
+                    }
+                }
+                (key, kp)
+            }
+        };
+
+        for kind in [HeaderKind::Bitfield, HeaderKind::Signatures, HeaderKind::Tree] {
+            files.ensure_header(kind)?;
+        }
+
+        let body_len = files.bitfield.len()?.saturating_sub(HEADER_LEN);
+        let body_len = usize::try_from(body_len)
+            .map_err(|_| CorruptError { file: "bitfield", reason: "too large".into() })?;
+        let body = files.bitfield.read(HEADER_LEN, body_len)?;
+        let bitfield = Bitfield::from_bytes(&body);
+
+        let mut feed = Feed {
+            files,
+            key,
+            key_pair,
+            length: 0,
+            byte_length: 0,
+            roots: Vec::new(),
+            bitfield,
+            offsets: vec![0],
+            contiguous: 0,
+            sync: b.sync,
+            poisoned: false,
+            _lock: lock,
+        };
+        feed.recover()?;
+        Ok(feed)
+    }
+
+    /// Establishes the length: the one the tree bitfield proves, walked back until
+    /// its roots are stored and its signature verifies. Repairs the bitfield if a
+    /// crash left it ahead of the signed state.
+    fn recover(&mut self) -> Result<(), LogError> {
+        let claimed = self.bitfield.verified_length();
+        let mut length = claimed;
+        let mut roots = Vec::new();
+        while length > 0 {
+            if let Some(r) = self.signed_roots(length)? {
+                roots = r;
+                break;
+            }
+            length -= 1;
+        }
+        let mut repaired = false;
+        if length < claimed {
+            // Drop everything at or beyond the recovered length.
+            let limit = 2 * length;
+            let bits = self.bitfield.data_bits();
+            for i in length..bits {
+                repaired |= self.bitfield.set_block(i, false);
+            }
+            for x in 0..2 * bits {
+                if self.bitfield.has_node(x) && flat::right_span(x) >= limit {
+                    repaired |= self.bitfield.clear_node(x);
+                }
+            }
+        }
+        // A data bit without its leaf node was torn apart from its tree bits.
+        for b in 0..self.bitfield.data_bits() / 8 {
+            if self.bitfield.data_byte(b) == 0 {
+                continue;
+            }
+            for i in 8 * b..8 * b + 8 {
+                if self.bitfield.has_block(i) && !self.bitfield.has_node(2 * i) {
+                    repaired |= self.bitfield.set_block(i, false);
+                }
+            }
+        }
+        if repaired {
+            self.bitfield.rebuild_index();
+            self.flush_bitfield()?;
+            self.files.bitfield.sync()?;
+        } else {
+            // Loading only reads; nothing needs writing back.
+            let _ = self.bitfield.take_dirty();
+        }
+        self.byte_length = roots.iter().map(|r| r.size).sum();
+        self.roots = roots;
+        self.length = length;
+        self.contiguous = self.bitfield.contiguous_length();
+        Ok(())
+    }
+
+    /// The roots of `length` if all are stored and the signature in slot
+    /// `length − 1` verifies them.
+    fn signed_roots(&mut self, length: u64) -> Result<Option<Vec<Node>>, LogError> {
+        let mut roots = Vec::new();
+        for r in flat::full_roots(2 * length) {
+            match self.node(r)? {
+                Some(n) => roots.push(n),
+                None => return Ok(None),
+            }
+        }
+        match self.signature_slot(length - 1)? {
+            Some(sig) if self.key.verify(&tree_hash(&roots), &sig) => Ok(Some(roots)),
+            _ => Ok(None),
+        }
+    }
+
+    // ----- accessors ---------------------------------------------------------
+
+    /// The feed's public key.
+    pub fn public_key(&self) -> &PublicKey {
+        &self.key
+    }
+
+    /// The discovery key (what the network sees instead of the public key).
+    pub fn discovery_key(&self) -> [u8; 32] {
+        self.key.discovery_key()
+    }
+
+    /// The key pair, if this feed is writable.
+    pub fn key_pair(&self) -> Option<&KeyPair> {
+        self.key_pair.as_ref()
+    }
+
+    /// Whether this feed holds its secret key.
+    pub fn is_writable(&self) -> bool {
+        self.key_pair.is_some()
+    }
+
+    /// Number of blocks (the highest signed length we know; a sparse replica may
+    /// not hold all of them).
+    pub fn len(&self) -> u64 {
+        self.length
+    }
+
+    /// Whether the feed has no blocks.
+    pub fn is_empty(&self) -> bool {
+        self.length == 0
+    }
+
+    /// Total bytes of all blocks up to [`len`](Self::len).
+    pub fn byte_len(&self) -> u64 {
+        self.byte_length
+    }
+
+    /// The current roots (the merkle state that the newest signature covers).
+    pub fn roots(&self) -> &[Node] {
+        &self.roots
+    }
+
+    /// The sync policy.
+    pub fn sync_policy(&self) -> SyncPolicy {
+        self.sync
+    }
+
+    /// Whether block `index` is stored locally.
+    pub fn has(&self, index: u64) -> bool {
+        index < flat::MAX_NODE / 2 && self.bitfield.has_block(index)
+    }
+
+    /// Number of blocks stored locally in `range`.
+    pub fn downloaded(&self, range: Range<u64>) -> u64 {
+        let end = range.end.min(self.length.max(self.bitfield.data_bits()));
+        self.bitfield.count_blocks(range.start, end)
+    }
+
+    /// Whether every block `0 .. len()` is stored locally.
+    pub fn is_complete(&self) -> bool {
+        self.contiguous >= self.length
+    }
+
+    /// The data bitfield byte `b` (blocks `8b .. 8b + 8`, most significant bit
+    /// first), as sent in a Have message.
+    pub fn bitfield_byte(&self, b: u64) -> u8 {
+        self.bitfield.data_byte(b)
+    }
+
+    /// The bitfield, read-only.
+    pub fn bitfield(&self) -> &Bitfield {
+        &self.bitfield
+    }
+
+    /// Whether tree node `index` is stored.
+    pub fn has_node(&self, index: u64) -> bool {
+        index < flat::MAX_NODE && self.bitfield.has_node(index)
+    }
+
+    /// Tree node `index`, if stored.
+    pub fn node(&mut self, index: u64) -> Result<Option<Node>, LogError> {
+        if !self.has_node(index) {
+            return Ok(None);
+        }
+        let mut buf = [0u8; 40];
+        self.files.tree.read_into(HEADER_LEN + 40 * index, &mut buf).map_err(|e| match e {
+            kappa_storage::StorageError::OutOfBounds { .. } => LogError::Corrupt(CorruptError {
+                file: "tree",
+                reason: format!("node {index} is marked present but lies past the end"),
+            }),
+            e => e.into(),
+        })?;
+        Ok(Node::decode(index, &buf))
+    }
+
+    pub(crate) fn require_node(&mut self, index: u64) -> Result<Node, LogError> {
+        self.node(index)?
+            .ok_or_else(|| CorruptError { file: "tree", reason: format!("node {index} is missing") }.into())
+    }
+
+    /// The raw signature slot `slot` (`None` if blank or past the end).
+    pub fn signature_slot(&mut self, slot: u64) -> Result<Option<Signature>, LogError> {
+        if slot >= flat::MAX_NODE {
+            return Ok(None);
+        }
+        let offset = HEADER_LEN + 64 * slot;
+        if self.files.signatures.len()? < offset + 64 {
+            return Ok(None);
+        }
+        let mut buf = [0u8; 64];
+        self.files.signatures.read_into(offset, &mut buf)?;
+        let sig = Signature(buf);
+        Ok(if sig.is_blank() { None } else { Some(sig) })
+    }
+
+    /// The signature of the current state (slot `len() − 1`).
+    pub fn signature(&mut self) -> Result<Option<Signature>, LogError> {
+        if self.length == 0 {
+            return Ok(None);
+        }
+        self.signature_slot(self.length - 1)
+    }
+
+    // ----- reading -----------------------------------------------------------
+
+    /// Block `index`, or `None` if it is not stored locally (past the end, or a
+    /// block a sparse replica has not downloaded).
+    pub fn get(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        if !self.has(index) {
+            return Ok(None);
+        }
+        let (offset, size) = self.block_range(index)?;
+        let size = usize::try_from(size)
+            .map_err(|_| CorruptError { file: "tree", reason: format!("block {index} too large") })?;
+        let mut buf = vec![0u8; size];
+        self.files.data.read_into(offset, &mut buf).map_err(|e| match e {
+            kappa_storage::StorageError::OutOfBounds { .. } => LogError::Corrupt(CorruptError {
+                file: "data",
+                reason: format!("block {index} lies past the end"),
+            }),
+            e => e.into(),
+        })?;
+        Ok(Some(buf))
+    }
+
+    /// Block `index`, failing with [`LogError::BlockNotAvailable`] if it is not
+    /// stored locally.
+    pub fn try_get(&mut self, index: u64) -> Result<Vec<u8>, LogError> {
+        self.get(index)?.ok_or(LogError::BlockNotAvailable { index, length: self.length })
+    }
+
+    /// Byte offset and size of a stored block.
+    pub(crate) fn block_range(&mut self, index: u64) -> Result<(u64, u64), LogError> {
+        let i = index as usize;
+        if i + 1 < self.offsets.len() {
+            return Ok((self.offsets[i], self.offsets[i + 1] - self.offsets[i]));
+        }
+        if index < self.contiguous {
+            self.extend_offsets(index + 1)?;
+            if i + 1 < self.offsets.len() {
+                return Ok((self.offsets[i], self.offsets[i + 1] - self.offsets[i]));
+            }
+        }
+        let offset = self.data_offset(index, &[])?;
+        let leaf = self.require_node(2 * index)?;
+        Ok((offset, leaf.size))
+    }
+
+    /// Extends the offset cache to cover at least `upto` blocks (bounded by the
+    /// contiguous prefix), reading leaf sizes from the tree file in large chunks.
+    fn extend_offsets(&mut self, upto: u64) -> Result<(), LogError> {
+        const CHUNK: u64 = 16 * 1024;
+        let have = self.offsets.len() as u64 - 1;
+        let target = upto.max(have + CHUNK).min(self.contiguous);
+        if target <= have {
+            return Ok(());
+        }
+        // Nodes 2·have .. 2·(target−1), inclusive.
+        let first = 2 * have;
+        let count = 2 * (target - have) - 1;
+        let bytes = self.files.tree.read(HEADER_LEN + 40 * first, (40 * count) as usize)?;
+        let mut acc = *self.offsets.last().unwrap_or(&0);
+        self.offsets.reserve((target - have) as usize);
+        for k in 0..(target - have) as usize {
+            let at = 80 * k + 32;
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&bytes[at..at + 8]);
+            acc = acc
+                .checked_add(u64::from_be_bytes(size))
+                .ok_or_else(|| CorruptError { file: "tree", reason: "block sizes overflow".into() })?;
+            self.offsets.push(acc);
+        }
+        Ok(())
+    }
+
+    /// The byte offset of block `index`: the total size of `full_roots(2·index)`,
+    /// looked up in `extra` first, then in the tree file.
+    pub(crate) fn data_offset(&mut self, index: u64, extra: &[Node]) -> Result<u64, LogError> {
+        let mut offset = 0u64;
+        for r in flat::full_roots(2 * index) {
+            let size = match extra.iter().find(|n| n.index == r) {
+                Some(n) => n.size,
+                None => self.require_node(r)?.size,
+            };
+            offset = offset
+                .checked_add(size)
+                .ok_or_else(|| CorruptError { file: "tree", reason: "block sizes overflow".into() })?;
+        }
+        Ok(offset)
+    }
+
+    // ----- writing -----------------------------------------------------------
+
+    fn check_poisoned(&self) -> Result<(), LogError> {
+        if self.poisoned {
+            Err(LogError::Poisoned)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Runs a write step; any failure poisons the feed (the in-memory state may
+    /// now differ from storage).
+    pub(crate) fn guarded<T>(
+        &mut self,
+        f: impl FnOnce(&mut Feed) -> Result<T, LogError>,
+    ) -> Result<T, LogError> {
+        self.check_poisoned()?;
+        let r = f(self);
+        if matches!(r, Err(LogError::Storage(_))) {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// Appends one block; returns its index. One signature per call.
+    pub fn append(&mut self, value: impl AsRef<[u8]>) -> Result<u64, LogError> {
+        Ok(self.append_batch([value])?.start)
+    }
+
+    /// Appends blocks as one batch, signed once (the signature lands in the slot of
+    /// the last block, as in hypercore). Returns the indices given to them. An empty
+    /// batch changes nothing.
+    pub fn append_batch<I, V>(&mut self, values: I) -> Result<Range<u64>, LogError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        self.check_poisoned()?;
+        let Some(key_pair) = self.key_pair.clone() else { return Err(LogError::NotWritable) };
+        let start = self.length;
+        if !self.is_complete() {
+            // A writer always holds all of its own blocks.
+            return Err(LogError::NotWritable);
+        }
+        let mut data = Vec::new();
+        let mut roots = self.roots.clone();
+        let mut sizes = Vec::new();
+        // Nodes at 2·start and beyond go in one contiguous buffer; parents to the
+        // left of it are written one by one.
+        let mut tree_buf: Vec<u8> = Vec::new();
+        let mut left_nodes: Vec<Node> = Vec::new();
+        let base = 2 * start;
+        let place = |n: &Node, tree_buf: &mut Vec<u8>, left_nodes: &mut Vec<Node>| {
+            if n.index >= base {
+                let at = ((n.index - base) * 40) as usize;
+                if tree_buf.len() < at + 40 {
+                    tree_buf.resize(at + 40, 0);
+                }
+                tree_buf[at..at + 40].copy_from_slice(&n.encode());
+            } else {
+                left_nodes.push(*n);
+            }
+        };
+        for (k, v) in values.into_iter().enumerate() {
+            if k >= MAX_BATCH_ENTRIES {
+                return Err(LogError::TooLarge("more than 2^24 entries in one batch"));
+            }
+            let v = v.as_ref();
+            let leaf = Node::leaf(start + k as u64, v);
+            place(&leaf, &mut tree_buf, &mut left_nodes);
+            roots.push(leaf);
+            while roots.len() >= 2 {
+                let (a, b) = (roots[roots.len() - 2], roots[roots.len() - 1]);
+                if flat::parent(a.index) != flat::parent(b.index) {
+                    break;
+                }
+                let p = Node::parent_of(&a, &b).ok_or(LogError::TooLarge("feed byte length overflows"))?;
+                roots.truncate(roots.len() - 2);
+                place(&p, &mut tree_buf, &mut left_nodes);
+                roots.push(p);
+            }
+            data.extend_from_slice(v);
+            sizes.push(v.len() as u64);
+        }
+        let count = sizes.len() as u64;
+        if count == 0 {
+            return Ok(start..start);
+        }
+        let new_length = start + count;
+        let new_byte_length = self
+            .byte_length
+            .checked_add(data.len() as u64)
+            .ok_or(LogError::TooLarge("feed byte length overflows"))?;
+        let signature = key_pair.sign(&tree_hash(&roots));
+        let byte_length = self.byte_length;
+
+        self.guarded(|feed| {
+            feed.files.data.write(byte_length, &data)?;
+            feed.files.tree.write(HEADER_LEN + 40 * base, &tree_buf)?;
+            for n in &left_nodes {
+                feed.files.tree.write(HEADER_LEN + 40 * n.index, &n.encode())?;
+            }
+            feed.files.signatures.write(HEADER_LEN + 64 * (new_length - 1), &signature.0)?;
+            if feed.sync == SyncPolicy::PerBatch {
+                feed.files.data.sync()?;
+                feed.files.tree.sync()?;
+                feed.files.signatures.sync()?;
+            }
+            for i in start..new_length {
+                feed.bitfield.set_block(i, true);
+                feed.bitfield.set_node(2 * i);
+            }
+            feed.flush_bitfield()?;
+            if feed.sync == SyncPolicy::PerBatch {
+                feed.files.bitfield.sync()?;
+            }
+            Ok(())
+        })?;
+
+        if self.offsets.len() as u64 == start + 1 {
+            let mut acc = byte_length;
+            for s in sizes {
+                acc += s;
+                self.offsets.push(acc);
+            }
+        }
+        self.roots = roots;
+        self.length = new_length;
+        self.byte_length = new_byte_length;
+        self.contiguous = new_length;
+        Ok(start..new_length)
+    }
+
+    /// Writes every changed bitfield page, whole.
+    pub(crate) fn flush_bitfield(&mut self) -> Result<(), LogError> {
+        for (p, page) in self.bitfield.take_dirty() {
+            self.files.bitfield.write(HEADER_LEN + (PAGE_SIZE * p) as u64, &page)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes all files to stable storage.
+    pub fn sync_all(&mut self) -> Result<(), LogError> {
+        self.guarded(|f| {
+            f.files.data.sync()?;
+            f.files.tree.sync()?;
+            f.files.signatures.sync()?;
+            f.files.bitfield.sync()?;
+            f.files.key.sync()?;
+            f.files.secret_key.sync()?;
+            Ok(())
+        })
+    }
+
+    pub(crate) fn files_mut(&mut self) -> &mut Files {
+        &mut self.files
+    }
+
+    pub(crate) fn bitfield_mut(&mut self) -> &mut Bitfield {
+        &mut self.bitfield
+    }
+
+    /// Adopts a longer verified length with its roots.
+    pub(crate) fn grow_to(&mut self, length: u64, roots: Vec<Node>) {
+        if length > self.length {
+            self.byte_length = roots.iter().map(|r| r.size).sum();
+            self.roots = roots;
+            self.length = length;
+        }
+    }
+
+    pub(crate) fn advance_contiguous(&mut self) {
+        let max = self.bitfield.data_bits();
+        while self.contiguous < max && self.bitfield.has_block(self.contiguous) {
+            self.contiguous += 1;
+        }
+    }
+
+    // ----- verification ------------------------------------------------------
+
+    /// Verifies the signature of the current state: the stored roots of
+    /// [`len`](Self::len) against the signature in slot `len − 1`.
+    pub fn verify(&mut self) -> Result<(), LogError> {
+        if self.length == 0 {
+            return Ok(());
+        }
+        let sig = self.signature()?.ok_or_else(|| CorruptError {
+            file: "signatures",
+            reason: format!("no signature for length {}", self.length),
+        })?;
+        if !self.key.verify(&tree_hash(&self.roots), &sig) {
+            return Err(
+                CorruptError { file: "signatures", reason: "signature does not verify".into() }.into()
+            );
+        }
+        Ok(())
+    }
+
+    /// Verifies everything stored: every present block hashes to its leaf, every
+    /// stored parent to its children, and the roots to the signature. Returns the
+    /// number of blocks checked.
+    pub fn audit(&mut self) -> Result<u64, LogError> {
+        self.verify()?;
+        let mut checked = 0;
+        for i in 0..self.length {
+            if !self.has(i) {
+                continue;
+            }
+            let data = self.try_get(i)?;
+            let leaf = self.require_node(2 * i)?;
+            if Node::leaf(i, &data) != leaf {
+                return Err(CorruptError {
+                    file: "data",
+                    reason: format!("block {i} does not match its hash"),
+                }
+                .into());
+            }
+            checked += 1;
+        }
+        for x in (1..2 * self.length).step_by(2) {
+            if !self.has_node(x) {
+                continue;
+            }
+            let Some((l, r)) = flat::children(x) else { continue };
+            if let (Some(l), Some(r)) = (self.node(l)?, self.node(r)?) {
+                let want = Node::parent_of(&l, &r);
+                if want.as_ref() != self.node(x)?.as_ref() {
+                    return Err(CorruptError {
+                        file: "tree",
+                        reason: format!("node {x} does not match its children"),
+                    }
+                    .into());
+                }
+            }
+        }
+        Ok(checked)
+    }
+}

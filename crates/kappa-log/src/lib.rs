@@ -1,0 +1,25 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod bitfield;
+mod crypto;
+pub mod encoding;
+mod error;
+mod feed;
+mod files;
+pub mod flat;
+mod node;
+mod proof;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use bitfield::{Bitfield, PAGE_SIZE as BITFIELD_PAGE_SIZE};
+pub use crypto::{discovery_key, leaf_hash, parent_hash, tree_hash, Hash, KeyPair, PublicKey, Signature};
+pub use error::{CorruptError, KeyError, LogError, ProofError};
+pub use feed::{Feed, FeedBuilder, SyncPolicy};
+pub use node::Node;
+pub use proof::{Proof, PutOutcome};
+
+/// Re-export of the storage crate, so one dependency gives both.
+pub use kappa_storage as storage;

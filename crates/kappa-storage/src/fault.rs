@@ -1,0 +1,192 @@
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::{BoxedStorage, LockGuard, Provider, RandomAccess, StorageError};
+
+/// A failure to inject. Counts are over all storages of one [`FaultyProvider`],
+/// starting at 0, in the order the operations happen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Fault {
+    /// The `n`th write fails and writes nothing.
+    FailWrite(u64),
+    /// The `n`th write stores only the first half of its bytes, then fails (a
+    /// power loss in the middle of a write).
+    TearWrite(u64),
+    /// The `n`th sync fails.
+    FailSync(u64),
+}
+
+#[derive(Debug, Default)]
+struct State {
+    fault: Option<Fault>,
+    writes: u64,
+    syncs: u64,
+    crashed: bool,
+}
+
+/// Wraps a [`Provider`] and injects one [`Fault`]. After the fault fires, every
+/// operation on every storage of the provider fails, as if the process had died;
+/// the wrapped provider then holds exactly what reached "disk" before the crash.
+///
+/// ```
+/// use kappa_storage::{Fault, FaultyProvider, MemoryProvider, Provider, RandomAccess};
+/// let disk = MemoryProvider::new();
+/// let faulty = FaultyProvider::new(disk.clone(), Some(Fault::TearWrite(1)));
+/// let mut f = faulty.open("data")?;
+/// f.write(0, b"abcd")?;              // write 0: fine
+/// assert!(f.write(4, b"efgh").is_err()); // write 1: torn
+/// assert!(f.read(0, 1).is_err());        // the "process" is dead
+/// assert_eq!(disk.storage("data").to_vec(), b"abcdef");
+/// # Ok::<(), kappa_storage::StorageError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct FaultyProvider<P> {
+    inner: P,
+    state: Arc<Mutex<State>>,
+}
+
+impl<P: Provider> FaultyProvider<P> {
+    /// Wraps `inner`; `fault: None` injects nothing but still counts operations.
+    pub fn new(inner: P, fault: Option<Fault>) -> Self {
+        FaultyProvider { inner, state: Arc::new(Mutex::new(State { fault, ..State::default() })) }
+    }
+
+    /// Writes seen so far.
+    pub fn writes(&self) -> u64 {
+        self.state().writes
+    }
+
+    /// Syncs seen so far.
+    pub fn syncs(&self) -> u64 {
+        self.state().syncs
+    }
+
+    /// Whether the fault has fired.
+    pub fn crashed(&self) -> bool {
+        self.state().crashed
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<P: Provider> Provider for FaultyProvider<P> {
+    fn open(&self, name: &str) -> Result<BoxedStorage, StorageError> {
+        if self.state().crashed {
+            return Err(StorageError::Injected("crashed"));
+        }
+        Ok(Box::new(FaultyStorage { inner: self.inner.open(name)?, state: self.state.clone() }))
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        if self.state().crashed {
+            return Err(StorageError::Injected("crashed"));
+        }
+        self.inner.exists(name)
+    }
+
+    fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
+        self.inner.lock(name)
+    }
+}
+
+/// One storage of a [`FaultyProvider`].
+pub struct FaultyStorage {
+    inner: BoxedStorage,
+    state: Arc<Mutex<State>>,
+}
+
+impl std::fmt::Debug for FaultyStorage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyStorage").finish_non_exhaustive()
+    }
+}
+
+impl FaultyStorage {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn alive(&self) -> Result<(), StorageError> {
+        if self.state().crashed {
+            Err(StorageError::Injected("crashed"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl RandomAccess for FaultyStorage {
+    fn read_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        self.alive()?;
+        self.inner.read_into(offset, buf)
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        let fault = {
+            let mut s = self.state();
+            if s.crashed {
+                return Err(StorageError::Injected("crashed"));
+            }
+            let n = s.writes;
+            s.writes += 1;
+            match s.fault {
+                Some(Fault::FailWrite(k)) if k == n => {
+                    s.crashed = true;
+                    Some("write failed")
+                }
+                Some(Fault::TearWrite(k)) if k == n => {
+                    s.crashed = true;
+                    Some("torn write")
+                }
+                _ => None,
+            }
+        };
+        match fault {
+            None => self.inner.write(offset, data),
+            Some("torn write") => {
+                self.inner.write(offset, &data[..data.len() / 2])?;
+                Err(StorageError::Injected("torn write"))
+            }
+            Some(what) => Err(StorageError::Injected(what)),
+        }
+    }
+
+    fn len(&mut self) -> Result<u64, StorageError> {
+        self.alive()?;
+        self.inner.len()
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
+        {
+            let mut s = self.state();
+            if s.crashed {
+                return Err(StorageError::Injected("crashed"));
+            }
+            let n = s.writes;
+            s.writes += 1;
+            if matches!(s.fault, Some(Fault::FailWrite(k) | Fault::TearWrite(k)) if k == n) {
+                s.crashed = true;
+                return Err(StorageError::Injected("truncate failed"));
+            }
+        }
+        self.inner.truncate(len)
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        {
+            let mut s = self.state();
+            if s.crashed {
+                return Err(StorageError::Injected("crashed"));
+            }
+            let n = s.syncs;
+            s.syncs += 1;
+            if s.fault == Some(Fault::FailSync(n)) {
+                s.crashed = true;
+                return Err(StorageError::Injected("sync failed"));
+            }
+        }
+        self.inner.sync()
+    }
+}

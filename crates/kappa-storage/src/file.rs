@@ -1,0 +1,268 @@
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::{end_of, BoxedStorage, LockGuard, Provider, RandomAccess, StorageError};
+
+/// One flat file, accessed with positioned I/O. The file (and its parent
+/// directories) is created at the first write or truncate; until then it reads as
+/// empty.
+///
+/// ```
+/// use kappa_storage::{FileStorage, RandomAccess};
+/// let dir = tempfile::tempdir()?;
+/// let mut f = FileStorage::new(dir.path().join("sub/data"));
+/// assert_eq!(f.len()?, 0);
+/// f.write(0, b"hello")?;
+/// assert_eq!(f.read(1, 3)?, b"ell");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug)]
+pub struct FileStorage {
+    path: PathBuf,
+    file: Option<File>,
+    opened: bool,
+}
+
+impl FileStorage {
+    /// A storage backed by the file at `path` (not touched until used).
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        FileStorage { path: path.into(), file: None, opened: false }
+    }
+
+    /// The path of the file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn io(&self, op: &'static str, source: io::Error) -> StorageError {
+        StorageError::Io { op, path: self.path.display().to_string(), source }
+    }
+
+    /// The file if it exists, opened read-write.
+    fn existing(&mut self) -> Result<Option<&File>, StorageError> {
+        if !self.opened {
+            match OpenOptions::new().read(true).write(true).open(&self.path) {
+                Ok(f) => self.file = Some(f),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(self.io("open", e)),
+            }
+            self.opened = true;
+        }
+        Ok(self.file.as_ref())
+    }
+
+    /// The file, created if needed.
+    fn created(&mut self) -> Result<&File, StorageError> {
+        if self.existing()?.is_none() {
+            if let Some(dir) = self.path.parent() {
+                fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
+            }
+            let f = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&self.path)
+                .map_err(|e| self.io("create", e))?;
+            self.file = Some(f);
+        }
+        match &self.file {
+            Some(f) => Ok(f),
+            None => Err(self.io("open", io::Error::other("file vanished"))),
+        }
+    }
+}
+
+#[cfg(unix)]
+fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
+}
+
+#[cfg(unix)]
+fn write_at(f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    std::os::unix::fs::FileExt::write_all_at(f, buf, offset)
+}
+
+#[cfg(not(unix))]
+fn read_at(mut f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    f.seek(SeekFrom::Start(offset))?;
+    f.read_exact(buf)
+}
+
+#[cfg(not(unix))]
+fn write_at(mut f: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    use std::io::{Seek, SeekFrom, Write};
+    f.seek(SeekFrom::Start(offset))?;
+    f.write_all(buf)
+}
+
+impl RandomAccess for FileStorage {
+    fn read_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        let end = end_of(offset, buf.len())?;
+        let Some(f) = self.existing()? else {
+            if buf.is_empty() && offset == 0 {
+                return Ok(());
+            }
+            return Err(StorageError::OutOfBounds { offset, len: buf.len() as u64, size: 0 });
+        };
+        match read_at(f, buf, offset) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                debug_assert!(end > size);
+                Err(StorageError::OutOfBounds { offset, len: buf.len() as u64, size })
+            }
+            Err(e) => Err(self.io("read", e)),
+        }
+    }
+
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        end_of(offset, data.len())?;
+        let f = self.created()?;
+        write_at(f, data, offset).map_err(|e| self.io("write", e))
+    }
+
+    fn len(&mut self) -> Result<u64, StorageError> {
+        match self.existing()? {
+            None => Ok(0),
+            Some(f) => f.metadata().map(|m| m.len()).map_err(|e| self.io("stat", e)),
+        }
+    }
+
+    fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
+        let f = self.created()?;
+        f.set_len(len).map_err(|e| self.io("truncate", e))
+    }
+
+    fn sync(&mut self) -> Result<(), StorageError> {
+        match self.existing()? {
+            None => Ok(()),
+            Some(f) => f.sync_data().map_err(|e| self.io("sync", e)),
+        }
+    }
+}
+
+/// Hands out [`FileStorage`]s for names below a directory: `name` maps to
+/// `<root>/<name>`, the layout of JS random-access-file with `{directory}`.
+///
+/// ```
+/// use kappa_storage::{DirectoryProvider, Provider, RandomAccess, StorageError};
+/// let dir = tempfile::tempdir()?;
+/// let p = DirectoryProvider::new(dir.path());
+/// p.open("0/key")?.write(0, &[7; 32])?;
+/// assert!(dir.path().join("0/key").exists());
+/// let _held = p.lock("0/bitfield")?;
+/// assert!(matches!(p.lock("0/bitfield"), Err(StorageError::Locked { .. })));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct DirectoryProvider {
+    root: PathBuf,
+}
+
+impl DirectoryProvider {
+    /// A provider rooted at `root` (created on the first write).
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        DirectoryProvider { root: root.into() }
+    }
+
+    /// The root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The path that `name` maps to.
+    pub fn path_of(&self, name: &str) -> Result<PathBuf, StorageError> {
+        let rel = Path::new(name);
+        let ok = !name.is_empty() && rel.components().all(|c| matches!(c, Component::Normal(_)));
+        if !ok {
+            return Err(StorageError::InvalidName(name.to_owned()));
+        }
+        Ok(self.root.join(rel))
+    }
+}
+
+impl Provider for DirectoryProvider {
+    fn open(&self, name: &str) -> Result<BoxedStorage, StorageError> {
+        Ok(Box::new(FileStorage::new(self.path_of(name)?)))
+    }
+
+    fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        let path = self.path_of(name)?;
+        match fs::metadata(&path) {
+            Ok(m) => Ok(m.is_file() && m.len() > 0),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StorageError::Io { op: "stat", path: path.display().to_string(), source: e }),
+        }
+    }
+
+    fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
+        let path = self.path_of(name)?;
+        let display = path.display().to_string();
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|source| StorageError::Io {
+                op: "create directory for",
+                path: display.clone(),
+                source,
+            })?;
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|source| StorageError::Io { op: "open lock", path: display.clone(), source })?;
+        match file.try_lock() {
+            Ok(()) => Ok(LockGuard::file(file)),
+            Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path: display }),
+            Err(fs::TryLockError::Error(source)) => {
+                Err(StorageError::Io { op: "lock", path: display, source })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_file_reads_empty_and_is_created_on_write() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a/b/c");
+        let mut f = FileStorage::new(&path);
+        assert_eq!(f.len().unwrap(), 0);
+        assert!(f.read(0, 1).is_err());
+        f.sync().unwrap();
+        assert!(!path.exists());
+        f.write(10, b"x").unwrap();
+        assert_eq!(f.len().unwrap(), 11);
+        assert_eq!(f.read(9, 2).unwrap(), b"\0x");
+        assert!(matches!(f.read(10, 2), Err(StorageError::OutOfBounds { size: 11, .. })));
+        f.truncate(3).unwrap();
+        assert_eq!(f.len().unwrap(), 3);
+        f.sync().unwrap();
+    }
+
+    #[test]
+    fn names_cannot_escape_the_root() {
+        let p = DirectoryProvider::new("/tmp/x");
+        for bad in ["", "../a", "/etc/passwd", "a/../../b"] {
+            assert!(matches!(p.path_of(bad), Err(StorageError::InvalidName(_))), "{bad}");
+        }
+        assert!(p.path_of("0/key").is_ok());
+    }
+
+    #[test]
+    fn lock_is_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = DirectoryProvider::new(dir.path());
+        let g = p.lock("bitfield").unwrap();
+        assert!(p.lock("bitfield").is_err());
+        drop(g);
+        let _again = p.lock("bitfield").unwrap();
+    }
+}

@@ -1,0 +1,138 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod error;
+mod fault;
+mod file;
+mod memory;
+
+pub use error::StorageError;
+pub use fault::{Fault, FaultyProvider, FaultyStorage};
+pub use file::{DirectoryProvider, FileStorage};
+pub use memory::{MemoryProvider, MemoryStorage};
+
+/// A byte store addressed by offset: one file of a log.
+///
+/// All methods take `&mut self`: a storage is owned by one feed, which serialises
+/// access. Implementations must be `Send` so feeds can move between threads.
+///
+/// Implement [`read_into`](RandomAccess::read_into), [`write`](RandomAccess::write),
+/// [`len`](RandomAccess::len), [`truncate`](RandomAccess::truncate) and
+/// [`sync`](RandomAccess::sync); [`read`](RandomAccess::read) and
+/// [`is_empty`](RandomAccess::is_empty) have defaults.
+pub trait RandomAccess: Send {
+    /// Fills `buf` with the bytes at `offset .. offset + buf.len()`.
+    ///
+    /// Fails with [`StorageError::OutOfBounds`] if that range is not inside the
+    /// storage. Holes left by writes past the end read as zeros.
+    fn read_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError>;
+
+    /// Writes `data` at `offset`, growing the storage (zero-filled) if needed.
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError>;
+
+    /// The current length in bytes.
+    fn len(&mut self) -> Result<u64, StorageError>;
+
+    /// Shrinks or grows (zero-filled) the storage to `len` bytes.
+    fn truncate(&mut self, len: u64) -> Result<(), StorageError>;
+
+    /// Flushes everything written so far to stable storage.
+    fn sync(&mut self) -> Result<(), StorageError>;
+
+    /// Reads `len` bytes at `offset` into a new vector.
+    fn read(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, StorageError> {
+        let mut buf = vec![0; len];
+        self.read_into(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// Whether the storage holds no bytes.
+    fn is_empty(&mut self) -> Result<bool, StorageError> {
+        Ok(self.len()? == 0)
+    }
+}
+
+impl<S: RandomAccess + ?Sized> RandomAccess for Box<S> {
+    fn read_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
+        (**self).read_into(offset, buf)
+    }
+    fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
+        (**self).write(offset, data)
+    }
+    fn len(&mut self) -> Result<u64, StorageError> {
+        (**self).len()
+    }
+    fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
+        (**self).truncate(len)
+    }
+    fn sync(&mut self) -> Result<(), StorageError> {
+        (**self).sync()
+    }
+}
+
+/// A boxed storage, what [`Provider`]s hand out.
+pub type BoxedStorage = Box<dyn RandomAccess>;
+
+/// Opens named storages: the "storage function" of JS random-access-storage.
+///
+/// A feed asks for `key`, `secret_key`, `tree`, `data`, `signatures` and `bitfield`.
+/// Names may contain `/` (a multifeed asks for `0/key`, `1/tree`, ...).
+pub trait Provider: Send + Sync {
+    /// Opens (or prepares to create) the storage called `name`.
+    fn open(&self, name: &str) -> Result<BoxedStorage, StorageError>;
+
+    /// Whether a storage called `name` exists and holds at least one byte.
+    ///
+    /// The default opens it and asks for its length.
+    fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        Ok(!self.open(name)?.is_empty()?)
+    }
+
+    /// Takes an exclusive, process-wide lock named `name`, released when the guard
+    /// drops. The default grants every lock (in-memory storage has nobody to share
+    /// with); [`DirectoryProvider`] locks the file with `flock`, which is what JS
+    /// hypercore does on its `bitfield` file.
+    fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
+        let _ = name;
+        Ok(LockGuard::none())
+    }
+}
+
+impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
+    fn open(&self, name: &str) -> Result<BoxedStorage, StorageError> {
+        (**self).open(name)
+    }
+    fn exists(&self, name: &str) -> Result<bool, StorageError> {
+        (**self).exists(name)
+    }
+    fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
+        (**self).lock(name)
+    }
+}
+
+/// Holds a lock taken with [`Provider::lock`] until dropped.
+#[derive(Debug)]
+#[must_use = "the lock is released when the guard is dropped"]
+pub struct LockGuard {
+    _file: Option<std::fs::File>,
+}
+
+impl LockGuard {
+    /// A guard that holds nothing.
+    pub fn none() -> Self {
+        LockGuard { _file: None }
+    }
+
+    pub(crate) fn file(file: std::fs::File) -> Self {
+        LockGuard { _file: Some(file) }
+    }
+}
+
+/// Checks that `offset + len` fits in a `u64` and returns the end offset.
+pub(crate) fn end_of(offset: u64, len: usize) -> Result<u64, StorageError> {
+    offset.checked_add(len as u64).ok_or(StorageError::OutOfBounds {
+        offset,
+        len: len as u64,
+        size: u64::MAX,
+    })
+}

@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Idempotent, non-interactive setup of the pinned JS interop stack (kappa-rs/interop).
+#
+#  1. Installs the Debian packages needed to compile sodium-native 2.4.9 (it has no
+#     prebuilt binary for node > 13 and builds libsodium with autotools), but only the
+#     ones that are missing (dpkg -s); `apt-get update` runs only when something must be
+#     installed.
+#  2. Runs `npm ci` only if node_modules is missing, older than package-lock.json, or
+#     its native modules fail to load (e.g. after a node upgrade).
+#
+# Usage: interop/setup.sh            (from any directory)
+# Env:   INTEROP_FORCE_NPM_CI=1      always run npm ci
+#        INTEROP_SKIP_APT=1          never touch apt (fail later if the toolchain is missing)
+set -euo pipefail
+
+die () { echo "interop/setup.sh: ERROR: $*" >&2; exit 1; }
+log () { echo "interop/setup.sh: $*" >&2; }
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$HERE"
+
+[ -f package.json ] || die "package.json not found in $HERE"
+[ -f package-lock.json ] || die "package-lock.json not found in $HERE"
+
+# Serialise concurrent runs (e.g. several test processes calling setup at once).
+if command -v flock >/dev/null 2>&1; then
+  LOCK="${TMPDIR:-/tmp}/kappa-rs-interop-setup.$(echo "$HERE" | cksum | cut -d' ' -f1).lock"
+  exec 9>"$LOCK" || die "cannot open lock file $LOCK"
+  flock 9 || die "cannot lock $LOCK"
+fi
+
+# ---- node / npm -------------------------------------------------------------------
+command -v node >/dev/null 2>&1 || die "node not found in PATH (node 20 expected)"
+command -v npm >/dev/null 2>&1 || die "npm not found in PATH"
+NODE_MAJOR="$(node -p 'process.versions.node.split(".")[0]')"
+[ "$NODE_MAJOR" -ge 14 ] || die "node >= 14 required (tested with node 20), found $(node -v)"
+
+# ---- apt packages -------------------------------------------------------------------
+# Autotools for libsodium (sodium-native 2.4.9 preinstall), C/C++ toolchain and python3
+# for node-gyp.
+APT_PKGS=(libtool libtool-bin autoconf automake make g++ python3)
+
+pkg_ok () {
+  # Accept either an installed Debian package or (for the toolchain) a command on PATH
+  # (python3 may come from pyenv etc.).
+  case "$1" in
+    make|g++|python3) command -v "$1" >/dev/null 2>&1 && return 0 ;;
+  esac
+  dpkg -s "$1" 2>/dev/null | grep -q '^Status: install ok installed'
+}
+
+MISSING=()
+for p in "${APT_PKGS[@]}"; do
+  pkg_ok "$p" || MISSING+=("$p")
+done
+
+if [ "${#MISSING[@]}" -gt 0 ]; then
+  if [ "${INTEROP_SKIP_APT:-0}" = 1 ]; then
+    die "missing packages: ${MISSING[*]} (INTEROP_SKIP_APT=1 set; install them yourself)"
+  fi
+  command -v apt-get >/dev/null 2>&1 || die "missing packages: ${MISSING[*]} and apt-get is not available"
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+      SUDO=(sudo -n)
+    else
+      die "missing packages: ${MISSING[*]}; run as root or install them: apt-get install -y ${MISSING[*]}"
+    fi
+  fi
+  log "installing missing apt packages: ${MISSING[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${SUDO[@]}" apt-get update -qq || die "apt-get update failed"
+  "${SUDO[@]}" apt-get install -y -qq --no-install-recommends "${MISSING[@]}" >/dev/null \
+    || die "apt-get install ${MISSING[*]} failed"
+  for p in "${MISSING[@]}"; do
+    pkg_ok "$p" || die "package $p still missing after apt-get install"
+  done
+else
+  log "apt packages present: ${APT_PKGS[*]}"
+fi
+
+# ---- npm ci -------------------------------------------------------------------------
+# node-gyp needs node's C headers. Use the ones installed next to the running node
+# (Debian / NodeSource packages ship them in /usr/include/node) so no download from
+# nodejs.org is needed; an explicit npm_config_nodedir / .npmrc nodedir wins.
+if [ -z "${npm_config_nodedir:-}" ] && [ -z "$(npm config get nodedir 2>/dev/null | grep -v '^undefined$' || true)" ]; then
+  NODE_PREFIX="$(node -p 'require("path").resolve(process.execPath, "..", "..")')"
+  if [ -f "$NODE_PREFIX/include/node/node_version.h" ]; then
+    export npm_config_nodedir="$NODE_PREFIX"
+  fi
+fi
+
+native_ok () {
+  node -e "require('sodium-native'); require('hypercore'); require('kappa-core'); require('leveldown')" >/dev/null 2>&1
+}
+
+NEED_CI=0
+REASON=""
+if [ "${INTEROP_FORCE_NPM_CI:-0}" = 1 ]; then
+  NEED_CI=1; REASON="INTEROP_FORCE_NPM_CI=1"
+elif [ ! -d node_modules ] || [ ! -f node_modules/.package-lock.json ]; then
+  NEED_CI=1; REASON="node_modules missing"
+elif [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  NEED_CI=1; REASON="node_modules older than package-lock.json"
+elif ! native_ok; then
+  NEED_CI=1; REASON="installed modules fail to load (node upgraded?)"
+fi
+
+if [ "$NEED_CI" = 1 ]; then
+  log "running npm ci ($REASON); sodium-native compiles libsodium, this takes about a minute"
+  npm ci --no-audit --no-fund >&2 || die "npm ci failed (see output above)"
+  touch node_modules/.package-lock.json
+  native_ok || die "npm ci finished but sodium-native/hypercore/leveldown do not load: $(node -e "require('sodium-native')" 2>&1 | head -3)"
+  log "npm ci done"
+else
+  log "node_modules up to date"
+fi
+
+log "ok ($(node -v), hypercore $(node -p "require('hypercore/package.json').version"), kappa-core $(node -p "require('kappa-core/package.json').version"))"

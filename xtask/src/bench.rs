@@ -1,0 +1,3 @@
+pub(crate) fn run(_args: &[String]) -> Result<(), String> {
+    Err("not yet".into())
+}

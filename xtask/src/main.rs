@@ -1,0 +1,84 @@
+//! Project automation, the one entry point for CI and maintenance tasks.
+//!
+//! ```text
+//! cargo xtask ci            fmt check, clippy -D warnings, tests (with fuzz corpus replay
+//!                           and JS interop), doc build
+//! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
+//! cargo xtask bench         criterion benches plus the JS side-by-side figures,
+//!                           written to docs/benchmarks.md
+//! ```
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+mod bench;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
+        Some("bench") => bench::run(&args[1..]),
+        _ => {
+            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench [--quick]>");
+            return ExitCode::from(2);
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The repository root (the parent of `xtask/`).
+pub(crate) fn root() -> PathBuf {
+    let dir = env::var("CARGO_MANIFEST_DIR").map(PathBuf::from).unwrap_or_else(|_| ".".into());
+    dir.parent().map(Path::to_path_buf).unwrap_or(dir)
+}
+
+/// Runs a command in the repository root, failing on a non-zero exit.
+pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
+    let started = Instant::now();
+    eprintln!("$ {program} {}", args.join(" "));
+    let status = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("cannot run {program}: {e}"))?;
+    eprintln!("  ({:.1}s)", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("`{program} {}` failed with {status}", args.join(" ")))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    run("cargo", &["fmt", "--all", "--check"])?;
+    run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
+    // The tests include the fuzz corpus replays (tests/fuzz_corpus.rs in each crate)
+    // and the JS interop tests (which need interop/setup.sh to have run).
+    run("cargo", &["test", "--workspace", "--all-targets"])?;
+    run("cargo", &["test", "--workspace", "--doc"])?;
+    env::set_var("RUSTDOCFLAGS", "-D warnings");
+    run("cargo", &["doc", "--workspace", "--no-deps"])?;
+    Ok(())
+}
+
+/// The fuzz targets, by name (see `fuzz/fuzz_targets/`).
+const FUZZ_TARGETS: &[&str] = &["open_feed", "verify_proof", "bitfield"];
+
+fn fuzz(seconds: Option<&str>) -> Result<(), String> {
+    let secs = seconds.unwrap_or("60");
+    secs.parse::<u64>().map_err(|_| format!("not a number of seconds: {secs}"))?;
+    for target in FUZZ_TARGETS {
+        let time = format!("-max_total_time={secs}");
+        run("cargo", &["fuzz", "run", "--fuzz-dir", "fuzz", "-s", "none", target, "--", &time])?;
+    }
+    Ok(())
+}
