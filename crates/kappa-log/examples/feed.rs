@@ -25,9 +25,8 @@ fn main() -> Result<(), Box<dyn Error>> {
     };
 
     let started = Instant::now();
-    let mut feed = Feed::builder(kappa_log::storage::DirectoryProvider::new(&dir))
-        .sync(SyncPolicy::None)
-        .open()?;
+    let mut feed =
+        Feed::builder(kappa_log::storage::DirectoryProvider::new(&dir)).sync(SyncPolicy::None).open()?;
     println!(
         "opened {dir} in {:.1} ms: key {}, {} entries, {} bytes, {}",
         started.elapsed().as_secs_f64() * 1e3,

@@ -228,6 +228,15 @@ impl Bitfield {
         }
     }
 
+    /// For every data byte covered by allocated pages: whether the index view's leaf
+    /// entry claims it full (`11`). For consistency checks.
+    pub fn index_leaf_claims(&self) -> impl Iterator<Item = (u64, bool)> + '_ {
+        (0..self.data_bits() / 8).map(move |b| {
+            let entry = (self.get_byte(View::Index, 2 * (b >> 2)) >> (6 - 2 * (b & 3))) & 0b11;
+            (b, entry == 0b11)
+        })
+    }
+
     /// Whether tree node `x` is present.
     pub fn has_node(&self, x: u64) -> bool {
         self.get_bit(View::Tree, x)

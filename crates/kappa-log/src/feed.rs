@@ -163,14 +163,19 @@ impl Feed {
         let lock = b.provider.lock("bitfield")?;
         let mut files = Files::open(&*b.provider)?;
 
-        // The key file: 32 bytes or nothing.
+        // The key file: 32 bytes or nothing. The key is written last when a feed is
+        // created, so a short key file in a feed that holds nothing else is a
+        // creation cut short: start over.
+        let holds_blocks = files.bitfield.len()? > HEADER_LEN;
         let stored_key = match files.key.len()? {
             0 => None,
             32 => Some(PublicKey::try_from_slice(&files.key.read(0, 32)?)?),
+            n if n < 32 && !holds_blocks => None,
             n => return Err(CorruptError { file: "key", reason: format!("{n} bytes, expected 32") }.into()),
         };
         let stored_secret = match files.secret_key.len()? {
             0 => None,
+            _ if stored_key.is_none() => None,
             64 => {
                 let bytes = files.secret_key.read(0, 64)?;
                 Some(
@@ -236,12 +241,15 @@ impl Feed {
                     (None, Some(pk)) => pk,
                     (None, None) => unreachable!("a key pair was generated above"),
                 };
-                files.key.write(0, key.as_bytes())?;
+                // Secret key first: the key file is what marks the feed as created.
+                files.secret_key.truncate(0)?;
                 if let Some(kp) = &kp {
                     if b.store_secret_key {
                         files.secret_key.write(0, &kp.secret_key_bytes())?;
                     }
                 }
+                files.key.truncate(0)?;
+                files.key.write(0, key.as_bytes())?;
                 (key, kp)
             }
         };
