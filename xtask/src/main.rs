@@ -4,7 +4,7 @@
 //! cargo xtask ci            fmt check, clippy -D warnings, tests (with fuzz corpus replay
 //!                           and JS interop), doc build
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
-//! cargo xtask bench         criterion benches plus the JS side-by-side figures,
+//! cargo xtask bench         criterion benches and the JS figures measured side by side,
 //!                           written to docs/benchmarks.md
 //! ```
 
@@ -20,9 +20,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
-        Some("bench") => bench::run(&args[1..]),
+        Some("bench") => bench::run_bench(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench [--quick]>");
+            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench>");
             return ExitCode::from(2);
         }
     };
@@ -59,6 +59,8 @@ pub(crate) fn run(program: &str, args: &[&str]) -> Result<(), String> {
 }
 
 fn ci() -> Result<(), String> {
+    // The JS harness the interop tests run (installs only what is missing).
+    run("bash", &["interop/setup.sh"])?;
     run("cargo", &["fmt", "--all", "--check"])?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     // The tests include the fuzz corpus replays (tests/fuzz_corpus.rs in each crate)

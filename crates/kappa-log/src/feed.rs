@@ -338,13 +338,23 @@ impl Feed {
 
     /// The roots of `length` if all are stored and the signature in slot
     /// `length − 1` verifies them.
+    ///
+    /// Without syncs, a power loss can persist the bitfield before the tree, the
+    /// signatures or (for a writer) the data it describes; such a length counts as
+    /// unsigned, so recovery walks back past it.
     fn signed_roots(&mut self, length: u64) -> Result<Option<Vec<Node>>, LogError> {
         let mut roots = Vec::new();
         for r in flat::full_roots(2 * length) {
-            match self.node(r)? {
-                Some(n) => roots.push(n),
-                None => return Ok(None),
+            match self.node(r) {
+                Ok(Some(n)) => roots.push(n),
+                Ok(None) | Err(LogError::Corrupt(_)) => return Ok(None),
+                Err(e) => return Err(e),
             }
+        }
+        let byte_length = roots.iter().try_fold(0u64, |acc, r| acc.checked_add(r.size));
+        let Some(byte_length) = byte_length else { return Ok(None) };
+        if self.key_pair.is_some() && self.files.data.len()? < byte_length {
+            return Ok(None);
         }
         match self.signature_slot(length - 1)? {
             Some(sig) if self.key.verify(&tree_hash(&roots), &sig) => Ok(Some(roots)),
@@ -485,6 +495,16 @@ impl Feed {
             return Ok(None);
         }
         let (offset, size) = self.block_range(index)?;
+        // Sizes come from disk: bound large ones by the data file before allocating
+        // (small reads past the end fail cleanly in the read itself).
+        let data_len = if size > 64 * 1024 { self.files.data.len()? } else { u64::MAX };
+        if offset.checked_add(size).is_none_or(|end| end > data_len) {
+            return Err(CorruptError {
+                file: "data",
+                reason: format!("block {index} ({size} bytes at {offset}) lies past the end ({data_len})"),
+            }
+            .into());
+        }
         let size = usize::try_from(size)
             .map_err(|_| CorruptError { file: "tree", reason: format!("block {index} too large") })?;
         let mut buf = vec![0u8; size];
