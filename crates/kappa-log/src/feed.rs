@@ -242,7 +242,9 @@ impl Feed {
                     (None, None) => unreachable!("a key pair was generated above"),
                 };
                 // Secret key first: the key file is what marks the feed as created.
-                files.secret_key.truncate(0)?;
+                if files.secret_key.len()? > 0 {
+                    files.secret_key.truncate(0)?;
+                }
                 if let Some(kp) = &kp {
                     if b.store_secret_key {
                         files.secret_key.write(0, &kp.secret_key_bytes())?;

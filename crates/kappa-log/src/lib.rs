@@ -10,6 +10,7 @@ mod files;
 pub mod flat;
 mod node;
 mod proof;
+mod shared;
 
 #[doc(hidden)]
 pub mod fuzzing;
@@ -20,6 +21,7 @@ pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy};
 pub use node::Node;
 pub use proof::{Proof, PutOutcome};
+pub use shared::SharedFeed;
 
 /// Re-export of the storage crate, so one dependency gives both.
 pub use kappa_storage as storage;

@@ -9,49 +9,21 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use blake2::digest::consts::U32;
-use blake2::{Blake2b, Digest};
 use kappa_log::storage::DirectoryProvider;
 use kappa_log::{Feed, KeyPair, LogError, SyncPolicy};
+use kappa_testkit::{content_digest, js};
 use serde_json::Value;
 
 fn interop_dir() -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
-    if dir.join("node_modules/hypercore").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("interop/node_modules is missing: run interop/setup.sh (cargo xtask ci does)");
-    }
-    eprintln!("\n*** SKIPPING JS interop test: interop/node_modules missing; run interop/setup.sh ***\n");
-    None
+    js::harness()
 }
 
 fn node(interop: &Path, script: &str, args: &[&str]) -> Vec<Value> {
-    let out = Command::new("node")
-        .arg(interop.join(script))
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run node: {e}"));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed ({}):\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    js::run(interop, script, args)
 }
 
-/// The harness's content digest: BLAKE2b-256 over `u32be(len) ‖ bytes` per entry.
 fn digest(feed: &mut Feed) -> String {
-    let mut h = Blake2b::<U32>::new();
-    for i in 0..feed.len() {
-        let v = feed.try_get(i).unwrap();
-        h.update((v.len() as u32).to_be_bytes());
-        h.update(&v);
-    }
-    hex::encode(h.finalize())
+    content_digest(feed)
 }
 
 const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";

@@ -1,1 +1,21 @@
-//! tmp
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod cipher;
+pub mod frame;
+pub mod message;
+pub mod noise;
+pub mod rle;
+pub mod varint;
+
+#[doc(hidden)]
+pub mod fuzzing;
+
+pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
+pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
+pub use message::{
+    Cancel, Close, Data, DataNode, DecodeError, Extension, Have, Message, NoisePayload, Open, Options,
+    Request, Status, Unhave, Unwant, Want,
+};
+pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
+pub use rle::RleError;

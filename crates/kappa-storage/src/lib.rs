@@ -5,11 +5,13 @@ mod error;
 mod fault;
 mod file;
 mod memory;
+mod prefixed;
 
 pub use error::StorageError;
 pub use fault::{Fault, FaultyProvider, FaultyStorage};
 pub use file::{DirectoryProvider, FileStorage};
 pub use memory::{MemoryProvider, MemoryStorage};
+pub use prefixed::Prefixed;
 
 /// A byte store addressed by offset: one file of a log.
 ///
