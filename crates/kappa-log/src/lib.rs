@@ -21,7 +21,7 @@ pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy};
 pub use node::Node;
 pub use proof::{Proof, PutOutcome};
-pub use shared::SharedFeed;
+pub use shared::{Changes, SharedFeed};
 
 /// Re-export of the storage crate, so one dependency gives both.
 pub use kappa_storage as storage;

@@ -1,16 +1,38 @@
 //! [`SharedFeed`]: a feed many tasks use at once, with change notification.
 
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::VecDeque;
+use std::ops::Range;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 
 use event_listener::{Event, EventListener};
 
 use crate::{Feed, LogError, Proof, PublicKey, PutOutcome};
+
+/// How many recent changes a feed remembers for [`SharedFeed::changes_since`].
+const CHANGE_LOG: usize = 4096;
+
+#[derive(Default)]
+struct ChangeLog {
+    version: u64,
+    recent: VecDeque<(u64, Range<u64>)>,
+    watchers: Vec<Weak<Event>>,
+}
 
 struct Inner {
     feed: Mutex<Feed>,
     key: PublicKey,
     discovery_key: [u8; 32],
     changed: Event,
+    log: Mutex<ChangeLog>,
+}
+
+/// The blocks that changed since a version, from [`SharedFeed::changes_since`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// Exactly these ranges of blocks were added (appended or downloaded).
+    Ranges(Vec<Range<u64>>),
+    /// Too much changed to list; rescan the feed.
+    Rescan,
 }
 
 /// A [`Feed`] shared between tasks (writers, replication sessions, indexers), that
@@ -53,6 +75,7 @@ impl SharedFeed {
                 key,
                 feed: Mutex::new(feed),
                 changed: Event::new(),
+                log: Mutex::new(ChangeLog::default()),
             }),
         }
     }
@@ -65,9 +88,73 @@ impl SharedFeed {
         self.inner.feed.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Wakes every listener.
-    pub fn notify(&self) {
+    fn log(&self) -> MutexGuard<'_, ChangeLog> {
+        self.inner.log.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Wakes every listener and watcher, recording that `blocks` were added.
+    pub fn notify_added(&self, blocks: Range<u64>) {
+        let watchers = {
+            let mut log = self.log();
+            log.version += 1;
+            let v = log.version;
+            log.recent.push_back((v, blocks));
+            if log.recent.len() > CHANGE_LOG {
+                log.recent.pop_front();
+            }
+            log.watchers.retain(|w| w.strong_count() > 0);
+            log.watchers.iter().filter_map(Weak::upgrade).collect::<Vec<_>>()
+        };
         self.inner.changed.notify(usize::MAX);
+        for w in watchers {
+            w.notify(usize::MAX);
+        }
+    }
+
+    /// Wakes every listener and watcher after a change made through
+    /// [`lock`](Self::lock) whose blocks are not known (watchers rescan).
+    pub fn notify(&self) {
+        let watchers = {
+            let mut log = self.log();
+            log.version += 1;
+            // An unknown change: forget the log, so readers behind it rescan.
+            log.recent.clear();
+            log.watchers.retain(|w| w.strong_count() > 0);
+            log.watchers.iter().filter_map(Weak::upgrade).collect::<Vec<_>>()
+        };
+        self.inner.changed.notify(usize::MAX);
+        for w in watchers {
+            w.notify(usize::MAX);
+        }
+    }
+
+    /// The current change version (increases with every change).
+    pub fn version(&self) -> u64 {
+        self.log().version
+    }
+
+    /// What changed after version `since`, and the current version.
+    pub fn changes_since(&self, since: u64) -> (Changes, u64) {
+        let log = self.log();
+        if since == log.version {
+            return (Changes::Ranges(Vec::new()), log.version);
+        }
+        match log.recent.front() {
+            Some(&(first, _)) if first <= since + 1 => {
+                let ranges = log.recent.iter().filter(|(v, _)| *v > since).map(|(_, r)| r.clone()).collect();
+                (Changes::Ranges(ranges), log.version)
+            }
+            _ => (Changes::Rescan, log.version),
+        }
+    }
+
+    /// Also notifies `event` on every change, for as long as the caller keeps it
+    /// alive. One event can watch many feeds (a replication session watches all
+    /// of its feeds with one).
+    pub fn watch(&self, event: &Arc<Event>) {
+        let mut log = self.log();
+        log.watchers.retain(|w| w.strong_count() > 0);
+        log.watchers.push(Arc::downgrade(event));
     }
 
     /// A future that completes after the next change.
@@ -118,8 +205,8 @@ impl SharedFeed {
     /// Appends one block and notifies listeners. See [`Feed::append`].
     pub fn append(&self, value: impl AsRef<[u8]>) -> Result<u64, LogError> {
         let r = self.lock().append(value);
-        if r.is_ok() {
-            self.notify();
+        if let Ok(i) = r {
+            self.notify_added(i..i + 1);
         }
         r
     }
@@ -131,8 +218,10 @@ impl SharedFeed {
         V: AsRef<[u8]>,
     {
         let r = self.lock().append_batch(values);
-        if matches!(&r, Ok(range) if !range.is_empty()) {
-            self.notify();
+        if let Ok(range) = &r {
+            if !range.is_empty() {
+                self.notify_added(range.clone());
+            }
         }
         r
     }
@@ -142,8 +231,45 @@ impl SharedFeed {
     pub fn put(&self, index: u64, data: &[u8], proof: &Proof) -> Result<PutOutcome, LogError> {
         let r = self.lock().put(index, data, proof);
         if r == Ok(PutOutcome::Stored) {
-            self.notify();
+            self.notify_added(index..index + 1);
         }
         r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn change_log_lists_ranges_then_asks_for_rescan() {
+        let f = SharedFeed::new(Feed::in_memory().unwrap());
+        let v0 = f.version();
+        f.append(b"a").unwrap();
+        f.append_batch([b"b", b"c"]).unwrap();
+        let (c, v2) = f.changes_since(v0);
+        assert_eq!(c, Changes::Ranges(vec![0..1, 1..3]));
+        assert_eq!(f.changes_since(v2).0, Changes::Ranges(vec![]));
+        for _ in 0..CHANGE_LOG + 1 {
+            f.append(b"x").unwrap();
+        }
+        assert_eq!(f.changes_since(v2).0, Changes::Rescan);
+        f.notify();
+        let v = f.version();
+        assert_eq!(f.changes_since(v - 1).0, Changes::Rescan);
+    }
+
+    #[test]
+    fn watchers_are_notified_while_alive() {
+        let a = SharedFeed::new(Feed::in_memory().unwrap());
+        let b = SharedFeed::new(Feed::in_memory().unwrap());
+        let ev = Arc::new(Event::new());
+        a.watch(&ev);
+        b.watch(&ev);
+        let l = ev.listen();
+        b.append(b"x").unwrap();
+        futures::executor::block_on(l);
+        drop(ev);
+        a.append(b"y").unwrap(); // no watcher left: nothing to notify, no panic
     }
 }

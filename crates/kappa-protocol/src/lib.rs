@@ -5,7 +5,10 @@ pub mod cipher;
 pub mod frame;
 pub mod message;
 pub mod noise;
+mod ranges;
+mod replicate;
 pub mod rle;
+pub mod session;
 pub mod varint;
 
 #[doc(hidden)]
@@ -18,4 +21,6 @@ pub use message::{
     Request, Status, Unhave, Unwant, Want,
 };
 pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
+pub use ranges::RangeSet;
 pub use rle::RleError;
+pub use session::{Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions, Selection};

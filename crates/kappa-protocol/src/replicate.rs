@@ -1,0 +1,416 @@
+//! The per-feed replication logic of hypercore 8 (`lib/replicate.js`), one
+//! instance per feed per session, once both sides have opened the feed's channel.
+//!
+//! It mirrors what JS peers do and rely on (spec §3.9): a writer announces
+//! `Status{uploading, downloading: false}`; a downloader sends `Want`s in 1 MiB
+//! block ranges, learns what the uploader has from `Have`s (RLE bitfields), and
+//! pipelines `Request`s; the uploader answers with `Data` and a proof. Every block
+//! is verified against a signed root before it is stored ([`SharedFeed::put`]); a
+//! bad one ends the session. Non-live channels finish with `Status{downloading:
+//! false}` and `Close` once neither side wants anything more.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use kappa_log::{Changes, LogError, Node, Proof, SharedFeed, Signature};
+
+use crate::message::{Data, DataNode, Have, Message, Request, Status, Want};
+use crate::ranges::RangeSet;
+use crate::session::{FeedOptions, FeedStats, ProtocolError, Selection};
+
+/// Blocks per `Want` (hypercore's 1 MiB-block ranges). Ranges must be multiples of
+/// [`WANT_ALIGN`].
+pub(crate) const WANT_SPAN: u64 = 1 << 20;
+/// JS ignores Wants whose start or length is not a multiple of this.
+pub(crate) const WANT_ALIGN: u64 = 8192;
+/// The largest block index we accept from a peer.
+const MAX_INDEX: u64 = 1 << 56;
+
+pub(crate) struct Replicator {
+    feed: SharedFeed,
+    opts: FeedOptions,
+    live: bool,
+    max_in_flight: usize,
+    /// We still want blocks from this peer.
+    downloading: bool,
+    uploading: bool,
+    remote_has: RangeSet,
+    remote_length: u64,
+    remote_uploading: bool,
+    remote_downloading: bool,
+    /// The remote sent a Want: from now on we announce new blocks.
+    remote_wanted: bool,
+    /// The remote answered one of our Wants (we know what it has).
+    want_answered: bool,
+    want_sent_end: u64,
+    in_flight: BTreeMap<u64, Instant>,
+    next_scan: u64,
+    seen_version: u64,
+    received_here: RangeSet,
+    done_status_sent: bool,
+    pub(crate) stats: FeedStats,
+    pub(crate) synced: bool,
+}
+
+fn node_of(n: &DataNode) -> Result<Node, ProtocolError> {
+    let hash: [u8; 32] = n
+        .hash
+        .as_slice()
+        .try_into()
+        .map_err(|_| ProtocolError::Malformed("tree node hash is not 32 bytes"))?;
+    if n.index >= kappa_log::flat::MAX_NODE {
+        return Err(ProtocolError::Malformed("tree node index out of range"));
+    }
+    Ok(Node { index: n.index, hash, size: n.size })
+}
+
+impl Replicator {
+    pub(crate) fn new(feed: SharedFeed, opts: FeedOptions, live: bool, max_in_flight: usize) -> Self {
+        let writable = feed.is_writable();
+        let seen_version = feed.version();
+        Replicator {
+            downloading: opts.download && !writable,
+            uploading: opts.upload,
+            feed,
+            opts,
+            live,
+            max_in_flight: max_in_flight.max(1),
+            remote_has: RangeSet::new(),
+            remote_length: 0,
+            remote_uploading: true,
+            remote_downloading: true,
+            remote_wanted: false,
+            want_answered: false,
+            want_sent_end: 0,
+            in_flight: BTreeMap::new(),
+            next_scan: 0,
+            seen_version,
+            received_here: RangeSet::new(),
+            done_status_sent: false,
+            stats: FeedStats::default(),
+            synced: false,
+        }
+    }
+
+    /// Messages to send when both sides have opened the channel.
+    pub(crate) fn on_open(&mut self, out: &mut Vec<Message>) {
+        if !(self.uploading && self.downloading) {
+            out.push(Message::Status(Status::new(self.uploading, self.downloading)));
+        }
+        if self.downloading {
+            match &self.opts.selection {
+                Selection::All => self.send_next_want(out),
+                Selection::Ranges(ranges) => {
+                    // Want the aligned windows covering the selection.
+                    let mut windows = RangeSet::new();
+                    for r in ranges {
+                        let start = r.start / WANT_ALIGN * WANT_ALIGN;
+                        let end = r.end.div_ceil(WANT_ALIGN).saturating_mul(WANT_ALIGN);
+                        windows.insert(start..end);
+                    }
+                    for w in windows.iter() {
+                        out.push(Message::Want(Want { start: w.start, length: Some(w.end - w.start) }));
+                    }
+                    self.want_sent_end = windows.end();
+                }
+            }
+        }
+    }
+
+    fn send_next_want(&mut self, out: &mut Vec<Message>) {
+        out.push(Message::Want(Want { start: self.want_sent_end, length: Some(WANT_SPAN) }));
+        self.want_sent_end += WANT_SPAN;
+    }
+
+    fn selected(&self, i: u64) -> bool {
+        match &self.opts.selection {
+            Selection::All => true,
+            Selection::Ranges(rs) => rs.iter().any(|r| r.contains(&i)),
+        }
+    }
+
+    /// The remote announced blocks.
+    pub(crate) fn on_have(
+        &mut self,
+        now: Instant,
+        have: Have,
+        out: &mut Vec<Message>,
+    ) -> Result<(), ProtocolError> {
+        let length = have.length_or_default();
+        let end = have
+            .start
+            .checked_add(length)
+            .filter(|&e| e <= MAX_INDEX)
+            .ok_or(ProtocolError::OutOfRange("Have"))?;
+        match &have.bitfield {
+            Some(bits) => {
+                let max = (length.div_ceil(8) as usize).min(1 << 24);
+                let bytes =
+                    crate::rle::decode(bits, max).map_err(|_| ProtocolError::Malformed("Have bitfield"))?;
+                let mut run: Option<u64> = None;
+                for (b, byte) in bytes.iter().enumerate() {
+                    for k in 0..8u64 {
+                        let i = have.start + 8 * b as u64 + k;
+                        let set = byte & (0x80 >> k) != 0 && i < end;
+                        match (set, run) {
+                            (true, None) => run = Some(i),
+                            (false, Some(s)) => {
+                                self.remote_has.insert(s..i);
+                                run = None;
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if let Some(s) = run {
+                    self.remote_has.insert(s..(have.start + 8 * bytes.len() as u64).min(end));
+                }
+                self.want_answered = true;
+            }
+            None if have.ack == Some(true) => return Ok(()),
+            None => self.remote_has.insert(have.start..end),
+        }
+        self.remote_length = self.remote_length.max(self.remote_has.end());
+        self.next_scan = self.next_scan.min(have.start);
+        if self.downloading && matches!(self.opts.selection, Selection::All) {
+            while self.remote_length > self.want_sent_end {
+                self.send_next_want(out);
+            }
+        }
+        self.fill_requests(now, out);
+        Ok(())
+    }
+
+    /// Requests what the remote has and we lack, up to the in-flight limit.
+    pub(crate) fn fill_requests(&mut self, now: Instant, out: &mut Vec<Message>) {
+        if !self.downloading || !self.remote_uploading {
+            return;
+        }
+        let feed = self.feed.clone();
+        let f = feed.lock();
+        while self.in_flight.len() < self.max_in_flight {
+            let Some(i) = self.remote_has.next_member(self.next_scan) else { break };
+            if i >= self.remote_length {
+                break;
+            }
+            self.next_scan = i + 1;
+            if f.has(i) || self.in_flight.contains_key(&i) || !self.selected(i) {
+                continue;
+            }
+            let nodes = f.digest(i);
+            out.push(Message::Request(Request {
+                index: i,
+                bytes: Some(0),
+                hash: Some(false),
+                nodes: Some(nodes),
+            }));
+            self.in_flight.insert(i, now);
+        }
+    }
+
+    /// A block arrived: verify, store, request more.
+    pub(crate) fn on_data(
+        &mut self,
+        now: Instant,
+        data: Data,
+        out: &mut Vec<Message>,
+    ) -> Result<(), ProtocolError> {
+        if data.index >= MAX_INDEX {
+            return Err(ProtocolError::OutOfRange("Data index"));
+        }
+        if self.in_flight.remove(&data.index).is_none() {
+            // Unrequested (or answered after we stopped asking): JS drops these.
+            return Ok(());
+        }
+        let nodes = data.nodes.iter().map(node_of).collect::<Result<Vec<_>, _>>()?;
+        let signature = match &data.signature {
+            Some(s) => Some(
+                Signature::try_from_slice(s)
+                    .map_err(|_| ProtocolError::Malformed("signature is not 64 bytes"))?,
+            ),
+            None => None,
+        };
+        let Some(value) = &data.value else {
+            return Err(ProtocolError::Malformed("Data without a value for a block request"));
+        };
+        let proof = Proof { nodes, signature };
+        match self.feed.put(data.index, value, &proof) {
+            Ok(_) => {
+                self.stats.blocks_down += 1;
+                self.stats.bytes_down += value.len() as u64;
+                self.received_here.insert(data.index..data.index + 1);
+            }
+            Err(LogError::Proof { index, source }) => {
+                return Err(ProtocolError::BadBlock { index, reason: source.to_string() });
+            }
+            Err(e) => return Err(ProtocolError::Storage(e.to_string())),
+        }
+        self.fill_requests(now, out);
+        Ok(())
+    }
+
+    /// The remote asked for a block.
+    pub(crate) fn on_request(&mut self, req: Request, out: &mut Vec<Message>) -> Result<(), ProtocolError> {
+        if req.index >= MAX_INDEX {
+            return Err(ProtocolError::OutOfRange("Request index"));
+        }
+        if !self.uploading || req.bytes.unwrap_or(0) != 0 {
+            return Ok(());
+        }
+        let hash = req.hash.unwrap_or(false);
+        let mut f = self.feed.lock();
+        if !f.has(req.index) {
+            return Ok(());
+        }
+        let proof = f
+            .proof(req.index, req.nodes.unwrap_or(0), hash)
+            .map_err(|e| ProtocolError::Storage(e.to_string()))?;
+        let value =
+            if hash { None } else { f.get(req.index).map_err(|e| ProtocolError::Storage(e.to_string()))? };
+        drop(f);
+        if let Some(v) = &value {
+            self.stats.blocks_up += 1;
+            self.stats.bytes_up += v.len() as u64;
+        }
+        out.push(Message::Data(Data {
+            index: req.index,
+            value,
+            nodes: proof
+                .nodes
+                .iter()
+                .map(|n| DataNode { index: n.index, hash: n.hash.to_vec(), size: n.size })
+                .collect(),
+            signature: proof.signature.map(|s| s.0.to_vec()),
+        }));
+        Ok(())
+    }
+
+    /// The remote wants to know what we have in a range.
+    pub(crate) fn on_want(&mut self, want: Want, out: &mut Vec<Message>) -> Result<(), ProtocolError> {
+        let length = want.length_or_default();
+        if want.start.checked_add(length).is_none_or(|e| e > MAX_INDEX) {
+            return Err(ProtocolError::OutOfRange("Want"));
+        }
+        if !self.uploading || want.start % WANT_ALIGN != 0 || length % WANT_ALIGN != 0 {
+            return Ok(());
+        }
+        let f = self.feed.lock();
+        let first = !self.remote_wanted;
+        self.remote_wanted = true;
+        let len = f.len();
+        if first && len > 0 && f.has(len - 1) {
+            out.push(Message::Have(Have { start: len - 1, length: None, bitfield: None, ack: None }));
+        }
+        // The data bitfield bytes for blocks start .. start+length; bytes past what
+        // the feed holds are zero, and the encoder drops trailing zeros anyway.
+        let first_byte = want.start / 8;
+        let last_byte = (want.start + length).div_ceil(8).min(f.bitfield().data_bits() / 8);
+        let bytes: Vec<u8> = (first_byte..last_byte.max(first_byte)).map(|b| f.bitfield_byte(b)).collect();
+        out.push(Message::Have(Have {
+            start: want.start,
+            length: Some(length),
+            bitfield: Some(crate::rle::encode(&bytes)),
+            ack: None,
+        }));
+        self.seen_version = self.feed.version();
+        Ok(())
+    }
+
+    pub(crate) fn on_status(&mut self, status: Status) {
+        self.remote_uploading = status.uploading.unwrap_or(false);
+        self.remote_downloading = status.downloading.unwrap_or(false);
+        if !self.remote_uploading {
+            self.in_flight.clear();
+        }
+    }
+
+    pub(crate) fn on_unhave(&mut self, start: u64, length: u64) {
+        self.remote_has.remove(start..start.saturating_add(length));
+    }
+
+    /// Announces blocks that appeared locally since the last look.
+    pub(crate) fn on_local_change(&mut self, out: &mut Vec<Message>) {
+        let (changes, version) = self.feed.changes_since(self.seen_version);
+        self.seen_version = version;
+        if !self.remote_wanted || !self.uploading {
+            return;
+        }
+        match changes {
+            Changes::Ranges(ranges) => {
+                for r in ranges {
+                    if self.received_here.contains_range(&r) {
+                        continue; // it came from this peer
+                    }
+                    let length = if r.end - r.start == 1 { None } else { Some(r.end - r.start) };
+                    out.push(Message::Have(Have { start: r.start, length, bitfield: None, ack: None }));
+                }
+            }
+            Changes::Rescan => {
+                let f = self.feed.lock();
+                let bytes: Vec<u8> = (0..f.bitfield().data_bits() / 8).map(|b| f.bitfield_byte(b)).collect();
+                let length = (bytes.len() as u64 * 8).div_ceil(WANT_ALIGN).max(1) * WANT_ALIGN;
+                out.push(Message::Have(Have {
+                    start: 0,
+                    length: Some(length),
+                    bitfield: Some(crate::rle::encode(&bytes)),
+                    ack: None,
+                }));
+            }
+        }
+    }
+
+    /// Whether there is nothing left to download from this peer (non-live).
+    fn download_complete(&mut self) -> bool {
+        if !self.downloading {
+            return true;
+        }
+        if !self.remote_uploading {
+            return true;
+        }
+        if !self.want_answered || !self.in_flight.is_empty() {
+            return false;
+        }
+        let f = self.feed.lock();
+        let mut i = 0;
+        while let Some(m) = self.remote_has.next_member(i) {
+            if m >= self.remote_length {
+                break;
+            }
+            if self.selected(m) && !f.has(m) {
+                return false;
+            }
+            i = m + 1;
+        }
+        true
+    }
+
+    /// Non-live bookkeeping: announce completion; returns whether the channel
+    /// should close now.
+    pub(crate) fn check_end(&mut self, out: &mut Vec<Message>) -> bool {
+        if self.live {
+            return false;
+        }
+        if self.downloading && self.download_complete() {
+            self.downloading = false;
+            self.synced = true;
+            if !self.done_status_sent {
+                self.done_status_sent = true;
+                out.push(Message::Status(Status::new(self.uploading, false)));
+            }
+        }
+        if !self.downloading && !self.remote_downloading {
+            if !self.opts.download || self.feed.is_writable() {
+                // A peer that never downloaded says it is done uploading too.
+                out.push(Message::Status(Status::new(false, false)));
+            }
+            self.synced = true;
+            return true;
+        }
+        false
+    }
+
+    /// Requests in flight (for timeouts).
+    pub(crate) fn oldest_request(&self) -> Option<Instant> {
+        self.in_flight.values().min().copied()
+    }
+}

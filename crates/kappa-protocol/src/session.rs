@@ -1,0 +1,947 @@
+//! [`Protocol`]: one hypercore-protocol-7 connection as a sans-IO state machine.
+//!
+//! It takes bytes and time, and returns bytes and events; it reads no socket and
+//! no clock. Feeds are [`SharedFeed`]s, read and written synchronously (local disk
+//! I/O is not network I/O). How to drive it:
+//!
+//! 1. Create it with [`Protocol::new`]; an initiator has its first handshake
+//!    message ready at once.
+//! 2. Whenever bytes arrive, call [`handle_input`](Protocol::handle_input).
+//! 3. After every call, send what [`poll_transmit`](Protocol::poll_transmit)
+//!    returns, and handle every [`poll_event`](Protocol::poll_event).
+//! 4. Call [`handle_timeout`](Protocol::handle_timeout) when the instant from
+//!    [`poll_timeout`](Protocol::poll_timeout) has passed (keep-alives, the
+//!    20-second silence limit).
+//! 5. When a feed the session replicates changes locally (see
+//!    [`SharedFeed::watch`]), call [`feeds_changed`](Protocol::feeds_changed).
+//!
+//! `crate::driver` wraps this in a future over any `AsyncRead + AsyncWrite`.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+use kappa_log::{PublicKey, SharedFeed};
+
+use crate::cipher::TransportCipher;
+use crate::frame::{encode_frame, Decoded, FrameDecoder};
+use crate::message::{Close, Extension, Message, Open, Options};
+use crate::noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
+use crate::replicate::Replicator;
+
+/// Why a session failed. Peer misbehaviour and local failures are different
+/// variants; nothing a misbehaving peer sent is stored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// The Noise handshake failed.
+    #[error("handshake: {0}")]
+    Handshake(#[from] HandshakeError),
+    /// A frame could not be read (too large, bad length).
+    #[error("framing: {0}")]
+    Frame(String),
+    /// A message body could not be decoded.
+    #[error("malformed message: {0}")]
+    Malformed(&'static str),
+    /// A field was out of the range any real feed has.
+    #[error("out of range: {0}")]
+    OutOfRange(&'static str),
+    /// The peer proved no knowledge of the feed key (wrong capability).
+    #[error("invalid remote channel capability for discovery key {0}")]
+    BadCapability(String),
+    /// The peer used a channel it never opened.
+    #[error("message on unopened channel {0}")]
+    UnknownChannel(u64),
+    /// The peer sent a block that failed verification.
+    #[error("bad block {index} from peer: {reason}")]
+    BadBlock {
+        /// The block.
+        index: u64,
+        /// Why it was rejected.
+        reason: String,
+    },
+    /// Local storage failed.
+    #[error("storage: {0}")]
+    Storage(String),
+    /// Nothing was received for the stream timeout.
+    #[error("timed out: nothing received for {0:?}")]
+    Timeout(Duration),
+    /// The session was closed locally.
+    #[error("session closed")]
+    Closed,
+    /// The peer ended the byte stream before the session finished.
+    #[error("peer closed the connection before the session finished")]
+    UnexpectedEof,
+    /// A transport (socket) error, from a driver.
+    #[error("transport: {0}")]
+    Io(String),
+}
+
+/// Options of a session.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ProtocolOptions {
+    /// Whether we dialled (the Noise initiator). The two peers must differ.
+    pub initiator: bool,
+    /// Our Noise static key pair (random if `None`).
+    pub key_pair: Option<KeyPair>,
+    /// Live sessions keep channels open and forward new blocks until closed;
+    /// non-live ones finish when both sides have what they wanted.
+    pub live: bool,
+    /// Fail when nothing is received for this long (JS: 20 s).
+    pub timeout: Duration,
+    /// Send a keep-alive after this long without sending (JS: 10 s).
+    pub keep_alive: Duration,
+    /// Requests in flight per feed.
+    pub max_in_flight: usize,
+    /// Stream-level extension names we announce (sorted on sending).
+    pub extensions: Vec<String>,
+}
+
+impl ProtocolOptions {
+    /// Defaults for the given role: non-live, JS's timeouts, 256 requests in
+    /// flight, no extensions.
+    pub fn new(initiator: bool) -> Self {
+        ProtocolOptions {
+            initiator,
+            key_pair: None,
+            live: false,
+            timeout: Duration::from_secs(20),
+            keep_alive: Duration::from_secs(10),
+            max_in_flight: 256,
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Sets `live`.
+    pub fn live(mut self, live: bool) -> Self {
+        self.live = live;
+        self
+    }
+
+    /// Sets the Noise static key pair.
+    pub fn key_pair(mut self, key_pair: KeyPair) -> Self {
+        self.key_pair = Some(key_pair);
+        self
+    }
+
+    /// Sets the stream-level extensions.
+    pub fn extensions(mut self, names: Vec<String>) -> Self {
+        self.extensions = names;
+        self
+    }
+
+    /// Sets the timeout and keep-alive interval.
+    pub fn timeouts(mut self, timeout: Duration, keep_alive: Duration) -> Self {
+        self.timeout = timeout;
+        self.keep_alive = keep_alive;
+        self
+    }
+}
+
+/// Which blocks a downloader asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Selection {
+    /// Everything the peer has.
+    #[default]
+    All,
+    /// Only blocks in these ranges (sparse replication).
+    Ranges(Vec<Range<u64>>),
+}
+
+/// How one feed is replicated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedOptions {
+    /// Serve blocks to the peer.
+    pub upload: bool,
+    /// Download blocks from the peer (ignored for writable feeds).
+    pub download: bool,
+    /// Which blocks to download.
+    pub selection: Selection,
+}
+
+impl Default for FeedOptions {
+    fn default() -> Self {
+        FeedOptions { upload: true, download: true, selection: Selection::All }
+    }
+}
+
+impl FeedOptions {
+    /// Download only `ranges`.
+    pub fn sparse(ranges: Vec<Range<u64>>) -> Self {
+        FeedOptions { selection: Selection::Ranges(ranges), ..FeedOptions::default() }
+    }
+}
+
+/// What moved for one feed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FeedStats {
+    /// Blocks sent.
+    pub blocks_up: u64,
+    /// Value bytes sent.
+    pub bytes_up: u64,
+    /// Blocks received, verified and stored.
+    pub blocks_down: u64,
+    /// Value bytes received and stored.
+    pub bytes_down: u64,
+}
+
+/// Something the application should know.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Event {
+    /// The handshake finished; the peer's Noise static key.
+    Handshake {
+        /// The remote static public key.
+        remote_static_key: [u8; 32],
+    },
+    /// The peer opened a channel we have not opened. Open it with
+    /// [`Protocol::open_feed`] (or refuse with [`Protocol::close_channel`]).
+    RemoteOpen {
+        /// The channel's discovery key.
+        discovery_key: [u8; 32],
+    },
+    /// Both sides opened a channel.
+    ChannelOpened {
+        /// The channel's discovery key.
+        discovery_key: [u8; 32],
+    },
+    /// A non-live download of a feed is complete.
+    FeedSynced {
+        /// The feed's discovery key.
+        discovery_key: [u8; 32],
+    },
+    /// Both sides closed a channel.
+    ChannelClosed {
+        /// The channel's discovery key.
+        discovery_key: [u8; 32],
+        /// What moved on it.
+        stats: FeedStats,
+    },
+    /// A stream-level extension message.
+    Extension {
+        /// Its name (from the peer's Options).
+        name: String,
+        /// Its payload.
+        payload: Vec<u8>,
+    },
+    /// Non-live: every channel is closed on both sides; the session is done.
+    Finished,
+}
+
+struct Channel {
+    discovery_key: [u8; 32],
+    key: Option<PublicKey>,
+    local_id: Option<u64>,
+    remote_id: Option<u64>,
+    remote_capability: Option<Vec<u8>>,
+    local_closed: bool,
+    remote_closed: bool,
+    feed: Option<(SharedFeed, FeedOptions)>,
+    repl: Option<Replicator>,
+    /// Messages the peer sent before we opened (replayed when we do).
+    early: Vec<Message>,
+    stats: FeedStats,
+    announced_closed: bool,
+}
+
+impl Channel {
+    fn new(discovery_key: [u8; 32]) -> Self {
+        Channel {
+            discovery_key,
+            key: None,
+            local_id: None,
+            remote_id: None,
+            remote_capability: None,
+            local_closed: false,
+            remote_closed: false,
+            feed: None,
+            repl: None,
+            early: Vec::new(),
+            stats: FeedStats::default(),
+            announced_closed: false,
+        }
+    }
+
+    fn is_done(&self) -> bool {
+        let local_done = self.local_id.is_none() || self.local_closed;
+        let remote_done = self.remote_id.is_none() || self.remote_closed;
+        local_done && remote_done
+    }
+}
+
+/// Most messages buffered for a channel the peer opened before we did.
+const MAX_EARLY: usize = 4096;
+
+/// One hypercore-protocol-7 connection (see the module docs for how to drive it).
+pub struct Protocol {
+    opts: ProtocolOptions,
+    handshake: Option<Handshake>,
+    result: Option<HandshakeResult>,
+    encrypt: Option<TransportCipher>,
+    decrypt: Option<TransportCipher>,
+    decoder: FrameDecoder,
+    out: Vec<u8>,
+    /// Plaintext frames made before the handshake finished.
+    queued: Vec<u8>,
+    channels: Vec<Channel>,
+    by_dkey: HashMap<[u8; 32], usize>,
+    by_local: HashMap<u64, usize>,
+    by_remote: HashMap<u64, usize>,
+    next_local_id: u64,
+    pending_opens: Vec<usize>,
+    events: VecDeque<Event>,
+    remote_extensions: Vec<String>,
+    local_extensions: Vec<String>,
+    options_sent: bool,
+    last_recv: Instant,
+    last_send: Instant,
+    error: Option<ProtocolError>,
+    finished: bool,
+    holds: usize,
+    closing: bool,
+    tamper: Option<Tamper>,
+}
+
+/// A test hook that rewrites outgoing messages (see [`Protocol::tamper_outgoing`]).
+type Tamper = Box<dyn FnMut(u64, &mut Message) + Send>;
+
+impl std::fmt::Debug for Protocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Protocol")
+            .field("initiator", &self.opts.initiator)
+            .field("channels", &self.channels.len())
+            .field("finished", &self.finished)
+            .field("error", &self.error)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Protocol {
+    /// A new session at time `now`.
+    pub fn new(now: Instant, opts: ProtocolOptions) -> Protocol {
+        let static_kp = opts.key_pair.clone().unwrap_or_else(KeyPair::generate);
+        let hs =
+            if opts.initiator { Handshake::initiator(static_kp) } else { Handshake::responder(static_kp) };
+        Self::with_handshake(now, opts, hs)
+    }
+
+    /// A new session with a prepared handshake (fixed ephemeral keys and nonces,
+    /// for reproducible tests).
+    pub fn with_handshake(now: Instant, opts: ProtocolOptions, mut hs: Handshake) -> Protocol {
+        let mut local_extensions = opts.extensions.clone();
+        local_extensions.sort();
+        local_extensions.dedup();
+        let out = hs.take_outgoing();
+        Protocol {
+            opts,
+            handshake: Some(hs),
+            result: None,
+            encrypt: None,
+            decrypt: None,
+            decoder: FrameDecoder::new(),
+            out,
+            queued: Vec::new(),
+            channels: Vec::new(),
+            by_dkey: HashMap::new(),
+            by_local: HashMap::new(),
+            by_remote: HashMap::new(),
+            next_local_id: 1,
+            pending_opens: Vec::new(),
+            events: VecDeque::new(),
+            remote_extensions: Vec::new(),
+            local_extensions,
+            options_sent: false,
+            last_recv: now,
+            last_send: now,
+            error: None,
+            finished: false,
+            holds: 0,
+            closing: false,
+            tamper: None,
+        }
+    }
+
+    /// Test hook: rewrites every outgoing message (channel id, message) before it
+    /// is framed, to play a misbehaving peer. Not for production use.
+    #[doc(hidden)]
+    pub fn tamper_outgoing(&mut self, f: impl FnMut(u64, &mut Message) + Send + 'static) {
+        self.tamper = Some(Box::new(f));
+    }
+
+    /// Test hook: sends raw plaintext bytes (encrypted like everything else), to
+    /// play a misbehaving peer. Not for production use.
+    #[doc(hidden)]
+    pub fn inject_plaintext(&mut self, now: Instant, bytes: &[u8]) {
+        self.write_plain(now, bytes);
+    }
+
+    /// Whether we are the initiator.
+    pub fn is_initiator(&self) -> bool {
+        self.opts.initiator
+    }
+
+    /// Whether the session is live.
+    pub fn is_live(&self) -> bool {
+        self.opts.live
+    }
+
+    /// The error that ended the session, if any.
+    pub fn error(&self) -> Option<&ProtocolError> {
+        self.error.as_ref()
+    }
+
+    /// Whether the session has ended (finished or failed).
+    pub fn is_ended(&self) -> bool {
+        self.finished || self.error.is_some()
+    }
+
+    /// Whether the non-live session finished cleanly.
+    pub fn is_finished(&self) -> bool {
+        self.finished
+    }
+
+    /// The handshake result, once the handshake is done.
+    pub fn handshake_result(&self) -> Option<&HandshakeResult> {
+        self.result.as_ref()
+    }
+
+    /// Bytes to write to the peer, if any.
+    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        if self.out.is_empty() {
+            None
+        } else {
+            Some(std::mem::take(&mut self.out))
+        }
+    }
+
+    /// The next event, if any.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_ended() {
+            return None;
+        }
+        let mut t = self.last_recv + self.opts.timeout;
+        if self.result.is_some() {
+            t = t.min(self.last_send + self.opts.keep_alive);
+        }
+        Some(t)
+    }
+
+    /// Handles the passing of time: keep-alives and the silence limit.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        if now >= self.last_recv + self.opts.timeout {
+            self.fail(ProtocolError::Timeout(self.opts.timeout));
+            return;
+        }
+        if self.result.is_some() && now >= self.last_send + self.opts.keep_alive {
+            self.write_plain(now, &[0]);
+        }
+    }
+
+    /// Handles bytes received from the peer. On error the session is over: the
+    /// error is returned (and kept in [`error`](Self::error)).
+    pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        self.last_recv = now;
+        let r = self.input(now, data);
+        if let Err(e) = &r {
+            self.fail(e.clone());
+        }
+        r
+    }
+
+    fn input(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
+        let mut transport = Vec::new();
+        if let Some(hs) = &mut self.handshake {
+            hs.receive(data)?;
+            self.out.extend(hs.take_outgoing());
+            if !hs.is_finished() {
+                return Ok(());
+            }
+            let leftover = hs.take_leftover();
+            let result = hs.result().cloned().ok_or(ProtocolError::Malformed("handshake without result"))?;
+            self.handshake = None;
+            self.encrypt = Some(result.encryptor());
+            self.decrypt = Some(result.decryptor());
+            self.events.push_back(Event::Handshake { remote_static_key: result.remote_static_key });
+            self.result = Some(result);
+            self.last_send = now;
+            // Frames made while handshaking go out first, then queued opens.
+            let queued = std::mem::take(&mut self.queued);
+            if !queued.is_empty() {
+                self.write_plain(now, &queued);
+            }
+            for slot in std::mem::take(&mut self.pending_opens) {
+                self.send_open(now, slot)?;
+            }
+            transport = leftover;
+        } else {
+            transport.extend_from_slice(data);
+        }
+        if transport.is_empty() {
+            return Ok(());
+        }
+        if let Some(d) = &mut self.decrypt {
+            d.apply(&mut transport);
+        }
+        self.decoder.push(&transport);
+        loop {
+            match self.decoder.next_frame() {
+                Ok(None) => break,
+                Ok(Some(Decoded::KeepAlive)) => {}
+                Ok(Some(Decoded::Frame(frame))) => {
+                    let msg = frame.message().map_err(|e| ProtocolError::Frame(e.to_string()))?;
+                    self.on_message(now, frame.channel, msg)?;
+                }
+                Err(e) => return Err(ProtocolError::Frame(e.to_string())),
+            }
+            if self.is_ended() {
+                break;
+            }
+        }
+        self.check_finished();
+        Ok(())
+    }
+
+    fn fail(&mut self, e: ProtocolError) {
+        if self.error.is_none() && !self.finished {
+            self.error = Some(e);
+        }
+    }
+
+    fn write_plain(&mut self, now: Instant, plain: &[u8]) {
+        match &mut self.encrypt {
+            Some(enc) => {
+                let mut bytes = plain.to_vec();
+                enc.apply(&mut bytes);
+                self.out.extend_from_slice(&bytes);
+                self.last_send = now;
+            }
+            None => self.queued.extend_from_slice(plain),
+        }
+    }
+
+    fn send(&mut self, now: Instant, channel: u64, msg: &Message) {
+        let tampered;
+        let msg = match &mut self.tamper {
+            Some(t) => {
+                let mut m = msg.clone();
+                t(channel, &mut m);
+                tampered = m;
+                &tampered
+            }
+            None => msg,
+        };
+        match encode_frame(channel, msg.type_id(), &msg.encode()) {
+            Ok(frame) => self.write_plain(now, &frame),
+            Err(e) => self.fail(ProtocolError::Frame(e.to_string())),
+        }
+    }
+
+    // ----- channels ------------------------------------------------------
+
+    fn slot_for(&mut self, dkey: [u8; 32]) -> usize {
+        if let Some(&s) = self.by_dkey.get(&dkey) {
+            return s;
+        }
+        self.channels.push(Channel::new(dkey));
+        let s = self.channels.len() - 1;
+        self.by_dkey.insert(dkey, s);
+        s
+    }
+
+    /// Opens a channel for `feed` and replicates it once the peer opens it too.
+    /// Opening a feed twice is a no-op.
+    pub fn open_feed(
+        &mut self,
+        now: Instant,
+        feed: SharedFeed,
+        opts: FeedOptions,
+    ) -> Result<(), ProtocolError> {
+        let key = *feed.public_key();
+        self.open(now, key, Some((feed, opts)))
+    }
+
+    /// Opens a channel for `key` that carries no feed data (multifeed's root
+    /// channel): only Open and Close travel on it.
+    pub fn open_channel(&mut self, now: Instant, key: PublicKey) -> Result<(), ProtocolError> {
+        self.open(now, key, None)
+    }
+
+    fn open(
+        &mut self,
+        now: Instant,
+        key: PublicKey,
+        feed: Option<(SharedFeed, FeedOptions)>,
+    ) -> Result<(), ProtocolError> {
+        if let Some(e) = &self.error {
+            return Err(e.clone());
+        }
+        let slot = self.slot_for(key.discovery_key());
+        let ch = &mut self.channels[slot];
+        if ch.local_id.is_some() {
+            return Ok(());
+        }
+        let id = self.next_local_id;
+        self.next_local_id += 1;
+        ch.local_id = Some(id);
+        ch.key = Some(key);
+        ch.feed = feed;
+        self.by_local.insert(id, slot);
+        if self.result.is_some() {
+            self.send_open(now, slot)?;
+        } else {
+            self.pending_opens.push(slot);
+        }
+        Ok(())
+    }
+
+    fn send_open(&mut self, now: Instant, slot: usize) -> Result<(), ProtocolError> {
+        let (Some(result), Some(key), Some(id)) =
+            (&self.result, self.channels[slot].key, self.channels[slot].local_id)
+        else {
+            return Ok(());
+        };
+        let capability = result.capability(key.as_bytes());
+        let dkey = self.channels[slot].discovery_key;
+        self.send(
+            now,
+            id,
+            &Message::Open(Open { discovery_key: dkey.to_vec(), capability: Some(capability.to_vec()) }),
+        );
+        if self.channels[slot].remote_id.is_some() {
+            self.verify_capability(slot)?;
+            self.both_open(now, slot)?;
+        }
+        Ok(())
+    }
+
+    fn verify_capability(&mut self, slot: usize) -> Result<(), ProtocolError> {
+        let ch = &self.channels[slot];
+        let (Some(result), Some(key)) = (&self.result, ch.key) else { return Ok(()) };
+        match &ch.remote_capability {
+            Some(cap)
+                if crate::cipher::verify_remote_capability(
+                    &result.tx_key,
+                    &result.rx_key,
+                    key.as_bytes(),
+                    cap,
+                ) =>
+            {
+                Ok(())
+            }
+            _ => Err(ProtocolError::BadCapability(hex_of(&ch.discovery_key))),
+        }
+    }
+
+    fn both_open(&mut self, now: Instant, slot: usize) -> Result<(), ProtocolError> {
+        let live = self.opts.live;
+        let max = self.opts.max_in_flight;
+        let dkey = self.channels[slot].discovery_key;
+        self.events.push_back(Event::ChannelOpened { discovery_key: dkey });
+        let Some((feed, fopts)) = self.channels[slot].feed.clone() else { return Ok(()) };
+        let mut repl = Replicator::new(feed, fopts, live, max);
+        let mut out = Vec::new();
+        repl.on_open(&mut out);
+        self.channels[slot].repl = Some(repl);
+        self.flush_channel(now, slot, out);
+        for msg in std::mem::take(&mut self.channels[slot].early) {
+            self.on_feed_message(now, slot, msg)?;
+        }
+        self.after_feed_step(now, slot);
+        Ok(())
+    }
+
+    fn flush_channel(&mut self, now: Instant, slot: usize, msgs: Vec<Message>) {
+        if let Some(id) = self.channels[slot].local_id {
+            if self.channels[slot].local_closed {
+                return;
+            }
+            for m in msgs {
+                self.send(now, id, &m);
+            }
+        }
+    }
+
+    /// Closes our side of the channel for `key` (refusing it, if the peer opened
+    /// it and we never did).
+    pub fn close_channel(&mut self, now: Instant, key: &PublicKey) {
+        let Some(&slot) = self.by_dkey.get(&key.discovery_key()) else { return };
+        self.close_slot(now, slot);
+        self.check_finished();
+    }
+
+    fn close_slot(&mut self, now: Instant, slot: usize) {
+        let ch = &mut self.channels[slot];
+        if ch.local_closed {
+            return;
+        }
+        ch.local_closed = true;
+        match ch.local_id {
+            Some(id) => self.send(now, id, &Message::Close(Close { discovery_key: None })),
+            None => {
+                // Refuse a channel we never opened: Close by discovery key on a
+                // fresh id, as JS does.
+                let id = self.next_local_id;
+                self.next_local_id += 1;
+                let dkey = ch.discovery_key.to_vec();
+                self.send(now, id, &Message::Close(Close { discovery_key: Some(dkey) }));
+            }
+        }
+        self.after_close(slot);
+    }
+
+    fn after_close(&mut self, slot: usize) {
+        let ch = &mut self.channels[slot];
+        if ch.is_done() && !ch.announced_closed {
+            ch.announced_closed = true;
+            if let Some(r) = ch.repl.take() {
+                ch.stats = r.stats;
+            }
+            let ev = Event::ChannelClosed { discovery_key: ch.discovery_key, stats: ch.stats };
+            self.events.push_back(ev);
+        }
+    }
+
+    /// Keeps a non-live session from finishing until [`release`](Self::release)
+    /// (multifeed holds it while its feed exchange runs).
+    pub fn hold(&mut self) {
+        self.holds += 1;
+    }
+
+    /// Releases one [`hold`](Self::hold).
+    pub fn release(&mut self) {
+        self.holds = self.holds.saturating_sub(1);
+        self.check_finished();
+    }
+
+    /// Ends the session from our side: closes every channel. A non-live session
+    /// then finishes as soon as the peer closes its side; for a live one this is
+    /// how it ends.
+    pub fn close(&mut self, now: Instant) {
+        self.closing = true;
+        for slot in 0..self.channels.len() {
+            if self.channels[slot].local_id.is_some() || self.channels[slot].remote_id.is_some() {
+                self.close_slot(now, slot);
+            }
+        }
+        self.check_finished();
+    }
+
+    fn check_finished(&mut self) {
+        if self.finished || self.error.is_some() || self.result.is_none() || self.holds > 0 {
+            return;
+        }
+        // A live session runs until closed locally, or until the peer has closed
+        // every channel there was.
+        if self.opts.live && !self.closing && self.channels.is_empty() {
+            return;
+        }
+        if self.channels.iter().all(Channel::is_done) && self.pending_opens.is_empty() {
+            self.finished = true;
+            self.events.push_back(Event::Finished);
+        }
+    }
+
+    /// Sends a stream-level extension message (channel 0). The name must be one of
+    /// [`ProtocolOptions::extensions`].
+    pub fn send_extension(&mut self, now: Instant, name: &str, payload: &[u8]) -> Result<(), ProtocolError> {
+        let Some(id) = self.local_extensions.iter().position(|n| n == name) else {
+            return Err(ProtocolError::Malformed("unknown extension name"));
+        };
+        if !self.options_sent {
+            self.options_sent = true;
+            let opts = Options { extensions: self.local_extensions.clone(), ack: Some(false) };
+            self.send(now, 0, &Message::Options(opts));
+        }
+        self.send(now, 0, &Message::Extension(Extension { id: id as u64, payload: payload.to_vec() }));
+        Ok(())
+    }
+
+    /// Tells the session that some of its feeds changed locally: announces new
+    /// blocks to the peer and requests more.
+    pub fn feeds_changed(&mut self, now: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        for slot in 0..self.channels.len() {
+            if self.channels[slot].repl.is_none() {
+                continue;
+            }
+            let mut out = Vec::new();
+            if let Some(r) = &mut self.channels[slot].repl {
+                r.on_local_change(&mut out);
+                r.fill_requests(now, &mut out);
+            }
+            self.flush_channel(now, slot, out);
+            self.after_feed_step(now, slot);
+        }
+        self.check_finished();
+    }
+
+    /// What moved per feed so far (open and closed channels).
+    pub fn stats(&self) -> Vec<([u8; 32], FeedStats)> {
+        self.channels
+            .iter()
+            .map(|c| (c.discovery_key, c.repl.as_ref().map_or(c.stats, |r| r.stats)))
+            .collect()
+    }
+
+    /// The feeds being replicated.
+    pub fn feeds(&self) -> Vec<SharedFeed> {
+        self.channels.iter().filter_map(|c| c.feed.as_ref().map(|(f, _)| f.clone())).collect()
+    }
+
+    // ----- incoming ------------------------------------------------------
+
+    fn on_message(&mut self, now: Instant, channel: u64, msg: Message) -> Result<(), ProtocolError> {
+        if channel == 0 {
+            match msg {
+                Message::Options(o) => self.remote_extensions = o.extensions,
+                Message::Extension(e) => {
+                    if let Some(name) = self.remote_extensions.get(e.id as usize) {
+                        self.events.push_back(Event::Extension { name: name.clone(), payload: e.payload });
+                    }
+                }
+                // JS ignores feed messages on channel 0.
+                _ => {}
+            }
+            return Ok(());
+        }
+        match msg {
+            Message::Open(open) => self.on_open(now, channel, open),
+            Message::Close(close) => {
+                let slot = match self.by_remote.get(&channel) {
+                    Some(&s) => Some(s),
+                    None => close
+                        .discovery_key
+                        .as_deref()
+                        .and_then(|d| <[u8; 32]>::try_from(d).ok())
+                        .and_then(|d| self.by_dkey.get(&d).copied()),
+                };
+                if let Some(slot) = slot {
+                    self.channels[slot].remote_closed = true;
+                    if self.channels[slot].remote_id.is_none() {
+                        // Refused before it was opened: count it as opened and closed.
+                        self.channels[slot].remote_id = Some(u64::MAX);
+                    }
+                    if self.channels[slot].local_id.is_some() {
+                        self.close_slot(now, slot);
+                    }
+                    self.after_close(slot);
+                }
+                Ok(())
+            }
+            other => {
+                let Some(&slot) = self.by_remote.get(&channel) else {
+                    return Err(ProtocolError::UnknownChannel(channel));
+                };
+                if self.channels[slot].remote_closed {
+                    return Ok(());
+                }
+                if self.channels[slot].repl.is_none() {
+                    if self.channels[slot].local_id.is_none() {
+                        let early = &mut self.channels[slot].early;
+                        if early.len() >= MAX_EARLY {
+                            return Err(ProtocolError::OutOfRange("messages before open"));
+                        }
+                        early.push(other);
+                    }
+                    return Ok(());
+                }
+                self.on_feed_message(now, slot, other)?;
+                self.after_feed_step(now, slot);
+                Ok(())
+            }
+        }
+    }
+
+    fn on_open(&mut self, now: Instant, channel: u64, open: Open) -> Result<(), ProtocolError> {
+        let dkey: [u8; 32] = open
+            .discovery_key
+            .as_slice()
+            .try_into()
+            .map_err(|_| ProtocolError::Malformed("discovery key length"))?;
+        if self.by_remote.contains_key(&channel) {
+            return Err(ProtocolError::Malformed("channel opened twice"));
+        }
+        let slot = self.slot_for(dkey);
+        if self.channels[slot].remote_id.is_some() {
+            return Err(ProtocolError::Malformed("discovery key opened twice"));
+        }
+        self.channels[slot].remote_id = Some(channel);
+        self.channels[slot].remote_capability = open.capability;
+        self.by_remote.insert(channel, slot);
+        if self.channels[slot].local_id.is_some() {
+            if self.pending_opens.contains(&slot) {
+                return Ok(());
+            }
+            self.verify_capability(slot)?;
+            self.both_open(now, slot)?;
+        } else {
+            self.events.push_back(Event::RemoteOpen { discovery_key: dkey });
+        }
+        Ok(())
+    }
+
+    fn on_feed_message(&mut self, now: Instant, slot: usize, msg: Message) -> Result<(), ProtocolError> {
+        let Some(repl) = &mut self.channels[slot].repl else { return Ok(()) };
+        let mut out = Vec::new();
+        match msg {
+            Message::Status(s) => repl.on_status(s),
+            Message::Have(h) => repl.on_have(now, h, &mut out)?,
+            Message::Unhave(u) => repl.on_unhave(u.start, u.length_or_default()),
+            Message::Want(w) => repl.on_want(w, &mut out)?,
+            Message::Request(r) => repl.on_request(r, &mut out)?,
+            Message::Data(d) => repl.on_data(now, d, &mut out)?,
+            // Unwant and Cancel: JS ignores both; we answer requests at once, so
+            // there is nothing to cancel. Options on a feed channel: no per-feed
+            // extensions here.
+            _ => {}
+        }
+        self.flush_channel(now, slot, out);
+        Ok(())
+    }
+
+    /// After a step on a feed channel: non-live completion and closing.
+    fn after_feed_step(&mut self, now: Instant, slot: usize) {
+        let mut out = Vec::new();
+        let (close, synced_now) = match &mut self.channels[slot].repl {
+            Some(r) => {
+                let was = r.synced;
+                let close = r.check_end(&mut out);
+                (close, !was && r.synced)
+            }
+            None => return,
+        };
+        self.flush_channel(now, slot, out);
+        if synced_now {
+            let dkey = self.channels[slot].discovery_key;
+            self.events.push_back(Event::FeedSynced { discovery_key: dkey });
+        }
+        if close {
+            self.close_slot(now, slot);
+        }
+    }
+
+    /// The oldest unanswered request across all feeds.
+    pub fn oldest_request(&self) -> Option<Instant> {
+        self.channels.iter().filter_map(|c| c.repl.as_ref().and_then(Replicator::oldest_request)).min()
+    }
+}
+
+fn hex_of(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
