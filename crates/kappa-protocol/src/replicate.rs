@@ -291,7 +291,7 @@ impl Replicator {
         if want.start.checked_add(length).is_none_or(|e| e > MAX_INDEX) {
             return Err(ProtocolError::OutOfRange("Want"));
         }
-        if !self.uploading || want.start % WANT_ALIGN != 0 || length % WANT_ALIGN != 0 {
+        if !self.uploading || !want.start.is_multiple_of(WANT_ALIGN) || !length.is_multiple_of(WANT_ALIGN) {
             return Ok(());
         }
         let f = self.feed.lock();
