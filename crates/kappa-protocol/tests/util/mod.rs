@@ -2,7 +2,7 @@
 //! wire with a simulated clock, seeded chunking of the byte stream into random
 //! pieces, and random delivery delays (order is kept per direction, as TCP does).
 
-#![allow(dead_code)]
+#![allow(dead_code, unreachable_pub)]
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
