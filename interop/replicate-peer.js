@@ -26,8 +26,10 @@
 //   --initiator/--responder is the protocol role, independent of who listens.
 //
 // Termination (every path ends with process.exit):
-//   non-live: when the replication stream ends cleanly (pump callback without error):
-//             print done, exit 0. A non-live sparse replica calls
+//   non-live: when the replication stream ends cleanly (pump callback without error),
+//             both sides opened the feed channel ('peer-open') and a protocol Close was
+//             received: print done, exit 0 (a bare TCP end is an error, because
+//             hypercore-protocol 7 ends its stream on any clean TCP end). A non-live sparse replica calls
 //             feed.setDownloading(false) once its range is complete, so that the
 //             channels close (hypercore never auto-ends sparse feeds).
 //   live:     --expect-length N: once feed.length >= N and feed.downloaded(0, N) === N,

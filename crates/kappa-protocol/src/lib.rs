@@ -2,6 +2,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cipher;
+mod driver;
 pub mod frame;
 pub mod message;
 pub mod noise;
@@ -15,6 +16,7 @@ pub mod varint;
 pub mod fuzzing;
 
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
+pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionReport};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
 pub use message::{
     Cancel, Close, Data, DataNode, DecodeError, Extension, Have, Message, NoisePayload, Open, Options,

@@ -408,6 +408,17 @@ impl Protocol {
         self.result.as_ref()
     }
 
+    /// How many bytes wait in [`poll_transmit`](Self::poll_transmit).
+    pub fn pending_transmit_len(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Ends the session with a transport-level error (used by drivers: the socket
+    /// failed or closed early). No effect if it already ended.
+    pub fn fail_transport(&mut self, e: ProtocolError) {
+        self.fail(e);
+    }
+
     /// Bytes to write to the peer, if any.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
         if self.out.is_empty() {

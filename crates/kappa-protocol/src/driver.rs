@@ -1,0 +1,384 @@
+//! [`Session`]: a thin async driver that runs a [`Protocol`] over any
+//! `futures::io::{AsyncRead, AsyncWrite}` byte stream, on any runtime.
+//!
+//! Reading and writing run concurrently (a peer sending large blocks while we do
+//! the same cannot deadlock us), local feed changes wake the session through one
+//! watcher event, timers use `futures-timer` (no runtime), and a cloneable
+//! [`SessionHandle`] adds feeds to a running session or closes it.
+//!
+//! The session ends when the protocol has ended and its last bytes are written; it
+//! does not wait for the peer's end-of-stream (see the comment in `run`).
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use event_listener::Event as Notify;
+use futures::channel::mpsc;
+use futures::future;
+use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{FutureExt, StreamExt};
+use kappa_log::{PublicKey, SharedFeed};
+
+use crate::session::{Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions};
+
+/// Bytes buffered for sending above which we stop reading until the writer
+/// catches up.
+const MAX_PENDING_OUT: usize = 8 << 20;
+
+enum Command {
+    OpenFeed(SharedFeed, FeedOptions),
+    OpenChannel(PublicKey),
+    CloseChannel(PublicKey),
+    Extension(String, Vec<u8>),
+    Close,
+}
+
+/// Adds feeds to a running [`Session`] or closes it. Cheap to clone; commands
+/// sent after the session ended are ignored.
+#[derive(Clone, Debug)]
+pub struct SessionHandle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::OpenFeed(..) => "OpenFeed",
+            Command::OpenChannel(_) => "OpenChannel",
+            Command::CloseChannel(_) => "CloseChannel",
+            Command::Extension(..) => "Extension",
+            Command::Close => "Close",
+        })
+    }
+}
+
+impl SessionHandle {
+    /// Replicates `feed` in the session.
+    pub fn open_feed(&self, feed: SharedFeed, opts: FeedOptions) {
+        let _ = self.tx.unbounded_send(Command::OpenFeed(feed, opts));
+    }
+
+    /// Opens a channel without data (multifeed's root channel).
+    pub fn open_channel(&self, key: PublicKey) {
+        let _ = self.tx.unbounded_send(Command::OpenChannel(key));
+    }
+
+    /// Closes (or refuses) the channel of `key`.
+    pub fn close_channel(&self, key: PublicKey) {
+        let _ = self.tx.unbounded_send(Command::CloseChannel(key));
+    }
+
+    /// Sends a stream-level extension message.
+    pub fn send_extension(&self, name: &str, payload: Vec<u8>) {
+        let _ = self.tx.unbounded_send(Command::Extension(name.to_owned(), payload));
+    }
+
+    /// Ends the session: closes every channel; the session future completes once
+    /// the peer has closed its side too (a live peer that vanished is noticed by
+    /// the timeout).
+    pub fn close(&self) {
+        let _ = self.tx.unbounded_send(Command::Close);
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum EndReason {
+    /// Non-live: both sides had everything and closed every channel.
+    Finished,
+    /// Live: the peer disconnected, or the session was closed locally.
+    Disconnected,
+    /// The session failed.
+    Failed(ProtocolError),
+}
+
+/// What a session did: per-feed transfer counts and why it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionReport {
+    /// Per discovery key: what moved.
+    pub feeds: Vec<([u8; 32], FeedStats)>,
+    /// Bytes written to and read from the stream.
+    pub bytes_sent: u64,
+    /// Bytes read from the stream.
+    pub bytes_received: u64,
+    /// How long the session ran.
+    pub duration: Duration,
+    /// Why it ended.
+    pub end: EndReason,
+}
+
+impl SessionReport {
+    /// `Ok` unless the session failed.
+    pub fn result(&self) -> Result<(), ProtocolError> {
+        match &self.end {
+            EndReason::Failed(e) => Err(e.clone()),
+            _ => Ok(()),
+        }
+    }
+
+    /// Blocks received over all feeds.
+    pub fn blocks_received(&self) -> u64 {
+        self.feeds.iter().map(|(_, s)| s.blocks_down).sum()
+    }
+
+    /// Blocks sent over all feeds.
+    pub fn blocks_sent(&self) -> u64 {
+        self.feeds.iter().map(|(_, s)| s.blocks_up).sum()
+    }
+}
+
+/// Reacts to session events inside the session's loop, with the protocol at hand
+/// (so it can open feeds at once, as a JS peer expects within 4 s).
+pub type EventHandler = Box<dyn FnMut(&mut Protocol, Instant, &Event) + Send>;
+
+struct Shared {
+    protocol: Protocol,
+    handler: Option<EventHandler>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+    watched: Vec<[u8; 32]>,
+    bytes_sent: u64,
+    bytes_received: u64,
+    peer_eof: bool,
+}
+
+/// A replication session over a byte stream; see the module docs.
+///
+/// ```no_run
+/// # async fn example(stream: async_std::net::TcpStream, feed: kappa_log::SharedFeed) {
+/// use kappa_protocol::{FeedOptions, ProtocolOptions, Session};
+/// let (session, handle) = Session::new(stream, ProtocolOptions::new(true));
+/// handle.open_feed(feed, FeedOptions::default());
+/// let report = session.run().await;
+/// println!("received {} blocks: {:?}", report.blocks_received(), report.end);
+/// # }
+/// ```
+#[must_use = "a session does nothing until `run` is awaited"]
+pub struct Session<S> {
+    stream: S,
+    opts: ProtocolOptions,
+    rx: mpsc::UnboundedReceiver<Command>,
+    handler: Option<EventHandler>,
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl<S> std::fmt::Debug for Session<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("opts", &self.opts).finish_non_exhaustive()
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
+    /// A session over `stream`, and a handle to steer it.
+    pub fn new(stream: S, opts: ProtocolOptions) -> (Session<S>, SessionHandle) {
+        let (tx, rx) = mpsc::unbounded();
+        (Session { stream, opts, rx, handler: None, events: None }, SessionHandle { tx })
+    }
+
+    /// Calls `handler` for every event, inside the session loop.
+    pub fn on_event(mut self, handler: impl FnMut(&mut Protocol, Instant, &Event) + Send + 'static) -> Self {
+        self.handler = Some(Box::new(handler));
+        self
+    }
+
+    /// A stream of the session's events (for observers in other tasks).
+    pub fn events(&mut self) -> mpsc::UnboundedReceiver<Event> {
+        let (tx, rx) = mpsc::unbounded();
+        self.events = Some(tx);
+        rx
+    }
+
+    /// Runs the session to its end.
+    pub async fn run(self) -> SessionReport {
+        let started = Instant::now();
+        let Session { stream, opts, mut rx, handler, events } = self;
+        let live = opts.live;
+        let shared = Mutex::new(Shared {
+            protocol: Protocol::new(started, opts),
+            handler,
+            events,
+            watched: Vec::new(),
+            bytes_sent: 0,
+            bytes_received: 0,
+            peer_eof: false,
+        });
+        let wake_writer = Notify::new();
+        let drained = Notify::new();
+        let watch = Arc::new(Notify::new());
+        let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
+        let (mut reader, mut writer) = stream.split();
+
+        let after_step = |s: &mut MutexGuard<'_, Shared>| {
+            let now = Instant::now();
+            loop {
+                let Some(ev) = s.protocol.poll_event() else { break };
+                let Shared { protocol, handler, events, .. } = &mut **s;
+                if let Some(h) = handler {
+                    h(protocol, now, &ev);
+                }
+                if let Some(tx) = events {
+                    let _ = tx.unbounded_send(ev);
+                }
+            }
+            // Watch feeds the session started replicating.
+            for feed in s.protocol.feeds() {
+                if !s.watched.contains(feed.discovery_key()) {
+                    s.watched.push(*feed.discovery_key());
+                    feed.watch(&watch);
+                }
+            }
+            wake_writer.notify(usize::MAX);
+        };
+
+        let read_loop = async {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                // Back-pressure: let the writer drain a large backlog first.
+                loop {
+                    let l = drained.listen();
+                    if lock().protocol.pending_transmit_len() < MAX_PENDING_OUT {
+                        break;
+                    }
+                    l.await;
+                }
+                let n = match reader.read(&mut buf).await {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let mut s = lock();
+                        s.protocol.fail_transport(ProtocolError::Io(e.to_string()));
+                        after_step(&mut s);
+                        return;
+                    }
+                };
+                let mut s = lock();
+                if n == 0 {
+                    s.peer_eof = true;
+                    if !s.protocol.is_ended() {
+                        if live {
+                            s.protocol.close(Instant::now());
+                        } else {
+                            s.protocol.fail_transport(ProtocolError::UnexpectedEof);
+                        }
+                    }
+                    after_step(&mut s);
+                    return;
+                }
+                s.bytes_received += n as u64;
+                let _ = s.protocol.handle_input(Instant::now(), &buf[..n]);
+                after_step(&mut s);
+            }
+        };
+
+        let write_loop = async {
+            loop {
+                let l = wake_writer.listen();
+                let (bytes, ended, eof) = {
+                    let mut s = lock();
+                    let bytes = s.protocol.poll_transmit();
+                    (bytes, s.protocol.is_ended(), s.peer_eof)
+                };
+                match bytes {
+                    Some(b) => {
+                        drained.notify(usize::MAX);
+                        if writer.write_all(&b).await.is_err() {
+                            let mut s = lock();
+                            s.protocol.fail_transport(ProtocolError::Io("write failed".into()));
+                            after_step(&mut s);
+                            return;
+                        }
+                        lock().bytes_sent += b.len() as u64;
+                        if writer.flush().await.is_err() {
+                            return;
+                        }
+                    }
+                    None if ended || eof => {
+                        let _ = writer.close().await;
+                        return;
+                    }
+                    None => l.await,
+                }
+            }
+        };
+
+        let timer_loop = async {
+            loop {
+                let deadline = lock().protocol.poll_timeout();
+                let Some(deadline) = deadline else { return };
+                let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
+                futures_timer::Delay::new(wait).await;
+                let mut s = lock();
+                s.protocol.handle_timeout(Instant::now());
+                after_step(&mut s);
+                if s.protocol.is_ended() {
+                    return;
+                }
+            }
+        };
+
+        let watch_loop = async {
+            loop {
+                let l = watch.listen();
+                l.await;
+                let mut s = lock();
+                s.protocol.feeds_changed(Instant::now());
+                after_step(&mut s);
+            }
+        };
+
+        let command_loop = async {
+            while let Some(cmd) = rx.next().await {
+                let mut s = lock();
+                let now = Instant::now();
+                let p = &mut s.protocol;
+                let _ = match cmd {
+                    Command::OpenFeed(feed, fopts) => p.open_feed(now, feed, fopts),
+                    Command::OpenChannel(key) => p.open_channel(now, key),
+                    Command::CloseChannel(key) => {
+                        p.close_channel(now, &key);
+                        Ok(())
+                    }
+                    Command::Extension(name, payload) => p.send_extension(now, &name, &payload),
+                    Command::Close => {
+                        p.close(now);
+                        Ok(())
+                    }
+                };
+                after_step(&mut s);
+            }
+            future::pending::<()>().await;
+        };
+
+        // The writer decides the end: once the protocol has ended and its last
+        // bytes are flushed, the session is over. We do not wait for the peer's
+        // end-of-stream: the end is agreed by Close messages, and not every stream
+        // can signal EOF (closing an async-std TcpStream's write half does not shut
+        // the socket down). By then everything the peer sent has been read, so
+        // dropping the stream closes it cleanly. The reader, after an EOF or an
+        // error, waits for the writer to flush what the protocol still has to say.
+        let read_then_wait = async {
+            read_loop.await;
+            future::pending::<()>().await;
+        };
+        let helpers = future::join3(timer_loop, watch_loop, command_loop);
+        futures::pin_mut!(read_then_wait, write_loop, helpers);
+        let others = future::select(read_then_wait, helpers).map(|_| ());
+        let _ = future::select(write_loop, others).await;
+
+        let mut s = lock();
+        let end = match (s.protocol.error(), s.protocol.is_finished()) {
+            (Some(e), _) => EndReason::Failed(e.clone()),
+            (None, true) if !live => EndReason::Finished,
+            (None, _) if live => EndReason::Disconnected,
+            (None, _) => EndReason::Failed(ProtocolError::UnexpectedEof),
+        };
+        s.protocol.fail_transport(ProtocolError::Closed);
+        SessionReport {
+            feeds: s.protocol.stats(),
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            duration: started.elapsed(),
+            end,
+        }
+    }
+}
