@@ -211,8 +211,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
         let after_step = |s: &mut MutexGuard<'_, Shared>| {
             let now = Instant::now();
-            loop {
-                let Some(ev) = s.protocol.poll_event() else { break };
+            while let Some(ev) = s.protocol.poll_event() {
                 let Shared { protocol, handler, events, .. } = &mut **s;
                 if let Some(h) = handler {
                     h(protocol, now, &ev);
