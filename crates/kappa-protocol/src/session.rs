@@ -169,9 +169,9 @@ impl Default for FeedOptions {
 }
 
 impl FeedOptions {
-    /// Download only `ranges`.
-    pub fn sparse(ranges: Vec<Range<u64>>) -> Self {
-        FeedOptions { selection: Selection::Ranges(ranges), ..FeedOptions::default() }
+    /// Download only the blocks in `ranges`.
+    pub fn sparse(ranges: impl IntoIterator<Item = Range<u64>>) -> Self {
+        FeedOptions { selection: Selection::Ranges(ranges.into_iter().collect()), ..FeedOptions::default() }
     }
 }
 

@@ -125,7 +125,7 @@ fn sparse_download_fetches_only_the_selected_blocks() {
     let r = replica_of(&w);
     let now = pair.now;
     pair.a.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
-    pair.b.open_feed(now, r.clone(), FeedOptions::sparse(vec![10..20, 50..51, 19_990..20_000])).unwrap();
+    pair.b.open_feed(now, r.clone(), FeedOptions::sparse([10..20, 50..51, 19_990..20_000])).unwrap();
     assert!(pair.drive_to_end(200_000));
     assert!(pair.a.is_finished() && pair.b.is_finished(), "{:?} / {:?}", pair.a.error(), pair.b.error());
     let got: Vec<u64> = (0..20_000).filter(|&i| r.has(i)).collect();
