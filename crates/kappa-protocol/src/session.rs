@@ -169,6 +169,11 @@ impl Default for FeedOptions {
 }
 
 impl FeedOptions {
+    /// Download only the blocks in `range`.
+    pub fn sparse_range(range: Range<u64>) -> Self {
+        Self::sparse(std::iter::once(range))
+    }
+
     /// Download only the blocks in `ranges`.
     pub fn sparse(ranges: impl IntoIterator<Item = Range<u64>>) -> Self {
         FeedOptions { selection: Selection::Ranges(ranges.into_iter().collect()), ..FeedOptions::default() }

@@ -227,7 +227,7 @@ fn a_data_for_an_unrequested_block_is_dropped_not_stored() {
     let r = replica_of(&w);
     let now = pair.now;
     pair.a.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
-    pair.b.open_feed(now, r.clone(), FeedOptions::sparse([0..2])).unwrap();
+    pair.b.open_feed(now, r.clone(), FeedOptions::sparse_range(0..2)).unwrap();
     assert!(pair.drive_until(100_000, |_| r.has(0) && r.has(1)));
     // Push block 5 unasked, with a valid proof: JS drops such Data; so do we.
     let proof = w.lock().proof(5, 0, false).unwrap();

@@ -287,7 +287,7 @@ fn sparse_both_ways() {
     let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
     let report = task::block_on(async {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        run(stream, true, false, r.clone(), FeedOptions::sparse([100..200])).await
+        run(stream, true, false, r.clone(), FeedOptions::sparse_range(100..200)).await
     });
     peer.until("done");
     peer.finish();
