@@ -73,7 +73,16 @@ fn ci() -> Result<(), String> {
 }
 
 /// The fuzz targets, by name (see `fuzz/fuzz_targets/`).
-const FUZZ_TARGETS: &[&str] = &["open_feed", "verify_proof", "bitfield"];
+const FUZZ_TARGETS: &[&str] = &[
+    "open_feed",
+    "verify_proof",
+    "bitfield",
+    "frame_decoder",
+    "message_decoders",
+    "handshake_responder",
+    "handshake_initiator",
+    "session",
+];
 
 fn fuzz(seconds: Option<&str>) -> Result<(), String> {
     let secs = seconds.unwrap_or("60");

@@ -121,8 +121,15 @@ pub struct Feed {
     contiguous: u64,
     sync: SyncPolicy,
     poisoned: bool,
+    /// Direct-mapped cache of tree nodes (nodes never change once written).
+    node_cache: Vec<Option<Node>>,
+    /// Bitfield pages changed by deferred puts and not yet written.
+    bitfield_pending: bool,
     _lock: LockGuard,
 }
+
+/// Entries in the node cache (a power of two).
+const NODE_CACHE: usize = 1 << 13;
 
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -278,6 +285,8 @@ impl Feed {
             contiguous: 0,
             sync: b.sync,
             poisoned: false,
+            node_cache: vec![None; NODE_CACHE],
+            bitfield_pending: false,
             _lock: lock,
         };
         feed.recover()?;
@@ -449,6 +458,12 @@ impl Feed {
         if !self.has_node(index) {
             return Ok(None);
         }
+        let slot = (index as usize) & (NODE_CACHE - 1);
+        if let Some(n) = self.node_cache[slot] {
+            if n.index == index {
+                return Ok(Some(n));
+            }
+        }
         let mut buf = [0u8; 40];
         self.files.tree.read_into(HEADER_LEN + 40 * index, &mut buf).map_err(|e| match e {
             kappa_storage::StorageError::OutOfBounds { .. } => LogError::Corrupt(CorruptError {
@@ -457,7 +472,11 @@ impl Feed {
             }),
             e => e.into(),
         })?;
-        Ok(Node::decode(index, &buf))
+        let node = Node::decode(index, &buf);
+        if node.is_some() {
+            self.node_cache[slot] = node;
+        }
+        Ok(node)
     }
 
     pub(crate) fn require_node(&mut self, index: u64) -> Result<Node, LogError> {
@@ -573,6 +592,9 @@ impl Feed {
     /// The byte offset of block `index`: the total size of `full_roots(2·index)`,
     /// looked up in `extra` first, then in the tree file.
     pub(crate) fn data_offset(&mut self, index: u64, extra: &[Node]) -> Result<u64, LogError> {
+        if let Some(&o) = self.offsets.get(index as usize) {
+            return Ok(o);
+        }
         let mut offset = 0u64;
         for r in flat::full_roots(2 * index) {
             let size = match extra.iter().find(|n| n.index == r) {
@@ -760,8 +782,28 @@ impl Feed {
     pub(crate) fn advance_contiguous(&mut self) {
         let max = self.bitfield.data_bits();
         while self.contiguous < max && self.bitfield.has_block(self.contiguous) {
+            // Keep the offset cache growing with an in-order download.
+            if self.offsets.len() as u64 == self.contiguous + 1 {
+                if let Ok(Some(n)) = self.node(2 * self.contiguous) {
+                    let last = *self.offsets.last().unwrap_or(&0);
+                    self.offsets.push(last.saturating_add(n.size));
+                }
+            }
             self.contiguous += 1;
         }
+    }
+
+    /// Writes bitfield pages left unwritten by [`put_deferred`](Self::put_deferred).
+    pub fn flush_deferred(&mut self) -> Result<(), LogError> {
+        if !self.bitfield_pending {
+            return Ok(());
+        }
+        self.bitfield_pending = false;
+        self.guarded(|f| f.flush_bitfield())
+    }
+
+    pub(crate) fn defer_bitfield(&mut self) {
+        self.bitfield_pending = true;
     }
 
     // ----- verification ------------------------------------------------------

@@ -190,7 +190,7 @@ pub fn bitfield(data: &[u8]) {
     let mut bf = Bitfield::from_bytes(&body);
     let loaded_with_index = !body.is_empty();
     while let (Some(op), Some(a), Some(b)) = (input.byte(), input.byte(), input.byte()) {
-        let x = u64::from(u16::from_le_bytes([a, b])) * (1 + (op >> 4) as u64 * 97);
+        let x = u64::from(u16::from_le_bytes([a, b])) * (1 + (op >> 4) as u64);
         match op & 3 {
             0 => {
                 bf.set_block(x, true);

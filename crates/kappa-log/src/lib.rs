@@ -20,7 +20,7 @@ pub use crypto::{discovery_key, leaf_hash, parent_hash, tree_hash, Hash, KeyPair
 pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy};
 pub use node::Node;
-pub use proof::{Proof, PutOutcome};
+pub use proof::{Proof, PutOutcome, RemoteTree};
 pub use shared::{Changes, SharedFeed};
 
 /// Re-export of the storage crate, so one dependency gives both.

@@ -1,8 +1,6 @@
 //! Proofs: what an uploader sends with a block, and how a downloader checks it
 //! (spec §3.11).
 
-use std::collections::HashSet;
-
 use crate::crypto::{tree_hash, Signature};
 use crate::error::{LogError, ProofError};
 use crate::feed::{Feed, SyncPolicy};
@@ -19,6 +17,60 @@ pub struct Proof {
     pub nodes: Vec<Node>,
     /// The signature over the roots, when the proof reaches them.
     pub signature: Option<Signature>,
+}
+
+/// What an uploader knows a peer has: the tree nodes the peer claimed in digests
+/// or was sent in proofs (hypercore's per-peer `remoteTree`). Proofs for that peer
+/// then leave those nodes out, so most proofs are a node or two and need no
+/// signature. Keep one per peer per feed, and use it only on an ordered stream
+/// whose receiver stores every proof node it is sent (as [`Feed::put`] does).
+#[derive(Debug, Clone, Default)]
+pub struct RemoteTree {
+    bits: Vec<u64>,
+}
+
+/// Nodes past this index are not remembered (they are simply sent again).
+const REMOTE_TREE_MAX: u64 = 1 << 34;
+
+impl RemoteTree {
+    /// Knows nothing.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether the peer has node `x`.
+    pub fn has(&self, x: u64) -> bool {
+        let (w, b) = ((x / 64) as usize, x % 64);
+        self.bits.get(w).is_some_and(|word| word & (1 << b) != 0)
+    }
+
+    fn set_bit(&mut self, x: u64) -> bool {
+        if x >= REMOTE_TREE_MAX {
+            return false;
+        }
+        let (w, b) = ((x / 64) as usize, x % 64);
+        if self.bits.len() <= w {
+            self.bits.resize(w + 1, 0);
+        }
+        let was = self.bits[w] & (1 << b) != 0;
+        self.bits[w] |= 1 << b;
+        !was
+    }
+
+    /// Records that the peer has node `x`, and every parent whose two children
+    /// it then has.
+    pub fn set(&mut self, x: u64) {
+        if !self.set_bit(x) {
+            return;
+        }
+        let mut i = x;
+        while self.has(flat::sibling(i)) {
+            i = flat::parent(i);
+            if !self.set_bit(i) {
+                break;
+            }
+        }
+    }
 }
 
 /// What [`Feed::put`] did with a block.
@@ -76,6 +128,18 @@ impl Feed {
     ///
     /// Fails with [`LogError::BlockNotAvailable`] if the block is not stored here.
     pub fn proof(&mut self, index: u64, digest: u64, hash_only: bool) -> Result<Proof, LogError> {
+        self.proof_for(index, digest, hash_only, &mut RemoteTree::new())
+    }
+
+    /// Like [`proof`](Self::proof), but also leaves out the nodes `remote` says the
+    /// peer has, and records in `remote` what this proof gives it.
+    pub fn proof_for(
+        &mut self,
+        index: u64,
+        digest: u64,
+        hash_only: bool,
+        remote: &mut RemoteTree,
+    ) -> Result<Proof, LogError> {
         if !self.has(index) {
             return Err(LogError::BlockNotAvailable { index, length: self.len() });
         }
@@ -87,36 +151,37 @@ impl Feed {
         if digest == 1 {
             return self.load_proof(wanted, None);
         }
-        // Nodes the requester says it has.
-        let mut remote: HashSet<u64> = HashSet::new();
         let has_root = digest & 1 == 1;
         let mut d = digest >> 1;
         let mut next = x;
         while d != 0 && next < flat::MAX_NODE {
             if d == 1 && has_root {
                 if self.has_node(next) {
-                    remote.insert(next);
+                    remote.set(next);
                 }
                 if flat::sibling(next) < next {
                     next = flat::sibling(next);
                 }
                 for r in flat::full_roots(flat::right_span(next) + 2) {
                     if self.has_node(r) {
-                        remote.insert(r);
+                        remote.set(r);
                     }
                 }
                 break;
             }
             let sib = flat::sibling(next);
             if d & 1 == 1 && self.has_node(sib) {
-                remote.insert(sib);
+                remote.set(sib);
             }
             next = flat::parent(next);
             d >>= 1;
         }
 
         let mut next = x;
-        while !remote.contains(&next) && next < flat::MAX_NODE {
+        let result = loop {
+            if remote.has(next) || next >= flat::MAX_NODE {
+                break self.load_proof(wanted, None);
+            }
             let sib = flat::sibling(next);
             if !self.has_node(sib) {
                 // `next` is a local root: add the other roots and the signature.
@@ -134,18 +199,25 @@ impl Feed {
                     end = 2 * (slot + 1);
                 }
                 for r in flat::full_roots(end) {
-                    if r != next && !remote.contains(&r) && !wanted.contains(&r) {
+                    if r != next && !remote.has(r) && !wanted.contains(&r) {
                         wanted.push(r);
                     }
                 }
-                return self.load_proof(wanted, signature);
+                break self.load_proof(wanted, signature);
             }
-            if !remote.contains(&sib) {
+            if !remote.has(sib) {
                 wanted.push(sib);
             }
             next = flat::parent(next);
+        };
+        // The peer will hold the leaf and everything this proof carries.
+        if let Ok(p) = &result {
+            remote.set(x);
+            for n in &p.nodes {
+                remote.set(n.index);
+            }
         }
-        self.load_proof(wanted, None)
+        result
     }
 
     fn load_proof(&mut self, indexes: Vec<u64>, signature: Option<Signature>) -> Result<Proof, LogError> {
@@ -185,25 +257,38 @@ impl Feed {
     /// Nothing is stored unless everything verifies. Sparse replicas may put blocks
     /// in any order.
     pub fn put(&mut self, index: u64, data: &[u8], proof: &Proof) -> Result<PutOutcome, LogError> {
-        self.put_inner(index, Some(data), proof)
+        self.put_inner(index, Some(data), proof, false)
+    }
+
+    /// Like [`put`](Self::put), but without [`SyncPolicy::PerBatch`] leaves the
+    /// bitfield pages to [`flush_deferred`](Self::flush_deferred), so a burst of
+    /// downloads writes each page once. Until then, a crash forgets those blocks
+    /// (the bitfield is the commit point), which is what `SyncPolicy::None`
+    /// allows anyway.
+    pub fn put_deferred(&mut self, index: u64, data: &[u8], proof: &Proof) -> Result<PutOutcome, LogError> {
+        self.put_inner(index, Some(data), proof, self.sync_policy() == SyncPolicy::None)
     }
 
     /// Verifies a hash-only reply (the leaf node first in the proof, no data) and
     /// stores the nodes it proves.
     pub fn put_hash(&mut self, index: u64, proof: &Proof) -> Result<PutOutcome, LogError> {
-        self.put_inner(index, None, proof)
+        self.put_inner(index, None, proof, false)
     }
 
-    fn put_inner(&mut self, index: u64, data: Option<&[u8]>, proof: &Proof) -> Result<PutOutcome, LogError> {
+    fn put_inner(
+        &mut self,
+        index: u64,
+        data: Option<&[u8]>,
+        proof: &Proof,
+        defer: bool,
+    ) -> Result<PutOutcome, LogError> {
         if index >= flat::MAX_NODE / 2 {
             return Err(reject(index, ProofError::OutOfRange("block index")));
         }
         if proof.nodes.iter().any(|n| n.index >= flat::MAX_NODE) {
             return Err(reject(index, ProofError::OutOfRange("node index")));
         }
-        if self.has(index) {
-            return Ok(PutOutcome::AlreadyPresent);
-        }
+        let present = self.has(index);
         let mut proof_nodes = proof.nodes.iter().peekable();
         let mut top = match data {
             Some(d) => Node::leaf(index, d),
@@ -212,24 +297,34 @@ impl Feed {
                 _ => return Err(reject(index, ProofError::MissingNode { node: 2 * index })),
             },
         };
-        // Nodes that become trusted if verification succeeds.
-        let mut new_nodes: Vec<Node> = vec![top];
-        let mut trusted = false;
+        // Walk up from the leaf. Nodes computed from proof input are `pending`
+        // until they meet a node we already trust (then they are `proven`) or the
+        // signed roots. We keep walking past a trusted node while the proof offers
+        // more siblings, so a proof's nodes are stored even for a block we hold
+        // (uploaders leave out nodes they sent before, expecting us to keep them).
+        let mut proven: Vec<Node> = Vec::new();
+        let mut pending: Vec<Node> = vec![top];
+        let mut trusted_any = false;
         loop {
             if let Some(local) = self.node(top.index)? {
                 if local != top {
                     return Err(reject(index, ProofError::ChecksumMismatch { node: top.index }));
                 }
-                new_nodes.retain(|n| n.index != top.index);
-                trusted = true;
-                break;
+                pending.retain(|n| n.index != top.index);
+                proven.append(&mut pending);
+                trusted_any = true;
+                let offers_sibling =
+                    matches!(proof_nodes.peek(), Some(n) if n.index == flat::sibling(top.index));
+                if !offers_sibling {
+                    break;
+                }
             }
             let sib_index = flat::sibling(top.index);
             let sib = match proof_nodes.peek() {
                 Some(n) if n.index == sib_index => {
                     let n = **n;
                     proof_nodes.next();
-                    new_nodes.push(n);
+                    pending.push(n);
                     n
                 }
                 _ => match self.node(sib_index)? {
@@ -240,35 +335,55 @@ impl Feed {
             let (l, r) = if sib_index < top.index { (sib, top) } else { (top, sib) };
             top =
                 Node::parent_of(&l, &r).ok_or_else(|| reject(index, ProofError::OutOfRange("node size")))?;
-            new_nodes.push(top);
+            pending.push(top);
         }
 
         let mut verified_length = None;
         let mut signature = None;
-        if !trusted {
-            let last = proof.nodes.last().map_or(0, |n| flat::right_span(n.index));
-            let verified_by = flat::right_span(top.index).max(last) + 2;
-            let remaining: Vec<Node> = proof_nodes.copied().collect();
-            let mut roots = Vec::new();
-            for r in flat::full_roots(verified_by) {
-                if r == top.index {
-                    roots.push(top);
-                } else if let Some(n) = remaining.iter().find(|n| n.index == r) {
-                    roots.push(*n);
-                    new_nodes.push(*n);
-                } else if let Some(n) = self.node(r)? {
-                    roots.push(n);
-                } else {
-                    return Err(reject(index, ProofError::MissingNode { node: r }));
+        if !pending.is_empty() {
+            match proof.signature {
+                None if trusted_any => {
+                    // The block itself is proven; the proof's extra nodes above are
+                    // not, so they are not stored.
+                    pending.clear();
+                }
+                None => return Err(reject(index, ProofError::MissingSignature)),
+                Some(sig) => {
+                    let last = proof.nodes.last().map_or(0, |n| flat::right_span(n.index));
+                    let verified_by = flat::right_span(top.index).max(last) + 2;
+                    let remaining: Vec<Node> = proof_nodes.copied().collect();
+                    let mut roots = Vec::new();
+                    for r in flat::full_roots(verified_by) {
+                        if r == top.index {
+                            roots.push(top);
+                        } else if let Some(n) = remaining.iter().find(|n| n.index == r) {
+                            roots.push(*n);
+                            pending.push(*n);
+                        } else if let Some(n) = self.node(r)? {
+                            roots.push(n);
+                        } else {
+                            return Err(reject(index, ProofError::MissingNode { node: r }));
+                        }
+                    }
+                    if !self.public_key().verify(&tree_hash(&roots), &sig) {
+                        return Err(reject(index, ProofError::BadSignature));
+                    }
+                    proven.append(&mut pending);
+                    verified_length = Some((verified_by / 2, roots));
+                    signature = Some(sig);
                 }
             }
-            let sig = proof.signature.ok_or_else(|| reject(index, ProofError::MissingSignature))?;
-            if !self.public_key().verify(&tree_hash(&roots), &sig) {
-                return Err(reject(index, ProofError::BadSignature));
-            }
-            verified_length = Some((verified_by / 2, roots));
-            signature = Some(sig);
         }
+        if !trusted_any && verified_length.is_none() {
+            return Err(reject(index, ProofError::MissingSignature));
+        }
+        let mut seen = std::collections::HashSet::new();
+        let new_nodes: Vec<Node> =
+            proven.into_iter().filter(|n| !self.has_node(n.index) && seen.insert(n.index)).collect();
+        if present && new_nodes.is_empty() && verified_length.is_none() {
+            return Ok(PutOutcome::AlreadyPresent);
+        }
+        let data = if present { None } else { data };
 
         // Everything verified: store.
         let offset = match data {
@@ -297,7 +412,11 @@ impl Feed {
             if data.is_some() {
                 feed.bitfield_mut().set_block(index, true);
             }
-            feed.flush_bitfield()?;
+            if defer {
+                feed.defer_bitfield();
+            } else {
+                feed.flush_bitfield()?;
+            }
             if sync == SyncPolicy::PerBatch {
                 feed.files_mut().bitfield.sync()?;
             }
@@ -307,6 +426,27 @@ impl Feed {
             self.grow_to(len, roots);
         }
         self.advance_contiguous();
-        Ok(PutOutcome::Stored)
+        Ok(if present { PutOutcome::AlreadyPresent } else { PutOutcome::Stored })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_tree_shortens_sequential_proofs() {
+        let mut w = Feed::in_memory().unwrap();
+        w.append_batch((0..100u32).map(|i| i.to_be_bytes())).unwrap();
+        let mut remote = RemoteTree::new();
+        let first = w.proof_for(0, 0, false, &mut remote).unwrap();
+        assert!(first.signature.is_some());
+        let mut total = 0;
+        for i in 1..100 {
+            let p = w.proof_for(i, 0, false, &mut remote).unwrap();
+            assert!(p.signature.is_none(), "block {i} needed a signature");
+            total += p.nodes.len();
+        }
+        assert!(total < 120, "{total} nodes for 99 sequential proofs");
     }
 }

@@ -226,6 +226,21 @@ impl SharedFeed {
         r
     }
 
+    /// Like [`put`](Self::put) with [`Feed::put_deferred`]; call
+    /// [`flush_deferred`](Self::flush_deferred) after a burst.
+    pub fn put_deferred(&self, index: u64, data: &[u8], proof: &Proof) -> Result<PutOutcome, LogError> {
+        let r = self.lock().put_deferred(index, data, proof);
+        if r == Ok(PutOutcome::Stored) {
+            self.notify_added(index..index + 1);
+        }
+        r
+    }
+
+    /// See [`Feed::flush_deferred`].
+    pub fn flush_deferred(&self) -> Result<(), LogError> {
+        self.lock().flush_deferred()
+    }
+
     /// Verifies and stores a downloaded block, notifying listeners if it was new.
     /// See [`Feed::put`].
     pub fn put(&self, index: u64, data: &[u8], proof: &Proof) -> Result<PutOutcome, LogError> {

@@ -25,4 +25,6 @@ pub use message::{
 pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
 pub use ranges::RangeSet;
 pub use rle::RleError;
-pub use session::{Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions, Selection};
+pub use session::{
+    Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions, Selection, COMPACT_PROOFS,
+};

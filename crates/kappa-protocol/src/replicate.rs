@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use kappa_log::{Changes, LogError, Node, Proof, SharedFeed, Signature};
+use kappa_log::{Changes, LogError, Node, Proof, RemoteTree, SharedFeed, Signature};
 
 use crate::message::{Data, DataNode, Have, Message, Request, Status, Want};
 use crate::ranges::RangeSet;
@@ -47,6 +47,13 @@ pub(crate) struct Replicator {
     next_scan: u64,
     seen_version: u64,
     received_here: RangeSet,
+    /// What the peer has of the tree (from its digests and our proofs).
+    remote_tree: RemoteTree,
+    /// Blocks stored with deferred bitfield writes.
+    unflushed: bool,
+    /// The peer is kappa-rs and keeps every proof node it is sent, so proofs may
+    /// leave out nodes sent before (see [`COMPACT_PROOFS`](crate::session::COMPACT_PROOFS)).
+    pub(crate) compact_proofs: bool,
     done_status_sent: bool,
     pub(crate) stats: FeedStats,
     pub(crate) synced: bool,
@@ -86,6 +93,9 @@ impl Replicator {
             next_scan: 0,
             seen_version,
             received_here: RangeSet::new(),
+            remote_tree: RemoteTree::new(),
+            unflushed: false,
+            compact_proofs: false,
             done_status_sent: false,
             stats: FeedStats::default(),
             synced: false,
@@ -234,11 +244,12 @@ impl Replicator {
             return Err(ProtocolError::Malformed("Data without a value for a block request"));
         };
         let proof = Proof { nodes, signature };
-        match self.feed.put(data.index, value, &proof) {
+        match self.feed.put_deferred(data.index, value, &proof) {
             Ok(_) => {
                 self.stats.blocks_down += 1;
                 self.stats.bytes_down += value.len() as u64;
                 self.received_here.insert(data.index..data.index + 1);
+                self.unflushed = true;
             }
             Err(LogError::Proof { index, source }) => {
                 return Err(ProtocolError::BadBlock { index, reason: source.to_string() });
@@ -262,8 +273,12 @@ impl Replicator {
         if !f.has(req.index) {
             return Ok(());
         }
+        // A JS receiver stores proof nodes asynchronously, so it may not have the
+        // nodes of our previous answer yet: for it, every proof stands alone.
+        let mut fresh = RemoteTree::new();
+        let remote = if self.compact_proofs { &mut self.remote_tree } else { &mut fresh };
         let proof = f
-            .proof(req.index, req.nodes.unwrap_or(0), hash)
+            .proof_for(req.index, req.nodes.unwrap_or(0), hash, remote)
             .map_err(|e| ProtocolError::Storage(e.to_string()))?;
         let value =
             if hash { None } else { f.get(req.index).map_err(|e| ProtocolError::Storage(e.to_string()))? };
@@ -407,6 +422,15 @@ impl Replicator {
             return true;
         }
         false
+    }
+
+    /// Writes the bitfield pages of blocks stored since the last flush.
+    pub(crate) fn flush(&mut self) -> Result<(), ProtocolError> {
+        if self.unflushed {
+            self.unflushed = false;
+            self.feed.flush_deferred().map_err(|e| ProtocolError::Storage(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Requests in flight (for timeouts).

@@ -29,6 +29,13 @@ use crate::message::{Close, Extension, Message, Open, Options};
 use crate::noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
 use crate::replicate::Replicator;
 
+/// The stream extension kappa-rs peers announce (in their channel-0 Options) to
+/// say "I keep every proof node I am sent, in order". Between two such peers an
+/// uploader leaves out of each proof the nodes it already sent, which makes most
+/// proofs a node or two with no signature. JS peers do not announce it and get
+/// self-contained proofs, as JS uploaders send.
+pub const COMPACT_PROOFS: &str = "kappa-rs/compact-proofs";
+
 /// Why a session failed. Peer misbehaviour and local failures are different
 /// variants; nothing a misbehaving peer sent is stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -308,6 +315,7 @@ pub struct Protocol {
     holds: usize,
     closing: bool,
     tamper: Option<Tamper>,
+    compact_proofs: bool,
 }
 
 /// A test hook that rewrites outgoing messages (see [`Protocol::tamper_outgoing`]).
@@ -337,6 +345,7 @@ impl Protocol {
     /// for reproducible tests).
     pub fn with_handshake(now: Instant, opts: ProtocolOptions, mut hs: Handshake) -> Protocol {
         let mut local_extensions = opts.extensions.clone();
+        local_extensions.push(COMPACT_PROOFS.to_owned());
         local_extensions.sort();
         local_extensions.dedup();
         let out = hs.take_outgoing();
@@ -366,6 +375,7 @@ impl Protocol {
             holds: 0,
             closing: false,
             tamper: None,
+            compact_proofs: false,
         }
     }
 
@@ -479,6 +489,18 @@ impl Protocol {
     }
 
     fn input(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
+        let r = self.input_frames(now, data);
+        // One bitfield write per burst of downloaded blocks, also after an error
+        // (what was verified and stored stays stored).
+        for ch in &mut self.channels {
+            if let Some(repl) = &mut ch.repl {
+                repl.flush()?;
+            }
+        }
+        r
+    }
+
+    fn input_frames(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
         let mut transport = Vec::new();
         if let Some(hs) = &mut self.handshake {
             hs.receive(data)?;
@@ -499,6 +521,8 @@ impl Protocol {
             if !queued.is_empty() {
                 self.write_plain(now, &queued);
             }
+            // Announce our extensions (and so compact proofs) right away.
+            self.send_options(now);
             for slot in std::mem::take(&mut self.pending_opens) {
                 self.send_open(now, slot)?;
             }
@@ -669,6 +693,7 @@ impl Protocol {
         self.events.push_back(Event::ChannelOpened { discovery_key: dkey });
         let Some((feed, fopts)) = self.channels[slot].feed.clone() else { return Ok(()) };
         let mut repl = Replicator::new(feed, fopts, live, max);
+        repl.compact_proofs = self.compact_proofs;
         let mut out = Vec::new();
         repl.on_open(&mut out);
         self.channels[slot].repl = Some(repl);
@@ -723,7 +748,10 @@ impl Protocol {
         let ch = &mut self.channels[slot];
         if ch.is_done() && !ch.announced_closed {
             ch.announced_closed = true;
-            if let Some(r) = ch.repl.take() {
+            if let Some(mut r) = ch.repl.take() {
+                if let Err(e) = r.flush() {
+                    self.error.get_or_insert(e);
+                }
                 ch.stats = r.stats;
             }
             let ev = Event::ChannelClosed { discovery_key: ch.discovery_key, stats: ch.stats };
@@ -777,13 +805,17 @@ impl Protocol {
         let Some(id) = self.local_extensions.iter().position(|n| n == name) else {
             return Err(ProtocolError::Malformed("unknown extension name"));
         };
+        self.send_options(now);
+        self.send(now, 0, &Message::Extension(Extension { id: id as u64, payload: payload.to_vec() }));
+        Ok(())
+    }
+
+    fn send_options(&mut self, now: Instant) {
         if !self.options_sent {
             self.options_sent = true;
             let opts = Options { extensions: self.local_extensions.clone(), ack: Some(false) };
             self.send(now, 0, &Message::Options(opts));
         }
-        self.send(now, 0, &Message::Extension(Extension { id: id as u64, payload: payload.to_vec() }));
-        Ok(())
     }
 
     /// Tells the session that some of its feeds changed locally: announces new
@@ -825,7 +857,16 @@ impl Protocol {
     fn on_message(&mut self, now: Instant, channel: u64, msg: Message) -> Result<(), ProtocolError> {
         if channel == 0 {
             match msg {
-                Message::Options(o) => self.remote_extensions = o.extensions,
+                Message::Options(o) => {
+                    self.compact_proofs = o.extensions.iter().any(|e| e == COMPACT_PROOFS);
+                    let compact = self.compact_proofs;
+                    for ch in &mut self.channels {
+                        if let Some(r) = &mut ch.repl {
+                            r.compact_proofs = compact;
+                        }
+                    }
+                    self.remote_extensions = o.extensions;
+                }
                 Message::Extension(e) => {
                     if let Some(name) = self.remote_extensions.get(e.id as usize) {
                         self.events.push_back(Event::Extension { name: name.clone(), payload: e.payload });

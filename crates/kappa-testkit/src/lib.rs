@@ -73,3 +73,27 @@ pub fn content_digest(feed: &mut Feed) -> String {
     }
     hex::encode(h.finalize())
 }
+
+/// Replays the committed cargo-fuzz corpus `fuzz/corpus/<target>/` through `run`,
+/// the same entry point the fuzz target calls.
+///
+/// # Panics
+/// If the corpus is missing or empty, or an input panics (the message names the
+/// input file).
+pub fn replay_fuzz_corpus(target: &str, run: fn(&[u8])) {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus").join(target);
+    let mut n = 0;
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for path in entries {
+        let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let result = std::panic::catch_unwind(|| run(&data));
+        assert!(result.is_ok(), "fuzz input {} panics", path.display());
+        n += 1;
+    }
+    assert!(n > 0, "no corpus for {target} in {}", dir.display());
+    eprintln!("{target}: replayed {n} inputs");
+}
