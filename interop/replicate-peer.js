@@ -11,6 +11,7 @@
 // Feed:
 //   --seed HEX32   writable feed, key pair = crypto_sign_seed_keypair(seed)
 //                  (creates DIR or reopens a feed with the same key).
+//   --entry-size S pad (with 'x') or cut every appended entry to S bytes (benchmarks).
 //   --append N     append N entries `entry-${index}` (index = absolute block index, so on
 //                  a fresh feed entry-0..entry-(N-1)), in feed.append([...]) batches of B
 //                  (--batch, default 1000). Needs a writable feed. Done before listening or
@@ -64,6 +65,7 @@ const USAGE = 'usage: node replicate-peer.js --dir DIR (--listen PORT | --connec
   '[--expect-length N] [--append-during-live K] [--sparse START:END] [--timeout-ms MS]'
 
 const T0 = Date.now()
+let T_REPL = null
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 function emit (obj) {
@@ -84,13 +86,14 @@ function parseArgs (argv) {
     seed: null,
     append: 0,
     batch: 1000,
+    entrySize: 0,
     key: null,
     expectLength: null,
     appendDuringLive: 0,
     sparse: null,
     timeoutMs: 30000
   }
-  const takesValue = new Set(['--dir', '--listen', '--connect', '--seed', '--append', '--batch', '--key',
+  const takesValue = new Set(['--dir', '--listen', '--connect', '--seed', '--append', '--batch', '--entry-size', '--key',
     '--expect-length', '--append-during-live', '--sparse', '--timeout-ms'])
   for (let i = 0; i < argv.length; i++) {
     let a = argv[i]
@@ -124,6 +127,7 @@ function parseArgs (argv) {
       case '--seed': keyPairFromSeed(v); o.seed = v; break
       case '--append': o.append = parsePositiveInt('--append N', v, { allowZero: true }); break
       case '--batch': o.batch = parsePositiveInt('--batch B', v); break
+      case '--entry-size': o.entrySize = parsePositiveInt('--entry-size S', v); break
       case '--key':
         if (!/^[0-9a-fA-F]{64}$/.test(v)) throw usageError('--key must be 64 hex characters')
         o.key = Buffer.from(v, 'hex')
@@ -217,6 +221,7 @@ function teardownNetwork () {
 async function shutdown (code, kind, extra) {
   if (shuttingDown) return
   shuttingDown = true
+  const replicateMs = T_REPL === null ? null : Date.now() - T_REPL
   // Hard stop in case anything below hangs.
   setTimeout(() => {
     emit(Object.assign({ event: kind }, extra, { elapsedMs: Date.now() - T0, note: 'forced exit during shutdown' }))
@@ -236,6 +241,9 @@ async function shutdown (code, kind, extra) {
     Object.assign(line, extra)
   }
   line.elapsedMs = Date.now() - T0
+  // From the start of replication on the connected socket to its end (for
+  // benchmarks: excludes node start-up, feed creation and closing).
+  line.replicateMs = replicateMs
   if (feed) {
     try { await Promise.race([close(feed), sleep(3000)]) } catch (_) {}
   }
@@ -275,7 +283,11 @@ async function openFeed (o) {
     const n = Math.min(o.batch, remaining)
     const base = feed.length
     const batch = []
-    for (let i = 0; i < n; i++) batch.push(Buffer.from(`entry-${base + i}`))
+    for (let i = 0; i < n; i++) {
+      const e = Buffer.from(`entry-${base + i}`)
+      // --entry-size S pads (with 'x') or cuts each entry to S bytes.
+      batch.push(opts.entrySize ? Buffer.concat([e, Buffer.alloc(Math.max(0, opts.entrySize - e.length), 'x')]).subarray(0, opts.entrySize) : e)
+    }
     await call(feed, 'append', batch)
     remaining -= n
   }
@@ -324,6 +336,7 @@ function isTransportClose (err) {
 }
 
 function replicateOver (sock) {
+  T_REPL = Date.now()
   socket = sock
   sock.setNoDelay(true)
   stream = feed.replicate(opts.initiator, { live: opts.live })

@@ -2,8 +2,9 @@
 //! side in the same run, written to `docs/benchmarks.md` as ratios.
 
 use std::fmt::Write as _;
+use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
@@ -101,9 +102,127 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}; node {node}")
 }
 
+/// A replication workload: entries of one size, measured Rust↔Rust and JS↔JS,
+/// each pair as two processes on loopback TCP, file storage, non-live.
+struct Replication {
+    what: &'static str,
+    rust_entries: u64,
+    js_entries: u64,
+    size: usize,
+    target: &'static str,
+}
+
+const REPLICATIONS: &[Replication] = &[
+    Replication {
+        what: "replicate 30-byte entries",
+        rust_entries: 100_000,
+        js_entries: 100_000,
+        size: 30,
+        target: "≥ 200,000 entries/s",
+    },
+    Replication {
+        what: "replicate 64 KiB entries",
+        rust_entries: 4_000,
+        js_entries: 1_000,
+        size: 65_536,
+        target: "≥ 250 MB/s",
+    },
+];
+
+fn first_line(child: &mut std::process::Child) -> Result<String, String> {
+    let out = child.stdout.take().ok_or("no stdout")?;
+    let mut line = String::new();
+    BufReader::new(out).read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok(line)
+}
+
+/// Rust: (entries/s, MB/s), median of three runs.
+fn rust_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
+    let bin = root().join("target/release/examples/replicate");
+    let bin = bin.to_str().ok_or("path")?;
+    let w = tmp.join(format!("rust-w-{}", r.size));
+    let key = Command::new(bin)
+        .args(["create", w.to_str().ok_or("path")?, &r.rust_entries.to_string(), &r.size.to_string()])
+        .output()
+        .map_err(|e| e.to_string())?;
+    let key = String::from_utf8_lossy(&key.stdout).trim().to_owned();
+    let mut runs = Vec::new();
+    for run in 0..3 {
+        let mut server = Command::new(bin)
+            .args(["serve", w.to_str().ok_or("path")?, "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let port: serde_json::Value =
+            serde_json::from_str(&first_line(&mut server)?).map_err(|e| e.to_string())?;
+        let addr = format!("127.0.0.1:{}", port["port"]);
+        let dir = tmp.join(format!("rust-r-{}-{run}", r.size));
+        let out = Command::new(bin)
+            .args(["fetch", dir.to_str().ok_or("path")?, &key, &addr])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let _ = server.wait();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("fetch output {:?}: {e}", String::from_utf8_lossy(&out.stderr)))?;
+        runs.push((v["entries_per_s"].as_f64().unwrap_or(0.0), v["mb_per_s"].as_f64().unwrap_or(0.0)));
+    }
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    Ok(runs[1])
+}
+
+/// JS kappa-core 6 stack (hypercore 8 + hypercore-protocol 7): (entries/s, MB/s).
+fn js_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
+    let seed = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+    let w = tmp.join(format!("js-w-{}", r.size));
+    let mut writer = Command::new("node")
+        .arg("interop/replicate-peer.js")
+        .args(["--dir", w.to_str().ok_or("path")?, "--listen", "0", "--responder", "--seed", seed])
+        .args([
+            "--append",
+            &r.js_entries.to_string(),
+            "--entry-size",
+            &r.size.to_string(),
+            "--timeout-ms",
+            "600000",
+        ])
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let listening: serde_json::Value =
+        serde_json::from_str(&first_line(&mut writer)?).map_err(|e| e.to_string())?;
+    let r_dir = tmp.join(format!("js-r-{}", r.size));
+    let out = Command::new("node")
+        .arg("interop/replicate-peer.js")
+        .args([
+            "--dir",
+            r_dir.to_str().ok_or("path")?,
+            "--connect",
+            &format!("127.0.0.1:{}", listening["port"]),
+        ])
+        .args([
+            "--initiator",
+            "--key",
+            listening["key"].as_str().unwrap_or_default(),
+            "--timeout-ms",
+            "600000",
+        ])
+        .current_dir(root())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = writer.wait();
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or_default())
+        .map_err(|e| format!("JS reader output {line:?}: {e}"))?;
+    let secs = v["replicateMs"].as_f64().ok_or_else(|| format!("JS reader: {v}"))? / 1000.0;
+    let bytes = v["byteLength"].as_f64().unwrap_or(0.0);
+    Ok((r.js_entries as f64 / secs, bytes / secs / 1e6))
+}
+
 /// Runs the benches and writes `docs/benchmarks.md`.
 pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
     run("cargo", &["bench", "-p", "kappa-log", "--bench", "feed"])?;
+    run("cargo", &["build", "--release", "-p", "kappa-protocol", "--example", "replicate"])?;
     let js = js_figures()?;
     let dir = root().join("target/criterion");
     let date = Command::new("date")
@@ -144,6 +263,39 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
         eprintln!("{}: rust {:.0} js {:.0} ratio {:.1}", f.what, rust, js_rate, rust / js_rate);
     }
     let _ = writeln!(md, "\nJS bench output: `{js}`\n");
+    let _ = writeln!(md, "## kappa-protocol (replication between two processes, loopback TCP)\n");
+    let _ = writeln!(md, "| workload | kappa-rs | JS kappa-core 6 stack | ratio | target |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+    let tmp = std::env::temp_dir().join(format!("kappa-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    for r in REPLICATIONS {
+        let rust = rust_replication(r, &tmp)?;
+        let js_r = js_replication(r, &tmp)?;
+        let (rust_fig, js_fig, ratio) = if r.size >= 1024 {
+            (format!("{:.0} MB/s", rust.1), format!("{:.0} MB/s", js_r.1), rust.1 / js_r.1)
+        } else {
+            (
+                format!("{} entries/s", fmt_rate(rust.0)),
+                format!("{} entries/s", fmt_rate(js_r.0)),
+                rust.0 / js_r.0,
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {} ({} Rust / {} JS entries) | {rust_fig} | {js_fig} | **{ratio:.1}×** | {} |",
+            r.what, r.rust_entries, r.js_entries, r.target
+        );
+        eprintln!("{}: rust {rust_fig} js {js_fig} ratio {ratio:.1}", r.what);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = writeln!(
+        md,
+        "\nRust figures: `crates/kappa-protocol/examples/replicate.rs` (`create`, `serve`, `fetch`), \
+         median of three runs, timed from connect to the end of the session. JS figures: \
+         `interop/replicate-peer.js`, one run, timed from the start of replication on the \
+         connected socket to its end (`replicateMs`). Both download into files, verify every \
+         block and proof, and use the same entry sizes.\n"
+    );
     let _ = writeln!(
         md,
         "Notes: entries are 30 bytes; storage is files in a fresh temporary directory, no fsync \

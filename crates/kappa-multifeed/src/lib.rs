@@ -6,10 +6,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::channel::mpsc;
+
+mod replicate;
 use kappa_log::{Feed, KeyPair, LogError, PublicKey, SharedFeed, SyncPolicy};
 use kappa_storage::{
     DirectoryProvider, LockGuard, MemoryProvider, Prefixed, Provider, RandomAccess, StorageError,
 };
+pub use replicate::{KeyFilter, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY, PROTOCOL_VERSION};
 
 /// The name of the lock file in the storage root.
 pub const LOCK_FILE: &str = "LOCK";
@@ -30,6 +33,10 @@ pub enum MultifeedError {
     /// The storage root failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
+    /// Replication with a peer failed (wrong shared key, incompatible peer,
+    /// timeout, misbehaviour, transport).
+    #[error("replication: {0}")]
+    Replication(#[from] kappa_protocol::ProtocolError),
     /// The set was closed.
     #[error("the feed set is closed")]
     Closed,

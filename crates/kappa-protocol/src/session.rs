@@ -82,6 +82,9 @@ pub enum ProtocolError {
     /// A transport (socket) error, from a driver.
     #[error("transport: {0}")]
     Io(String),
+    /// The layer above (e.g. multifeed) rejected the peer.
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// Options of a session.
@@ -426,6 +429,19 @@ impl Protocol {
     /// How many bytes wait in [`poll_transmit`](Self::poll_transmit).
     pub fn pending_transmit_len(&self) -> usize {
         self.out.len()
+    }
+
+    /// Ends the session because the layer above rejects the peer (wrong shared
+    /// key, incompatible version, ...). No effect if it already ended.
+    pub fn reject(&mut self, reason: impl Into<String>) {
+        self.fail(ProtocolError::Rejected(reason.into()));
+    }
+
+    /// Whether we opened the channel of `discovery_key` (and have not closed it).
+    pub fn is_open_locally(&self, discovery_key: &[u8; 32]) -> bool {
+        self.by_dkey
+            .get(discovery_key)
+            .is_some_and(|&s| self.channels[s].local_id.is_some() && !self.channels[s].local_closed)
     }
 
     /// Ends the session with a transport-level error (used by drivers: the socket
