@@ -248,15 +248,15 @@ impl Conn {
                 hs["version"] = json!(PROTOCOL_VERSION);
                 self.send(p, now, HANDSHAKE, &hs);
             }
-            Event::RemoteOpen { discovery_key } => {
-                if !self.first_open_seen {
-                    self.first_open_seen = true;
-                    if *discovery_key != self.root_dkey {
-                        p.reject("Exchange key did not match remote (the peer uses another shared key)");
-                    }
+            // The first channel the peer opens must be the root channel: another
+            // discovery key means another shared key. Feed channels we agreed on
+            // are opened when the agreement arrives; anything else the peer opens
+            // is left unanswered, as JS does.
+            Event::RemoteOpen { discovery_key } if !self.first_open_seen => {
+                self.first_open_seen = true;
+                if *discovery_key != self.root_dkey {
+                    p.reject("Exchange key did not match remote (the peer uses another shared key)");
                 }
-                // Feed channels we agreed on are opened when the agreement arrives;
-                // anything else the peer opens is left unanswered, as JS does.
             }
             Event::Extension { name, payload } => {
                 let v: Value = match serde_json::from_slice(payload) {
