@@ -82,6 +82,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "handshake_responder",
     "handshake_initiator",
     "session",
+    "multifeed_extensions",
 ];
 
 fn fuzz(seconds: Option<&str>) -> Result<(), String> {

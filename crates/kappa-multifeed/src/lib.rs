@@ -8,6 +8,17 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use futures::channel::mpsc;
 
 mod replicate;
+
+/// Entry points for the cargo-fuzz targets and corpus replay; not public API.
+#[doc(hidden)]
+pub mod fuzzing {
+    /// Arbitrary multifeed extension messages (handshake, manifest, request,
+    /// replicate) fed to a session's feed-exchange logic after a real handshake.
+    /// Input: repeated `name selector byte, length byte, payload`.
+    pub fn extensions(data: &[u8]) {
+        crate::replicate::fuzz_extensions(data);
+    }
+}
 use kappa_log::{Feed, KeyPair, LogError, PublicKey, SharedFeed, SyncPolicy};
 use kappa_storage::{
     DirectoryProvider, LockGuard, MemoryProvider, Prefixed, Provider, RandomAccess, StorageError,
