@@ -34,9 +34,14 @@
 //     feeds >= K, sum of lengths >= T and every feed has all blocks
 //     (feed.downloaded(0, length) === length), print done ("closedBy":"local"), exit 0.
 //     Without expectations: wait for the remote to close (done, "closedBy":"remote",
-//     exit 0). The remote closing before the expectations are met (or before the live
-//     writes are done) is an error. ECONNRESET/EPIPE/"premature close" count as the
+//     exit 0). The remote closing before the multifeed exchange finished (no
+//     REPLICATE_FEEDS received), before the expectations are met or before the live
+//     writes are done is an error. ECONNRESET/EPIPE/"premature close" count as the
 //     remote closing.
+//   A shared-key mismatch fails with "Exchange key did not match remote" on the side
+//   that receives the remote's root Open; the other side (always the responder sees
+//   the remote Open; the initiator only ~half the time) may instead just see the
+//   connection end: "connection ended (end) before the multifeed exchange finished ...".
 //   --timeout-ms MS (default 30000): {"event":"timeout",...report}, exit 2.
 //   any error (bad shared key, version/client mismatch, stream/feed error, usage):
 //     {"event":"error","message":...}, exit 1.
@@ -162,6 +167,7 @@ let shuttingDown = false
 let liveWritesDone = false
 let sawRemoteFeeds = false // stream 'remote-feeds': our request was answered (REPLICATE_FEEDS)
 let sawClose = false // stream 'prefinalize': a protocol Close for a known channel arrived
+let sawNoise = false // stream 'handshake': the Noise handshake completed
 const timings = { openMs: null, writeMs: null }
 
 // key hex -> localname (null if none), from DIR/<n>/key + DIR/<n>/localname
@@ -351,6 +357,13 @@ function isTransportClose (err) {
   return !!err && (err.code === 'ECONNRESET' || err.code === 'EPIPE' || /premature close/i.test(err.message || ''))
 }
 
+// The remote rejecting us (e.g. a different shared key: the side that detects it destroys
+// the stream, often before its own root Open went out) looks like a bare TCP end here.
+function noExchangeError (err) {
+  return new Error(`connection ended (${err ? err.message : 'end'}) before the multifeed exchange finished ` +
+    `(noise handshake ${sawNoise ? 'done' : 'not done'}, no REPLICATE_FEEDS received)`)
+}
+
 function replicateOver (sock) {
   T_REPL = Date.now()
   socket = sock
@@ -361,6 +374,7 @@ function replicateOver (sock) {
     setImmediate(checkExpect)
   })
   stream.on('prefinalize', () => { sawClose = true })
+  stream.on('handshake', () => { sawNoise = true })
 
   if (opts.writeDuringLive) {
     setTimeout(() => {
@@ -379,7 +393,7 @@ function replicateOver (sock) {
       if (err) return fail(err)
       // hypercore-protocol 7 ends its readable side on *any* clean TCP end ('finish' ->
       // push(null)), so a clean pump end alone does not prove a proper replication end.
-      if (!sawRemoteFeeds) return fail(new Error('connection ended before the multifeed exchange finished (no REPLICATE_FEEDS received)'))
+      if (!sawRemoteFeeds) return fail(noExchangeError())
       if (!sawClose) return fail(new Error('connection ended without a Close message'))
       if (hasExpectations() && !expectationsMet()) {
         return fail(new Error(`replication ended before the expectations were met (${expectationState()})`))
@@ -388,6 +402,7 @@ function replicateOver (sock) {
     }
     // live: the stream only ends when the remote closes the connection (or on error)
     if (err && !isTransportClose(err)) return fail(err)
+    if (!sawRemoteFeeds) return fail(noExchangeError(err))
     if (hasExpectations() && !expectationsMet()) {
       return fail(new Error(`remote closed the connection (${err ? err.message : 'end'}) before the expectations were met (${expectationState()})`))
     }

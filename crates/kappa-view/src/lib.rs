@@ -1,0 +1,12 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod conformance;
+pub mod kv;
+pub mod list;
+mod store;
+pub mod sum;
+mod view;
+
+pub use store::{Batch, KeyRange, MemoryStore, StoreError, ViewStore};
+pub use view::{Entry, Tx, View, ViewError};

@@ -1,0 +1,225 @@
+use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+/// What a store can fail with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend failed (I/O, database error); the message says how.
+    #[error("view store: {0}")]
+    Backend(String),
+    /// The store holds data it cannot read (wrong format, foreign schema).
+    #[error("view store is corrupt or belongs to something else: {0}")]
+    Corrupt(String),
+    /// An injected fault (fault-injecting stores in tests).
+    #[error("injected fault: {0}")]
+    Injected(String),
+}
+
+/// A key range for [`ViewStore::scan`].
+pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
+/// Writes to apply atomically, with the indexing progress to store alongside.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    /// `(key, Some(value))` to put, `(key, None)` to delete, applied in order.
+    pub ops: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    /// The view's indexing state after this batch (`None` leaves it unchanged).
+    pub state: Option<Vec<u8>>,
+}
+
+/// An ordered key/value store for one view's rows and its indexing state.
+///
+/// Implementations must make [`commit`](Self::commit) atomic (all of the batch's
+/// rows and its state, or none): that is what gives views exactly-once indexing
+/// across crashes. Readers in other threads (or processes) must never see half a
+/// batch. All methods take `&self`: stores are shared between the indexer and the
+/// view's readers.
+pub trait ViewStore: Send + Sync + 'static {
+    /// The value of `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Up to `limit` rows in `range`, in key order (descending with `reverse`).
+    fn scan(
+        &self,
+        range: KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+
+    /// Applies `batch` atomically.
+    fn commit(&self, batch: Batch) -> Result<(), StoreError>;
+
+    /// The indexing state stored by the last commit that carried one.
+    fn state(&self) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Removes every row and the state, atomically (a version bump).
+    fn clear(&self) -> Result<(), StoreError>;
+
+    /// Up to `limit` rows whose keys start with `prefix`, in order.
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        self.scan(prefix_range(prefix), reverse, limit)
+    }
+}
+
+impl<S: ViewStore + ?Sized> ViewStore for Arc<S> {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).get(key)
+    }
+    fn scan(
+        &self,
+        range: KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        (**self).scan(range, reverse, limit)
+    }
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        (**self).commit(batch)
+    }
+    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        (**self).state()
+    }
+    fn clear(&self) -> Result<(), StoreError> {
+        (**self).clear()
+    }
+}
+
+/// The range of all keys starting with `prefix`.
+pub fn prefix_range(prefix: &[u8]) -> KeyRange {
+    let start = Bound::Included(prefix.to_vec());
+    // The first key after every key with this prefix: increment the last byte
+    // that is not 0xff, dropping the 0xff bytes after it.
+    let mut end = prefix.to_vec();
+    while let Some(&last) = end.last() {
+        if last == 0xff {
+            end.pop();
+        } else {
+            if let Some(l) = end.last_mut() {
+                *l += 1;
+            }
+            return (start, Bound::Excluded(end));
+        }
+    }
+    (start, Bound::Unbounded)
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    rows: BTreeMap<Vec<u8>, Vec<u8>>,
+    state: Option<Vec<u8>>,
+}
+
+/// A [`ViewStore`] in memory. Clones share their data: a view re-created on a
+/// clone (a simulated restart) sees everything committed.
+///
+/// ```
+/// use kappa_view::{Batch, MemoryStore, ViewStore};
+/// let s = MemoryStore::new();
+/// s.commit(Batch { ops: vec![(b"a".to_vec(), Some(b"1".to_vec()))], state: Some(b"st".to_vec()) })?;
+/// assert_eq!(s.get(b"a")?, Some(b"1".to_vec()));
+/// assert_eq!(s.clone().state()?, Some(b"st".to_vec()));
+/// # Ok::<(), kappa_view::StoreError>(())
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct MemoryStore {
+    inner: Arc<RwLock<Inner>>,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of rows.
+    pub fn len(&self) -> usize {
+        self.read().rows.len()
+    }
+
+    /// Whether the store has no rows.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Inner> {
+        self.inner.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Inner> {
+        self.inner.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl ViewStore for MemoryStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().rows.get(key).cloned())
+    }
+
+    fn scan(
+        &self,
+        range: KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+        let inner = self.read();
+        let limit = limit.unwrap_or(usize::MAX);
+        // An empty or inverted range yields nothing (BTreeMap would panic).
+        if range_is_empty(&range) {
+            return Ok(Vec::new());
+        }
+        let iter = inner.rows.range(range);
+        let rows: Vec<(Vec<u8>, Vec<u8>)> = if reverse {
+            iter.rev().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()
+        } else {
+            iter.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()
+        };
+        Ok(rows)
+    }
+
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        for (k, v) in batch.ops {
+            match v {
+                Some(v) => {
+                    inner.rows.insert(k, v);
+                }
+                None => {
+                    inner.rows.remove(&k);
+                }
+            }
+        }
+        if let Some(s) = batch.state {
+            inner.state = Some(s);
+        }
+        Ok(())
+    }
+
+    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.read().state.clone())
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        let mut inner = self.write();
+        inner.rows.clear();
+        inner.state = None;
+        Ok(())
+    }
+}
+
+/// Whether a range contains no key at all (start after end, or equal with an
+/// exclusive bound), which `BTreeMap::range` would reject with a panic.
+pub(crate) fn range_is_empty(range: &KeyRange) -> bool {
+    use Bound::*;
+    match (&range.0, &range.1) {
+        (Included(s), Included(e)) => s > e,
+        (Included(s), Excluded(e)) | (Excluded(s), Included(e)) | (Excluded(s), Excluded(e)) => s >= e,
+        _ => false,
+    }
+}

@@ -1,0 +1,160 @@
+use std::collections::BTreeMap;
+
+use kappa_log::PublicKey;
+use serde::de::DeserializeOwned;
+
+use crate::store::{Batch, StoreError, ViewStore};
+
+/// Why a view failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewError {
+    /// The view's store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An entry's value could not be decoded as the view expects.
+    #[error("entry {id}: {reason}")]
+    Decode {
+        /// The entry's id (`<feed hex>@<seq>`).
+        id: String,
+        /// What was wrong.
+        reason: String,
+    },
+    /// The view's own logic failed.
+    #[error("{0}")]
+    Map(String),
+}
+
+/// One log entry given to a view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The feed it belongs to.
+    pub feed: PublicKey,
+    /// Its sequence number in that feed.
+    pub seq: u64,
+    /// Its stored bytes (for JSON feeds: compact JSON plus `\n`).
+    pub value: Vec<u8>,
+}
+
+impl Entry {
+    /// An entry.
+    pub fn new(feed: PublicKey, seq: u64, value: Vec<u8>) -> Self {
+        Entry { feed, seq, value }
+    }
+
+    /// `<feed hex>@<seq>`, the kappa-view-kv id convention.
+    pub fn id(&self) -> String {
+        format!("{}@{}", self.feed.to_hex(), self.seq)
+    }
+
+    /// The value decoded as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, ViewError> {
+        serde_json::from_slice(&self.value)
+            .map_err(|e| ViewError::Decode { id: self.id(), reason: e.to_string() })
+    }
+}
+
+/// A view's writes during one batch, read-your-writes over its store.
+#[derive(Debug)]
+pub struct Tx<'a> {
+    store: &'a dyn ViewStore,
+    pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    order: Vec<Vec<u8>>,
+}
+
+impl std::fmt::Debug for dyn ViewStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ViewStore")
+    }
+}
+
+impl<'a> Tx<'a> {
+    /// A transaction over `store`.
+    pub fn new(store: &'a dyn ViewStore) -> Self {
+        Tx { store, pending: BTreeMap::new(), order: Vec::new() }
+    }
+
+    /// The value of `key`, seeing this transaction's own writes.
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.pending.get(key) {
+            Some(v) => Ok(v.clone()),
+            None => self.store.get(key),
+        }
+    }
+
+    /// Sets `key` to `value`.
+    pub fn put(&mut self, key: impl Into<Vec<u8>>, value: impl Into<Vec<u8>>) {
+        let key = key.into();
+        if self.pending.insert(key.clone(), Some(value.into())).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    /// Deletes `key`.
+    pub fn delete(&mut self, key: impl Into<Vec<u8>>) {
+        let key = key.into();
+        if self.pending.insert(key.clone(), None).is_none() {
+            self.order.push(key);
+        }
+    }
+
+    /// Whether the transaction wrote nothing.
+    pub fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+
+    /// The writes as a batch carrying `state`.
+    pub fn into_batch(mut self, state: Option<Vec<u8>>) -> Batch {
+        let ops = self.order.into_iter().filter_map(|k| self.pending.remove(&k).map(|v| (k, v))).collect();
+        Batch { ops, state }
+    }
+}
+
+/// A materialized view: a versioned `map` over batches of entries.
+///
+/// Implement [`store`](Self::store) and [`map`](Self::map); the rest has
+/// defaults. The indexer calls `map` with up to [`max_batch`](Self::max_batch)
+/// entries of one feed in ascending order, commits the transaction together with
+/// the indexing progress, then calls [`indexed`](Self::indexed). When the stored
+/// version differs from [`version`](Self::version), the store is cleared and the
+/// view rebuilt from all entries.
+pub trait View: Send + Sync + 'static {
+    /// Where the view's rows live.
+    fn store(&self) -> &dyn ViewStore;
+
+    /// Writes the rows for `entries`.
+    fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError>;
+
+    /// The view's version (default 1). Any change rebuilds the view; 0 works like
+    /// any other number.
+    fn version(&self) -> u64 {
+        1
+    }
+
+    /// Most entries per `map` call (default 100).
+    fn max_batch(&self) -> usize {
+        100
+    }
+
+    /// Called after each batch is committed (for notifications).
+    fn indexed(&self, entries: &[Entry]) {
+        let _ = entries;
+    }
+
+    /// Whether the indexer should index the newest entries of every feed first
+    /// (tip-first), walking back through history afterwards.
+    fn newest_first(&self) -> bool {
+        false
+    }
+
+    /// Maps and commits `entries` directly, with no indexing state: for tests and
+    /// one-off use. Indexers use `map` and commit themselves.
+    fn apply(&self, entries: &[Entry]) -> Result<(), ViewError> {
+        let mut tx = Tx::new(self.store());
+        self.map(entries, &mut tx)?;
+        let batch = tx.into_batch(None);
+        self.store().commit(batch)?;
+        self.indexed(entries);
+        Ok(())
+    }
+}
