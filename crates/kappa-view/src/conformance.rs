@@ -19,7 +19,7 @@ fn put(k: &[u8], v: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
     (k.to_vec(), Some(v.to_vec()))
 }
 
-fn keys(rows: Vec<(Vec<u8>, Vec<u8>)>) -> Vec<Vec<u8>> {
+fn keys(rows: Vec<crate::Row>) -> Vec<Vec<u8>> {
     rows.into_iter().map(|(k, _)| k).collect()
 }
 

@@ -8,5 +8,5 @@ mod store;
 pub mod sum;
 mod view;
 
-pub use store::{Batch, KeyRange, MemoryStore, StoreError, ViewStore};
+pub use store::{prefix_range, Batch, KeyRange, MemoryStore, Row, StoreError, ViewStore};
 pub use view::{Entry, Tx, View, ViewError};

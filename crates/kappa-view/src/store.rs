@@ -17,6 +17,9 @@ pub enum StoreError {
     Injected(String),
 }
 
+/// A stored row: key and value.
+pub type Row = (Vec<u8>, Vec<u8>);
+
 /// A key range for [`ViewStore::scan`].
 pub type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
 
@@ -41,12 +44,7 @@ pub trait ViewStore: Send + Sync + 'static {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Up to `limit` rows in `range`, in key order (descending with `reverse`).
-    fn scan(
-        &self,
-        range: KeyRange,
-        reverse: bool,
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError>;
+    fn scan(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError>;
 
     /// Applies `batch` atomically.
     fn commit(&self, batch: Batch) -> Result<(), StoreError>;
@@ -63,7 +61,7 @@ pub trait ViewStore: Send + Sync + 'static {
         prefix: &[u8],
         reverse: bool,
         limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    ) -> Result<Vec<Row>, StoreError> {
         self.scan(prefix_range(prefix), reverse, limit)
     }
 }
@@ -72,12 +70,7 @@ impl<S: ViewStore + ?Sized> ViewStore for Arc<S> {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
         (**self).get(key)
     }
-    fn scan(
-        &self,
-        range: KeyRange,
-        reverse: bool,
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
         (**self).scan(range, reverse, limit)
     }
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
@@ -162,12 +155,7 @@ impl ViewStore for MemoryStore {
         Ok(self.read().rows.get(key).cloned())
     }
 
-    fn scan(
-        &self,
-        range: KeyRange,
-        reverse: bool,
-        limit: Option<usize>,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StoreError> {
+    fn scan(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
         let inner = self.read();
         let limit = limit.unwrap_or(usize::MAX);
         // An empty or inverted range yields nothing (BTreeMap would panic).
@@ -175,7 +163,7 @@ impl ViewStore for MemoryStore {
             return Ok(Vec::new());
         }
         let iter = inner.rows.range(range);
-        let rows: Vec<(Vec<u8>, Vec<u8>)> = if reverse {
+        let rows: Vec<Row> = if reverse {
             iter.rev().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()
         } else {
             iter.take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()

@@ -18,9 +18,11 @@ const KEY: &[u8] = b"sum";
 /// assert_eq!(view.get()?, 3.5);
 /// # Ok::<(), kappa_view::ViewError>(())
 /// ```
+type Extract = Box<dyn Fn(&Entry) -> Option<f64> + Send + Sync>;
+
 pub struct SumView {
     store: Arc<dyn ViewStore>,
-    extract: Box<dyn Fn(&Entry) -> Option<f64> + Send + Sync>,
+    extract: Extract,
 }
 
 impl std::fmt::Debug for SumView {
