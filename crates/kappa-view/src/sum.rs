@@ -6,6 +6,8 @@ use crate::{Entry, Tx, View, ViewError, ViewStore};
 
 const KEY: &[u8] = b"sum";
 
+type Extract = Box<dyn Fn(&Entry) -> Option<f64> + Send + Sync>;
+
 /// Sums a number per entry: the entry's JSON value if it is a number, or the
 /// number a custom function extracts (`None` adds nothing).
 ///
@@ -18,8 +20,6 @@ const KEY: &[u8] = b"sum";
 /// assert_eq!(view.get()?, 3.5);
 /// # Ok::<(), kappa_view::ViewError>(())
 /// ```
-type Extract = Box<dyn Fn(&Entry) -> Option<f64> + Send + Sync>;
-
 pub struct SumView {
     store: Arc<dyn ViewStore>,
     extract: Extract,
