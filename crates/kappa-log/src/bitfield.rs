@@ -321,6 +321,52 @@ impl Bitfield {
         n
     }
 
+    /// The first present block in `from .. end`, skipping empty bytes and pages.
+    pub fn next_block(&self, from: u64, end: u64) -> Option<u64> {
+        let end = end.min(self.data_bits());
+        let mut i = from;
+        while i < end {
+            let page = (i / (DATA_BYTES as u64 * 8)) as usize;
+            if !matches!(self.pages.get(page), Some(Some(_))) {
+                i = (page as u64 + 1) * DATA_BYTES as u64 * 8;
+                continue;
+            }
+            let byte = self.data_byte(i >> 3);
+            if byte == 0 {
+                i = (i | 7) + 1;
+                continue;
+            }
+            if byte & (0x80 >> (i & 7)) != 0 {
+                return Some(i);
+            }
+            i += 1;
+        }
+        None
+    }
+
+    /// The last present block in `start .. before`.
+    pub fn prev_block(&self, start: u64, before: u64) -> Option<u64> {
+        let mut i = before.min(self.data_bits());
+        while i > start {
+            let j = i - 1;
+            let page = (j / (DATA_BYTES as u64 * 8)) as usize;
+            if !matches!(self.pages.get(page), Some(Some(_))) {
+                i = page as u64 * DATA_BYTES as u64 * 8;
+                continue;
+            }
+            let byte = self.data_byte(j >> 3);
+            if byte == 0 {
+                i = j & !7;
+                continue;
+            }
+            if byte & (0x80 >> (j & 7)) != 0 {
+                return Some(j);
+            }
+            i = j;
+        }
+        None
+    }
+
     /// The length of the run of present blocks starting at block 0.
     pub fn contiguous_length(&self) -> u64 {
         let mut b = 0u64;
@@ -350,6 +396,23 @@ mod tests {
         assert_eq!(bf.verified_length(), 4);
         bf.set_node(8);
         assert_eq!(bf.verified_length(), 5);
+    }
+
+    #[test]
+    fn next_and_prev_block_skip_holes() {
+        let mut bf = Bitfield::new();
+        for i in [3u64, 9, 20_000, 20_001] {
+            bf.set_block(i, true);
+        }
+        assert_eq!(bf.next_block(0, u64::MAX), Some(3));
+        assert_eq!(bf.next_block(4, u64::MAX), Some(9));
+        assert_eq!(bf.next_block(10, u64::MAX), Some(20_000));
+        assert_eq!(bf.next_block(10, 20_000), None);
+        assert_eq!(bf.next_block(20_002, u64::MAX), None);
+        assert_eq!(bf.prev_block(0, u64::MAX), Some(20_001));
+        assert_eq!(bf.prev_block(0, 20_000), Some(9));
+        assert_eq!(bf.prev_block(4, 9), None);
+        assert_eq!(bf.prev_block(0, 4), Some(3));
     }
 
     #[test]

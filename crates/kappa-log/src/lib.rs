@@ -10,6 +10,7 @@ mod files;
 pub mod flat;
 mod node;
 mod proof;
+mod ranges;
 mod shared;
 
 #[doc(hidden)]
@@ -21,6 +22,7 @@ pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy};
 pub use node::Node;
 pub use proof::{Proof, PutOutcome, RemoteTree};
+pub use ranges::RangeSet;
 pub use shared::{Changes, SharedFeed};
 
 /// Re-export of the storage crate, so one dependency gives both.

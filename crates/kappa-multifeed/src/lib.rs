@@ -111,6 +111,7 @@ struct State {
     by_key: HashMap<PublicKey, usize>,
     by_name: HashMap<String, usize>,
     subscribers: Vec<mpsc::UnboundedSender<FeedAdded>>,
+    watchers: Vec<std::sync::Weak<event_listener::Event>>,
     closed: bool,
 }
 
@@ -159,6 +160,7 @@ impl Multifeed {
             by_key: HashMap::new(),
             by_name: HashMap::new(),
             subscribers: Vec::new(),
+            watchers: Vec::new(),
             closed: false,
         };
         for dir in 0u64.. {
@@ -250,6 +252,10 @@ impl Multifeed {
         let event = FeedAdded { feed: feed.clone(), dir: idx as u64, name: name.clone(), origin };
         st.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
         st.entries.push(Entry { feed, name, origin });
+        st.watchers.retain(|w| w.strong_count() > 0);
+        for w in st.watchers.iter().filter_map(std::sync::Weak::upgrade) {
+            w.notify(usize::MAX);
+        }
     }
 
     /// The feed with public key `key`, adding an empty read-only replica of it if
@@ -325,6 +331,14 @@ impl Multifeed {
         }
         st.subscribers.retain(|s| !s.is_closed());
         rx
+    }
+
+    /// Also notifies `event` whenever a feed joins the set, for as long as the
+    /// caller keeps it alive (indexers watch the set and its feeds with one event).
+    pub fn watch(&self, event: &std::sync::Arc<event_listener::Event>) {
+        let mut st = self.state();
+        st.watchers.retain(|w| w.strong_count() > 0);
+        st.watchers.push(std::sync::Arc::downgrade(event));
     }
 
     /// Syncs every feed to stable storage.

@@ -6,7 +6,6 @@ mod driver;
 pub mod frame;
 pub mod message;
 pub mod noise;
-mod ranges;
 mod replicate;
 pub mod rle;
 pub mod session;
@@ -18,12 +17,12 @@ pub mod fuzzing;
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
 pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionReport};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
+pub use kappa_log::RangeSet;
 pub use message::{
     Cancel, Close, Data, DataNode, DecodeError, Extension, Have, Message, NoisePayload, Open, Options,
     Request, Status, Unhave, Unwant, Want,
 };
 pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
-pub use ranges::RangeSet;
 pub use rle::RleError;
 pub use session::{
     Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions, Selection, COMPACT_PROOFS,

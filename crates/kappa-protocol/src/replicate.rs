@@ -15,8 +15,8 @@ use std::time::Instant;
 use kappa_log::{Changes, LogError, Node, Proof, RemoteTree, SharedFeed, Signature};
 
 use crate::message::{Data, DataNode, Have, Message, Request, Status, Want};
-use crate::ranges::RangeSet;
 use crate::session::{FeedOptions, FeedStats, ProtocolError, Selection};
+use kappa_log::RangeSet;
 
 /// Blocks per `Want` (hypercore's 1 MiB-block ranges). Ranges must be multiples of
 /// [`WANT_ALIGN`].

@@ -787,9 +787,10 @@ impl Protocol {
         self.check_finished();
     }
 
-    /// Ends the session from our side: closes every channel. A non-live session
-    /// then finishes as soon as the peer closes its side; for a live one this is
-    /// how it ends.
+    /// Ends the session from our side: sends Close for every channel and
+    /// finishes without waiting for the peer's answers (a live JS peer never
+    /// answers a Close on multifeed's root channel). This is how a live session
+    /// ends; a driver flushes the Close frames and then lets the stream go.
     pub fn close(&mut self, now: Instant) {
         self.closing = true;
         for slot in 0..self.channels.len() {
@@ -797,7 +798,10 @@ impl Protocol {
                 self.close_slot(now, slot);
             }
         }
-        self.check_finished();
+        if self.error.is_none() && !self.finished {
+            self.finished = true;
+            self.events.push_back(Event::Finished);
+        }
     }
 
     fn check_finished(&mut self) {

@@ -80,6 +80,11 @@ impl RangeSet {
         self.map.iter().next_back().map_or(0, |(_, &e)| e)
     }
 
+    /// How many members the set has.
+    pub fn count(&self) -> u64 {
+        self.map.iter().map(|(&s, &e)| e - s).sum()
+    }
+
     /// The ranges, in order.
     pub fn iter(&self) -> impl Iterator<Item = Range<u64>> + '_ {
         self.map.iter().map(|(&s, &e)| s..e)

@@ -1,0 +1,454 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod progress;
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+
+use event_listener::{Event, Listener};
+use futures::channel::mpsc;
+use kappa_log::{PublicKey, SharedFeed};
+use kappa_multifeed::Multifeed;
+use kappa_view::{Entry, StoreError, Tx, View, ViewError};
+
+pub use progress::Progress;
+
+/// Why an indexer stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum IndexError {
+    /// The view's `map` failed.
+    #[error("view {view}: {source}")]
+    View {
+        /// The view's name.
+        view: String,
+        /// The cause.
+        #[source]
+        source: ViewError,
+    },
+    /// The view's store failed.
+    #[error("view {view}: {source}")]
+    Store {
+        /// The view's name.
+        view: String,
+        /// The cause.
+        #[source]
+        source: StoreError,
+    },
+    /// A feed could not be read.
+    #[error("view {view}: reading feed {feed}: {reason}")]
+    Feed {
+        /// The view's name.
+        view: String,
+        /// The feed.
+        feed: String,
+        /// The cause.
+        reason: String,
+    },
+    /// The indexer was closed.
+    #[error("indexer closed")]
+    Closed,
+}
+
+/// What an indexer is doing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Everything stored locally is indexed.
+    Idle,
+    /// Working through entries.
+    Indexing,
+    /// Paused: no `map` runs until `resume`.
+    Paused,
+    /// Stopped by an error; `resume` retries.
+    Error,
+}
+
+/// An indexer's state, for progress bars.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexState {
+    /// What it is doing.
+    pub status: Status,
+    /// Entries indexed.
+    pub indexed: u64,
+    /// Entries stored locally.
+    pub total: u64,
+    /// The error, in the error state.
+    pub error: Option<IndexError>,
+}
+
+/// Something an indexer did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IndexEvent {
+    /// A batch was committed.
+    Indexed {
+        /// The feed.
+        feed: PublicKey,
+        /// How many entries.
+        count: usize,
+    },
+    /// The status changed.
+    Status(Status),
+    /// The indexer stopped with an error.
+    Error(IndexError),
+}
+
+struct Shared {
+    status: Status,
+    pause_requested: bool,
+    paused: bool,
+    error: Option<IndexError>,
+    progress: Progress,
+    closed: bool,
+    turn: usize,
+    subscribers: Vec<mpsc::UnboundedSender<IndexEvent>>,
+}
+
+struct Inner {
+    name: String,
+    view: Arc<dyn View>,
+    mf: Multifeed,
+    shared: Mutex<Shared>,
+    /// Wakes the worker (feeds and the feed set notify it).
+    wake: Arc<Event>,
+    /// Notified on every state change (ready and pause wait on it).
+    changed: Event,
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, Shared> {
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn emit(sh: &mut Shared, ev: IndexEvent) {
+        sh.subscribers.retain(|s| s.unbounded_send(ev.clone()).is_ok());
+    }
+
+    fn set_status(&self, sh: &mut Shared, status: Status) {
+        if sh.status != status {
+            sh.status = status;
+            Self::emit(sh, IndexEvent::Status(status));
+        }
+        self.changed.notify(usize::MAX);
+    }
+
+    fn fail(&self, e: IndexError) {
+        let mut sh = self.lock();
+        sh.error = Some(e.clone());
+        Self::emit(&mut sh, IndexEvent::Error(e));
+        self.set_status(&mut sh, Status::Error);
+    }
+}
+
+/// Runs one view over a feed set in the background (see the crate docs).
+///
+/// Dropping the indexer stops its thread after the batch in flight.
+pub struct Indexer {
+    inner: Arc<Inner>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Indexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexer").field("name", &self.inner.name).field("state", &self.state()).finish()
+    }
+}
+
+impl Indexer {
+    /// Starts indexing `view` (called `name` in errors) over `mf`.
+    ///
+    /// If the store holds progress of another version (or none), the store is
+    /// cleared first and the view rebuilt from all entries.
+    pub fn start(name: &str, view: Arc<dyn View>, mf: &Multifeed) -> Result<Indexer, IndexError> {
+        let store_err = |source| IndexError::Store { view: name.to_owned(), source };
+        let version = view.version();
+        let stored = view.store().state().map_err(store_err)?.and_then(|b| Progress::decode(&b));
+        let progress = match stored {
+            Some(p) if p.version == version => p,
+            _ => {
+                view.store().clear().map_err(store_err)?;
+                Progress::new(version)
+            }
+        };
+        let inner = Arc::new(Inner {
+            name: name.to_owned(),
+            view,
+            mf: mf.clone(),
+            shared: Mutex::new(Shared {
+                status: Status::Idle,
+                pause_requested: false,
+                paused: false,
+                error: None,
+                progress,
+                closed: false,
+                turn: 0,
+                subscribers: Vec::new(),
+            }),
+            wake: Arc::new(Event::new()),
+            changed: Event::new(),
+        });
+        mf.watch(&inner.wake);
+        let worker = inner.clone();
+        let thread = std::thread::Builder::new()
+            .name(format!("kappa-index-{name}"))
+            .spawn(move || run(worker))
+            .map_err(|e| IndexError::Feed {
+                view: name.to_owned(),
+                feed: String::new(),
+                reason: e.to_string(),
+            })?;
+        Ok(Indexer { inner, thread: Some(thread) })
+    }
+
+    /// The view's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The view.
+    pub fn view(&self) -> &Arc<dyn View> {
+        &self.inner.view
+    }
+
+    /// The current state.
+    pub fn state(&self) -> IndexState {
+        let (status, indexed, error) = {
+            let sh = self.inner.lock();
+            (sh.status, sh.progress.count(), sh.error.clone())
+        };
+        let total = self.inner.mf.feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum();
+        IndexState { status, indexed, total, error }
+    }
+
+    /// A stream of what the indexer does.
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<IndexEvent> {
+        let (tx, rx) = mpsc::unbounded();
+        self.inner.lock().subscribers.push(tx);
+        rx
+    }
+
+    /// Whether some entry stored locally is not indexed yet.
+    fn has_work(&self) -> bool {
+        let progress = self.inner.lock().progress.clone();
+        self.inner.mf.feeds().iter().any(|f| {
+            let present = f.lock().downloaded(0..u64::MAX);
+            present > progress.feeds.get(f.public_key()).map_or(0, |r| r.count())
+        })
+    }
+
+    /// Resolves once every entry stored locally (including ones that arrive
+    /// meanwhile) is indexed; at once while paused; with the error in the error
+    /// state.
+    pub async fn ready(&self) -> Result<(), IndexError> {
+        loop {
+            let listener = self.inner.changed.listen();
+            {
+                let sh = self.inner.lock();
+                if sh.closed {
+                    return Err(IndexError::Closed);
+                }
+                if let Some(e) = &sh.error {
+                    return Err(e.clone());
+                }
+                if sh.paused {
+                    return Ok(());
+                }
+            }
+            if !self.has_work() {
+                return Ok(());
+            }
+            self.inner.wake.notify(usize::MAX);
+            listener.await;
+        }
+    }
+
+    /// Resolves once the indexer is paused: no `map` call runs from then on until
+    /// [`resume`](Self::resume), whatever is appended meanwhile.
+    pub async fn pause(&self) {
+        {
+            let mut sh = self.inner.lock();
+            if sh.paused || sh.closed {
+                return;
+            }
+            sh.pause_requested = true;
+        }
+        self.inner.wake.notify(usize::MAX);
+        loop {
+            let listener = self.inner.changed.listen();
+            {
+                let sh = self.inner.lock();
+                if sh.paused || sh.closed || sh.error.is_some() {
+                    return;
+                }
+            }
+            listener.await;
+        }
+    }
+
+    /// Resumes after [`pause`](Self::pause), or retries after an error.
+    pub fn resume(&self) {
+        let mut sh = self.inner.lock();
+        sh.paused = false;
+        sh.pause_requested = false;
+        sh.error = None;
+        self.inner.set_status(&mut sh, Status::Idle);
+        drop(sh);
+        self.inner.wake.notify(usize::MAX);
+    }
+
+    /// Stops the indexer after the batch in flight.
+    pub fn close(&mut self) {
+        self.inner.lock().closed = true;
+        self.inner.wake.notify(usize::MAX);
+        self.inner.changed.notify(usize::MAX);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Indexer {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The next batch: up to `max_batch` present, unindexed entries of one feed,
+/// ascending; feeds take turns.
+fn next_batch(inner: &Inner) -> Option<(SharedFeed, Vec<u64>)> {
+    let feeds = inner.mf.feeds();
+    if feeds.is_empty() {
+        return None;
+    }
+    let max = inner.view.max_batch().max(1);
+    let newest_first = inner.view.newest_first();
+    let (turn, progress_of): (usize, Vec<Option<kappa_log::RangeSet>>) = {
+        let sh = inner.lock();
+        (sh.turn, feeds.iter().map(|f| sh.progress.feeds.get(f.public_key()).cloned()).collect())
+    };
+    for k in 0..feeds.len() {
+        let i = (turn + k) % feeds.len();
+        let feed = &feeds[i];
+        let done = progress_of[i].clone().unwrap_or_default();
+        let f = feed.lock();
+        let bits = f.bitfield();
+        let len = f.len().max(bits.data_bits());
+        let mut seqs = Vec::new();
+        if newest_first {
+            let mut before = len;
+            while seqs.len() < max {
+                let Some(s) = bits.prev_block(0, before) else { break };
+                if !done.contains(s) {
+                    seqs.push(s);
+                }
+                before = s;
+            }
+            seqs.reverse();
+        } else {
+            let mut from = 0;
+            while seqs.len() < max {
+                // Skip what is indexed, then find the next present block.
+                if done.contains(from) {
+                    from = done.iter().find(|r| r.contains(&from)).map_or(from + 1, |r| r.end);
+                    continue;
+                }
+                let Some(s) = bits.next_block(from, len) else { break };
+                if done.contains(s) {
+                    from = s;
+                    continue;
+                }
+                seqs.push(s);
+                from = s + 1;
+            }
+        }
+        drop(f);
+        if !seqs.is_empty() {
+            inner.lock().turn = i + 1;
+            return Some((feed.clone(), seqs));
+        }
+    }
+    None
+}
+
+fn run(inner: Arc<Inner>) {
+    let mut watched: HashSet<PublicKey> = HashSet::new();
+    loop {
+        let listener = inner.wake.listen();
+        for f in inner.mf.feeds() {
+            if watched.insert(*f.public_key()) {
+                f.watch(&inner.wake);
+            }
+        }
+        {
+            let mut sh = inner.lock();
+            if sh.closed {
+                return;
+            }
+            if sh.pause_requested {
+                sh.pause_requested = false;
+                sh.paused = true;
+                inner.set_status(&mut sh, Status::Paused);
+            }
+            if sh.paused || sh.error.is_some() {
+                drop(sh);
+                listener.wait();
+                continue;
+            }
+        }
+        let Some((feed, seqs)) = next_batch(&inner) else {
+            let mut sh = inner.lock();
+            inner.set_status(&mut sh, Status::Idle);
+            drop(sh);
+            listener.wait();
+            continue;
+        };
+        {
+            let mut sh = inner.lock();
+            inner.set_status(&mut sh, Status::Indexing);
+        }
+        if let Err(e) = index_batch(&inner, &feed, &seqs) {
+            inner.fail(e);
+        }
+    }
+}
+
+fn index_batch(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<(), IndexError> {
+    let key = *feed.public_key();
+    let entries: Vec<Entry> = {
+        let mut f = feed.lock();
+        let mut out = Vec::with_capacity(seqs.len());
+        for &s in seqs {
+            let value = f.try_get(s).map_err(|e| IndexError::Feed {
+                view: inner.name.clone(),
+                feed: key.to_hex(),
+                reason: e.to_string(),
+            })?;
+            out.push(Entry::new(key, s, value));
+        }
+        out
+    };
+    let store = inner.view.store();
+    let mut tx = Tx::new(store);
+    inner
+        .view
+        .map(&entries, &mut tx)
+        .map_err(|source| IndexError::View { view: inner.name.clone(), source })?;
+    // The new progress goes into the same atomic batch as the rows; the shared
+    // progress (what `ready` looks at) moves only once the batch is committed.
+    let mut next = inner.lock().progress.clone();
+    let set = next.feeds.entry(key).or_default();
+    for &s in seqs {
+        set.insert(s..s + 1);
+    }
+    store
+        .commit(tx.into_batch(Some(next.encode())))
+        .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
+    inner.lock().progress = next;
+    inner.view.indexed(&entries);
+    let mut sh = inner.lock();
+    Inner::emit(&mut sh, IndexEvent::Indexed { feed: key, count: entries.len() });
+    inner.changed.notify(usize::MAX);
+    Ok(())
+}

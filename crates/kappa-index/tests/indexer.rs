@@ -1,0 +1,411 @@
+//! The [A] cases of multifeed-index and kappa-core (reference §2, adapted), and
+//! what SEMANTICS promises beyond JS: exactly once, pause that cannot be
+//! defeated, an error state that ready reports and resume retries, versions
+//! (0 included), holes.
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::executor::block_on;
+use futures::StreamExt;
+use kappa_index::{IndexError, IndexEvent, Indexer, Status};
+use kappa_log::{Feed, KeyPair, SharedFeed};
+use kappa_multifeed::Multifeed;
+use kappa_storage::MemoryProvider;
+use kappa_view::sum::SumView;
+use kappa_view::{Batch, Entry, MemoryStore, StoreError, Tx, View, ViewError, ViewStore};
+
+fn num(n: u64) -> String {
+    format!("{n}\n")
+}
+
+fn sum_view(store: &MemoryStore) -> Arc<SumView> {
+    Arc::new(SumView::new(Arc::new(store.clone())))
+}
+
+/// A view that records every map call: (feed, seqs), and counts per entry.
+struct Recorder {
+    store: MemoryStore,
+    version: u64,
+    max_batch: usize,
+    calls: Mutex<Vec<Vec<u64>>>,
+    fail_once: AtomicBool,
+    slow: Duration,
+}
+
+impl Recorder {
+    fn new(version: u64, max_batch: usize) -> Arc<Recorder> {
+        Self::on(MemoryStore::new(), version, max_batch)
+    }
+    fn on(store: MemoryStore, version: u64, max_batch: usize) -> Arc<Recorder> {
+        Arc::new(Recorder {
+            store,
+            version,
+            max_batch,
+            calls: Mutex::new(Vec::new()),
+            fail_once: AtomicBool::new(false),
+            slow: Duration::ZERO,
+        })
+    }
+    fn calls(&self) -> Vec<Vec<u64>> {
+        self.calls.lock().unwrap().clone()
+    }
+    /// How often each entry was applied, from the store's rows.
+    fn counts(&self) -> Vec<(Vec<u8>, u64)> {
+        self.store
+            .scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None)
+            .unwrap()
+            .into_iter()
+            .map(|(k, v)| (k, u64::from_be_bytes(v.try_into().unwrap())))
+            .collect()
+    }
+}
+
+impl View for Recorder {
+    fn store(&self) -> &dyn ViewStore {
+        &self.store
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn max_batch(&self) -> usize {
+        self.max_batch
+    }
+    fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        if self.fail_once.swap(false, Ordering::SeqCst) {
+            return Err(ViewError::Map("injected failure".into()));
+        }
+        std::thread::sleep(self.slow);
+        self.calls.lock().unwrap().push(entries.iter().map(|e| e.seq).collect());
+        for e in entries {
+            let key = e.id().into_bytes();
+            let n = tx.get(&key)?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+            tx.put(key, (n + 1).to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn simple_sum_view() {
+    // kappa-core [A] 1 and the seed's example.
+    let mf = Multifeed::in_memory().unwrap();
+    let store = MemoryStore::new();
+    let sum = sum_view(&store);
+    let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
+    mf.writer("local").unwrap().append(num(1)).unwrap();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(sum.get().unwrap(), 1.0);
+}
+
+#[test]
+fn views_still_work_while_paused() {
+    // kappa-core [A] 2.
+    let mf = Multifeed::in_memory().unwrap();
+    let sum = sum_view(&MemoryStore::new());
+    let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
+    mf.writer("local").unwrap().append(num(1)).unwrap();
+    block_on(ix.ready()).unwrap();
+    block_on(ix.pause());
+    block_on(ix.ready()).unwrap(); // resolves at once while paused
+    assert_eq!(sum.get().unwrap(), 1.0);
+    assert_eq!(ix.state().status, Status::Paused);
+}
+
+#[test]
+fn indexed_events_add_up() {
+    let mf = Multifeed::in_memory().unwrap();
+    let view = Recorder::new(1, 100);
+    let ix = Indexer::start("rec", view.clone(), &mf).unwrap();
+    let mut events = ix.subscribe();
+    let w = mf.writer("local").unwrap();
+    w.append_batch((0..6).map(num)).unwrap();
+    block_on(ix.ready()).unwrap();
+    w.append(num(6)).unwrap();
+    block_on(ix.ready()).unwrap();
+    drop(ix);
+    let total: usize = block_on(events.by_ref().collect::<Vec<_>>())
+        .into_iter()
+        .filter_map(|e| match e {
+            IndexEvent::Indexed { count, .. } => Some(count),
+            _ => None,
+        })
+        .sum();
+    assert_eq!(total, 7);
+}
+
+#[test]
+fn batch_size_when_the_index_comes_after_the_data() {
+    let mf = Multifeed::in_memory().unwrap();
+    mf.writer("local").unwrap().append_batch([num(10), num(10), num(10)]).unwrap();
+    let view = Recorder::new(1, 10);
+    let ix = Indexer::start("rec", view.clone(), &mf).unwrap();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(view.calls(), vec![vec![0, 1, 2]], "one batch of 3");
+    let many = Recorder::new(1, 10);
+    mf.writer("local").unwrap().append_batch((0..25).map(num)).unwrap();
+    let ix2 = Indexer::start("rec2", many.clone(), &mf).unwrap();
+    block_on(ix2.ready()).unwrap();
+    let sizes: Vec<usize> = many.calls().iter().map(Vec::len).collect();
+    assert_eq!(sizes, vec![10, 10, 8], "at most max_batch, ascending within a feed");
+    drop((ix, ix2));
+}
+
+#[test]
+fn pause_while_ready_then_resume() {
+    let mf = Multifeed::in_memory().unwrap();
+    let sum = sum_view(&MemoryStore::new());
+    let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
+    let w = mf.writer("local").unwrap();
+    w.append(num(1)).unwrap();
+    block_on(ix.ready()).unwrap();
+    block_on(ix.pause());
+    w.append_batch((0..10).map(|_| num(3))).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(sum.get().unwrap(), 1.0, "nothing indexed while paused");
+    ix.resume();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(sum.get().unwrap(), 31.0);
+}
+
+#[test]
+fn pause_cannot_be_defeated_by_appends() {
+    let mf = Multifeed::in_memory().unwrap();
+    let w = mf.writer("local").unwrap();
+    w.append_batch((0..50).map(num)).unwrap();
+    let mut rec = Recorder::new(1, 5);
+    Arc::get_mut(&mut rec).unwrap().slow = Duration::from_millis(5);
+    let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+    std::thread::sleep(Duration::from_millis(12)); // mid-way through the batches
+    let pausing = std::thread::scope(|s| {
+        let h = s.spawn(|| block_on(ix.pause()));
+        for i in 0..20 {
+            w.append(num(100 + i)).unwrap(); // appends while the pause is pending
+        }
+        h.join().unwrap();
+        rec.calls().len()
+    });
+    for i in 0..20 {
+        w.append(num(200 + i)).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(rec.calls().len(), pausing, "a map call ran after pause resolved");
+    assert_eq!(ix.state().status, Status::Paused);
+    ix.resume();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(rec.counts().len(), 90);
+    assert!(rec.counts().iter().all(|(_, n)| *n == 1));
+}
+
+#[test]
+fn a_failing_map_is_an_error_state_that_ready_reports_and_resume_retries() {
+    let mf = Multifeed::in_memory().unwrap();
+    let rec = Recorder::new(1, 100);
+    rec.fail_once.store(true, Ordering::SeqCst);
+    let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+    let mut events = ix.subscribe();
+    mf.writer("local").unwrap().append_batch((0..3).map(num)).unwrap();
+    match block_on(ix.ready()) {
+        Err(IndexError::View { view, .. }) => assert_eq!(view, "rec"),
+        other => panic!("ready should report the error, got {other:?}"),
+    }
+    assert_eq!(ix.state().status, Status::Error);
+    assert!(block_on(async {
+        while let Some(e) = events.next().await {
+            if matches!(e, IndexEvent::Error(_)) {
+                return true;
+            }
+        }
+        false
+    }));
+    ix.resume();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(rec.counts().len(), 3, "the failed batch was retried");
+}
+
+#[test]
+fn version_reopen_without_and_with_change() {
+    let mf = Multifeed::in_memory().unwrap();
+    let w = mf.writer("local").unwrap();
+    w.append_batch((0..10).map(num)).unwrap();
+    let store = MemoryStore::new();
+    for (version, expect_calls) in [(1, 1), (1, 0), (2, 1), (0, 1), (0, 0), (7, 1)] {
+        let rec = Recorder::on(store.clone(), version, 100);
+        let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+        block_on(ix.ready()).unwrap();
+        assert_eq!(rec.calls().len(), expect_calls, "version {version}");
+        assert_eq!(rec.counts().len(), 10);
+        assert!(
+            rec.counts().iter().all(|(_, n)| *n == 1),
+            "version {version}: rebuilt rows equal a fresh index"
+        );
+    }
+}
+
+#[test]
+fn a_version_bump_while_paused_or_in_error_rebuilds() {
+    let mf = Multifeed::in_memory().unwrap();
+    mf.writer("local").unwrap().append_batch((0..5).map(num)).unwrap();
+    let store = MemoryStore::new();
+    {
+        let rec = Recorder::on(store.clone(), 1, 2);
+        let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+        block_on(ix.pause());
+    }
+    {
+        let rec = Recorder::on(store.clone(), 1, 2);
+        rec.fail_once.store(true, Ordering::SeqCst);
+        let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+        assert!(block_on(ix.ready()).is_err());
+    }
+    let rec = Recorder::on(store.clone(), 2, 2);
+    let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(rec.counts().len(), 5);
+    assert!(rec.counts().iter().all(|(_, n)| *n == 1));
+}
+
+fn sparse_replica(w: &SharedFeed, have: &[u64]) -> SharedFeed {
+    let r = SharedFeed::new(Feed::builder(MemoryProvider::new()).public_key(*w.public_key()).open().unwrap());
+    for &i in have {
+        put_block(w, &r, i);
+    }
+    r
+}
+
+fn put_block(w: &SharedFeed, r: &SharedFeed, i: u64) {
+    let proof = w.lock().proof(i, r.lock().digest(i), false).unwrap();
+    r.put(i, &w.get(i).unwrap().unwrap(), &proof).unwrap();
+}
+
+#[test]
+fn holes_do_not_stall_and_fill_in_later() {
+    // A writer elsewhere; our set holds a sparse replica of it.
+    let w = SharedFeed::new(
+        Feed::builder(MemoryProvider::new()).key_pair(KeyPair::from_seed(&[1; 32])).open().unwrap(),
+    );
+    w.append_batch((0..20).map(num)).unwrap();
+    let mf = Multifeed::in_memory().unwrap();
+    let replica = mf.add_remote(*w.public_key()).unwrap();
+    for i in [0u64, 1, 5, 19] {
+        put_block(&w, &replica, i);
+    }
+    let sum = sum_view(&MemoryStore::new());
+    let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
+    block_on(ix.ready()).unwrap();
+    assert_eq!(sum.get().unwrap(), (0 + 1 + 5 + 19) as f64, "present entries indexed past the holes");
+    for i in 0..20 {
+        if !replica.has(i) {
+            put_block(&w, &replica, i);
+        }
+    }
+    block_on(ix.ready()).unwrap();
+    assert_eq!(sum.get().unwrap(), (0..20).sum::<u64>() as f64, "equal to a dense index");
+    let _ = sparse_replica;
+}
+
+#[test]
+fn live_appends_and_new_feeds_wake_the_indexer() {
+    let mf = Multifeed::in_memory().unwrap();
+    let sum = sum_view(&MemoryStore::new());
+    let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
+    mf.writer("a").unwrap().append(num(2)).unwrap();
+    mf.writer("b").unwrap().append(num(3)).unwrap();
+    // Nobody calls ready: the indexer gets there by itself.
+    for _ in 0..200 {
+        if sum.get().unwrap() == 5.0 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(sum.get().unwrap(), 5.0);
+    let st = ix.state();
+    assert_eq!((st.indexed, st.total, st.status), (2, 2, Status::Idle));
+}
+
+/// A store that fails the Nth commit (before applying it), then works again.
+struct Flaky {
+    inner: MemoryStore,
+    commits: AtomicUsize,
+    fail_at: usize,
+}
+
+impl ViewStore for Flaky {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        r: kappa_view::KeyRange,
+        rev: bool,
+        lim: Option<usize>,
+    ) -> Result<Vec<kappa_view::Row>, StoreError> {
+        self.inner.scan(r, rev, lim)
+    }
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if self.commits.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+            return Err(StoreError::Injected("commit".into()));
+        }
+        self.inner.commit(batch)
+    }
+    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.state()
+    }
+    fn clear(&self) -> Result<(), StoreError> {
+        self.inner.clear()
+    }
+}
+
+struct Counting(Flaky);
+
+impl View for Counting {
+    fn store(&self) -> &dyn ViewStore {
+        &self.0
+    }
+    fn max_batch(&self) -> usize {
+        3
+    }
+    fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        for e in entries {
+            let key = e.id().into_bytes();
+            let n = tx.get(&key)?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+            tx.put(key, (n + 1).to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn exactly_once_when_any_commit_fails_and_the_process_restarts() {
+    let mf = Multifeed::in_memory().unwrap();
+    mf.writer("a").unwrap().append_batch((0..10).map(num)).unwrap();
+    mf.writer("b").unwrap().append_batch((0..7).map(num)).unwrap();
+    for fail_at in 0..8 {
+        let store = MemoryStore::new();
+        {
+            let view =
+                Arc::new(Counting(Flaky { inner: store.clone(), commits: AtomicUsize::new(0), fail_at }));
+            let ix = Indexer::start("count", view, &mf).unwrap();
+            let _ = block_on(ix.ready()); // fails at commit `fail_at`: the "crash"
+        }
+        // Restart on what was committed.
+        let view = Arc::new(Counting(Flaky {
+            inner: store.clone(),
+            commits: AtomicUsize::new(0),
+            fail_at: usize::MAX,
+        }));
+        let ix = Indexer::start("count", view, &mf).unwrap();
+        block_on(ix.ready()).unwrap();
+        let rows = store.scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None).unwrap();
+        assert_eq!(rows.len(), 17, "fail_at {fail_at}");
+        for (k, v) in rows {
+            assert_eq!(
+                v,
+                1u64.to_be_bytes().to_vec(),
+                "fail_at {fail_at}: {} applied more than once",
+                String::from_utf8_lossy(&k)
+            );
+        }
+    }
+}

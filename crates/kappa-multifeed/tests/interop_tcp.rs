@@ -1,0 +1,373 @@
+//! Feed-set replication with real JS kappa-core 6 (multifeed 5) over loopback
+//! TCP, with the pinned peer `interop/multifeed-peer.js`: both roles, non-live
+//! and live, feeds created after connecting, a shared-key mismatch, and a chain
+//! JS ↔ Rust ↔ JS through which a new feed reaches the far end.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use async_std::net::{TcpListener, TcpStream};
+use async_std::task;
+use kappa_log::encoding::{Codec, Json};
+use kappa_multifeed::{Multifeed, MultifeedError, ReplicateOptions};
+use kappa_testkit::{content_digest, js};
+use serde_json::{json, Value};
+
+const KEY: [u8; 32] = [0x33; 32];
+
+fn key_hex() -> String {
+    hex::encode(KEY)
+}
+
+struct JsPeer {
+    child: Child,
+    lines: std::io::Lines<BufReader<ChildStdout>>,
+}
+
+impl JsPeer {
+    fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
+        let mut child = Command::new("node")
+            .arg(harness.join("multifeed-peer.js"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("node");
+        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        JsPeer { child, lines }
+    }
+
+    fn next(&mut self) -> Value {
+        let line = self.lines.next().expect("JS peer exited without output").expect("read");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
+    }
+
+    fn until(&mut self, name: &str) -> Value {
+        loop {
+            let v = self.next();
+            match v["event"].as_str() {
+                Some(e) if e == name => return v,
+                Some("error") | Some("timeout") => panic!("JS peer: {v}"),
+                _ => {}
+            }
+        }
+    }
+
+    fn finish(mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+}
+
+/// Every feed of `mf` as key → (length, digest).
+fn summary(mf: &Multifeed) -> HashMap<String, (u64, String)> {
+    mf.feeds().iter().map(|f| (f.public_key().to_hex(), (f.len(), content_digest(&mut f.lock())))).collect()
+}
+
+fn js_summary(report: &Value) -> HashMap<String, (u64, String)> {
+    report["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["key"].as_str().unwrap().to_owned(),
+                (f["length"].as_u64().unwrap(), f["digest"].as_str().unwrap().to_owned()),
+            )
+        })
+        .collect()
+}
+
+fn rust_writer(mf: &Multifeed, name: &str, n: u64) {
+    let codec = Json::<Value>::new();
+    let w = mf.writer(name).unwrap();
+    w.append_batch((0..n).map(|i| codec.encode(&json!({"n": i, "who": name})).unwrap())).unwrap();
+}
+
+#[test]
+fn js_1000_and_rust_500_end_identical_both_roles() {
+    let Some(harness) = js::harness() else { return };
+    for js_listens_as_initiator in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let js_dir = tmp.path().join("js");
+        let role = if js_listens_as_initiator { "--initiator" } else { "--responder" };
+        let kh = key_hex();
+        let mut peer = JsPeer::spawn(
+            &harness,
+            &[
+                "--dir",
+                js_dir.to_str().unwrap(),
+                "--listen",
+                "0",
+                role,
+                "--shared-key",
+                &kh,
+                "--write",
+                "local:1000",
+            ],
+        );
+        let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+        let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+        rust_writer(&mf, "local", 500);
+        let report = task::block_on(async {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            mf.replicate(stream, ReplicateOptions::new(!js_listens_as_initiator).shared_key(KEY)).await
+        })
+        .unwrap();
+        let done = peer.until("done");
+        assert!(peer.finish().success());
+        assert_eq!(report.blocks_received(), 1000);
+        assert_eq!(report.blocks_sent(), 500);
+        let ours = summary(&mf);
+        assert_eq!(ours.len(), 2);
+        assert_eq!(ours, js_summary(&done), "both sides hold identical feeds");
+        let mut lengths: Vec<u64> = ours.values().map(|(l, _)| *l).collect();
+        lengths.sort();
+        assert_eq!(lengths, vec![500, 1000]);
+    }
+}
+
+#[test]
+fn rust_listens_js_connects_non_live() {
+    let Some(harness) = js::harness() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "local", 300);
+    rust_writer(&mf, "second", 7);
+    let (report, done) = task::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let js_dir = tmp.path().join("js");
+        let kh = key_hex();
+        let addr = format!("127.0.0.1:{port}");
+        let mut peer = JsPeer::spawn(
+            &harness,
+            &[
+                "--dir",
+                js_dir.to_str().unwrap(),
+                "--connect",
+                &addr,
+                "--initiator",
+                "--shared-key",
+                &kh,
+                "--write",
+                "js:20",
+            ],
+        );
+        let (stream, _) = listener.accept().await.unwrap();
+        let report = mf.replicate(stream, ReplicateOptions::new(false).shared_key(KEY)).await;
+        let done = task::spawn_blocking(move || {
+            let d = peer.until("done");
+            assert!(peer.finish().success());
+            d
+        })
+        .await;
+        (report, done)
+    });
+    report.unwrap();
+    assert_eq!(summary(&mf), js_summary(&done));
+    assert_eq!(mf.feeds().len(), 3);
+}
+
+#[test]
+fn live_new_feeds_both_ways() {
+    let Some(harness) = js::harness() else { return };
+    // JS creates a writer after connecting; it reaches Rust live.
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let kh = key_hex();
+    let mut peer = JsPeer::spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--write",
+            "local:10",
+            "--write-during-live",
+            "late:20",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "mine", 3);
+    let result = task::block_on(async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (session, handle) =
+            mf.session(stream, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let running = task::spawn(session);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(mf.feeds().len() == 3 && mf.feeds().iter().map(|f| f.len()).sum::<u64>() == 33) {
+            assert!(Instant::now() < deadline, "the live JS feed did not arrive");
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        handle.close();
+        running.await
+    });
+    result.unwrap();
+    peer.until("done");
+    assert!(peer.finish().success());
+
+    // Rust creates a writer after connecting; it reaches JS live.
+    let tmp = tempfile::tempdir().unwrap();
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "local", 5);
+    let done = task::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let js_dir = tmp.path().join("js");
+        let mut peer = JsPeer::spawn(
+            &harness,
+            &[
+                "--dir",
+                js_dir.to_str().unwrap(),
+                "--connect",
+                &addr,
+                "--initiator",
+                "--live",
+                "--shared-key",
+                &kh,
+                "--expect-feeds",
+                "2",
+                "--expect-total",
+                "25",
+            ],
+        );
+        let (stream, _) = listener.accept().await.unwrap();
+        let (session, _handle) =
+            mf.session(stream, ReplicateOptions::new(false).shared_key(KEY).live(true)).unwrap();
+        let running = task::spawn(session);
+        task::sleep(Duration::from_millis(300)).await;
+        rust_writer(&mf, "late", 20);
+        let done = task::spawn_blocking(move || {
+            let d = peer.until("done");
+            assert!(peer.finish().success());
+            d
+        })
+        .await;
+        let _ = running.await; // the JS peer hung up
+        done
+    });
+    assert_eq!(js_summary(&done), summary(&mf));
+}
+
+#[test]
+fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
+    let Some(harness) = js::harness() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let mut peer = JsPeer::spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &"77".repeat(32),
+            "--write",
+            "local:3",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::in_memory().unwrap();
+    let started = Instant::now();
+    let result = task::block_on(async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
+    });
+    let ours = started.elapsed();
+    match result {
+        Err(MultifeedError::Replication(e)) => {
+            let msg = e.to_string();
+            assert!(msg.contains("shared key") || msg.contains("closed the connection"), "{msg}");
+        }
+        other => panic!("expected a failure, got {other:?}"),
+    }
+    let theirs = peer.next();
+    assert_eq!(theirs["event"], "error", "{theirs}");
+    assert!(theirs["message"].as_str().unwrap().contains("Exchange key did not match remote"), "{theirs}");
+    assert!(!peer.finish().success());
+    assert!(ours < Duration::from_secs(1), "took {ours:?}");
+    assert!(mf.feeds().is_empty());
+}
+
+#[test]
+fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
+    let Some(harness) = js::harness() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = key_hex();
+    let a_dir = tmp.path().join("a");
+    let c_dir = tmp.path().join("c");
+    // A: writes, and creates a feed once connected. C: expects A's two feeds and
+    // Rust's one, all complete.
+    let mut a = JsPeer::spawn(
+        &harness,
+        &[
+            "--dir",
+            a_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--write",
+            "a:10",
+            "--write-during-live",
+            "late:5",
+        ],
+    );
+    let mut c = JsPeer::spawn(
+        &harness,
+        &[
+            "--dir",
+            c_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--expect-feeds",
+            "3",
+            "--expect-total",
+            "16",
+        ],
+    );
+    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
+    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
+    rust_writer(&b, "b", 1);
+    let c_done = task::block_on(async {
+        let sa = TcpStream::connect(("127.0.0.1", port_a)).await.unwrap();
+        let sc = TcpStream::connect(("127.0.0.1", port_c)).await.unwrap();
+        let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let (fc, _hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let ta = task::spawn(fa);
+        let tc = task::spawn(fc);
+        let done = task::spawn_blocking(move || {
+            let d = c.until("done");
+            assert!(c.finish().success());
+            d
+        })
+        .await;
+        ha.close();
+        let _ = (ta.await, tc.await);
+        done
+    });
+    a.until("done");
+    let _ = a.finish();
+    let feeds = js_summary(&c_done);
+    assert_eq!(feeds.len(), 3);
+    assert_eq!(feeds.values().map(|(l, _)| *l).sum::<u64>(), 16);
+    // What C holds is exactly what B holds.
+    assert_eq!(feeds, summary(&b));
+}
