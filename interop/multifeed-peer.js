@@ -269,7 +269,8 @@ async function shutdown (code, kind, extra) {
   if (T_REPL !== null && T_REPL_END === null) T_REPL_END = Date.now()
   // Hard stop in case anything below hangs.
   setTimeout(() => {
-    emit(Object.assign({ event: kind }, extra, { elapsedMs: Date.now() - T0, note: 'forced exit during shutdown' }))
+    const replicateMs = T_REPL === null ? null : T_REPL_END - T_REPL
+    emit(Object.assign({ event: kind }, extra, { elapsedMs: Date.now() - T0, replicateMs, note: 'forced exit during shutdown' }))
     process.exit(code)
   }, 5000).unref()
 

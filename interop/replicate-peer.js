@@ -224,7 +224,7 @@ async function shutdown (code, kind, extra) {
   const replicateMs = T_REPL === null ? null : Date.now() - T_REPL
   // Hard stop in case anything below hangs.
   setTimeout(() => {
-    emit(Object.assign({ event: kind }, extra, { elapsedMs: Date.now() - T0, note: 'forced exit during shutdown' }))
+    emit(Object.assign({ event: kind }, extra, { elapsedMs: Date.now() - T0, replicateMs, note: 'forced exit during shutdown' }))
     process.exit(code)
   }, 5000).unref()
 

@@ -219,10 +219,79 @@ fn js_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
     Ok((r.js_entries as f64 / secs, bytes / secs / 1e6))
 }
 
+/// Feed-set sync, Rust: (entries/s), median of three runs.
+fn rust_multifeed_sync(feeds: u64, entries: u64, tmp: &Path) -> Result<f64, String> {
+    let bin = root().join("target/release/examples/sync");
+    let bin = bin.to_str().ok_or("path")?;
+    let a = tmp.join("mf-rust-a");
+    run(bin, &["create", a.to_str().ok_or("path")?, &feeds.to_string(), &entries.to_string()])?;
+    let mut runs = Vec::new();
+    for run_no in 0..3 {
+        let mut server = Command::new(bin)
+            .args(["serve", a.to_str().ok_or("path")?, "0"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let port: serde_json::Value =
+            serde_json::from_str(&first_line(&mut server)?).map_err(|e| e.to_string())?;
+        let b = tmp.join(format!("mf-rust-b-{run_no}"));
+        let out = Command::new(bin)
+            .args(["fetch", b.to_str().ok_or("path")?, &format!("127.0.0.1:{}", port["port"])])
+            .output()
+            .map_err(|e| e.to_string())?;
+        let _ = server.wait();
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("sync fetch: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+        runs.push(v["entries_per_s"].as_f64().unwrap_or(0.0));
+    }
+    runs.sort_by(f64::total_cmp);
+    Ok(runs[1])
+}
+
+/// Feed-set sync, JS kappa-core 6: (entries/s), one run.
+fn js_multifeed_sync(feeds: u64, entries: u64, tmp: &Path) -> Result<f64, String> {
+    let a = tmp.join("mf-js-a");
+    let writes: Vec<String> = (0..feeds).map(|f| format!("writer-{f}:{entries}")).collect();
+    let mut args: Vec<String> =
+        ["--dir", a.to_str().ok_or("path")?, "--listen", "0", "--responder", "--timeout-ms", "600000"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    for w in &writes {
+        args.push("--write".into());
+        args.push(w.clone());
+    }
+    let mut writer = Command::new("node")
+        .arg("interop/multifeed-peer.js")
+        .args(&args)
+        .current_dir(root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let listening: serde_json::Value =
+        serde_json::from_str(&first_line(&mut writer)?).map_err(|e| e.to_string())?;
+    let b = tmp.join("mf-js-b");
+    let out = Command::new("node")
+        .arg("interop/multifeed-peer.js")
+        .args(["--dir", b.to_str().ok_or("path")?, "--connect", &format!("127.0.0.1:{}", listening["port"])])
+        .args(["--initiator", "--timeout-ms", "600000"])
+        .current_dir(root())
+        .output()
+        .map_err(|e| e.to_string())?;
+    let _ = writer.wait();
+    let line = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = serde_json::from_str(line.lines().last().unwrap_or_default())
+        .map_err(|e| format!("JS multifeed reader {line:?}: {e}"))?;
+    let secs = v["replicateMs"].as_f64().ok_or_else(|| format!("JS reader: {v}"))? / 1000.0;
+    Ok((feeds * entries) as f64 / secs)
+}
+
 /// Runs the benches and writes `docs/benchmarks.md`.
 pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
     run("cargo", &["bench", "-p", "kappa-log", "--bench", "feed"])?;
     run("cargo", &["build", "--release", "-p", "kappa-protocol", "--example", "replicate"])?;
+    run("cargo", &["build", "--release", "-p", "kappa-multifeed", "--example", "sync"])?;
+    run("cargo", &["bench", "-p", "kappa-multifeed", "--bench", "open"])?;
     let js = js_figures()?;
     let dir = root().join("target/criterion");
     let date = Command::new("date")
@@ -287,7 +356,6 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
         );
         eprintln!("{}: rust {rust_fig} js {js_fig} ratio {ratio:.1}", r.what);
     }
-    let _ = std::fs::remove_dir_all(&tmp);
     let _ = writeln!(
         md,
         "\nRust figures: `crates/kappa-protocol/examples/replicate.rs` (`create`, `serve`, `fetch`), \
@@ -296,6 +364,37 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
          connected socket to its end (`replicateMs`). Both download into files, verify every \
          block and proof, and use the same entry sizes.\n"
     );
+    let _ = writeln!(md, "## kappa-multifeed (feed sets)\n");
+    let _ = writeln!(md, "| workload | kappa-rs | JS kappa-core 6 | ratio | target |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+    let rust_mf = rust_multifeed_sync(10, 10_000, &tmp)?;
+    let js_mf = js_multifeed_sync(10, 10_000, &tmp)?;
+    let _ = writeln!(
+        md,
+        "| non-live sync of 10 feeds × 10,000 JSON entries, two processes, loopback | {} entries/s | {} entries/s | **{:.1}×** | ≥ 30× JS |",
+        fmt_rate(rust_mf),
+        fmt_rate(js_mf),
+        rust_mf / js_mf
+    );
+    eprintln!("multifeed sync: rust {rust_mf:.0} js {js_mf:.0} ratio {:.1}", rust_mf / js_mf);
+    let open_ns = {
+        let path = dir.join("multifeed/open_1000_feeds/new/estimates.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        v["mean"]["point_estimate"].as_f64().unwrap_or(0.0)
+    };
+    let _ = writeln!(
+        md,
+        "| open a database of 1,000 feeds (3 entries each) from disk | {:.0} ms | (opens feeds one by one) | | < 1 s |\n",
+        open_ns / 1e6
+    );
+    let _ = writeln!(
+        md,
+        "Rust: `crates/kappa-multifeed/examples/sync.rs` (median of three), `benches/open.rs` \
+         (criterion). JS: `interop/multifeed-peer.js`, timed from the start of replication \
+         to its end.\n"
+    );
+    let _ = std::fs::remove_dir_all(&tmp);
     let _ = writeln!(
         md,
         "Notes: entries are 30 bytes; storage is files in a fresh temporary directory, no fsync \

@@ -53,7 +53,7 @@ fn get(c: &mut Criterion) {
     let mut g = c.benchmark_group("get");
     g.throughput(Throughput::Elements(1));
     let mut x = 0x2545F4914F6CDD1Du64;
-    g.bench_function("file/random_warm", |b| {
+    g.bench_function(BenchmarkId::new("file", "random_warm"), |b| {
         b.iter(|| {
             x ^= x << 13;
             x ^= x >> 7;

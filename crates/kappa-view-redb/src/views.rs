@@ -1,0 +1,159 @@
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::Arc;
+
+use kappa_view::StoreError;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
+
+use crate::error::{guarded, panic_message, store_err, Location, RedbError};
+use crate::store::RedbStore;
+
+/// Marks a file as ours: `FORMAT_KEY` → `FORMAT`.
+pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("kappa-view-redb/meta");
+/// Every view's indexing state, keyed by view name.
+pub(crate) const STATE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("kappa-view-redb/state");
+/// The prefix of the table holding one view's rows.
+pub(crate) const ROWS_PREFIX: &str = "rows/";
+
+const FORMAT_KEY: &str = "format";
+const FORMAT: &[u8] = b"kappa-view-redb/1";
+
+/// One redb database holding every view of a kappa database: each view's rows in
+/// a table of its own, and all the views' indexing states in a shared table.
+///
+/// Opening takes an exclusive lock on the file for as long as this value (or any
+/// clone of it, or any [`RedbStore`] made from it) lives; a second open fails with
+/// [`RedbError::Locked`] whether it comes from another process or this one.
+/// Clones share the database.
+#[derive(Debug, Clone)]
+pub struct RedbViews {
+    pub(crate) db: Arc<Database>,
+    at: Location,
+}
+
+impl RedbViews {
+    /// Opens the view database in the file at `path`, creating it if it does not
+    /// exist (or is empty).
+    ///
+    /// Fails with [`RedbError::Locked`] if the file is open elsewhere,
+    /// [`RedbError::NotRedb`] if it holds something else, and
+    /// [`RedbError::Incompatible`] if it is a redb database of another
+    /// application's tables.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, RedbError> {
+        let path = path.as_ref();
+        let at = Location::File(path.to_path_buf());
+        // redb panics on some damage (see `guarded`): make that an error too.
+        std::panic::catch_unwind(AssertUnwindSafe(|| {
+            let db = Database::create(path).map_err(|e| RedbError::from_open(at.clone(), e))?;
+            Self::init(db, at.clone())
+        }))
+        .unwrap_or_else(|panic| Err(RedbError::Corrupt { at, reason: panic_message(&*panic) }))
+    }
+
+    /// A view database in memory, gone when the last handle is dropped (for tests).
+    pub fn in_memory() -> Result<Self, RedbError> {
+        let at = Location::Memory;
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| RedbError::from_open(at.clone(), e))?;
+        Self::init(db, at)
+    }
+
+    /// Checks the format marker, writing it into a new database.
+    fn init(db: Database, at: Location) -> Result<Self, RedbError> {
+        let err = |e: redb::Error| RedbError::from_redb(at.clone(), e);
+        {
+            let tx = db.begin_read().map_err(|e| err(e.into()))?;
+            match tx.open_table(META) {
+                Ok(meta) => {
+                    let format = meta.get(FORMAT_KEY).map_err(|e| err(e.into()))?.map(|v| v.value().to_vec());
+                    return match format {
+                        Some(f) if f == FORMAT => Ok(Self { db: Arc::new(db), at }),
+                        Some(f) => Err(RedbError::Incompatible {
+                            at,
+                            reason: format!(
+                                "format {:?}, this version reads {:?}",
+                                String::from_utf8_lossy(&f),
+                                String::from_utf8_lossy(FORMAT)
+                            ),
+                        }),
+                        None => Err(RedbError::Incompatible { at, reason: "no format marker".into() }),
+                    };
+                }
+                Err(TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(err(e.into())),
+            }
+            // No marker: only an empty database may become ours.
+            let tables: Vec<String> =
+                tx.list_tables().map_err(|e| err(e.into()))?.map(|t| t.name().to_string()).collect();
+            let multimaps = tx.list_multimap_tables().map_err(|e| err(e.into()))?.count();
+            if !tables.is_empty() || multimaps > 0 {
+                return Err(RedbError::Incompatible {
+                    at,
+                    reason: format!(
+                        "it holds {} table(s) ({}) but no kappa-view-redb format marker",
+                        tables.len() + multimaps,
+                        tables.join(", ")
+                    ),
+                });
+            }
+        }
+        let tx = db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            let mut meta = tx.open_table(META).map_err(|e| err(e.into()))?;
+            meta.insert(FORMAT_KEY, FORMAT).map_err(|e| err(e.into()))?;
+            tx.open_table(STATE).map_err(|e| err(e.into()))?;
+        }
+        tx.commit().map_err(|e| err(e.into()))?;
+        Ok(Self { db: Arc::new(db), at })
+    }
+
+    /// The store for the view called `view_name`: its rows and its indexing state.
+    ///
+    /// Any non-empty name is allowed; stores for the same name share their data.
+    /// Nothing is written until the first commit.
+    pub fn store(&self, view_name: &str) -> Result<RedbStore, StoreError> {
+        if view_name.is_empty() {
+            return Err(StoreError::Backend("a view needs a non-empty name".into()));
+        }
+        Ok(RedbStore::new(self.db.clone(), view_name))
+    }
+
+    /// The names of the views that hold rows or an indexing state, in order.
+    pub fn views(&self) -> Result<Vec<String>, StoreError> {
+        guarded(|| self.views_())
+    }
+
+    fn views_(&self) -> Result<Vec<String>, StoreError> {
+        let tx = self.db.begin_read().map_err(store_err)?;
+        let mut names: Vec<String> = tx
+            .list_tables()
+            .map_err(store_err)?
+            .filter_map(|t| t.name().strip_prefix(ROWS_PREFIX).map(str::to_string))
+            .collect();
+        let state = tx.open_table(STATE).map_err(store_err)?;
+        for entry in state.iter().map_err(store_err)? {
+            let (k, _) = entry.map_err(store_err)?;
+            names.push(k.value().to_string());
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Makes every commit so far durable, including non-durable ones made through
+    /// any store of this database (a durable commit that writes nothing).
+    pub fn sync(&self) -> Result<(), StoreError> {
+        guarded(|| sync(&self.db))
+    }
+
+    /// Where the database lives.
+    pub fn location(&self) -> &Location {
+        &self.at
+    }
+}
+
+pub(crate) fn sync(db: &Database) -> Result<(), StoreError> {
+    let tx = db.begin_write().map_err(store_err)?;
+    tx.commit().map_err(store_err)
+}

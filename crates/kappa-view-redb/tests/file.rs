@@ -1,0 +1,320 @@
+//! What lives in the file: reopening, several views, locking, files that are not
+//! view databases, durability and crashes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::ops::Bound::Unbounded;
+use std::path::Path;
+use std::process::Command;
+
+use kappa_view::{Batch, StoreError, ViewStore};
+use kappa_view_redb::{Durability, RedbError, RedbViews};
+
+fn put(k: &[u8], v: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    (k.to_vec(), Some(v.to_vec()))
+}
+
+fn commit(s: &impl ViewStore, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>, state: Option<&[u8]>) {
+    s.commit(Batch { ops, state: state.map(<[u8]>::to_vec) }).unwrap();
+}
+
+fn all(s: &impl ViewStore) -> Vec<(Vec<u8>, Vec<u8>)> {
+    s.scan((Unbounded, Unbounded), false, None).unwrap()
+}
+
+#[test]
+fn rows_and_state_survive_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    {
+        let views = RedbViews::open(&path).unwrap();
+        let s = views.store("kv").unwrap();
+        commit(&s, (0..1000u32).map(|i| put(&i.to_be_bytes(), b"v")).collect(), Some(b"st-1"));
+        commit(&s, vec![(0u32.to_be_bytes().to_vec(), None), put(b"z", b"last")], Some(b"st-2"));
+    }
+    let views = RedbViews::open(&path).unwrap();
+    let s = views.store("kv").unwrap();
+    assert_eq!(s.state().unwrap(), Some(b"st-2".to_vec()));
+    assert_eq!(s.get(&0u32.to_be_bytes()).unwrap(), None);
+    assert_eq!(s.get(&999u32.to_be_bytes()).unwrap(), Some(b"v".to_vec()));
+    assert_eq!(s.get(b"z").unwrap(), Some(b"last".to_vec()));
+    assert_eq!(all(&s).len(), 1000);
+    assert_eq!(views.views().unwrap(), ["kv"]);
+}
+
+#[test]
+fn views_in_one_file_are_independent() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    {
+        let views = RedbViews::open(&path).unwrap();
+        let (a, b) = (views.store("a").unwrap(), views.store("b").unwrap());
+        commit(&a, vec![put(b"k", b"from a")], Some(b"sa"));
+        commit(&b, vec![put(b"k", b"from b"), put(b"only-b", b"1")], Some(b"sb"));
+        assert_eq!(a.get(b"k").unwrap(), Some(b"from a".to_vec()));
+        assert_eq!(a.get(b"only-b").unwrap(), None);
+        // A view whose name is another's plus a suffix shares nothing either.
+        let a2 = views.store("a/x").unwrap();
+        assert_eq!(a2.get(b"k").unwrap(), None);
+        assert_eq!(a2.state().unwrap(), None);
+
+        a.clear().unwrap();
+        assert_eq!(all(&a), vec![]);
+        assert_eq!(a.state().unwrap(), None);
+        assert_eq!(b.get(b"k").unwrap(), Some(b"from b".to_vec()), "clearing a leaves b");
+        assert_eq!(b.state().unwrap(), Some(b"sb".to_vec()));
+        assert_eq!(views.views().unwrap(), ["b"], "a cleared view is gone");
+    }
+    let views = RedbViews::open(&path).unwrap();
+    let (a, b) = (views.store("a").unwrap(), views.store("b").unwrap());
+    assert_eq!(all(&a), vec![]);
+    assert_eq!(a.state().unwrap(), None);
+    assert_eq!(all(&b).len(), 2);
+    assert_eq!(b.state().unwrap(), Some(b"sb".to_vec()));
+    // Clones and second handles of a view share it.
+    let b2 = views.store("b").unwrap();
+    commit(&b2.clone(), vec![put(b"new", b"1")], None);
+    assert_eq!(b.get(b"new").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_second_open_of_an_open_file_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let views = RedbViews::open(&path).unwrap();
+    let err = RedbViews::open(&path).unwrap_err();
+    assert!(matches!(err, RedbError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("already open"), "{err}");
+    assert!(matches!(StoreError::from(err), StoreError::Backend(_)));
+
+    // The lock lives as long as any store made from the database.
+    let store = views.store("v").unwrap();
+    drop(views);
+    assert!(matches!(RedbViews::open(&path), Err(RedbError::Locked { .. })));
+    drop(store);
+    let views = RedbViews::open(&path).unwrap();
+    assert_eq!(views.views().unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn a_second_process_is_refused_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let _views = RedbViews::open(&path).unwrap();
+    let out = child("child_opens", &path);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("CHILD-OPEN: Err(Locked"), "{stdout}");
+}
+
+/// Run by `a_second_process_is_refused_too` in a child process.
+#[test]
+fn child_opens() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else { return };
+    println!("CHILD-OPEN: {:?}", RedbViews::open(path).map(|_| ()));
+}
+
+fn assert_not_redb(path: &Path) {
+    let err = RedbViews::open(path).unwrap_err();
+    assert!(matches!(err, RedbError::NotRedb { .. } | RedbError::Corrupt { .. }), "{err:?}");
+    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+}
+
+#[test]
+fn garbage_files_are_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    for (i, len) in [1usize, 8, 100, 4096, 70_000, 1 << 20].into_iter().enumerate() {
+        let path = dir.path().join(format!("garbage-{i}"));
+        let bytes: Vec<u8> = (0..len)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        std::fs::write(&path, &bytes).unwrap();
+        assert_not_redb(&path);
+        // The file is left alone.
+        assert_eq!(std::fs::read(&path).unwrap(), bytes);
+    }
+    let text = dir.path().join("text");
+    std::fs::write(&text, "not a database\n".repeat(1000)).unwrap();
+    assert_not_redb(&text);
+}
+
+/// Every operation on `views`' view "v" returns (an error or a result), never panics.
+fn exercise(views: &RedbViews) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut note = |r: Result<String, StoreError>| seen.push(r.unwrap_or_else(|e| format!("err {e}")));
+    let s = views.store("v").unwrap();
+    note(s.scan((Unbounded, Unbounded), false, None).map(|r| format!("{} rows", r.len())));
+    note(s.scan((Unbounded, Unbounded), true, Some(10)).map(|r| format!("{} rows", r.len())));
+    note(s.get(&4000u32.to_be_bytes()).map(|v| format!("{v:?}")));
+    note(s.state().map(|v| format!("{v:?}")));
+    note(s.commit(Batch { ops: vec![put(b"k", b"v")], state: None }).map(|()| "committed".into()));
+    note(s.clear().map(|()| "cleared".into()));
+    note(views.views().map(|v| format!("{v:?}")));
+    seen
+}
+
+#[test]
+fn a_damaged_view_database_is_an_error_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    {
+        let views = RedbViews::open(&path).unwrap();
+        let s = views.store("v").unwrap();
+        commit(&s, (0..5000u32).map(|i| put(&i.to_be_bytes(), &[7; 30])).collect(), Some(b"st"));
+    }
+    let good = std::fs::read(&path).unwrap();
+    // Cut short: a `Corrupt` error ("truncated below stored layout").
+    for cut in [10, 600, good.len() / 2, good.len() - 100] {
+        std::fs::write(&path, &good[..cut]).unwrap();
+        let err = RedbViews::open(&path).unwrap_err();
+        assert!(matches!(err, RedbError::Corrupt { .. }), "cut at {cut}: {err:?}");
+    }
+    // Bytes overwritten inside: redb may not notice at open (it checks checksums
+    // only when repairing), and panics on some damaged pages: every operation must
+    // still come back with a result or an error.
+    for at in [1, 2, 3, 4, 5, 6, 7].map(|n| good.len() * n / 8) {
+        let mut bad = good.clone();
+        bad[at..at + 4096].iter_mut().for_each(|b| *b ^= 0x55);
+        std::fs::write(&path, &bad).unwrap();
+        match RedbViews::open(&path) {
+            Err(e) => assert!(matches!(StoreError::from(e), StoreError::Corrupt(_))),
+            Ok(views) => {
+                let _ = exercise(&views);
+            }
+        }
+    }
+}
+
+#[test]
+fn another_applications_redb_file_is_incompatible() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("other.redb");
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<u64, u64>::new("their_table")).unwrap().insert(1, 2).unwrap();
+        tx.commit().unwrap();
+    }
+    let err = RedbViews::open(&path).unwrap_err();
+    assert!(matches!(err, RedbError::Incompatible { .. }), "{err:?}");
+    assert!(err.to_string().contains("their_table"), "{err}");
+    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+}
+
+#[test]
+fn empty_view_names_are_refused() {
+    let views = RedbViews::in_memory().unwrap();
+    assert!(views.store("").is_err());
+    assert_eq!(views.store("x").unwrap().view_name(), "x");
+}
+
+#[test]
+fn non_durable_commits_are_visible_at_once_and_kept_by_a_clean_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    {
+        let views = RedbViews::open(&path).unwrap();
+        let s = views.store("v").unwrap();
+        assert_eq!(s.durability(), Durability::Immediate);
+        s.set_durability(Durability::None);
+        assert_eq!(s.clone().durability(), Durability::None, "clones share the setting");
+        for i in 0..50u32 {
+            commit(&s, vec![put(&i.to_be_bytes(), b"x")], Some(&i.to_be_bytes()));
+        }
+        assert_eq!(all(&s).len(), 50);
+        s.clear().unwrap();
+        commit(&s, vec![put(b"after-clear", b"x")], Some(b"final"));
+    }
+    let views = RedbViews::open(&path).unwrap();
+    let s = views.store("v").unwrap();
+    assert_eq!(all(&s), vec![(b"after-clear".to_vec(), b"x".to_vec())]);
+    assert_eq!(s.state().unwrap(), Some(b"final".to_vec()));
+}
+
+const CHILD_ENV: &str = "KAPPA_VIEW_REDB_CHILD_PATH";
+
+/// Runs one test of this binary in a child process, with `path` in its environment.
+fn child(test: &str, path: &Path) -> std::process::Output {
+    Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(CHILD_ENV, path)
+        .output()
+        .unwrap()
+}
+
+/// Commits 20 durable batches, then non-durable ones, then aborts the process
+/// (a crash: no clean close). Run by `a_crash_loses_non_durable_commits_whole`.
+#[test]
+fn child_crashes_after_non_durable_commits() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else { return };
+    let views = RedbViews::open(path).unwrap();
+    let s = views.store("v").unwrap();
+    for round in 1..=20u32 {
+        let ops = (0..100u32).map(|i| put(&i.to_be_bytes(), &round.to_be_bytes())).collect();
+        commit(&s, ops, Some(&round.to_be_bytes()));
+    }
+    s.set_durability(Durability::None);
+    for round in 21..=40u32 {
+        let ops = (0..100u32).map(|i| put(&i.to_be_bytes(), &round.to_be_bytes())).collect();
+        commit(&s, ops, Some(&round.to_be_bytes()));
+    }
+    assert_eq!(s.state().unwrap(), Some(40u32.to_be_bytes().to_vec()));
+    std::process::abort();
+}
+
+#[test]
+fn a_crash_loses_non_durable_commits_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let out = child("child_crashes_after_non_durable_commits", &path);
+    assert!(!out.status.success(), "the child aborts");
+    let views = RedbViews::open(&path).unwrap();
+    let s = views.store("v").unwrap();
+    // Back to the last durable commit: rows and state of round 20, together.
+    assert_eq!(s.state().unwrap(), Some(20u32.to_be_bytes().to_vec()));
+    let rows = all(&s);
+    assert_eq!(rows.len(), 100);
+    assert!(rows.iter().all(|(_, v)| v == &20u32.to_be_bytes()), "{rows:?}");
+}
+
+/// Commits durable batches until another thread aborts the process mid-stream.
+/// Run by `a_crash_during_commits_keeps_batches_whole`.
+#[test]
+fn child_crashes_while_committing() {
+    let Some(path) = std::env::var_os(CHILD_ENV) else { return };
+    let views = RedbViews::open(path).unwrap();
+    let s = views.store("v").unwrap();
+    std::thread::spawn(|| {
+        std::thread::sleep(std::time::Duration::from_millis(150));
+        std::process::abort();
+    });
+    for round in 1u32.. {
+        let ops = (0..500u32).map(|i| put(&i.to_be_bytes(), &round.to_be_bytes())).collect();
+        commit(&s, ops, Some(&round.to_be_bytes()));
+    }
+}
+
+#[test]
+fn a_crash_during_commits_keeps_batches_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let out = child("child_crashes_while_committing", &path);
+    assert!(!out.status.success(), "the child aborts");
+    let views = RedbViews::open(&path).unwrap();
+    let s = views.store("v").unwrap();
+    let rows = all(&s);
+    match s.state().unwrap() {
+        None => assert!(rows.is_empty(), "rows without their state"),
+        Some(state) => {
+            eprintln!("recovered at round {:?} of the crashed writer", state);
+            assert_eq!(rows.len(), 500);
+            assert!(rows.iter().all(|(_, v)| v == &state), "rows of another batch than the state's");
+        }
+    }
+}
