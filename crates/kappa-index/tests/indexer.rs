@@ -286,7 +286,11 @@ fn holes_do_not_stall_and_fill_in_later() {
     let sum = sum_view(&MemoryStore::new());
     let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
     block_on(ix.ready()).unwrap();
-    assert_eq!(sum.get().unwrap(), [0u64, 1, 5, 19].iter().sum::<u64>() as f64, "present entries indexed past the holes");
+    assert_eq!(
+        sum.get().unwrap(),
+        [0u64, 1, 5, 19].iter().sum::<u64>() as f64,
+        "present entries indexed past the holes"
+    );
     for i in 0..20 {
         if !replica.has(i) {
             put_block(&w, &replica, i);

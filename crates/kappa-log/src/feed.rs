@@ -1,5 +1,6 @@
 //! [`Feed`]: one hypercore-8 log on any storage.
 
+use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -125,11 +126,39 @@ pub struct Feed {
     node_cache: Vec<Option<Node>>,
     /// Bitfield pages changed by deferred puts and not yet written.
     bitfield_pending: bool,
+    /// Data, nodes and signatures of deferred puts, written (coalesced) by
+    /// `flush_deferred` before the bitfield. Reads look here first.
+    pending: Pending,
+    /// A read-ahead window of the data file: (offset, bytes).
+    read_cache: Option<(u64, Vec<u8>)>,
     _lock: LockGuard,
 }
 
+#[derive(Default)]
+pub(crate) struct Pending {
+    pub(crate) data: BTreeMap<u64, Vec<u8>>,
+    pub(crate) nodes: BTreeMap<u64, Node>,
+    pub(crate) signatures: Vec<(u64, Signature)>,
+    pub(crate) bytes: usize,
+}
+
+/// Pending deferred writes above this many bytes are flushed at once.
+const MAX_PENDING: usize = 1 << 20;
+/// Size of the read-ahead window for small blocks.
+const READ_AHEAD: u64 = 64 * 1024;
+
 /// Entries in the node cache (a power of two).
 const NODE_CACHE: usize = 1 << 13;
+
+impl Drop for Feed {
+    fn drop(&mut self) {
+        // Deferred puts not flushed yet: write them now (best effort; a failure
+        // leaves the previous, consistent state on disk).
+        if !self.poisoned && (self.bitfield_pending || self.pending.bytes > 0) {
+            let _ = self.flush_deferred();
+        }
+    }
+}
 
 impl std::fmt::Debug for Feed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -287,6 +316,8 @@ impl Feed {
             poisoned: false,
             node_cache: vec![None; NODE_CACHE],
             bitfield_pending: false,
+            pending: Pending::default(),
+            read_cache: None,
             _lock: lock,
         };
         feed.recover()?;
@@ -458,6 +489,9 @@ impl Feed {
         if !self.has_node(index) {
             return Ok(None);
         }
+        if let Some(n) = self.pending.nodes.get(&index) {
+            return Ok(Some(*n));
+        }
         let slot = (index as usize) & (NODE_CACHE - 1);
         if let Some(n) = self.node_cache[slot] {
             if n.index == index {
@@ -489,6 +523,9 @@ impl Feed {
         if slot >= flat::MAX_NODE {
             return Ok(None);
         }
+        if let Some((_, sig)) = self.pending.signatures.iter().rev().find(|(s, _)| *s == slot) {
+            return Ok(Some(*sig));
+        }
         let offset = HEADER_LEN + 64 * slot;
         if self.files.signatures.len()? < offset + 64 {
             return Ok(None);
@@ -516,6 +553,14 @@ impl Feed {
             return Ok(None);
         }
         let (offset, size) = self.block_range(index)?;
+        if let Some(v) = self.pending.data.get(&offset) {
+            if v.len() as u64 == size {
+                return Ok(Some(v.clone()));
+            }
+        }
+        if let Some(v) = self.read_ahead(offset, size)? {
+            return Ok(Some(v));
+        }
         // Sizes come from disk: bound large ones by the data file before allocating
         // (small reads past the end fail cleanly in the read itself).
         let data_len = if size > 64 * 1024 { self.files.data.len()? } else { u64::MAX };
@@ -537,6 +582,30 @@ impl Feed {
             e => e.into(),
         })?;
         Ok(Some(buf))
+    }
+
+    /// Serves small reads of complete feeds from a read-ahead window of the data
+    /// file (sequential readers, uploaders); `None` when not applicable.
+    fn read_ahead(&mut self, offset: u64, size: u64) -> Result<Option<Vec<u8>>, LogError> {
+        if size > 4096 || !self.is_complete() || !self.pending.data.is_empty() {
+            return Ok(None);
+        }
+        let end = offset + size;
+        if let Some((start, buf)) = &self.read_cache {
+            if offset >= *start && end <= start + buf.len() as u64 {
+                let from = (offset - start) as usize;
+                return Ok(Some(buf[from..from + size as usize].to_vec()));
+            }
+        }
+        // A complete feed holds all of 0 .. byte_length in the data file.
+        let window_end = (offset + READ_AHEAD).min(self.byte_length);
+        if window_end < end {
+            return Ok(None);
+        }
+        let buf = self.files.data.read(offset, (window_end - offset) as usize)?;
+        let v = buf[..size as usize].to_vec();
+        self.read_cache = Some((offset, buf));
+        Ok(Some(v))
     }
 
     /// Block `index`, failing with [`LogError::BlockNotAvailable`] if it is not
@@ -565,6 +634,10 @@ impl Feed {
     /// Extends the offset cache to cover at least `upto` blocks (bounded by the
     /// contiguous prefix), reading leaf sizes from the tree file in large chunks.
     fn extend_offsets(&mut self, upto: u64) -> Result<(), LogError> {
+        // Leaf sizes are read from the tree file: write held-back nodes first.
+        if self.pending.bytes > 0 {
+            self.flush_deferred()?;
+        }
         const CHUNK: u64 = 16 * 1024;
         let have = self.offsets.len() as u64 - 1;
         let target = upto.max(have + CHUNK).min(self.contiguous);
@@ -795,11 +868,92 @@ impl Feed {
 
     /// Writes bitfield pages left unwritten by [`put_deferred`](Self::put_deferred).
     pub fn flush_deferred(&mut self) -> Result<(), LogError> {
-        if !self.bitfield_pending {
+        if !self.bitfield_pending && self.pending.bytes == 0 {
             return Ok(());
         }
         self.bitfield_pending = false;
-        self.guarded(|f| f.flush_bitfield())
+        let pending = std::mem::take(&mut self.pending);
+        self.guarded(|f| {
+            f.write_pending(pending)?;
+            if f.sync == SyncPolicy::PerBatch {
+                f.files.data.sync()?;
+                f.files.tree.sync()?;
+                f.files.signatures.sync()?;
+            }
+            f.flush_bitfield()
+        })
+    }
+
+    /// Writes deferred data and nodes, coalescing adjacent ones into single writes.
+    fn write_pending(&mut self, pending: Pending) -> Result<(), LogError> {
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for (offset, bytes) in pending.data {
+            match &mut run {
+                Some((start, buf)) if *start + buf.len() as u64 == offset => buf.extend_from_slice(&bytes),
+                _ => {
+                    if let Some((start, buf)) = run.take() {
+                        self.files.data.write(start, &buf)?;
+                    }
+                    run = Some((offset, bytes));
+                }
+            }
+        }
+        if let Some((start, buf)) = run.take() {
+            self.files.data.write(start, &buf)?;
+        }
+        let mut run: Option<(u64, Vec<u8>)> = None;
+        for (index, node) in pending.nodes {
+            match &mut run {
+                Some((first, buf)) if *first + (buf.len() / 40) as u64 == index => {
+                    buf.extend_from_slice(&node.encode())
+                }
+                _ => {
+                    if let Some((first, buf)) = run.take() {
+                        self.files.tree.write(HEADER_LEN + 40 * first, &buf)?;
+                    }
+                    run = Some((index, node.encode().to_vec()));
+                }
+            }
+        }
+        if let Some((first, buf)) = run.take() {
+            self.files.tree.write(HEADER_LEN + 40 * first, &buf)?;
+        }
+        for (slot, sig) in pending.signatures {
+            self.files.signatures.write(HEADER_LEN + 64 * slot, &sig.0)?;
+        }
+        Ok(())
+    }
+
+    /// Holds a deferred put's writes until `flush_deferred` (flushing at once if
+    /// too much is pending).
+    pub(crate) fn hold_writes(
+        &mut self,
+        data: Option<(u64, &[u8])>,
+        nodes: &[Node],
+        signature: Option<(u64, Signature)>,
+    ) -> Result<(), LogError> {
+        if let Some((offset, d)) = data {
+            self.pending.bytes += d.len();
+            self.pending.data.insert(offset, d.to_vec());
+        }
+        for n in nodes {
+            self.pending.bytes += 40;
+            self.pending.nodes.insert(n.index, *n);
+        }
+        if let Some(s) = signature {
+            self.pending.bytes += 64;
+            self.pending.signatures.push(s);
+        }
+        self.read_cache = None;
+        if self.pending.bytes > MAX_PENDING {
+            self.flush_deferred()?;
+        }
+        Ok(())
+    }
+
+    /// Forgets the read-ahead window (the data file changed under it).
+    pub(crate) fn drop_read_cache(&mut self) {
+        self.read_cache = None;
     }
 
     pub(crate) fn defer_bitfield(&mut self) {

@@ -392,16 +392,26 @@ impl Feed {
         };
         let sync = self.sync_policy();
         self.guarded(|feed| {
-            if let (Some(d), Some(off)) = (data, offset) {
-                feed.files_mut().data.write(off, d)?;
+            let sig_slot = match (&signature, &verified_length) {
+                (Some(sig), Some((len, _))) => Some((len - 1, *sig)),
+                _ => None,
+            };
+            if defer {
+                // Written (coalesced) by flush_deferred, before the bitfield.
+                feed.hold_writes(data.zip(offset).map(|(d, o)| (o, d)), &new_nodes, sig_slot)?;
+            } else {
+                feed.drop_read_cache();
+                if let (Some(d), Some(off)) = (data, offset) {
+                    feed.files_mut().data.write(off, d)?;
+                }
+                for n in &new_nodes {
+                    feed.files_mut().tree.write(HEADER_LEN + 40 * n.index, &n.encode())?;
+                }
+                if let Some((slot, sig)) = sig_slot {
+                    feed.files_mut().signatures.write(HEADER_LEN + 64 * slot, &sig.0)?;
+                }
             }
-            for n in &new_nodes {
-                feed.files_mut().tree.write(HEADER_LEN + 40 * n.index, &n.encode())?;
-            }
-            if let (Some(sig), Some((len, _))) = (&signature, &verified_length) {
-                feed.files_mut().signatures.write(HEADER_LEN + 64 * (len - 1), &sig.0)?;
-            }
-            if sync == SyncPolicy::PerBatch {
+            if sync == SyncPolicy::PerBatch && !defer {
                 feed.files_mut().data.sync()?;
                 feed.files_mut().tree.sync()?;
                 feed.files_mut().signatures.sync()?;
@@ -416,9 +426,9 @@ impl Feed {
                 feed.defer_bitfield();
             } else {
                 feed.flush_bitfield()?;
-            }
-            if sync == SyncPolicy::PerBatch {
-                feed.files_mut().bitfield.sync()?;
+                if sync == SyncPolicy::PerBatch {
+                    feed.files_mut().bitfield.sync()?;
+                }
             }
             Ok(())
         })?;

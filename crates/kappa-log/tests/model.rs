@@ -17,6 +17,8 @@ enum Op {
     ReopenWriter,
     ReopenReplica,
     Replicate(u64),
+    ReplicateDeferred(u64),
+    Flush,
     Tamper(u64, Tamper, u16),
 }
 
@@ -41,6 +43,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::ReopenWriter),
         1 => Just(Op::ReopenReplica),
         4 => any::<u64>().prop_map(Op::Replicate),
+        3 => any::<u64>().prop_map(Op::ReplicateDeferred),
+        1 => Just(Op::Flush),
         3 => (any::<u64>(), prop_oneof![
                 Just(Tamper::Value), Just(Tamper::NodeHash), Just(Tamper::NodeSize),
                 Just(Tamper::Signature), Just(Tamper::DropNode)
@@ -136,6 +140,20 @@ impl World {
                 self.replica().put(i, &data, &proof).unwrap();
                 self.downloaded.insert(i);
             }
+            Op::ReplicateDeferred(i) => {
+                // Deferred puts are readable at once; their writes reach the disk on
+                // flush (or when the feed is dropped, as ReopenReplica does).
+                if self.model.is_empty() {
+                    return;
+                }
+                let i = i % self.model.len() as u64;
+                let digest = self.replica().digest(i);
+                let proof = self.writer().proof(i, digest, false).unwrap();
+                let data = self.model[i as usize].clone();
+                self.replica().put_deferred(i, &data, &proof).unwrap();
+                self.downloaded.insert(i);
+            }
+            Op::Flush => self.replica().flush_deferred().unwrap(),
             Op::Tamper(i, how, r) => {
                 if self.model.is_empty() {
                     return;

@@ -580,9 +580,10 @@ impl Protocol {
     fn write_plain(&mut self, now: Instant, plain: &[u8]) {
         match &mut self.encrypt {
             Some(enc) => {
-                let mut bytes = plain.to_vec();
-                enc.apply(&mut bytes);
-                self.out.extend_from_slice(&bytes);
+                // Encrypt in place at the tail of the output buffer (no copy).
+                let start = self.out.len();
+                self.out.extend_from_slice(plain);
+                enc.apply(&mut self.out[start..]);
                 self.last_send = now;
             }
             None => self.queued.extend_from_slice(plain),
