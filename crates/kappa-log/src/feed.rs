@@ -131,6 +131,8 @@ pub struct Feed {
     pending: Pending,
     /// A read-ahead window of the data file: (offset, bytes).
     read_cache: Option<(u64, Vec<u8>)>,
+    /// Where the previous small read ended (to detect sequential reading).
+    last_read_end: u64,
     _lock: LockGuard,
 }
 
@@ -318,6 +320,7 @@ impl Feed {
             bitfield_pending: false,
             pending: Pending::default(),
             read_cache: None,
+            last_read_end: u64::MAX,
             _lock: lock,
         };
         feed.recover()?;
@@ -596,6 +599,13 @@ impl Feed {
                 let from = (offset - start) as usize;
                 return Ok(Some(buf[from..from + size as usize].to_vec()));
             }
+        }
+        // Only sequential readers gain from a window; random ones would pay
+        // 64 KiB per read.
+        let sequential = self.last_read_end == offset;
+        self.last_read_end = end;
+        if !sequential {
+            return Ok(None);
         }
         // A complete feed holds all of 0 .. byte_length in the data file.
         let window_end = (offset + READ_AHEAD).min(self.byte_length);
