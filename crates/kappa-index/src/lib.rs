@@ -318,20 +318,27 @@ impl Drop for Indexer {
 /// The next batch: up to `max_batch` present, unindexed entries of one feed,
 /// ascending; feeds take turns.
 fn next_batch(inner: &Inner) -> Option<(SharedFeed, Vec<u64>)> {
+    let progress = inner.lock().progress.clone();
+    next_batch_after(inner, &progress)
+}
+
+/// Like [`next_batch`], for a given progress (which may be ahead of the
+/// committed one while a group is being built).
+fn next_batch_after(inner: &Inner, progress: &Progress) -> Option<(SharedFeed, Vec<u64>)> {
     let feeds = inner.mf.feeds();
     if feeds.is_empty() {
         return None;
     }
     let max = inner.view.max_batch().max(1);
     let newest_first = inner.view.newest_first();
-    let (turn, progress_of): (usize, Vec<Option<kappa_log::RangeSet>>) = {
-        let sh = inner.lock();
-        (sh.turn, feeds.iter().map(|f| sh.progress.feeds.get(f.public_key()).cloned()).collect())
-    };
+    let turn = inner.lock().turn;
+    let progress_of: Vec<Option<&kappa_log::RangeSet>> =
+        feeds.iter().map(|f| progress.feeds.get(f.public_key())).collect();
     for k in 0..feeds.len() {
         let i = (turn + k) % feeds.len();
         let feed = &feeds[i];
-        let done = progress_of[i].clone().unwrap_or_default();
+        let empty = kappa_log::RangeSet::new();
+        let done = progress_of[i].unwrap_or(&empty);
         let f = feed.lock();
         let bits = f.bitfield();
         let len = f.len().max(bits.data_bits());
@@ -408,13 +415,63 @@ fn run(inner: Arc<Inner>) {
             let mut sh = inner.lock();
             inner.set_status(&mut sh, Status::Indexing);
         }
-        if let Err(e) = index_batch(&inner, &feed, &seqs) {
+        if let Err(e) = index_group(&inner, feed, seqs) {
             inner.fail(e);
         }
     }
 }
 
-fn index_batch(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<(), IndexError> {
+/// Most entries mapped into one commit. While there is a backlog (a rebuild, a
+/// large download), several `map` batches share one store transaction, which
+/// makes durable stores much faster; rows and progress still commit together.
+const GROUP_ENTRIES: usize = 4096;
+
+/// Maps the batch `seqs` of `feed` and, while more work is ready and no pause is
+/// requested, further batches, then commits them all with the new progress.
+fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), IndexError> {
+    let store = inner.view.store();
+    let mut tx = Tx::new(store);
+    let mut next = inner.lock().progress.clone();
+    let mut done: Vec<(PublicKey, Vec<Entry>)> = Vec::new();
+    let mut mapped = 0;
+    let (mut feed, mut seqs) = (feed, seqs);
+    loop {
+        let entries = read_entries(inner, &feed, &seqs)?;
+        inner
+            .view
+            .map(&entries, &mut tx)
+            .map_err(|source| IndexError::View { view: inner.name.clone(), source })?;
+        let key = *feed.public_key();
+        let set = next.feeds.entry(key).or_default();
+        for &s in &seqs {
+            set.insert(s..s + 1);
+        }
+        mapped += entries.len();
+        done.push((key, entries));
+        if mapped >= GROUP_ENTRIES || inner.lock().pause_requested {
+            break;
+        }
+        match next_batch_after(inner, &next) {
+            Some((f, s)) => (feed, seqs) = (f, s),
+            None => break,
+        }
+    }
+    // The new progress goes into the same atomic batch as the rows; the shared
+    // progress (what `ready` looks at) moves only once the batch is committed.
+    store
+        .commit(tx.into_batch(Some(next.encode())))
+        .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
+    inner.lock().progress = next;
+    for (key, entries) in done {
+        inner.view.indexed(&entries);
+        let mut sh = inner.lock();
+        Inner::emit(&mut sh, IndexEvent::Indexed { feed: key, count: entries.len() });
+    }
+    inner.changed.notify(usize::MAX);
+    Ok(())
+}
+
+fn read_entries(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<Vec<Entry>, IndexError> {
     let key = *feed.public_key();
     let entries: Vec<Entry> = {
         let mut f = feed.lock();
@@ -429,26 +486,5 @@ fn index_batch(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<(), Ind
         }
         out
     };
-    let store = inner.view.store();
-    let mut tx = Tx::new(store);
-    inner
-        .view
-        .map(&entries, &mut tx)
-        .map_err(|source| IndexError::View { view: inner.name.clone(), source })?;
-    // The new progress goes into the same atomic batch as the rows; the shared
-    // progress (what `ready` looks at) moves only once the batch is committed.
-    let mut next = inner.lock().progress.clone();
-    let set = next.feeds.entry(key).or_default();
-    for &s in seqs {
-        set.insert(s..s + 1);
-    }
-    store
-        .commit(tx.into_batch(Some(next.encode())))
-        .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
-    inner.lock().progress = next;
-    inner.view.indexed(&entries);
-    let mut sh = inner.lock();
-    Inner::emit(&mut sh, IndexEvent::Indexed { feed: key, count: entries.len() });
-    inner.changed.notify(usize::MAX);
-    Ok(())
+    Ok(entries)
 }

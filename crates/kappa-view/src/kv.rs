@@ -59,9 +59,9 @@ type Mapper = Box<dyn Fn(&Entry) -> Result<Vec<KvOp>, ViewError> + Send + Sync>;
 /// The kv view; see the module docs.
 pub struct KvView {
     store: Arc<dyn ViewStore>,
-    mapper: Mapper,
+    /// `None`: the standard mapping, with a fast path.
+    mapper: Option<Mapper>,
     subscribers: Mutex<Vec<(Option<String>, mpsc::UnboundedSender<KvUpdate>)>>,
-    batch_updates: Mutex<Vec<KvUpdate>>,
 }
 
 impl std::fmt::Debug for KvView {
@@ -71,23 +71,40 @@ impl std::fmt::Debug for KvView {
 }
 
 #[derive(Deserialize)]
-struct Standard {
-    key: Option<serde_json::Value>,
-    #[serde(default)]
-    links: Vec<String>,
+#[serde(untagged)]
+enum KeyField<'a> {
+    #[serde(borrow)]
+    Str(std::borrow::Cow<'a, str>),
+    Num(serde_json::Number),
+    Other(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct Standard<'a> {
+    #[serde(borrow)]
+    key: Option<KeyField<'a>>,
+    #[serde(default, borrow)]
+    links: Vec<std::borrow::Cow<'a, str>>,
+}
+
+/// The key and links of a standard entry, or `None` if it is not one.
+fn standard_parts(value: &[u8]) -> Option<(String, Vec<String>)> {
+    let s: Standard<'_> = serde_json::from_slice(value).ok()?;
+    let key = match s.key? {
+        KeyField::Str(k) => k.into_owned(),
+        KeyField::Num(n) => n.to_string(),
+        KeyField::Other(_) => return None,
+    };
+    Some((key, s.links.into_iter().map(std::borrow::Cow::into_owned).collect()))
 }
 
 /// The standard mapping: a JSON object with a `key` (string or number) and
 /// optional `links`; the id is the entry's `<feed hex>@<seq>`. Other entries are
 /// skipped.
 pub fn standard_ops(entry: &Entry) -> Result<Vec<KvOp>, ViewError> {
-    let Ok(s) = serde_json::from_slice::<Standard>(&entry.value) else { return Ok(Vec::new()) };
-    let key = match s.key {
-        Some(serde_json::Value::String(k)) => k,
-        Some(serde_json::Value::Number(n)) => n.to_string(),
-        _ => return Ok(Vec::new()),
-    };
-    Ok(vec![KvOp { key, id: entry.id(), links: s.links }])
+    Ok(standard_parts(&entry.value)
+        .map(|(key, links)| vec![KvOp { key, id: entry.id(), links }])
+        .unwrap_or_default())
 }
 
 fn head_prefix(key: &str) -> Vec<u8> {
@@ -121,7 +138,7 @@ fn parse_head_row(row: &[u8], value: Vec<u8>) -> Option<Head> {
 impl KvView {
     /// A kv view with the standard mapping ([`standard_ops`]).
     pub fn new(store: Arc<dyn ViewStore>) -> Self {
-        Self::with_mapper(store, standard_ops)
+        KvView { store, mapper: None, subscribers: Mutex::new(Vec::new()) }
     }
 
     /// A kv view whose registers `mapper` extracts from each entry.
@@ -129,12 +146,7 @@ impl KvView {
         store: Arc<dyn ViewStore>,
         mapper: impl Fn(&Entry) -> Result<Vec<KvOp>, ViewError> + Send + Sync + 'static,
     ) -> Self {
-        KvView {
-            store,
-            mapper: Box::new(mapper),
-            subscribers: Mutex::new(Vec::new()),
-            batch_updates: Mutex::new(Vec::new()),
-        }
+        KvView { store, mapper: Some(Box::new(mapper)), subscribers: Mutex::new(Vec::new()) }
     }
 
     /// The current heads of `key`, by id (empty if the key was never written).
@@ -181,36 +193,69 @@ impl View for KvView {
     }
 
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
-        let mut updates = Vec::new();
-        for entry in entries {
-            for op in (self.mapper)(entry)? {
-                for link in &op.links {
-                    tx.delete(head_row(&op.key, link));
-                    tx.put(linked_row(link), Vec::new());
-                }
-                if tx.get(&linked_row(&op.id))?.is_none() {
-                    tx.put(head_row(&op.key, &op.id), entry.value.clone());
-                }
-                updates.push(KvUpdate {
-                    key: op.key.clone(),
-                    head: Head { key: op.key, id: op.id, value: entry.value.clone() },
-                });
+        for (op, i) in self.ops(entries)? {
+            for link in &op.links {
+                tx.delete(head_row(&op.key, link));
+                tx.put(linked_row(link), Vec::new());
+            }
+            let value = &entries[i].value;
+            if tx.get(&linked_row(&op.id))?.is_none() {
+                tx.put(head_row(&op.key, &op.id), value.clone());
             }
         }
-        *self.batch_updates.lock().unwrap_or_else(|e| e.into_inner()) = updates;
         Ok(())
     }
 
-    fn indexed(&self, _entries: &[Entry]) {
-        let updates = std::mem::take(&mut *self.batch_updates.lock().unwrap_or_else(|e| e.into_inner()));
+    fn indexed(&self, entries: &[Entry]) {
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         subs.retain(|(_, tx)| !tx.is_closed());
-        for u in updates {
+        if subs.is_empty() {
+            return;
+        }
+        // Recompute the batch's writes (as kappa-view-kv does): map may have run
+        // for several batches before one commit.
+        let Ok(ops) = self.ops(entries) else { return };
+        for (op, i) in ops {
+            let u = KvUpdate {
+                key: op.key.clone(),
+                head: Head { key: op.key, id: op.id, value: entries[i].value.clone() },
+            };
             for (key, tx) in subs.iter() {
                 if key.as_ref().is_none_or(|k| *k == u.key) {
                     let _ = tx.unbounded_send(u.clone());
                 }
             }
         }
+    }
+}
+
+impl KvView {
+    /// The ops of `entries`, each with the index of its entry.
+    fn ops(&self, entries: &[Entry]) -> Result<Vec<(KvOp, usize)>, ViewError> {
+        let mut out = Vec::with_capacity(entries.len());
+        match &self.mapper {
+            Some(m) => {
+                for (i, e) in entries.iter().enumerate() {
+                    out.extend(m(e)?.into_iter().map(|op| (op, i)));
+                }
+            }
+            None => {
+                // The standard mapping, with each feed's hex computed once.
+                let mut hex_of: Option<(kappa_log::PublicKey, String)> = None;
+                for (i, e) in entries.iter().enumerate() {
+                    let Some((key, links)) = standard_parts(&e.value) else { continue };
+                    let hex = match &hex_of {
+                        Some((k, h)) if *k == e.feed => h.clone(),
+                        _ => {
+                            let h = e.feed.to_hex();
+                            hex_of = Some((e.feed, h.clone()));
+                            h
+                        }
+                    };
+                    out.push((KvOp { key, id: format!("{hex}@{}", e.seq), links }, i));
+                }
+            }
+        }
+        Ok(out)
     }
 }

@@ -49,7 +49,6 @@ pub struct ListView {
     store: Arc<dyn ViewStore>,
     extract: Extract,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<ListItem>>>,
-    batch_items: Mutex<Vec<ListItem>>,
 }
 
 impl std::fmt::Debug for ListView {
@@ -109,12 +108,7 @@ impl ListView {
         store: Arc<dyn ViewStore>,
         extract: impl Fn(&Entry) -> Vec<Vec<u8>> + Send + Sync + 'static,
     ) -> Self {
-        ListView {
-            store,
-            extract: Box::new(extract),
-            subscribers: Mutex::new(Vec::new()),
-            batch_items: Mutex::new(Vec::new()),
-        }
+        ListView { store, extract: Box::new(extract), subscribers: Mutex::new(Vec::new()) }
     }
 
     /// Items in `range`, in sort-key order.
@@ -153,27 +147,29 @@ impl View for ListView {
     }
 
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
-        let mut items = Vec::new();
         for e in entries {
             for key in (self.extract)(e) {
                 let mut row = encode_key(&key);
                 row.extend_from_slice(e.feed.as_bytes());
                 row.extend_from_slice(&e.seq.to_be_bytes());
                 tx.put(row, e.value.clone());
-                items.push(ListItem { key, feed: e.feed, seq: e.seq, value: e.value.clone() });
             }
         }
-        *self.batch_items.lock().unwrap_or_else(|e| e.into_inner()) = items;
         Ok(())
     }
 
-    fn indexed(&self, _entries: &[Entry]) {
-        let items = std::mem::take(&mut *self.batch_items.lock().unwrap_or_else(|e| e.into_inner()));
+    fn indexed(&self, entries: &[Entry]) {
         let mut subs = self.subscribers.lock().unwrap_or_else(|e| e.into_inner());
         subs.retain(|tx| !tx.is_closed());
-        for item in items {
-            for tx in subs.iter() {
-                let _ = tx.unbounded_send(item.clone());
+        if subs.is_empty() {
+            return;
+        }
+        for e in entries {
+            for key in (self.extract)(e) {
+                let item = ListItem { key, feed: e.feed, seq: e.seq, value: e.value.clone() };
+                for tx in subs.iter() {
+                    let _ = tx.unbounded_send(item.clone());
+                }
             }
         }
     }
