@@ -7,4 +7,4 @@ mod views;
 
 pub use error::{Location, RedbError};
 pub use store::{Durability, RedbStore};
-pub use views::RedbViews;
+pub use views::{RedbViews, DEFAULT_CACHE_BYTES};

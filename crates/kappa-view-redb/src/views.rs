@@ -31,6 +31,9 @@ pub struct RedbViews {
     at: Location,
 }
 
+/// The page cache [`RedbViews::open`] allows (64 MiB).
+pub const DEFAULT_CACHE_BYTES: usize = 64 << 20;
+
 impl RedbViews {
     /// Opens the view database in the file at `path`, creating it if it does not
     /// exist (or is empty).
@@ -39,12 +42,24 @@ impl RedbViews {
     /// [`RedbError::NotRedb`] if it holds something else, and
     /// [`RedbError::Incompatible`] if it is a redb database of another
     /// application's tables.
+    ///
+    /// The page cache is bounded by [`DEFAULT_CACHE_BYTES`] (redb's own default
+    /// lets it grow to 1 GiB); see [`open_with_cache`](Self::open_with_cache).
     pub fn open(path: impl AsRef<Path>) -> Result<Self, RedbError> {
+        Self::open_with_cache(path, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Like [`open`](Self::open), with a page cache of at most `cache_bytes`.
+    /// Memory use then stays near that bound however many rows the views hold.
+    pub fn open_with_cache(path: impl AsRef<Path>, cache_bytes: usize) -> Result<Self, RedbError> {
         let path = path.as_ref();
         let at = Location::File(path.to_path_buf());
         // redb panics on some damage (see `guarded`): make that an error too.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let db = Database::create(path).map_err(|e| RedbError::from_open(at.clone(), e))?;
+            let db = Database::builder()
+                .set_cache_size(cache_bytes)
+                .create(path)
+                .map_err(|e| RedbError::from_open(at.clone(), e))?;
             Self::init(db, at.clone())
         }))
         .unwrap_or_else(|panic| Err(RedbError::Corrupt { at, reason: panic_message(&*panic) }))
