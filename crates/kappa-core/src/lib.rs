@@ -1,0 +1,594 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::ops::Deref;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::stream::{BoxStream, StreamExt};
+use serde::Serialize;
+
+pub use kappa_index as index;
+pub use kappa_log as log;
+pub use kappa_multifeed as multifeed;
+pub use kappa_protocol as protocol;
+pub use kappa_storage as storage;
+pub use kappa_view as view;
+pub use kappa_view_redb as view_redb;
+
+pub use kappa_index::{IndexError, IndexEvent, IndexState, Status};
+pub use kappa_log::encoding::ValueEncoding;
+pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
+pub use kappa_multifeed::{ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY};
+pub use kappa_view::{Entry, View, ViewStore};
+
+use kappa_index::Indexer;
+use kappa_log::encoding::to_js_json;
+use kappa_multifeed::{FeedAdded, Multifeed, MultifeedError, MultifeedOptions};
+use kappa_protocol::SessionHandle;
+use kappa_storage::{DirectoryProvider, MemoryProvider};
+use kappa_view::{MemoryStore, StoreError, Tx, ViewError};
+use kappa_view_redb::RedbViews;
+
+/// The file, in a database directory, that holds the views.
+pub const VIEWS_FILE: &str = "views.redb";
+
+/// Everything the database can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KappaError {
+    /// The feed set failed (storage, replication).
+    #[error(transparent)]
+    Multifeed(#[from] MultifeedError),
+    /// A view's indexer failed.
+    #[error(transparent)]
+    Index(#[from] IndexError),
+    /// A view failed.
+    #[error(transparent)]
+    View(#[from] ViewError),
+    /// The view store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A log operation failed.
+    #[error(transparent)]
+    Log(#[from] kappa_log::LogError),
+    /// No view of that name is in use.
+    #[error("no view named {0:?}")]
+    UnknownView(String),
+    /// A view of that name is already in use.
+    #[error("a view named {0:?} is already in use")]
+    ViewExists(String),
+    /// The directory holds files, but not a kappa database.
+    #[error("{0} is not a kappa database (it holds other files)")]
+    NotADatabase(PathBuf),
+    /// A value does not fit the database's value encoding.
+    #[error("value encoding: {0}")]
+    Encoding(String),
+    /// The database was closed.
+    #[error("the database is closed")]
+    Closed,
+}
+
+/// Where the views keep their rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ViewStorage {
+    /// In memory: views are rebuilt at every start.
+    Memory,
+    /// In a redb file (the default for a directory: `<dir>/views.redb`).
+    Redb(PathBuf),
+}
+
+/// How to open a database; see [`Kappa::builder`].
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `open` is called"]
+pub struct KappaBuilder {
+    dir: Option<PathBuf>,
+    encoding: ValueEncoding,
+    shared_key: Option<[u8; 32]>,
+    views: Option<ViewStorage>,
+    sync: SyncPolicy,
+}
+
+impl KappaBuilder {
+    /// Store the logs (and, by default, the views) in `dir`, a multifeed-5
+    /// directory that JS kappa-core 6 can also open.
+    pub fn dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.dir = Some(dir.into());
+        self
+    }
+
+    /// How entries are encoded (default JSON, as kappa-core apps use).
+    pub fn value_encoding(mut self, encoding: ValueEncoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The shared key peers must know to replicate (multifeed's `encryptionKey`).
+    pub fn shared_key(mut self, key: [u8; 32]) -> Self {
+        self.shared_key = Some(key);
+        self
+    }
+
+    /// Where the views keep their rows.
+    pub fn view_storage(mut self, views: ViewStorage) -> Self {
+        self.views = Some(views);
+        self
+    }
+
+    /// The sync policy of every feed.
+    pub fn sync(mut self, sync: SyncPolicy) -> Self {
+        self.sync = sync;
+        self
+    }
+
+    /// Opens (or creates) the database.
+    pub fn open(self) -> Result<Kappa, KappaError> {
+        let mut mf_opts = MultifeedOptions::default();
+        mf_opts.sync = self.sync;
+        let (mf, default_views) = match &self.dir {
+            Some(dir) => {
+                check_database_dir(dir)?;
+                let mf = Multifeed::open(DirectoryProvider::new(dir), mf_opts)?;
+                (mf, ViewStorage::Redb(dir.join(VIEWS_FILE)))
+            }
+            None => (Multifeed::open(MemoryProvider::new(), mf_opts)?, ViewStorage::Memory),
+        };
+        let views = match self.views.unwrap_or(default_views) {
+            ViewStorage::Memory => ViewDb::Memory,
+            ViewStorage::Redb(path) => ViewDb::Redb(RedbViews::open(&path).map_err(StoreError::from)?),
+        };
+        Ok(Kappa {
+            inner: Arc::new(Inner {
+                mf,
+                encoding: self.encoding,
+                shared_key: self.shared_key,
+                views,
+                used: Mutex::new(HashMap::new()),
+                closed: Mutex::new(false),
+            }),
+        })
+    }
+}
+
+/// A directory is a kappa (multifeed) database, or empty, or absent.
+fn check_database_dir(dir: &Path) -> Result<(), KappaError> {
+    let Ok(entries) = std::fs::read_dir(dir) else { return Ok(()) };
+    let mut any = false;
+    for e in entries.flatten() {
+        any = true;
+        let name = e.file_name();
+        let name = name.to_string_lossy();
+        if name == "0" || name == VIEWS_FILE || name == kappa_multifeed::LOCK_FILE {
+            return Ok(());
+        }
+    }
+    if any {
+        Err(KappaError::NotADatabase(dir.to_path_buf()))
+    } else {
+        Ok(())
+    }
+}
+
+enum ViewDb {
+    Memory,
+    Redb(RedbViews),
+}
+
+struct UsedView {
+    indexer: Arc<Indexer>,
+    view: Arc<dyn Any + Send + Sync>,
+}
+
+struct Inner {
+    mf: Multifeed,
+    encoding: ValueEncoding,
+    shared_key: Option<[u8; 32]>,
+    views: ViewDb,
+    used: Mutex<HashMap<String, UsedView>>,
+    closed: Mutex<bool>,
+}
+
+/// A kappa database: logs (one per writer, one per peer met), views over them,
+/// and replication with Rust and JS kappa-core 6 peers. Cheap to clone.
+///
+/// See the crate docs for a walk-through.
+#[derive(Clone)]
+pub struct Kappa {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Kappa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kappa").field("feeds", &self.inner.mf.feeds().len()).finish_non_exhaustive()
+    }
+}
+
+/// A local writer: a feed of this database that this process can append to.
+#[derive(Clone, Debug)]
+pub struct Writer {
+    feed: SharedFeed,
+    encoding: ValueEncoding,
+}
+
+impl Writer {
+    /// Appends one value, encoded with the database's value encoding (JSON:
+    /// compact `JSON.stringify` form plus a newline, as JS writes it). Returns
+    /// its sequence number.
+    pub fn append<T: Serialize + ?Sized>(&self, value: &T) -> Result<u64, KappaError> {
+        let bytes = encode(self.encoding, value)?;
+        Ok(self.feed.append(bytes)?)
+    }
+
+    /// Appends several values in one signed batch.
+    pub fn append_batch<T: Serialize>(&self, values: &[T]) -> Result<std::ops::Range<u64>, KappaError> {
+        let encoded: Result<Vec<Vec<u8>>, KappaError> =
+            values.iter().map(|v| encode(self.encoding, v)).collect();
+        Ok(self.feed.append_batch(encoded?)?)
+    }
+
+    /// Appends raw bytes, as they are.
+    pub fn append_raw(&self, bytes: impl AsRef<[u8]>) -> Result<u64, KappaError> {
+        Ok(self.feed.append(bytes)?)
+    }
+
+    /// The feed.
+    pub fn feed(&self) -> &SharedFeed {
+        &self.feed
+    }
+
+    /// The public key.
+    pub fn key(&self) -> PublicKey {
+        *self.feed.public_key()
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(encoding: ValueEncoding, value: &T) -> Result<Vec<u8>, KappaError> {
+    match encoding {
+        ValueEncoding::Json => {
+            let mut v = to_js_json(value).map_err(|e| KappaError::Encoding(e.to_string()))?;
+            v.push(b'\n');
+            Ok(v)
+        }
+        _ => {
+            // Binary and utf8 take strings and byte arrays as they are.
+            match serde_json::to_value(value).map_err(|e| KappaError::Encoding(e.to_string()))? {
+                serde_json::Value::String(s) => Ok(s.into_bytes()),
+                serde_json::Value::Array(a) => a
+                    .into_iter()
+                    .map(|b| b.as_u64().filter(|&n| n < 256).map(|n| n as u8))
+                    .collect::<Option<Vec<u8>>>()
+                    .ok_or_else(|| KappaError::Encoding("expected a string or bytes".into())),
+                _ => Err(KappaError::Encoding("binary and utf8 feeds take strings or bytes".into())),
+            }
+        }
+    }
+}
+
+/// A view in use: derefs to the view, so its query methods are at hand (the Rust
+/// form of `core.api.<name>`).
+pub struct ViewHandle<V> {
+    view: Arc<Versioned<V>>,
+    indexer: Arc<Indexer>,
+    name: String,
+}
+
+impl<V> Clone for ViewHandle<V> {
+    fn clone(&self) -> Self {
+        ViewHandle { view: self.view.clone(), indexer: self.indexer.clone(), name: self.name.clone() }
+    }
+}
+
+impl<V> std::fmt::Debug for ViewHandle<V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ViewHandle").field("name", &self.name).field("state", &self.indexer.state()).finish()
+    }
+}
+
+impl<V> Deref for ViewHandle<V> {
+    type Target = V;
+    fn deref(&self) -> &V {
+        &self.view.view
+    }
+}
+
+impl<V> ViewHandle<V> {
+    /// The view's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Resolves when this view has indexed everything stored locally.
+    pub async fn ready(&self) -> Result<(), KappaError> {
+        Ok(self.indexer.ready().await?)
+    }
+
+    /// The view's indexing state (for progress bars).
+    pub fn state(&self) -> IndexState {
+        self.indexer.state()
+    }
+}
+
+/// A view with the version it was used with.
+struct Versioned<V> {
+    view: V,
+    version: u64,
+}
+
+impl<V: View> View for Versioned<V> {
+    fn store(&self) -> &dyn ViewStore {
+        self.view.store()
+    }
+    fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        self.view.map(entries, tx)
+    }
+    fn version(&self) -> u64 {
+        self.version
+    }
+    fn max_batch(&self) -> usize {
+        self.view.max_batch()
+    }
+    fn indexed(&self, entries: &[Entry]) {
+        self.view.indexed(entries)
+    }
+    fn newest_first(&self) -> bool {
+        self.view.newest_first()
+    }
+}
+
+/// Something the database did.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum KappaEvent {
+    /// A feed joined the database (loaded, created, or learned from a peer).
+    FeedAdded(FeedAdded),
+    /// A view indexed a batch, changed state, or failed.
+    View {
+        /// The view's name.
+        name: String,
+        /// What happened.
+        event: IndexEvent,
+    },
+}
+
+impl Kappa {
+    /// Starts opening a database.
+    pub fn builder() -> KappaBuilder {
+        KappaBuilder {
+            dir: None,
+            encoding: ValueEncoding::Json,
+            shared_key: None,
+            views: None,
+            sync: SyncPolicy::None,
+        }
+    }
+
+    /// Opens (or creates) the database in `dir`: logs as multifeed 5 lays them out,
+    /// views in `<dir>/views.redb`. JSON entries.
+    ///
+    /// Fails if another process has it open, or if `dir` holds files that are not
+    /// a kappa database.
+    pub fn open(dir: impl AsRef<Path>) -> Result<Kappa, KappaError> {
+        Self::builder().dir(dir.as_ref()).open()
+    }
+
+    /// A database in memory (logs and views). JSON entries.
+    pub fn in_memory() -> Result<Kappa, KappaError> {
+        Self::builder().open()
+    }
+
+    /// The feed set.
+    pub fn multifeed(&self) -> &Multifeed {
+        &self.inner.mf
+    }
+
+    /// The shared key this database replicates with (multifeed's public default
+    /// if none was set).
+    pub fn shared_key(&self) -> [u8; 32] {
+        self.inner.shared_key.unwrap_or(DEFAULT_SHARED_KEY)
+    }
+
+    /// The local writer called `name`, created if needed (the same feed for the
+    /// same name, also across restarts and concurrent calls).
+    pub fn writer(&self, name: &str) -> Result<Writer, KappaError> {
+        self.check_open()?;
+        Ok(Writer { feed: self.inner.mf.writer(name)?, encoding: self.inner.encoding })
+    }
+
+    /// The feed with public key `key`.
+    pub fn feed(&self, key: &PublicKey) -> Option<SharedFeed> {
+        self.inner.mf.feed(key)
+    }
+
+    /// Every feed, in creation order.
+    pub fn feeds(&self) -> Vec<SharedFeed> {
+        self.inner.mf.feeds()
+    }
+
+    fn check_open(&self) -> Result<(), KappaError> {
+        if *lock(&self.inner.closed) {
+            Err(KappaError::Closed)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// The store a view called `name` should keep its rows in (in the database's
+    /// view storage).
+    pub fn view_store(&self, name: &str) -> Result<Arc<dyn ViewStore>, KappaError> {
+        Ok(match &self.inner.views {
+            ViewDb::Memory => Arc::new(MemoryStore::new()),
+            ViewDb::Redb(db) => Arc::new(db.store(name).map_err(StoreError::from)?),
+        })
+    }
+
+    /// Starts using a view: `make` builds it over its store; it is indexed in the
+    /// background from then on, rebuilt if `version` differs from the one its rows
+    /// were made with.
+    ///
+    /// ```
+    /// use kappa_core::{Kappa, view::sum::SumView};
+    /// let core = Kappa::in_memory()?;
+    /// let sum = core.use_view("sum", 1, SumView::new)?;
+    /// core.writer("local")?.append(&5)?;
+    /// futures::executor::block_on(sum.ready())?;
+    /// assert_eq!(sum.get()?, 5.0);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn use_view<V: View>(
+        &self,
+        name: &str,
+        version: u64,
+        make: impl FnOnce(Arc<dyn ViewStore>) -> V,
+    ) -> Result<ViewHandle<V>, KappaError> {
+        self.check_open()?;
+        if lock(&self.inner.used).contains_key(name) {
+            return Err(KappaError::ViewExists(name.to_owned()));
+        }
+        let view = Arc::new(Versioned { view: make(self.view_store(name)?), version });
+        let indexer = Arc::new(Indexer::start(name, view.clone(), &self.inner.mf)?);
+        lock(&self.inner.used)
+            .insert(name.to_owned(), UsedView { indexer: indexer.clone(), view: view.clone() });
+        Ok(ViewHandle { view, indexer, name: name.to_owned() })
+    }
+
+    /// The view called `name`, if it is in use with type `V`.
+    pub fn view<V: View>(&self, name: &str) -> Option<ViewHandle<V>> {
+        let used = lock(&self.inner.used);
+        let u = used.get(name)?;
+        let view = u.view.clone().downcast::<Versioned<V>>().ok()?;
+        Some(ViewHandle { view, indexer: u.indexer.clone(), name: name.to_owned() })
+    }
+
+    /// The names of the views in use, sorted.
+    pub fn view_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = lock(&self.inner.used).keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// The state of every view in use.
+    pub fn view_states(&self) -> Vec<(String, IndexState)> {
+        let used = lock(&self.inner.used);
+        let mut v: Vec<(String, IndexState)> =
+            used.iter().map(|(n, u)| (n.clone(), u.indexer.state())).collect();
+        v.sort_by(|a, b| a.0.cmp(&b.0));
+        v
+    }
+
+    fn indexers(&self, names: &[&str]) -> Result<Vec<Arc<Indexer>>, KappaError> {
+        let used = lock(&self.inner.used);
+        if names.is_empty() {
+            return Ok(used.values().map(|u| u.indexer.clone()).collect());
+        }
+        names
+            .iter()
+            .map(|n| {
+                used.get(*n)
+                    .map(|u| u.indexer.clone())
+                    .ok_or_else(|| KappaError::UnknownView((*n).to_owned()))
+            })
+            .collect()
+    }
+
+    /// Resolves when the named views (all, if none named) have indexed every
+    /// entry stored locally. A view in the error state returns its error.
+    pub async fn ready(&self, views: &[&str]) -> Result<(), KappaError> {
+        for ix in self.indexers(views)? {
+            ix.ready().await?;
+        }
+        Ok(())
+    }
+
+    /// Pauses the named views (all, if none named): resolves once no `map` runs.
+    pub async fn pause(&self, views: &[&str]) -> Result<(), KappaError> {
+        for ix in self.indexers(views)? {
+            ix.pause().await;
+        }
+        Ok(())
+    }
+
+    /// Resumes the named views (all, if none named), also after an error.
+    pub fn resume(&self, views: &[&str]) -> Result<(), KappaError> {
+        for ix in self.indexers(views)? {
+            ix.resume();
+        }
+        Ok(())
+    }
+
+    /// Events: feeds added (each feed already in the database first) and what the
+    /// views in use at the time of the call do.
+    pub fn events(&self) -> BoxStream<'static, KappaEvent> {
+        let feeds = self.inner.mf.subscribe().map(KappaEvent::FeedAdded).boxed();
+        let mut streams = vec![feeds];
+        for (name, u) in lock(&self.inner.used).iter() {
+            let name = name.clone();
+            streams.push(
+                u.indexer
+                    .subscribe()
+                    .map(move |event| KappaEvent::View { name: name.clone(), event })
+                    .boxed(),
+            );
+        }
+        futures::stream::select_all(streams).boxed()
+    }
+
+    fn options(&self, mut opts: ReplicateOptions) -> ReplicateOptions {
+        if opts.shared_key.is_none() {
+            opts.shared_key = self.inner.shared_key;
+        }
+        opts
+    }
+
+    /// Replicates with a peer over any byte stream (non-live: returns when both
+    /// sides have everything; live: until closed). Uses the database's shared key
+    /// unless `opts` sets one.
+    pub async fn replicate<S>(&self, stream: S, opts: ReplicateOptions) -> Result<SyncReport, KappaError>
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.check_open()?;
+        Ok(self.inner.mf.replicate(stream, self.options(opts)).await?)
+    }
+
+    /// Like [`replicate`](Self::replicate), also returning a handle to close a
+    /// live session.
+    #[allow(clippy::type_complexity)]
+    pub fn replicate_session<S>(
+        &self,
+        stream: S,
+        opts: ReplicateOptions,
+    ) -> Result<
+        (impl std::future::Future<Output = Result<SyncReport, KappaError>> + Send + 'static, SessionHandle),
+        KappaError,
+    >
+    where
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        self.check_open()?;
+        let (fut, handle) = self.inner.mf.session(stream, self.options(opts))?;
+        Ok((async move { Ok(fut.await?) }, handle))
+    }
+
+    /// Closes the database: stops the views' indexers, ends the feed set's
+    /// replication announcements and syncs every feed. Closing twice is fine.
+    pub fn close(&self) -> Result<(), KappaError> {
+        {
+            let mut closed = lock(&self.inner.closed);
+            if *closed {
+                return Ok(());
+            }
+            *closed = true;
+        }
+        lock(&self.inner.used).clear();
+        self.inner.mf.close()?;
+        Ok(())
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
