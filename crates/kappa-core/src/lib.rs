@@ -421,7 +421,7 @@ impl Kappa {
     pub fn view_store(&self, name: &str) -> Result<Arc<dyn ViewStore>, KappaError> {
         Ok(match &self.inner.views {
             ViewDb::Memory => Arc::new(MemoryStore::new()),
-            ViewDb::Redb(db) => Arc::new(db.store(name).map_err(StoreError::from)?),
+            ViewDb::Redb(db) => Arc::new(db.store(name)?),
         })
     }
 
