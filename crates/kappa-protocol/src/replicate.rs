@@ -109,7 +109,9 @@ impl Replicator {
         }
         if self.downloading {
             match &self.opts.selection {
-                Selection::All => self.send_next_want(out),
+                // Newest and From are resolved against the length the peer's
+                // Haves reveal; learning it takes the first window's Want.
+                Selection::All | Selection::Newest(_) | Selection::From(_) => self.send_next_want(out),
                 Selection::Ranges(ranges) => {
                     // Want the aligned windows covering the selection.
                     let mut windows = RangeSet::new();
@@ -136,6 +138,18 @@ impl Replicator {
         match &self.opts.selection {
             Selection::All => true,
             Selection::Ranges(rs) => rs.iter().any(|r| r.contains(&i)),
+            Selection::Newest(n) => i.saturating_add(*n) >= self.remote_length,
+            Selection::From(s) => i >= *s,
+        }
+    }
+
+    /// The first block the selection could want (where request scans start).
+    fn selection_start(&self) -> u64 {
+        match &self.opts.selection {
+            Selection::Newest(n) => self.remote_length.saturating_sub(*n),
+            Selection::From(s) => *s,
+            Selection::Ranges(rs) => rs.iter().map(|r| r.start).min().unwrap_or(0),
+            Selection::All => 0,
         }
     }
 
@@ -181,8 +195,14 @@ impl Replicator {
             None => self.remote_has.insert(have.start..end),
         }
         self.remote_length = self.remote_length.max(self.remote_has.end());
-        self.next_scan = self.next_scan.min(have.start);
-        if self.downloading && matches!(self.opts.selection, Selection::All) {
+        self.next_scan = self.next_scan.min(have.start).max(self.selection_start());
+        if self.downloading && !matches!(self.opts.selection, Selection::Ranges(_)) {
+            // Ask about the windows the selection reaches (for Newest and From,
+            // only those near the end of the feed).
+            let from = (self.selection_start() / WANT_SPAN) * WANT_SPAN;
+            if self.want_sent_end < from {
+                self.want_sent_end = from;
+            }
             while self.remote_length > self.want_sent_end {
                 self.send_next_want(out);
             }
@@ -198,6 +218,7 @@ impl Replicator {
         }
         let feed = self.feed.clone();
         let f = feed.lock();
+        self.next_scan = self.next_scan.max(self.selection_start());
         while self.in_flight.len() < self.max_in_flight {
             let Some(i) = self.remote_has.next_member(self.next_scan) else { break };
             if i >= self.remote_length {
@@ -386,7 +407,7 @@ impl Replicator {
             return false;
         }
         let f = self.feed.lock();
-        let mut i = 0;
+        let mut i = self.selection_start();
         while let Some(m) = self.remote_has.next_member(i) {
             if m >= self.remote_length {
                 break;

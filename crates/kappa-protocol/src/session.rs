@@ -158,6 +158,11 @@ pub enum Selection {
     All,
     /// Only blocks in these ranges (sparse replication).
     Ranges(Vec<Range<u64>>),
+    /// The newest `n` blocks of the peer's feed (as long as it grows, in a live
+    /// session: always the newest `n` of what the peer has announced).
+    Newest(u64),
+    /// Every block from this sequence number on.
+    From(u64),
 }
 
 /// How one feed is replicated.
@@ -179,6 +184,17 @@ impl Default for FeedOptions {
 }
 
 impl FeedOptions {
+    /// Sets which blocks to download.
+    pub fn with_selection(mut self, selection: Selection) -> Self {
+        self.selection = selection;
+        self
+    }
+
+    /// Download only the newest `n` blocks of each feed.
+    pub fn newest(n: u64) -> Self {
+        FeedOptions { selection: Selection::Newest(n), ..FeedOptions::default() }
+    }
+
     /// Download only the blocks in `range`.
     pub fn sparse_range(range: Range<u64>) -> Self {
         Self::sparse(std::iter::once(range))

@@ -184,3 +184,39 @@ proptest! {
         assert_copy(&w, &r);
     }
 }
+
+#[test]
+fn newest_n_and_from_selections() {
+    for (opts, want) in [
+        (FeedOptions::newest(25), (975u64..1000).collect::<Vec<_>>()),
+        (FeedOptions::default().with_selection(kappa_protocol::Selection::From(990)), (990..1000).collect()),
+    ] {
+        let mut pair = Pair::new(13, false, false);
+        let w = writer(1, 1000, 8);
+        let r = replica_of(&w);
+        let now = pair.now;
+        pair.a.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
+        pair.b.open_feed(now, r.clone(), opts).unwrap();
+        assert!(pair.drive_to_end(200_000));
+        assert!(pair.a.is_finished() && pair.b.is_finished(), "{:?} / {:?}", pair.a.error(), pair.b.error());
+        assert_eq!((0..1000).filter(|&i| r.has(i)).collect::<Vec<_>>(), want);
+        assert_eq!(r.len(), 1000);
+        r.lock().verify().unwrap();
+    }
+}
+
+#[test]
+fn newest_n_follows_a_live_feed() {
+    let mut pair = Pair::new(17, true, false);
+    let w = writer(1, 100, 8);
+    let r = replica_of(&w);
+    let now = pair.now;
+    pair.a.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
+    pair.b.open_feed(now, r.clone(), FeedOptions::newest(10)).unwrap();
+    pair.watch_a(&w);
+    pair.watch_b(&r);
+    assert!(pair.drive_until(100_000, |_| (90..100).all(|i| r.has(i))));
+    w.append_batch((0..5).map(|k| value(100 + k, 8))).unwrap();
+    assert!(pair.drive_until(100_000, |_| (95..105).all(|i| r.has(i))));
+    assert!(!r.has(0) && !r.has(89));
+}
