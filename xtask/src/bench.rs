@@ -319,6 +319,7 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
     run("cargo", &["bench", "-p", "kappa-multifeed", "--bench", "open"])?;
     run("cargo", &["bench", "-p", "kappa-index", "--bench", "index"])?;
     run("cargo", &["build", "--release", "-p", "kappa-index", "--example", "index_1m"])?;
+    run("cargo", &["build", "--release", "-p", "kappa-core", "--example", "first_answer"])?;
     let js = js_figures()?;
     let dir = root().join("target/criterion");
     let date = Command::new("date")
@@ -465,6 +466,38 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
          several `map` batches (of 100) into one commit while there is a backlog; rows \
          and progress still commit together. JS figures: `interop/bench-index.js` (median \
          of three).\n"
+    );
+    // Partial replication.
+    let bin = root().join("target/release/examples/first_answer");
+    let out = Command::new(&bin).output().map_err(|e| format!("{}: {e}", bin.display()))?;
+    let fa: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())
+        .map_err(|e| format!("first_answer: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let tmp = std::env::temp_dir().join(format!("kappa-bench-js1m-{}", std::process::id()));
+    let js_full = js_multifeed_sync(1, 1_000_000, &tmp).map(|rate| 1_000_000.0 / rate);
+    let _ = std::fs::remove_dir_all(&tmp);
+    let _ = writeln!(md, "## Partial replication (1,000,000 entries on the serving peer, loopback TCP)\n");
+    let _ = writeln!(md, "| workload | kappa-rs | JS kappa-core 6 | target |");
+    let _ = writeln!(md, "| --- | --- | --- | --- |");
+    let _ = writeln!(
+        md,
+        "| fresh sparse peer: sync the newest 1,000 entries, index, answer the newest value of a key | {:.3} s | (no sparse sync in multifeed) | < 1 s |",
+        fa["sparse_first_answer_s"].as_f64().unwrap_or(f64::NAN)
+    );
+    let _ = writeln!(
+        md,
+        "| fresh full peer: sync all 1,000,000 entries, index them (kv on redb), answer | {:.1} s | {} | |\n",
+        fa["full_sync_and_answer_s"].as_f64().unwrap_or(f64::NAN),
+        match &js_full {
+            Ok(secs) => format!("{secs:.1} s (sync only)"),
+            Err(e) => format!("not measured: {e}"),
+        }
+    );
+    let _ = writeln!(
+        md,
+        "Rust: `crates/kappa-core/examples/first_answer.rs` (kv writes to 1,000 keys, each linking \
+         the previous head of its key; peers on disk). JS: `interop/multifeed-peer.js`, one \
+         writer of 1,000,000 JSON entries, full non-live sync timed from the start of \
+         replication to its end.\n"
     );
     let _ = writeln!(
         md,
