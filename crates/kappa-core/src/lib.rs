@@ -403,6 +403,36 @@ impl Kappa {
         self.inner.mf.feed(key)
     }
 
+    /// Entry `seq` of feed `key`: from local storage if it is there, else asked of
+    /// every connected peer (an on-demand get of a sparse feed; the block is
+    /// verified against a signed root and stored before it is returned). `None`
+    /// if the feed is unknown or no peer delivered it within `timeout`.
+    pub async fn get(
+        &self,
+        key: &PublicKey,
+        seq: u64,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Vec<u8>>, KappaError> {
+        let Some(feed) = self.feed(key) else { return Ok(None) };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let listener = feed.changed();
+            if let Some(v) = feed.get(seq)? {
+                return Ok(Some(v));
+            }
+            // Ask the sessions connected now; asked again on every wake-up, so
+            // sessions that connect meanwhile are asked too.
+            self.inner.mf.want_block(key, seq);
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let tick = futures_timer::Delay::new(left.min(std::time::Duration::from_millis(100)));
+            futures::pin_mut!(listener, tick);
+            futures::future::select(listener, tick).await;
+        }
+    }
+
     /// Every feed, in creation order.
     pub fn feeds(&self) -> Vec<SharedFeed> {
         self.inner.mf.feeds()

@@ -106,3 +106,39 @@ async fn tip_first_indexing_starts_at_the_newest_entries() {
     assert!(calls[1][0] < calls[0][0], "then history, walking back");
     assert_eq!(calls.iter().map(Vec::len).sum::<usize>() as u64, N);
 }
+
+#[async_std::test]
+async fn on_demand_get_fetches_a_missing_entry_from_a_connected_peer() {
+    let a = Kappa::builder().shared_key(SHARED).open().unwrap();
+    let w = a.writer("local").unwrap();
+    let values: Vec<serde_json::Value> = (0..1000).map(|i| json!({"n": i})).collect();
+    w.append_batch(&values).unwrap();
+    let b = Kappa::builder().shared_key(SHARED).open().unwrap();
+    let (s1, s2) = UnixStream::pair().unwrap();
+    let (fa, _ha) = a.replicate_session(s1, ReplicateOptions::new(true).live(true)).unwrap();
+    let mut ob = ReplicateOptions::new(false).live(true);
+    ob.selection = Selection::Newest(5);
+    let (fb, hb) = b.replicate_session(s2, ob).unwrap();
+    let ta = async_std::task::spawn(fa);
+    let tb = async_std::task::spawn(fb);
+    let key = w.key();
+    // The tip arrives by itself; entry 100 is not part of the selection.
+    for _ in 0..200 {
+        if b.feed(&key).is_some_and(|f| f.has(999)) {
+            break;
+        }
+        async_std::task::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let feed = b.feed(&key).unwrap();
+    assert!(feed.has(999) && !feed.has(100));
+    let got = b.get(&key, 100, std::time::Duration::from_secs(5)).await.unwrap();
+    assert_eq!(got, Some(b"{\"n\":100}\n".to_vec()));
+    assert!(feed.has(100), "verified and stored");
+    assert!(!feed.has(101), "only what was asked for");
+    feed.lock().verify().unwrap();
+    // Past the end: nobody has it, so the wait times out.
+    let none = b.get(&key, 5000, std::time::Duration::from_millis(200)).await.unwrap();
+    assert_eq!(none, None);
+    hb.close();
+    let _ = (ta.await, tb.await);
+}

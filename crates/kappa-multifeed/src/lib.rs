@@ -112,6 +112,8 @@ struct State {
     by_name: HashMap<String, usize>,
     subscribers: Vec<mpsc::UnboundedSender<FeedAdded>>,
     watchers: Vec<std::sync::Weak<event_listener::Event>>,
+    sessions: Vec<(u64, kappa_protocol::SessionHandle)>,
+    next_session: u64,
     closed: bool,
 }
 
@@ -161,6 +163,8 @@ impl Multifeed {
             by_name: HashMap::new(),
             subscribers: Vec::new(),
             watchers: Vec::new(),
+            sessions: Vec::new(),
+            next_session: 0,
             closed: false,
         };
         for dir in 0u64.. {
@@ -339,6 +343,29 @@ impl Multifeed {
         let mut st = self.state();
         st.watchers.retain(|w| w.strong_count() > 0);
         st.watchers.push(std::sync::Arc::downgrade(event));
+    }
+
+    /// Asks every connected peer for block `index` of feed `key` now (an
+    /// on-demand get of a sparse feed). Returns how many sessions were asked.
+    pub fn want_block(&self, key: &PublicKey, index: u64) -> usize {
+        let st = self.state();
+        let dkey = key.discovery_key();
+        for (_, h) in &st.sessions {
+            h.want_block(dkey, index);
+        }
+        st.sessions.len()
+    }
+
+    pub(crate) fn register_session(&self, handle: kappa_protocol::SessionHandle) -> u64 {
+        let mut st = self.state();
+        let id = st.next_session;
+        st.next_session += 1;
+        st.sessions.push((id, handle));
+        id
+    }
+
+    pub(crate) fn unregister_session(&self, id: u64) {
+        self.state().sessions.retain(|(i, _)| *i != id);
     }
 
     /// Syncs every feed to stable storage.

@@ -167,6 +167,18 @@ impl SyncReport {
     }
 }
 
+/// Removes a session from its feed set's registry when dropped.
+struct Registration {
+    mf: Multifeed,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.mf.unregister_session(self.id);
+    }
+}
+
 fn lock(c: &Mutex<Conn>) -> MutexGuard<'_, Conn> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -453,7 +465,12 @@ impl Multifeed {
         let announcer = handle.clone();
         let c3 = conn.clone();
         let mut added = self.subscribe();
+        let registry = self.clone();
+        let registered = handle.clone();
         let fut = async move {
+            // Registered while running (for on-demand gets), also if dropped early.
+            let _registration =
+                Registration { mf: registry.clone(), id: registry.register_session(registered) };
             // Feeds added during the session are offered to the peer.
             let announce = async {
                 while let Some(FeedAdded { feed, .. }) = added.next().await {

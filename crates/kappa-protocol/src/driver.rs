@@ -30,6 +30,7 @@ enum Command {
     OpenChannel(PublicKey),
     CloseChannel(PublicKey),
     Extension(String, Vec<u8>),
+    WantBlock([u8; 32], u64),
     Close,
 }
 
@@ -47,6 +48,7 @@ impl std::fmt::Debug for Command {
             Command::OpenChannel(_) => "OpenChannel",
             Command::CloseChannel(_) => "CloseChannel",
             Command::Extension(..) => "Extension",
+            Command::WantBlock(..) => "WantBlock",
             Command::Close => "Close",
         })
     }
@@ -71,6 +73,12 @@ impl SessionHandle {
     /// Sends a stream-level extension message.
     pub fn send_extension(&self, name: &str, payload: Vec<u8>) {
         let _ = self.tx.unbounded_send(Command::Extension(name.to_owned(), payload));
+    }
+
+    /// Asks the peer for block `index` of the feed with `discovery_key` now (an
+    /// on-demand get); see [`Protocol::want_block`].
+    pub fn want_block(&self, discovery_key: [u8; 32], index: u64) {
+        let _ = self.tx.unbounded_send(Command::WantBlock(discovery_key, index));
     }
 
     /// Ends the session: closes every channel; the session future completes once
@@ -338,6 +346,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         Ok(())
                     }
                     Command::Extension(name, payload) => p.send_extension(now, &name, &payload),
+                    Command::WantBlock(dkey, index) => {
+                        p.want_block(now, &dkey, index);
+                        Ok(())
+                    }
                     Command::Close => {
                         p.close(now);
                         Ok(())

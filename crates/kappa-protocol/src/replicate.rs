@@ -49,6 +49,8 @@ pub(crate) struct Replicator {
     received_here: RangeSet,
     /// What the peer has of the tree (from its digests and our proofs).
     remote_tree: RemoteTree,
+    /// Blocks asked for explicitly (on-demand gets), beyond the selection.
+    extra: RangeSet,
     /// Blocks stored with deferred bitfield writes.
     unflushed: bool,
     /// The peer is kappa-rs and keeps every proof node it is sent, so proofs may
@@ -94,6 +96,7 @@ impl Replicator {
             seen_version,
             received_here: RangeSet::new(),
             remote_tree: RemoteTree::new(),
+            extra: RangeSet::new(),
             unflushed: false,
             compact_proofs: false,
             done_status_sent: false,
@@ -134,7 +137,33 @@ impl Replicator {
         self.want_sent_end += WANT_SPAN;
     }
 
+    /// Asks for block `index` now (an on-demand get), whatever the selection;
+    /// requests it at once if the peer is known to have it, else asks the peer
+    /// about its window.
+    pub(crate) fn want(&mut self, now: Instant, index: u64, out: &mut Vec<Message>) {
+        if index >= MAX_INDEX || self.feed.has(index) {
+            return;
+        }
+        self.extra.insert(index..index + 1);
+        if !self.downloading || self.done_status_sent {
+            // We had said we were done downloading: say we are not.
+            out.push(Message::Status(Status::new(self.uploading, true)));
+        }
+        self.downloading = true;
+        self.done_status_sent = false;
+        self.synced = false;
+        let window = index / WANT_SPAN * WANT_SPAN;
+        if !self.remote_has.contains(index) {
+            out.push(Message::Want(Want { start: window, length: Some(WANT_SPAN) }));
+        }
+        self.next_scan = self.next_scan.min(index);
+        self.fill_requests(now, out);
+    }
+
     fn selected(&self, i: u64) -> bool {
+        if self.extra.contains(i) {
+            return true;
+        }
         match &self.opts.selection {
             Selection::All => true,
             Selection::Ranges(rs) => rs.iter().any(|r| r.contains(&i)),
@@ -145,6 +174,11 @@ impl Replicator {
 
     /// The first block the selection could want (where request scans start).
     fn selection_start(&self) -> u64 {
+        let extra = self.extra.iter().next().map_or(u64::MAX, |r| r.start);
+        extra.min(self.selection_start_of_selection())
+    }
+
+    fn selection_start_of_selection(&self) -> u64 {
         match &self.opts.selection {
             Selection::Newest(n) => self.remote_length.saturating_sub(*n),
             Selection::From(s) => *s,

@@ -876,6 +876,18 @@ impl Protocol {
         self.check_finished();
     }
 
+    /// Asks the peer for block `index` of the feed with `discovery_key` now,
+    /// whatever the feed's selection (an on-demand get). No effect if the feed's
+    /// channel is not open on both sides.
+    pub fn want_block(&mut self, now: Instant, discovery_key: &[u8; 32], index: u64) {
+        let Some(&slot) = self.by_dkey.get(discovery_key) else { return };
+        let mut out = Vec::new();
+        if let Some(r) = &mut self.channels[slot].repl {
+            r.want(now, index, &mut out);
+        }
+        self.flush_channel(now, slot, out);
+    }
+
     /// What moved per feed so far (open and closed channels).
     pub fn stats(&self) -> Vec<([u8; 32], FeedStats)> {
         self.channels
