@@ -371,3 +371,43 @@ fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
     // What C holds is exactly what B holds.
     assert_eq!(feeds, summary(&b));
 }
+
+#[test]
+fn a_sparse_rust_peer_takes_the_newest_entries_from_js() {
+    let Some(harness) = js::harness() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let kh = key_hex();
+    let mut peer = JsPeer::spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &kh,
+            "--write",
+            "local:1000",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::in_memory().unwrap();
+    let report = task::block_on(async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let mut opts = ReplicateOptions::new(true).shared_key(KEY);
+        opts.selection = kappa_protocol::Selection::Newest(100);
+        mf.replicate(stream, opts).await
+    })
+    .unwrap();
+    peer.until("done");
+    assert!(peer.finish().success());
+    assert_eq!(report.blocks_received(), 100);
+    let feed = &mf.feeds()[0];
+    assert_eq!(feed.len(), 1000);
+    assert_eq!((0..1000).filter(|&i| feed.has(i)).collect::<Vec<_>>(), (900..1000).collect::<Vec<_>>());
+    feed.lock().verify().unwrap();
+    let v: Value = serde_json::from_slice(&feed.get(999).unwrap().unwrap()).unwrap();
+    assert_eq!(v, json!({"n": 999, "who": "local"}));
+}
