@@ -50,12 +50,16 @@ const FIGURES: &[Figure] = &[
     },
 ];
 
-fn criterion_rate(dir: &Path, f: &Figure) -> Result<f64, String> {
-    let path = dir.join(f.criterion).join("new/estimates.json");
+/// The mean time of a criterion bench (`group/function/parameter`), in ns.
+fn criterion_mean_ns(dir: &Path, bench: &str) -> Result<f64, String> {
+    let path = dir.join(bench).join("new/estimates.json");
     let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     let v: Value = serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-    let ns = v["mean"]["point_estimate"].as_f64().ok_or_else(|| format!("{}: no mean", path.display()))?;
-    Ok(f.per_iter / (ns * 1e-9))
+    v["mean"]["point_estimate"].as_f64().ok_or_else(|| format!("{}: no mean", path.display()))
+}
+
+fn criterion_rate(dir: &Path, f: &Figure) -> Result<f64, String> {
+    Ok(f.per_iter / (criterion_mean_ns(dir, f.criterion)? * 1e-9))
 }
 
 fn js_figures() -> Result<Value, String> {
@@ -405,12 +409,7 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
         rust_mf / js_mf
     );
     eprintln!("multifeed sync: rust {rust_mf:.0} js {js_mf:.0} ratio {:.1}", rust_mf / js_mf);
-    let open_ns = {
-        let path = dir.join("multifeed/open_1000_feeds/new/estimates.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        v["mean"]["point_estimate"].as_f64().unwrap_or(0.0)
-    };
+    let open_ns = criterion_mean_ns(&dir, "multifeed/open_1000_feeds")?;
     let _ = writeln!(
         md,
         "| open a database of 1,000 feeds (3 entries each) from disk | {:.0} ms | (opens feeds one by one) | | < 1 s |\n",
@@ -431,20 +430,31 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
         .current_dir(root())
         .output()
         .map_err(|e| format!("cannot run node: {e}"))?;
-    let js_ix: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())
-        .map_err(|e| format!("bench-index.js output: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
-    let _ = writeln!(md, "## kappa-index (views: 100,000 JSON entries `{{key, value}}` of one feed, indexed from scratch)\n");
+    let js_ix: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())
+            .map_err(|e| format!("bench-index.js output: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let _ = writeln!(
+        md,
+        "## kappa-index (views: 100,000 JSON entries `{{key, value}}` of one feed, indexed from scratch)\n"
+    );
     let _ = writeln!(md, "| workload | kappa-rs | JS kappa-core 6 | ratio | target |");
     let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
     for (what, bench, js_key, target) in [
         ("sum view, memory", "index_100k/sum/memory", "sum_memory_per_s", "≥ 3,000,000"),
-        ("kv view, memory (JS: kappa-view-kv on memdb)", "index_100k/kv/memory", "kv_memdb_per_s", "≥ 1,000,000"),
-        ("kv view, durable store (Rust: redb, fsync per commit; JS: kappa-view-kv on LevelDB)", "index_100k/kv/redb_durable", "kv_level_per_s", "≥ 200,000"),
+        (
+            "kv view, memory (JS: kappa-view-kv on memdb)",
+            "index_100k/kv/memory",
+            "kv_memdb_per_s",
+            "≥ 1,000,000",
+        ),
+        (
+            "kv view, durable store (Rust: redb, fsync per commit; JS: kappa-view-kv on LevelDB)",
+            "index_100k/kv/redb_durable",
+            "kv_level_per_s",
+            "≥ 200,000",
+        ),
     ] {
-        let path = dir.join(bench).join("new/estimates.json");
-        let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let v: Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-        let rust = 100_000.0 / (v["mean"]["point_estimate"].as_f64().unwrap_or(f64::NAN) * 1e-9);
+        let rust = 100_000.0 / (criterion_mean_ns(&dir, bench)? * 1e-9);
         let js_rate = js_ix[js_key].as_f64().ok_or_else(|| format!("bench-index.js lacks {js_key}"))?;
         let _ = writeln!(
             md,
@@ -470,8 +480,9 @@ pub(crate) fn run_bench(_args: &[String]) -> Result<(), String> {
     // Partial replication.
     let bin = root().join("target/release/examples/first_answer");
     let out = Command::new(&bin).output().map_err(|e| format!("{}: {e}", bin.display()))?;
-    let fa: Value = serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())
-        .map_err(|e| format!("first_answer: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+    let fa: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())
+            .map_err(|e| format!("first_answer: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
     let tmp = std::env::temp_dir().join(format!("kappa-bench-js1m-{}", std::process::id()));
     let js_full = js_multifeed_sync(1, 1_000_000, &tmp).map(|rate| 1_000_000.0 / rate);
     let _ = std::fs::remove_dir_all(&tmp);

@@ -249,19 +249,28 @@ fn a_version_bump_while_paused_or_in_error_rebuilds() {
     mf.writer("local").unwrap().append_batch((0..5).map(num)).unwrap();
     let store = MemoryStore::new();
     {
-        let rec = Recorder::on(store.clone(), 1, 2);
-        let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
-        block_on(ix.pause());
-    }
-    {
+        // Version 1 fails on its first batch: the error state, nothing committed.
         let rec = Recorder::on(store.clone(), 1, 2);
         rec.fail_once.store(true, Ordering::SeqCst);
         let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
         assert!(block_on(ix.ready()).is_err());
+        assert_eq!(ix.state().status, Status::Error);
     }
-    let rec = Recorder::on(store.clone(), 2, 2);
+    {
+        // Bumped from the error state: rebuilt; then paused.
+        let rec = Recorder::on(store.clone(), 2, 2);
+        let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
+        block_on(ix.ready()).unwrap();
+        assert_eq!(rec.counts().len(), 5);
+        assert!(rec.counts().iter().all(|(_, n)| *n == 1));
+        block_on(ix.pause());
+        assert_eq!(ix.state().status, Status::Paused);
+    }
+    // Bumped while paused: rebuilt from all entries, each once.
+    let rec = Recorder::on(store.clone(), 3, 2);
     let ix = Indexer::start("rec", rec.clone(), &mf).unwrap();
     block_on(ix.ready()).unwrap();
+    assert!(!rec.calls().is_empty(), "version 3 re-mapped the entries");
     assert_eq!(rec.counts().len(), 5);
     assert!(rec.counts().iter().all(|(_, n)| *n == 1));
 }

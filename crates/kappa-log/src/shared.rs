@@ -26,6 +26,12 @@ struct Inner {
     log: Mutex<ChangeLog>,
 }
 
+/// The watchers still alive (dropping the dead ones).
+fn live_watchers(log: &mut ChangeLog) -> Vec<Arc<Event>> {
+    log.watchers.retain(|w| w.strong_count() > 0);
+    log.watchers.iter().filter_map(Weak::upgrade).collect()
+}
+
 /// The blocks that changed since a version, from [`SharedFeed::changes_since`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Changes {
@@ -102,13 +108,9 @@ impl SharedFeed {
             if log.recent.len() > CHANGE_LOG {
                 log.recent.pop_front();
             }
-            log.watchers.retain(|w| w.strong_count() > 0);
-            log.watchers.iter().filter_map(Weak::upgrade).collect::<Vec<_>>()
+            live_watchers(&mut log)
         };
-        self.inner.changed.notify(usize::MAX);
-        for w in watchers {
-            w.notify(usize::MAX);
-        }
+        self.wake(watchers);
     }
 
     /// Wakes every listener and watcher after a change made through
@@ -119,9 +121,12 @@ impl SharedFeed {
             log.version += 1;
             // An unknown change: forget the log, so readers behind it rescan.
             log.recent.clear();
-            log.watchers.retain(|w| w.strong_count() > 0);
-            log.watchers.iter().filter_map(Weak::upgrade).collect::<Vec<_>>()
+            live_watchers(&mut log)
         };
+        self.wake(watchers);
+    }
+
+    fn wake(&self, watchers: Vec<Arc<Event>>) {
         self.inner.changed.notify(usize::MAX);
         for w in watchers {
             w.notify(usize::MAX);

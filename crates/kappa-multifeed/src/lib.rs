@@ -237,12 +237,7 @@ impl Multifeed {
         localname.truncate(0)?;
         localname.write(0, name.as_bytes())?;
         let kp = key_pair.unwrap_or_else(KeyPair::generate);
-        let feed = Feed::builder(Prefixed::new(self.inner.provider.clone(), dir.to_string()))
-            .key_pair(kp)
-            .sync(self.inner.options.sync)
-            .open()
-            .map_err(|source| MultifeedError::Feed { dir, source })?;
-        let feed = SharedFeed::new(feed);
+        let feed = self.create_feed(dir, |b| b.key_pair(kp))?;
         Self::push(&mut st, feed.clone(), Some(name.to_owned()), Origin::Created);
         Ok(feed)
     }
@@ -262,6 +257,20 @@ impl Multifeed {
         }
     }
 
+    /// Creates the feed of folder `dir`, keyed as `key` says.
+    fn create_feed(
+        &self,
+        dir: u64,
+        key: impl FnOnce(kappa_log::FeedBuilder) -> kappa_log::FeedBuilder,
+    ) -> Result<SharedFeed, MultifeedError> {
+        let builder = Feed::builder(Prefixed::new(self.inner.provider.clone(), dir.to_string()));
+        let feed = key(builder)
+            .sync(self.inner.options.sync)
+            .open()
+            .map_err(|source| MultifeedError::Feed { dir, source })?;
+        Ok(SharedFeed::new(feed))
+    }
+
     /// The feed with public key `key`, adding an empty read-only replica of it if
     /// the set does not have it yet (what replication does for a feed a peer
     /// offers).
@@ -274,12 +283,7 @@ impl Multifeed {
             return Ok(st.entries[i].feed.clone());
         }
         let dir = st.entries.len() as u64;
-        let feed = Feed::builder(Prefixed::new(self.inner.provider.clone(), dir.to_string()))
-            .public_key(key)
-            .sync(self.inner.options.sync)
-            .open()
-            .map_err(|source| MultifeedError::Feed { dir, source })?;
-        let feed = SharedFeed::new(feed);
+        let feed = self.create_feed(dir, |b| b.public_key(key))?;
         Self::push(&mut st, feed.clone(), None, Origin::Remote);
         Ok(feed)
     }

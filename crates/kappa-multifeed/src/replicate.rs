@@ -217,6 +217,26 @@ fn parse_keys(v: Option<&Value>) -> Vec<PublicKey> {
 }
 
 impl Conn {
+    fn new(mf: Multifeed, opts: ReplicateOptions, root: PublicKey) -> Conn {
+        Conn {
+            mf,
+            opts,
+            root,
+            root_dkey: root.discovery_key(),
+            first_open_seen: false,
+            remote_handshake: None,
+            offered: HashSet::new(),
+            known: HashSet::new(),
+            requested: HashSet::new(),
+            replicating: Vec::new(),
+            closed_feeds: HashSet::new(),
+            sent_replicate: false,
+            got_replicate: false,
+            new_feeds: Vec::new(),
+            handshake_done: false,
+        }
+    }
+
     fn send(&self, p: &mut Protocol, now: Instant, name: &str, payload: &Value) {
         let bytes = match kappa_log::encoding::to_js_json(payload) {
             Ok(b) => b,
@@ -441,23 +461,7 @@ impl Multifeed {
                 REPLICATE_FEEDS.into(),
                 REQUEST_FEEDS.into(),
             ]);
-        let conn = Arc::new(Mutex::new(Conn {
-            mf: self.clone(),
-            opts,
-            root,
-            root_dkey: root.discovery_key(),
-            first_open_seen: false,
-            remote_handshake: None,
-            offered: HashSet::new(),
-            known: HashSet::new(),
-            requested: HashSet::new(),
-            replicating: Vec::new(),
-            closed_feeds: HashSet::new(),
-            sent_replicate: false,
-            got_replicate: false,
-            new_feeds: Vec::new(),
-            handshake_done: false,
-        }));
+        let conn = Arc::new(Mutex::new(Conn::new(self.clone(), opts, root)));
         let c2 = conn.clone();
         let (session, handle) = Session::new(stream, popts);
         let session = session.on_event(move |p, now, ev| lock(&c2).handle(p, now, ev));
@@ -543,23 +547,7 @@ pub(crate) fn fuzz_extensions(data: &[u8]) {
     let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
     let _ = a.open_channel(now, root);
     let _ = b.open_channel(now, root);
-    let mut conn = Conn {
-        mf: mf.clone(),
-        opts: ReplicateOptions::new(false),
-        root,
-        root_dkey: root.discovery_key(),
-        first_open_seen: false,
-        remote_handshake: None,
-        offered: HashSet::new(),
-        known: HashSet::new(),
-        requested: HashSet::new(),
-        replicating: Vec::new(),
-        closed_feeds: HashSet::new(),
-        sent_replicate: false,
-        got_replicate: false,
-        new_feeds: Vec::new(),
-        handshake_done: false,
-    };
+    let mut conn = Conn::new(mf.clone(), ReplicateOptions::new(false), root);
     for _ in 0..6 {
         if let Some(bytes) = a.poll_transmit() {
             let _ = b.handle_input(now, &bytes);

@@ -4,9 +4,7 @@
 //! JS ↔ Rust ↔ JS through which a new feed reaches the far end.
 
 use std::collections::HashMap;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
@@ -22,42 +20,10 @@ fn key_hex() -> String {
     hex::encode(KEY)
 }
 
-struct JsPeer {
-    child: Child,
-    lines: std::io::Lines<BufReader<ChildStdout>>,
-}
+type JsPeer = js::Peer;
 
-impl JsPeer {
-    fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
-        let mut child = Command::new("node")
-            .arg(harness.join("multifeed-peer.js"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        JsPeer { child, lines }
-    }
-
-    fn next(&mut self) -> Value {
-        let line = self.lines.next().expect("JS peer exited without output").expect("read");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
-    }
-
-    fn until(&mut self, name: &str) -> Value {
-        loop {
-            let v = self.next();
-            match v["event"].as_str() {
-                Some(e) if e == name => return v,
-                Some("error") | Some("timeout") => panic!("JS peer: {v}"),
-                _ => {}
-            }
-        }
-    }
-
-    fn finish(mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("wait")
-    }
+fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
+    js::Peer::spawn(harness, "multifeed-peer.js", args)
 }
 
 /// Every feed of `mf` as key → (length, digest).
@@ -93,7 +59,7 @@ fn js_1000_and_rust_500_end_identical_both_roles() {
         let js_dir = tmp.path().join("js");
         let role = if js_listens_as_initiator { "--initiator" } else { "--responder" };
         let kh = key_hex();
-        let mut peer = JsPeer::spawn(
+        let mut peer = spawn(
             &harness,
             &[
                 "--dir",
@@ -141,7 +107,7 @@ fn rust_listens_js_connects_non_live() {
         let js_dir = tmp.path().join("js");
         let kh = key_hex();
         let addr = format!("127.0.0.1:{port}");
-        let mut peer = JsPeer::spawn(
+        let mut peer = spawn(
             &harness,
             &[
                 "--dir",
@@ -177,7 +143,7 @@ fn live_new_feeds_both_ways() {
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
     let kh = key_hex();
-    let mut peer = JsPeer::spawn(
+    let mut peer = spawn(
         &harness,
         &[
             "--dir",
@@ -222,7 +188,7 @@ fn live_new_feeds_both_ways() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
         let js_dir = tmp.path().join("js");
-        let mut peer = JsPeer::spawn(
+        let mut peer = spawn(
             &harness,
             &[
                 "--dir",
@@ -262,7 +228,7 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
     let Some(harness) = js::harness() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let mut peer = JsPeer::spawn(
+    let mut peer = spawn(
         &harness,
         &[
             "--dir",
@@ -291,7 +257,7 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
         }
         other => panic!("expected a failure, got {other:?}"),
     }
-    let theirs = peer.next();
+    let theirs = peer.next_event();
     assert_eq!(theirs["event"], "error", "{theirs}");
     assert!(theirs["message"].as_str().unwrap().contains("Exchange key did not match remote"), "{theirs}");
     assert!(!peer.finish().success());
@@ -308,7 +274,7 @@ fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
     let c_dir = tmp.path().join("c");
     // A: writes, and creates a feed once connected. C: expects A's two feeds and
     // Rust's one, all complete.
-    let mut a = JsPeer::spawn(
+    let mut a = spawn(
         &harness,
         &[
             "--dir",
@@ -325,7 +291,7 @@ fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
             "late:5",
         ],
     );
-    let mut c = JsPeer::spawn(
+    let mut c = spawn(
         &harness,
         &[
             "--dir",
@@ -378,7 +344,7 @@ fn a_sparse_rust_peer_takes_the_newest_entries_from_js() {
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
     let kh = key_hex();
-    let mut peer = JsPeer::spawn(
+    let mut peer = spawn(
         &harness,
         &[
             "--dir",

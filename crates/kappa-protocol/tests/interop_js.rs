@@ -2,9 +2,7 @@
 //! pinned JS peer `interop/replicate-peer.js`: both directions, as initiator and
 //! as responder, non-live, live with appends, and sparse.
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
@@ -13,48 +11,13 @@ use kappa_log::storage::DirectoryProvider;
 use kappa_log::{Feed, KeyPair, SharedFeed};
 use kappa_protocol::{EndReason, FeedOptions, ProtocolOptions, Session, SessionReport};
 use kappa_testkit::{content_digest, js};
-use serde_json::Value;
 
 const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-struct JsPeer {
-    child: Child,
-    lines: std::io::Lines<BufReader<ChildStdout>>,
-}
+type JsPeer = js::Peer;
 
-impl JsPeer {
-    fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
-        let mut child = Command::new("node")
-            .arg(harness.join("replicate-peer.js"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("node");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        JsPeer { child, lines }
-    }
-
-    fn next(&mut self) -> Value {
-        let line = self.lines.next().expect("JS peer exited without output").expect("read");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
-    }
-
-    /// Reads lines until the event `name`, failing on an error or timeout line.
-    fn until(&mut self, name: &str) -> Value {
-        loop {
-            let v = self.next();
-            match v["event"].as_str() {
-                Some(e) if e == name => return v,
-                Some("error") | Some("timeout") => panic!("JS peer: {v}"),
-                _ => {}
-            }
-        }
-    }
-
-    fn finish(mut self) {
-        let status = self.child.wait().expect("wait");
-        assert!(status.success(), "JS peer exited with {status}");
-    }
+fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
+    js::Peer::spawn(harness, "replicate-peer.js", args)
 }
 
 fn writer(dir: &Path, n: u64) -> SharedFeed {
@@ -93,7 +56,7 @@ fn rust_downloads_from_js_as_initiator_and_responder() {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
         let role = if rust_initiates { "--responder" } else { "--initiator" };
-        let mut peer = JsPeer::spawn(
+        let mut peer = spawn(
             &harness,
             &[
                 "--dir",
@@ -140,7 +103,7 @@ fn js_downloads_from_rust_as_initiator_and_responder() {
             let port = listener.local_addr().unwrap().port().to_string();
             let role = if rust_initiates { "--responder" } else { "--initiator" };
             let js_dir = tmp.path().join("js");
-            let mut peer = JsPeer::spawn(
+            let mut peer = spawn(
                 &harness,
                 &[
                     "--dir",
@@ -182,7 +145,7 @@ fn live_both_ways_with_appends() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let js_dir = tmp.path().join("js");
-        let mut peer = JsPeer::spawn(
+        let mut peer = spawn(
             &harness,
             &[
                 "--dir",
@@ -220,7 +183,7 @@ fn live_both_ways_with_appends() {
     // JS writer appending live, Rust live replica.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let mut peer = JsPeer::spawn(
+    let mut peer = spawn(
         &harness,
         &[
             "--dir",
@@ -268,7 +231,7 @@ fn sparse_both_ways() {
     // Rust sparse replica of a JS writer: only blocks 100..200 travel.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let mut peer = JsPeer::spawn(
+    let mut peer = spawn(
         &harness,
         &[
             "--dir",
@@ -304,7 +267,7 @@ fn sparse_both_ways() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let js_dir = tmp.path().join("js");
-        let mut peer = JsPeer::spawn(
+        let mut peer = spawn(
             &harness,
             &[
                 "--dir",

@@ -34,6 +34,66 @@ pub mod js {
         None
     }
 
+    /// A long-running JS peer (`interop/<script>`), whose stdout is one JSON event
+    /// per line (`{"event": ...}`).
+    pub struct Peer {
+        child: std::process::Child,
+        lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+    }
+
+    impl Peer {
+        /// Starts `node interop/<script> <args>`.
+        ///
+        /// # Panics
+        /// If node cannot start.
+        pub fn spawn(harness: &Path, script: &str, args: &[&str]) -> Peer {
+            use std::io::BufRead;
+            let mut child = Command::new("node")
+                .arg(harness.join(script))
+                .args(args)
+                .stdout(std::process::Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+            let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+            Peer { child, lines: std::io::BufReader::new(out).lines() }
+        }
+
+        /// The next event.
+        ///
+        /// # Panics
+        /// If the peer exited or printed something that is not JSON.
+        pub fn next_event(&mut self) -> Value {
+            let line = match self.lines.next() {
+                Some(Ok(l)) => l,
+                _ => panic!("JS peer exited without output"),
+            };
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("bad line {line:?}: {e}"))
+        }
+
+        /// Events until the one called `name`, which is returned.
+        ///
+        /// # Panics
+        /// On an `error` or `timeout` event first.
+        pub fn until(&mut self, name: &str) -> Value {
+            loop {
+                let v = self.next_event();
+                match v["event"].as_str() {
+                    Some(e) if e == name => return v,
+                    Some("error") | Some("timeout") => panic!("JS peer: {v}"),
+                    _ => {}
+                }
+            }
+        }
+
+        /// Waits for the peer to exit.
+        ///
+        /// # Panics
+        /// If waiting fails.
+        pub fn finish(mut self) -> std::process::ExitStatus {
+            self.child.wait().unwrap_or_else(|e| panic!("wait: {e}"))
+        }
+    }
+
     /// Runs `node interop/<script> <args>`, expecting success, and parses each line
     /// of its output as JSON.
     ///
