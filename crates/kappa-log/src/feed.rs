@@ -556,6 +556,9 @@ impl Feed {
             return Ok(None);
         }
         let (offset, size) = self.block_range(index)?;
+        if size == 0 {
+            return Ok(Some(Vec::new()));
+        }
         if let Some(v) = self.pending.data.get(&offset) {
             if v.len() as u64 == size {
                 return Ok(Some(v.clone()));
@@ -942,7 +945,8 @@ impl Feed {
         nodes: &[Node],
         signature: Option<(u64, Signature)>,
     ) -> Result<(), LogError> {
-        if let Some((offset, d)) = data {
+        // Empty blocks share their offset with the next block and write nothing.
+        if let Some((offset, d)) = data.filter(|(_, d)| !d.is_empty()) {
             self.pending.bytes += d.len();
             self.pending.data.insert(offset, d.to_vec());
         }
