@@ -21,6 +21,23 @@ use kappa_log::{PublicKey, SharedFeed};
 
 use crate::session::{Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions};
 
+/// A future that is pending once (waking itself), so other futures joined in the
+/// same task get polled.
+struct YieldNow(bool);
+
+impl std::future::Future for YieldNow {
+    type Output = ();
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if self.0 {
+            std::task::Poll::Ready(())
+        } else {
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    }
+}
+
 /// Bytes buffered for sending above which we stop reading until the writer
 /// catches up.
 const MAX_PENDING_OUT: usize = 8 << 20;
@@ -258,22 +275,28 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         return;
                     }
                 };
-                let mut s = lock();
-                if n == 0 {
-                    s.peer_eof = true;
-                    if !s.protocol.is_ended() {
-                        if live {
-                            s.protocol.close(Instant::now());
-                        } else {
-                            s.protocol.fail_transport(ProtocolError::UnexpectedEof);
+                {
+                    let mut s = lock();
+                    if n == 0 {
+                        s.peer_eof = true;
+                        if !s.protocol.is_ended() {
+                            if live {
+                                s.protocol.close(Instant::now());
+                            } else {
+                                s.protocol.fail_transport(ProtocolError::UnexpectedEof);
+                            }
                         }
+                        after_step(&mut s);
+                        return;
                     }
+                    s.bytes_received += n as u64;
+                    let _ = s.protocol.handle_input(Instant::now(), &buf[..n]);
                     after_step(&mut s);
-                    return;
                 }
-                s.bytes_received += n as u64;
-                let _ = s.protocol.handle_input(Instant::now(), &buf[..n]);
-                after_step(&mut s);
+                // Let the writer send what this input produced (our requests, our
+                // answers) before reading on: while the socket has data, reading
+                // never waits, and the peer would starve of requests.
+                YieldNow(false).await;
             }
         };
 

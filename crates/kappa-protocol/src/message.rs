@@ -613,11 +613,19 @@ pub struct Data {
 impl Data {
     /// Encodes the message (protobuf).
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::new();
+        // Sized up front: a Data is encoded for every block sent.
+        let value_len = self.value.as_ref().map_or(0, Vec::len);
+        let sig_len = self.signature.as_ref().map_or(0, Vec::len);
+        let mut out = Vec::with_capacity(16 + value_len + self.nodes.len() * 56 + sig_len);
         put_u64(&mut out, 1, self.index);
         opt_bytes(&mut out, 2, self.value.as_deref());
+        let mut node_buf = Vec::with_capacity(56);
         for node in &self.nodes {
-            put_bytes(&mut out, 3, &node.encode());
+            node_buf.clear();
+            put_u64(&mut node_buf, 1, node.index);
+            put_bytes(&mut node_buf, 2, &node.hash);
+            put_u64(&mut node_buf, 3, node.size);
+            put_bytes(&mut out, 3, &node_buf);
         }
         opt_bytes(&mut out, 4, self.signature.as_deref());
         out

@@ -607,20 +607,42 @@ impl Protocol {
     }
 
     fn send(&mut self, now: Instant, channel: u64, msg: &Message) {
-        let tampered;
-        let msg = match &mut self.tamper {
-            Some(t) => {
-                let mut m = msg.clone();
-                t(channel, &mut m);
-                tampered = m;
-                &tampered
+        if let Some(t) = &mut self.tamper {
+            let mut m = msg.clone();
+            t(channel, &mut m);
+            match encode_frame(channel, m.type_id(), &m.encode()) {
+                Ok(frame) => self.write_plain(now, &frame),
+                Err(e) => self.fail(ProtocolError::Frame(e.to_string())),
             }
-            None => msg,
-        };
-        match encode_frame(channel, msg.type_id(), &msg.encode()) {
-            Ok(frame) => self.write_plain(now, &frame),
-            Err(e) => self.fail(ProtocolError::Frame(e.to_string())),
+            return;
         }
+        let body = msg.encode();
+        if self.encrypt.is_none() {
+            match encode_frame(channel, msg.type_id(), &body) {
+                Ok(frame) => self.write_plain(now, &frame),
+                Err(e) => self.fail(ProtocolError::Frame(e.to_string())),
+            }
+            return;
+        }
+        // The common case: frame straight into the output buffer and encrypt the
+        // tail in place (no intermediate frame buffer).
+        let header = channel << 4 | u64::from(msg.type_id());
+        let len = crate::varint::encoded_len(header) + body.len();
+        if len > crate::frame::MAX_FRAME_LEN || channel > crate::frame::MAX_CHANNEL {
+            self.fail(ProtocolError::Frame(format!(
+                "cannot send a frame of {len} bytes on channel {channel}"
+            )));
+            return;
+        }
+        let start = self.out.len();
+        self.out.reserve(len + 10);
+        crate::varint::encode(len as u64, &mut self.out);
+        crate::varint::encode(header, &mut self.out);
+        self.out.extend_from_slice(&body);
+        if let Some(enc) = &mut self.encrypt {
+            enc.apply(&mut self.out[start..]);
+        }
+        self.last_send = now;
     }
 
     // ----- channels ------------------------------------------------------
