@@ -109,8 +109,9 @@ pub struct ProtocolOptions {
 }
 
 impl ProtocolOptions {
-    /// Defaults for the given role: non-live, JS's timeouts, 256 requests in
-    /// flight, no extensions.
+    /// Defaults for the given role: non-live, JS's timeouts, 1024 requests in
+    /// flight per feed (JS uses 16; answers are bounded by the driver's send
+    /// back-pressure), no extensions.
     pub fn new(initiator: bool) -> Self {
         ProtocolOptions {
             initiator,
@@ -118,7 +119,7 @@ impl ProtocolOptions {
             live: false,
             timeout: Duration::from_secs(20),
             keep_alive: Duration::from_secs(10),
-            max_in_flight: 256,
+            max_in_flight: 1024,
             extensions: Vec::new(),
         }
     }
