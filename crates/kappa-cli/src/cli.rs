@@ -1,0 +1,112 @@
+//! The command line.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::db::parse_key;
+use crate::error::EXIT_CODES_HELP;
+
+/// A peer-to-peer database in the kappa architecture, over a directory.
+///
+/// Every write is an entry in this database's own signed, append-only log; the
+/// kv view turns the logs into a table of keys. Databases replicate over TCP
+/// with each other and with JS kappa-core 6 peers that use the same shared key.
+#[derive(Debug, Parser)]
+#[command(name = "kappa", version, after_help = EXIT_CODES_HELP, propagate_version = true)]
+pub(crate) struct Cli {
+    /// The database directory (created if missing).
+    #[arg(long, global = true, value_name = "DIR", default_value = "kappa-data")]
+    pub(crate) dir: PathBuf,
+
+    /// The shared key peers must know to replicate (64 hex characters). Default:
+    /// the directory's own key, generated at first use (see `kappa key`).
+    #[arg(long, global = true, value_name = "HEX", value_parser = parse_key)]
+    pub(crate) shared_key: Option<[u8; 32]>,
+
+    /// Machine-readable output: one JSON value per line (errors as JSON on stderr).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+
+    /// What to do.
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// The commands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Sets KEY to VALUE in the kv view (replacing every current head of KEY).
+    ///
+    /// Appends `{"key": KEY, "value": VALUE, "links": [ids of KEY's current heads]}`
+    /// to the local log, the kappa-view-kv convention. VALUE is taken as JSON if it
+    /// parses (`5`, `true`, `{"a":1}`, `"quoted"`), else as a string.
+    Put {
+        /// The key.
+        key: String,
+        /// The value (JSON, or any text).
+        #[arg(allow_hyphen_values = true)]
+        value: String,
+    },
+    /// Prints KEY's value: every head, with its id (several when it is forked).
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// Prints the whole kv view as a table.
+    Table,
+    /// Appends one raw JSON entry to the local log (or, with `-`, one entry per
+    /// line of standard input, all or nothing).
+    Append {
+        /// The entry, as JSON; `-` reads JSON lines from standard input.
+        #[arg(value_name = "JSON", allow_hyphen_values = true)]
+        entry: String,
+    },
+    /// Prints the entries of a log: the local writer's, or FEED's.
+    Log {
+        /// A feed: its key (64 hex), a unique prefix of it, or its local name.
+        feed: Option<String>,
+    },
+    /// Lists every feed: key, local name, length, writable.
+    Feeds,
+    /// Lists the views with their state and indexing progress.
+    Views {
+        /// Print the state as it is on opening, without waiting for indexing.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Prints the shared key to give peers (`--shared-key`, or a JS peer's
+    /// `encryptionKey`).
+    Key,
+    /// Replicates live with every peer that connects, until Ctrl-C.
+    Serve {
+        /// Where to listen, e.g. 0.0.0.0:7000 or 127.0.0.1:0 (any free port). The
+        /// first line printed is the bound address.
+        #[arg(long, value_name = "ADDR")]
+        listen: String,
+        /// Exit after this many peer sessions have ended.
+        #[arg(long, value_name = "N")]
+        max_peers: Option<usize>,
+        /// Exit once no peer has been connected for this long (milliseconds).
+        #[arg(long, value_name = "MS")]
+        exit_when_idle_ms: Option<u64>,
+    },
+    /// Replicates once with the peer at ADDR: exits when both sides have
+    /// everything, printing what moved.
+    Sync {
+        /// The peer, e.g. 192.0.2.7:7000.
+        addr: String,
+        /// Give up connecting after this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        connect_timeout_ms: u64,
+        /// With a live peer (e.g. `kappa serve`), whose sessions never end by
+        /// themselves: finish once everything is downloaded here and nothing has
+        /// moved for this long (milliseconds).
+        #[arg(long, value_name = "MS", default_value_t = 1_000)]
+        settle_ms: u64,
+    },
+    /// Shows the whole system end to end in a temporary folder: two databases,
+    /// writes, TCP replication on loopback, a fork and its merge, a view rebuilt
+    /// by a version bump.
+    Demo,
+}

@@ -1,0 +1,383 @@
+//! The database commands (everything but `serve`, `sync` and `demo`).
+
+use kappa_core::view::kv::{Head, KvView};
+use kappa_core::{IndexState, SharedFeed, Status, ViewHandle};
+use serde_json::{json, Value};
+
+use crate::db::{Db, KV_VERSION, WRITER};
+use crate::error::{CliError, Result};
+use crate::output::{columns, compact, ellipsize, short_id, Out};
+use crate::progress;
+
+impl From<kappa_core::view::ViewError> for CliError {
+    fn from(e: kappa_core::view::ViewError) -> Self {
+        CliError::Runtime(format!("kv view: {e}"))
+    }
+}
+
+/// What a head holds: the entry's `value` field, or the whole entry if it has
+/// none (entries other apps wrote), or its text if it is not JSON.
+pub(crate) fn head_value(h: &Head) -> Value {
+    match h.json::<Value>() {
+        Ok(Value::Object(mut o)) => match o.remove("value") {
+            Some(v) => v,
+            None => Value::Object(o),
+        },
+        Ok(other) => other,
+        Err(_) => Value::String(String::from_utf8_lossy(&h.value).trim_end().to_owned()),
+    }
+}
+
+/// A key with its heads, as JSON.
+pub(crate) fn key_json(key: &str, heads: &[Head]) -> Value {
+    let hs: Vec<Value> = heads.iter().map(|h| json!({"id": h.id, "value": head_value(h)})).collect();
+    json!({"key": key, "forked": heads.len() > 1, "heads": hs})
+}
+
+/// `VALUE` as given on the command line: JSON if it parses, else a string.
+pub(crate) fn parse_value(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_owned()))
+}
+
+/// A finished `put`.
+pub(crate) struct Put {
+    /// The new entry's id.
+    pub(crate) id: String,
+    /// The heads it replaced.
+    pub(crate) links: Vec<String>,
+}
+
+/// Appends `{key, value, links}` linking `key`'s current heads.
+pub(crate) async fn put_entry(
+    db: &Db,
+    kv: &ViewHandle<KvView>,
+    key: &str,
+    value: &Value,
+    bars: bool,
+) -> Result<Put> {
+    progress::index(kv, bars).await?;
+    let links: Vec<String> = kv.get(key)?.into_iter().map(|h| h.id).collect();
+    let entry = json!({"key": key, "value": value, "links": links});
+    let w = db.kappa.writer(WRITER)?;
+    let seq = w.append(&entry)?;
+    Ok(Put { id: format!("{}@{seq}", w.key().to_hex()), links })
+}
+
+/// `kappa put KEY VALUE`.
+pub(crate) async fn put(db: &Db, out: &Out, key: &str, value: &str) -> Result<()> {
+    let value = parse_value(value);
+    let kv = db.kv()?;
+    let done = put_entry(db, &kv, key, &value, out.bars()).await?;
+    let merged = match done.links.len() {
+        0 => String::new(),
+        1 => " (replaces 1 head)".to_owned(),
+        n => format!(" (merges {n} heads)"),
+    };
+    out.emit(
+        format!("{key} = {}{merged}  id {}", compact(&value), done.id),
+        || json!({"key": key, "value": value, "id": done.id, "links": done.links}),
+    )
+}
+
+/// The lines `get` prints for `key` in text mode.
+pub(crate) fn get_lines(key: &str, heads: &[Head]) -> Vec<String> {
+    match heads {
+        [] => vec![format!("{key}: not set")],
+        [h] => vec![format!("{key} = {}  id {}", compact(&head_value(h)), h.id)],
+        hs => {
+            let mut lines = vec![format!("{key}: forked ({} heads); the next put merges them", hs.len())];
+            let rows: Vec<Vec<String>> = hs
+                .iter()
+                .map(|h| vec![format!("  {}", compact(&head_value(h))), format!("id {}", h.id)])
+                .collect();
+            lines.extend(columns(&rows));
+            lines
+        }
+    }
+}
+
+/// `kappa get KEY`.
+pub(crate) async fn get(db: &Db, out: &Out, key: &str) -> Result<()> {
+    let kv = db.kv()?;
+    progress::index(&kv, out.bars()).await?;
+    let heads = kv.get(key)?;
+    if out.json {
+        return out.json_line(&key_json(key, &heads));
+    }
+    for line in get_lines(key, &heads) {
+        out.text(line)?;
+    }
+    Ok(())
+}
+
+/// The kv view as text lines.
+pub(crate) fn table_lines(all: &[(String, Vec<Head>)]) -> Vec<String> {
+    if all.is_empty() {
+        return vec!["(no keys yet: add one with `kappa put KEY VALUE`)".to_owned()];
+    }
+    let mut rows = vec![vec!["KEY".to_owned(), "VALUE".to_owned(), "ID".to_owned(), String::new()]];
+    for (key, heads) in all {
+        for (i, h) in heads.iter().enumerate() {
+            let k = if i == 0 { ellipsize(key, 30) } else { String::new() };
+            let note = if i == 0 && heads.len() > 1 {
+                format!("forked ({} heads)", heads.len())
+            } else {
+                String::new()
+            };
+            rows.push(vec![k, ellipsize(&compact(&head_value(h)), 50), short_id(&h.id), note]);
+        }
+    }
+    columns(&rows)
+}
+
+/// `kappa table`.
+pub(crate) async fn table(db: &Db, out: &Out) -> Result<()> {
+    let kv = db.kv()?;
+    progress::index(&kv, out.bars()).await?;
+    let all = kv.all()?;
+    if out.json {
+        for (key, heads) in &all {
+            out.json_line(&key_json(key, heads))?;
+        }
+        return Ok(());
+    }
+    for line in table_lines(&all) {
+        out.text(line)?;
+    }
+    Ok(())
+}
+
+/// Parses a raw entry; malformed JSON is a usage error.
+pub(crate) fn parse_entry(s: &str) -> Result<Value> {
+    serde_json::from_str(s).map_err(|e| CliError::Usage(format!("malformed JSON entry: {e}")))
+}
+
+/// Parses the entries of `kappa append`: the argument, or with `-` every
+/// non-blank line of standard input.
+pub(crate) fn parse_entries(arg: &str) -> Result<Vec<Value>> {
+    if arg != "-" {
+        return Ok(vec![parse_entry(arg)?]);
+    }
+    let mut entries = Vec::new();
+    for (i, line) in std::io::stdin().lines().enumerate() {
+        let line = line.map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v = serde_json::from_str(&line)
+            .map_err(|e| CliError::Usage(format!("malformed JSON entry on line {}: {e}", i + 1)))?;
+        entries.push(v);
+    }
+    Ok(entries)
+}
+
+/// `kappa append` (the entries are parsed before the database is opened).
+pub(crate) fn append(db: &Db, out: &Out, entries: &[Value]) -> Result<()> {
+    let w = db.kappa.writer(WRITER)?;
+    let feed = w.key().to_hex();
+    if entries.is_empty() {
+        return out.text("nothing to append");
+    }
+    let seqs = w.append_batch(entries)?;
+    let n = seqs.end - seqs.start;
+    if n == 1 {
+        let id = format!("{feed}@{}", seqs.start);
+        return out.emit(format!("appended {id}"), || json!({"id": id, "feed": feed, "seq": seqs.start}));
+    }
+    if out.json {
+        for seq in seqs {
+            out.json_line(&json!({"id": format!("{feed}@{seq}"), "feed": feed, "seq": seq}))?;
+        }
+        return Ok(());
+    }
+    out.text(format!("appended {n} entries: {feed}@{}..{}", seqs.start, seqs.end - 1))
+}
+
+/// The feed FEED names: its key, a unique prefix of it, or its local name.
+fn resolve_feed(db: &Db, spec: &str) -> Result<SharedFeed> {
+    let infos = db.kappa.multifeed().feed_infos();
+    if let Some((_, _, f)) = infos.iter().find(|(_, name, _)| name.as_deref() == Some(spec)) {
+        return Ok(f.clone());
+    }
+    let lower = spec.to_ascii_lowercase();
+    if lower.is_empty() || !lower.bytes().all(|b| b.is_ascii_hexdigit()) || lower.len() > 64 {
+        return Err(CliError::Usage(format!(
+            "unknown feed {spec:?}: not a local feed name nor a hex key (see `kappa feeds`)"
+        )));
+    }
+    let matches: Vec<&SharedFeed> =
+        infos.iter().map(|(_, _, f)| f).filter(|f| f.public_key().to_hex().starts_with(&lower)).collect();
+    match matches.as_slice() {
+        [f] => Ok((*f).clone()),
+        [] => Err(CliError::Usage(format!(
+            "unknown feed {spec:?}: no feed's key starts with it (see `kappa feeds`)"
+        ))),
+        many => Err(CliError::Usage(format!(
+            "ambiguous feed {spec:?}: {} feeds' keys start with it; give more digits",
+            many.len()
+        ))),
+    }
+}
+
+/// `kappa log [FEED]`.
+pub(crate) fn log(db: &Db, out: &Out, feed: Option<&str>) -> Result<()> {
+    let feed = match feed {
+        Some(spec) => resolve_feed(db, spec)?,
+        None => {
+            match db.kappa.multifeed().feed_infos().into_iter().find(|(_, n, _)| n.as_deref() == Some(WRITER))
+            {
+                Some((_, _, f)) => f,
+                None => {
+                    return out.text("(the local log is empty: nothing was written here yet)");
+                }
+            }
+        }
+    };
+    let hex = feed.public_key().to_hex();
+    let name = db.kappa.multifeed().name_of(feed.public_key());
+    let len = feed.len();
+    out.text(format!(
+        "feed {hex} ({}{}), {len} entries",
+        name.as_deref().unwrap_or("remote"),
+        if feed.is_writable() { ", writable" } else { "" }
+    ))?;
+    for seq in 0..len {
+        let stored = feed.get(seq).map_err(|e| CliError::Runtime(format!("reading {hex}@{seq}: {e}")))?;
+        let id = format!("{hex}@{seq}");
+        match stored {
+            None => out.emit(
+                format!("{seq:>6}  (not downloaded)"),
+                || json!({"id": id, "feed": hex, "seq": seq, "downloaded": false}),
+            )?,
+            Some(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => out.emit(
+                    format!("{seq:>6}  {}", compact(&v)),
+                    || json!({"id": id, "feed": hex, "seq": seq, "value": v}),
+                )?,
+                Err(_) => {
+                    let text = String::from_utf8_lossy(&bytes).into_owned();
+                    out.emit(
+                        format!("{seq:>6}  (not JSON) {text:?}"),
+                        || json!({"id": id, "feed": hex, "seq": seq, "raw": text}),
+                    )?
+                }
+            },
+        }
+    }
+    Ok(())
+}
+
+/// `kappa feeds`.
+pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
+    let infos = db.kappa.multifeed().feed_infos();
+    let mut rows =
+        vec![vec!["KEY".into(), "NAME".into(), "LENGTH".into(), "DOWNLOADED".into(), "WRITABLE".into()]];
+    for (_, name, feed) in &infos {
+        let (len, have) = {
+            let f = feed.lock();
+            (f.len(), f.downloaded(0..f.len()))
+        };
+        let key = feed.public_key().to_hex();
+        let writable = feed.is_writable();
+        out.json_line(
+            &json!({"key": key, "name": name, "length": len, "downloaded": have, "writable": writable}),
+        )?;
+        rows.push(vec![
+            key,
+            name.clone().unwrap_or_else(|| "-".into()),
+            len.to_string(),
+            have.to_string(),
+            if writable { "yes".into() } else { "no".into() },
+        ]);
+    }
+    if infos.is_empty() {
+        return out.text("(no feeds yet: `kappa put` creates the local one, `kappa sync` brings peers')");
+    }
+    for line in columns(&rows) {
+        out.text(line)?;
+    }
+    Ok(())
+}
+
+fn status_name(s: Status) -> &'static str {
+    match s {
+        Status::Idle => "idle",
+        Status::Indexing => "indexing",
+        Status::Paused => "paused",
+        Status::Error => "error",
+    }
+}
+
+/// One view's state as JSON.
+fn view_json(name: &str, version: u64, st: &IndexState) -> Value {
+    json!({
+        "name": name,
+        "version": version,
+        "status": status_name(st.status),
+        "indexed": st.indexed,
+        "total": st.total,
+        "error": st.error.as_ref().map(|e| e.to_string()),
+    })
+}
+
+/// `kappa views`.
+pub(crate) async fn views(db: &Db, out: &Out, no_wait: bool) -> Result<()> {
+    let kv = db.kv()?;
+    if !no_wait {
+        progress::index(&kv, out.bars()).await?;
+        // Everything is indexed; the indexer says so (idle) a moment later.
+        for _ in 0..200 {
+            if kv.state().status != Status::Indexing {
+                break;
+            }
+            async_std::task::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    }
+    let mut rows =
+        vec![vec!["VIEW".into(), "VERSION".into(), "STATUS".into(), "INDEXED".into(), "ERROR".into()]];
+    for (name, st) in db.kappa.view_states() {
+        out.json_line(&view_json(&name, KV_VERSION, &st))?;
+        let pct = st.indexed.saturating_mul(100).checked_div(st.total).unwrap_or(100);
+        rows.push(vec![
+            name,
+            KV_VERSION.to_string(),
+            status_name(st.status).into(),
+            format!("{}/{} ({pct}%)", st.indexed, st.total),
+            st.error.map(|e| e.to_string()).unwrap_or_default(),
+        ]);
+    }
+    for line in columns(&rows) {
+        out.text(line)?;
+    }
+    Ok(())
+}
+
+/// `kappa key`.
+pub(crate) fn key(db: &Db, out: &Out) -> Result<()> {
+    let key = hex::encode(db.kappa.shared_key());
+    out.emit(&key, || json!({"shared_key": key}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_are_json_if_they_parse() {
+        assert_eq!(parse_value("5"), json!(5));
+        assert_eq!(parse_value("true"), json!(true));
+        assert_eq!(parse_value(r#"{"a":1}"#), json!({"a": 1}));
+        assert_eq!(parse_value(r#""quoted""#), json!("quoted"));
+        assert_eq!(parse_value("soup"), json!("soup"));
+        assert_eq!(parse_value("{broken"), json!("{broken"));
+        assert!(parse_entry("{broken").is_err());
+    }
+
+    #[test]
+    fn heads_show_their_value_field() {
+        let head = |v: &str| Head { key: "k".into(), id: "f@0".into(), value: v.as_bytes().to_vec() };
+        assert_eq!(head_value(&head("{\"key\":\"k\",\"value\":[1],\"links\":[]}\n")), json!([1]));
+        assert_eq!(head_value(&head("{\"key\":\"k\",\"other\":2}\n")), json!({"key": "k", "other": 2}));
+        assert_eq!(head_value(&head("not json\n")), json!("not json"));
+    }
+}

@@ -1,0 +1,188 @@
+#![doc = include_str!("../README.md")]
+#![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
+mod commands;
+mod db;
+mod demo;
+mod error;
+mod net;
+mod output;
+mod progress;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use clap::Parser;
+use futures::channel::mpsc;
+use serde_json::json;
+
+use crate::cli::{Cli, Command};
+use crate::db::{Db, Views};
+use crate::error::{CliError, Result};
+use crate::output::Out;
+
+fn main() -> ExitCode {
+    // Usage errors exit 2 (clap's convention, and ours); --help and --version 0.
+    let cli = Cli::parse();
+    let out = Out { json: cli.json };
+    match async_std::task::block_on(run(cli, out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if !matches!(e, CliError::BrokenPipe) {
+                let mut err = std::io::stderr().lock();
+                let _ = if out.json {
+                    writeln!(err, "{}", json!({"error": e.to_string(), "kind": e.kind(), "code": e.code()}))
+                } else {
+                    writeln!(err, "kappa: error: {e}")
+                };
+            }
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+/// Runs `f` on the open database, then closes it (also after an error).
+async fn with_db<F, Fut>(cli: &Cli, views: Views, f: F) -> Result<()>
+where
+    F: FnOnce(Db) -> Fut,
+    Fut: std::future::Future<Output = (Db, Result<()>)>,
+{
+    let db = db::open(&cli.dir, cli.shared_key, views)?;
+    let (db, result) = f(db).await;
+    let closed = db.close();
+    result.and(closed)
+}
+
+/// A channel that yields once per Ctrl-C; a second Ctrl-C exits at once.
+fn interrupts() -> Option<mpsc::UnboundedReceiver<()>> {
+    static ONCE: AtomicBool = AtomicBool::new(false);
+    let (tx, rx) = mpsc::unbounded();
+    let set = ctrlc::set_handler(move || {
+        if ONCE.swap(true, Ordering::SeqCst) {
+            std::process::exit(130);
+        }
+        let _ = tx.unbounded_send(());
+    });
+    set.ok().map(|()| rx)
+}
+
+async fn run(cli: Cli, out: Out) -> Result<()> {
+    match &cli.command {
+        Command::Demo => demo::run(&out).await,
+        Command::Put { key, value } => {
+            let (key, value) = (key.clone(), value.clone());
+            with_db(&cli, Views::Stored, |db| async move {
+                let r = commands::put(&db, &out, &key, &value).await;
+                (db, r)
+            })
+            .await
+        }
+        Command::Get { key } => {
+            let key = key.clone();
+            with_db(&cli, Views::Stored, |db| async move {
+                let r = commands::get(&db, &out, &key).await;
+                (db, r)
+            })
+            .await
+        }
+        Command::Table => {
+            with_db(&cli, Views::Stored, |db| async move {
+                let r = commands::table(&db, &out).await;
+                (db, r)
+            })
+            .await
+        }
+        Command::Append { entry } => {
+            // Parsed before the database is opened: bad input changes nothing.
+            let entries = commands::parse_entries(entry)?;
+            with_db(&cli, Views::None, |db| async move {
+                let r = commands::append(&db, &out, &entries);
+                (db, r)
+            })
+            .await
+        }
+        Command::Log { feed } => {
+            let feed = feed.clone();
+            with_db(&cli, Views::None, |db| async move {
+                let r = commands::log(&db, &out, feed.as_deref());
+                (db, r)
+            })
+            .await
+        }
+        Command::Feeds => {
+            with_db(&cli, Views::None, |db| async move {
+                let r = commands::feeds(&db, &out);
+                (db, r)
+            })
+            .await
+        }
+        Command::Views { no_wait } => {
+            let no_wait = *no_wait;
+            with_db(&cli, Views::Stored, |db| async move {
+                let r = commands::views(&db, &out, no_wait).await;
+                (db, r)
+            })
+            .await
+        }
+        Command::Key => {
+            with_db(&cli, Views::None, |db| async move {
+                let r = commands::key(&db, &out);
+                (db, r)
+            })
+            .await
+        }
+        Command::Serve { listen, max_peers, exit_when_idle_ms } => {
+            net::resolve(listen)?;
+            let limits = net::ServeLimits {
+                max_peers: *max_peers,
+                idle: exit_when_idle_ms.map(Duration::from_millis),
+            };
+            let listen = listen.clone();
+            with_db(&cli, Views::Stored, |db| async move {
+                // Keep the kv view indexed as entries arrive.
+                let r = match db.kv().and_then(|kv| Ok((kv, db.kappa.writer(db::WRITER)?))) {
+                    Ok(_in_use) => net::serve(db.kappa.clone(), &out, &listen, limits, interrupts()).await,
+                    Err(e) => Err(e),
+                };
+                (db, r)
+            })
+            .await
+        }
+        Command::Sync { addr, connect_timeout_ms, settle_ms } => {
+            let settle = Duration::from_millis(*settle_ms);
+            // Connect first: an unreachable peer changes nothing here.
+            let stream = net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?;
+            let addr = addr.clone();
+            with_db(&cli, Views::None, |db| async move {
+                let r = sync(&db, &out, stream, &addr, settle).await;
+                (db, r)
+            })
+            .await
+        }
+    }
+}
+
+async fn sync(
+    db: &Db,
+    out: &Out,
+    stream: async_std::net::TcpStream,
+    addr: &str,
+    settle: Duration,
+) -> Result<()> {
+    let report = net::sync_stream(&db.kappa, stream, addr, out.bars(), settle).await?;
+    for w in &report.warnings {
+        eprintln!("kappa: warning: {w}");
+    }
+    out.emit(format!("synced with {addr}: {}", net::report_summary(&report)), || {
+        let mut v = net::report_json(&db.kappa, &report);
+        v["peer"] = json!(addr);
+        v
+    })?;
+    for line in net::report_feed_lines(&db.kappa, &report) {
+        out.text(line)?;
+    }
+    Ok(())
+}

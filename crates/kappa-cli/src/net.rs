@@ -1,0 +1,493 @@
+//! Replication over TCP: `serve` (live, every peer that connects) and `sync`
+//! (once, non-live).
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use async_std::net::{TcpListener, TcpStream};
+use futures::channel::mpsc;
+use futures::io::{AsyncRead, AsyncWrite};
+use futures::StreamExt;
+use kappa_core::protocol::SessionHandle;
+use kappa_core::{Kappa, KappaError, ReplicateOptions, SyncReport};
+use serde_json::{json, Value};
+
+use crate::error::{CliError, Result};
+use crate::output::short_id;
+
+/// Resolves `addr` (`HOST:PORT`); a malformed one is a usage error.
+pub(crate) fn resolve(addr: &str) -> Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr
+        .to_socket_addrs()
+        .map_err(|e| {
+            CliError::Usage(format!("bad address {addr:?}: {e} (expected HOST:PORT, e.g. 127.0.0.1:7000)"))
+        })?
+        .collect();
+    if addrs.is_empty() {
+        return Err(CliError::Usage(format!("bad address {addr:?}: it resolves to nothing")));
+    }
+    Ok(addrs)
+}
+
+/// Binds a listener on `addr`.
+pub(crate) async fn bind(addr: &str) -> Result<TcpListener> {
+    let addrs = resolve(addr)?;
+    TcpListener::bind(&addrs[..])
+        .await
+        .map_err(|e| CliError::Runtime(format!("cannot listen on {addr}: {e}")))
+}
+
+/// Connects to `addr`, giving up after `timeout`.
+pub(crate) async fn connect(addr: &str, timeout: Duration) -> Result<TcpStream> {
+    let addrs = resolve(addr)?;
+    match async_std::future::timeout(timeout, TcpStream::connect(&addrs[..])).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(CliError::Runtime(format!("cannot reach {addr}: {e}"))),
+        Err(_) => Err(CliError::Runtime(format!(
+            "cannot reach {addr}: no answer within {} ms",
+            timeout.as_millis()
+        ))),
+    }
+}
+
+/// What moved in a session, as JSON.
+pub(crate) fn report_json(kappa: &Kappa, r: &SyncReport) -> Value {
+    let feeds: Vec<Value> = r
+        .feeds
+        .iter()
+        .map(|(k, s)| {
+            json!({
+                "key": k.to_hex(),
+                "name": kappa.multifeed().name_of(k),
+                "new": r.new_feeds.contains(k),
+                "blocks_received": s.blocks_down,
+                "blocks_sent": s.blocks_up,
+            })
+        })
+        .collect();
+    json!({
+        "blocks_received": r.blocks_received(),
+        "blocks_sent": r.blocks_sent(),
+        "new_feeds": r.new_feeds.iter().map(|k| k.to_hex()).collect::<Vec<_>>(),
+        "bytes_received": r.bytes_received,
+        "bytes_sent": r.bytes_sent,
+        "duration_ms": r.duration.as_millis() as u64,
+        "feeds": feeds,
+    })
+}
+
+fn plural(n: u64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
+/// What moved in a session, in one line.
+pub(crate) fn report_summary(r: &SyncReport) -> String {
+    format!(
+        "received {}, sent {}, {} ({:.2}s)",
+        plural(r.blocks_received(), "block"),
+        plural(r.blocks_sent(), "block"),
+        plural(r.new_feeds.len() as u64, "new feed"),
+        r.duration.as_secs_f64()
+    )
+}
+
+/// Per feed that something moved on, one line.
+pub(crate) fn report_feed_lines(kappa: &Kappa, r: &SyncReport) -> Vec<String> {
+    r.feeds
+        .iter()
+        .filter(|(_, s)| s.blocks_down > 0 || s.blocks_up > 0)
+        .map(|(k, s)| {
+            let name = kappa.multifeed().name_of(k).unwrap_or_else(|| "remote".into());
+            let new = if r.new_feeds.contains(k) { ", new" } else { "" };
+            format!(
+                "  feed {} ({name}{new}): {} received, {} sent",
+                short_id(&k.to_hex()),
+                s.blocks_down,
+                s.blocks_up
+            )
+        })
+        .collect()
+}
+
+/// Explains a failed replication.
+pub(crate) fn replication_error(peer: &str, e: &KappaError) -> CliError {
+    CliError::Runtime(format!(
+        "replication with {peer} failed: {e} (both sides must use the same shared key: compare `kappa key`)"
+    ))
+}
+
+/// Something a server did.
+#[derive(Debug)]
+pub(crate) enum ServeEvent {
+    /// A peer connected; its live session started.
+    Connected {
+        /// The peer's address.
+        peer: SocketAddr,
+    },
+    /// A peer's session ended well.
+    Done {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// What moved.
+        report: SyncReport,
+    },
+    /// A peer's session failed.
+    Failed {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Why.
+        error: String,
+    },
+    /// Accepting a connection failed (the server goes on).
+    AcceptFailed(String),
+    /// The server stops.
+    Stopping(&'static str),
+}
+
+enum Msg {
+    Started { peer: SocketAddr },
+    Ended { peer: SocketAddr, result: std::result::Result<SyncReport, KappaError> },
+    AcceptError(String),
+    Stop,
+}
+
+/// When a server stops.
+#[derive(Debug, Default)]
+pub(crate) struct ServeLimits {
+    /// After this many sessions have ended.
+    pub(crate) max_peers: Option<usize>,
+    /// Once no peer has been connected for this long.
+    pub(crate) idle: Option<Duration>,
+}
+
+type Handles = Arc<Mutex<HashMap<u64, SessionHandle>>>;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Accepts connections on `listener`, replicating live with each peer in its own
+/// task, until a limit is reached or `stop` yields. Reports through `on_event`.
+pub(crate) async fn serve_loop(
+    kappa: Kappa,
+    listener: TcpListener,
+    limits: ServeLimits,
+    stop: Option<mpsc::UnboundedReceiver<()>>,
+    mut on_event: impl FnMut(ServeEvent) -> Result<()>,
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::unbounded::<Msg>();
+    let handles: Handles = Arc::new(Mutex::new(HashMap::new()));
+    let accept = {
+        let tx = tx.clone();
+        let handles = handles.clone();
+        let kappa = kappa.clone();
+        async_std::task::spawn(async move {
+            let mut next_id = 0u64;
+            loop {
+                match listener.accept().await {
+                    Ok((stream, peer)) => {
+                        next_id += 1;
+                        let id = next_id;
+                        let _ = stream.set_nodelay(true);
+                        let _ = tx.unbounded_send(Msg::Started { peer });
+                        match kappa.replicate_session(stream, ReplicateOptions::new(false).live(true)) {
+                            Ok((fut, handle)) => {
+                                lock(&handles).insert(id, handle);
+                                let tx = tx.clone();
+                                let handles = handles.clone();
+                                async_std::task::spawn(async move {
+                                    let result = fut.await;
+                                    lock(&handles).remove(&id);
+                                    let _ = tx.unbounded_send(Msg::Ended { peer, result });
+                                });
+                            }
+                            Err(result) => {
+                                let _ = tx.unbounded_send(Msg::Ended { peer, result: Err(result) });
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.unbounded_send(Msg::AcceptError(e.to_string()));
+                        async_std::task::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            }
+        })
+    };
+    if let Some(mut stop) = stop {
+        let tx = tx.clone();
+        async_std::task::spawn(async move {
+            if stop.next().await.is_some() {
+                let _ = tx.unbounded_send(Msg::Stop);
+            }
+        });
+    }
+    drop(tx);
+
+    let mut active = 0usize;
+    let mut finished = 0usize;
+    let mut last_activity = Instant::now();
+    let reason = loop {
+        if limits.max_peers.is_some_and(|max| finished >= max) {
+            break "the peer limit was reached";
+        }
+        if limits.idle.is_some_and(|idle| active == 0 && last_activity.elapsed() >= idle) {
+            break "no peer for the idle time";
+        }
+        match async_std::future::timeout(Duration::from_millis(50), rx.next()).await {
+            Err(_) => {}
+            Ok(None) => break "the listener stopped",
+            Ok(Some(msg)) => {
+                last_activity = Instant::now();
+                if handle_msg(msg, &mut active, &mut finished, &mut on_event)? {
+                    break "interrupted";
+                }
+            }
+        }
+    };
+    on_event(ServeEvent::Stopping(reason))?;
+    accept.cancel().await;
+    for h in lock(&handles).values() {
+        h.close();
+    }
+    // Let the sessions still open end (and report) for a moment.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while active > 0 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match async_std::future::timeout(left, rx.next()).await {
+            Ok(Some(msg)) => {
+                handle_msg(msg, &mut active, &mut finished, &mut on_event)?;
+            }
+            _ => break,
+        }
+    }
+    Ok(())
+}
+
+/// Counts and reports one message; `true` means stop.
+fn handle_msg(
+    msg: Msg,
+    active: &mut usize,
+    finished: &mut usize,
+    on_event: &mut impl FnMut(ServeEvent) -> Result<()>,
+) -> Result<bool> {
+    match msg {
+        Msg::Started { peer } => {
+            *active += 1;
+            on_event(ServeEvent::Connected { peer })?;
+        }
+        Msg::Ended { peer, result } => {
+            *active = active.saturating_sub(1);
+            *finished += 1;
+            match result {
+                Ok(report) => on_event(ServeEvent::Done { peer, report })?,
+                Err(e) => on_event(ServeEvent::Failed { peer, error: e.to_string() })?,
+            }
+        }
+        Msg::AcceptError(e) => on_event(ServeEvent::AcceptFailed(e))?,
+        Msg::Stop => return Ok(true),
+    }
+    Ok(false)
+}
+
+/// `kappa serve`: logs each session in text or JSON.
+pub(crate) async fn serve(
+    kappa: Kappa,
+    out: &crate::output::Out,
+    listen: &str,
+    limits: ServeLimits,
+    stop: Option<mpsc::UnboundedReceiver<()>>,
+) -> Result<()> {
+    let listener = bind(listen).await?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::Runtime(format!("cannot read the listening address: {e}")))?;
+    out.emit(format!("listening on {local}"), || json!({"event": "listening", "addr": local.to_string()}))?;
+    out.text("replicating live with every peer that connects (shared key: see `kappa key`); Ctrl-C stops")?;
+    let k = kappa.clone();
+    serve_loop(kappa, listener, limits, stop, |ev| match ev {
+        ServeEvent::Connected { peer } => out.emit(
+            format!("peer {peer}: connected"),
+            || json!({"event": "peer_connected", "peer": peer.to_string()}),
+        ),
+        ServeEvent::Done { peer, report } => {
+            out.emit(format!("peer {peer}: done, {}", report_summary(&report)), || {
+                let mut v = report_json(&k, &report);
+                v["event"] = json!("peer_done");
+                v["peer"] = json!(peer.to_string());
+                v
+            })?;
+            for line in report_feed_lines(&k, &report) {
+                out.text(line)?;
+            }
+            Ok(())
+        }
+        ServeEvent::Failed { peer, error } => out.emit(
+            format!("peer {peer}: failed: {error}"),
+            || json!({"event": "peer_failed", "peer": peer.to_string(), "error": error}),
+        ),
+        ServeEvent::AcceptFailed(e) => {
+            out.emit(format!("accept failed: {e}"), || json!({"event": "accept_failed", "error": e}))
+        }
+        ServeEvent::Stopping(reason) => {
+            out.emit(format!("stopping: {reason}"), || json!({"event": "stopping", "reason": reason}))
+        }
+    })
+    .await
+}
+
+/// When bytes last moved on a stream.
+#[derive(Clone)]
+struct Activity {
+    start: Instant,
+    last_ms: Arc<AtomicU64>,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { start: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn touch(&self) {
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn idle(&self) -> Duration {
+        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
+    }
+}
+
+/// A stream that records when bytes move.
+struct Metered<S> {
+    inner: S,
+    activity: Activity,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// Whether every block of every feed known here is stored here.
+fn all_downloaded(kappa: &Kappa) -> bool {
+    kappa.feeds().iter().all(|f| {
+        let f = f.lock();
+        f.downloaded(0..f.len()) == f.len()
+    })
+}
+
+/// Replicates once (non-live, as the initiator) over `stream`.
+///
+/// Against a non-live peer the session ends by itself once both sides have
+/// everything. A live peer (such as `kappa serve`) never says it is done
+/// downloading, so the protocol alone would never end the session (in JS too):
+/// then the session is closed once the feed exchange has happened, everything
+/// known here is downloaded, and nothing has moved for `settle` (a live peer
+/// requests what it lacks as soon as it learns of it).
+pub(crate) async fn sync_stream(
+    kappa: &Kappa,
+    stream: TcpStream,
+    peer: &str,
+    bars: bool,
+    settle: Duration,
+) -> Result<SyncReport> {
+    // With a feed to offer, the offer filter runs when the peer's handshake
+    // arrives: a sign that the shared key matched and the exchange began.
+    if kappa.feeds().is_empty() {
+        kappa.writer(crate::db::WRITER)?;
+    }
+    let handshake = Arc::new(AtomicBool::new(false));
+    let manifest = Arc::new(AtomicBool::new(false));
+    let opts = {
+        let (h, m) = (handshake.clone(), manifest.clone());
+        ReplicateOptions::new(true)
+            .offer(move |_| {
+                h.store(true, Ordering::Relaxed);
+                true
+            })
+            .accept(move |_| {
+                m.store(true, Ordering::Relaxed);
+                true
+            })
+    };
+    let activity = Activity::new();
+    let metered = Metered { inner: stream, activity: activity.clone() };
+    let (session, handle) =
+        kappa.replicate_session(metered, opts).map_err(|e| replication_error(peer, &e))?;
+    let work = async {
+        futures::pin_mut!(session);
+        let mut closing = false;
+        loop {
+            match async_std::future::timeout(Duration::from_millis(50), session.as_mut()).await {
+                Ok(r) => return r,
+                Err(_) if !closing => {
+                    let idle = activity.idle();
+                    // A peer with no feed sends an empty manifest (no accept call).
+                    let exchanged = handshake.load(Ordering::Relaxed)
+                        && (manifest.load(Ordering::Relaxed) || idle >= settle * 3);
+                    if exchanged && idle >= settle && all_downloaded(kappa) {
+                        handle.close();
+                        closing = true;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+    };
+    crate::progress::sync(kappa, work, bars, peer).await.map_err(|e| replication_error(peer, &e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_addresses_are_usage_errors() {
+        assert!(matches!(resolve("no port here"), Err(CliError::Usage(_))));
+        assert!(matches!(resolve("127.0.0.1:99999"), Err(CliError::Usage(_))));
+        assert_eq!(resolve("127.0.0.1:7000").ok().map(|a| a.len()), Some(1));
+    }
+}
