@@ -6,7 +6,7 @@
 // usage: node multifeed-peer.js --dir DIR (--listen PORT | --connect HOST:PORT)
 //          (--initiator | --responder) [--live] [--shared-key HEX32]
 //          [--write NAME:N ...] [--write-during-live NAME:N]
-//          [--expect-feeds K] [--expect-total T] [--timeout-ms MS]
+//          [--expect-feeds K] [--expect-total T] [--await-acks] [--timeout-ms MS]
 //
 // Storage: kappa(DIR, {valueEncoding: 'json'[, encryptionKey: Buffer(shared key)]}).
 //   kappa-core 6 hands these opts unchanged to multifeed(DIR, opts), which hands them
@@ -33,6 +33,10 @@
 //     {"event":"live-written",...}. --expect-feeds K / --expect-total T: once
 //     feeds >= K, sum of lengths >= T and every feed has all blocks
 //     (feed.downloaded(0, length) === length), print done ("closedBy":"local"), exit 0.
+//     --await-acks: every feed replicates with hypercore's {ack: true} (so the remote
+//     is asked to ack each block it stores from us), and "expectations met" also
+//     needs as many acks as our writable feeds have blocks (the remote holds what
+//     we wrote before we hang up).
 //     Without expectations: wait for the remote to close (done, "closedBy":"remote",
 //     exit 0). The remote closing before the multifeed exchange finished (no
 //     REPLICATE_FEEDS received), before the expectations are met or before the live
@@ -99,6 +103,7 @@ function parseArgs (argv) {
     writeDuringLive: null,
     expectFeeds: null,
     expectTotal: null,
+    awaitAcks: false,
     timeoutMs: 30000
   }
   const takesValue = new Set(['--dir', '--listen', '--connect', '--shared-key', '--write', '--write-during-live',
@@ -132,6 +137,7 @@ function parseArgs (argv) {
         break
       }
       case '--live': o.live = true; break
+      case '--await-acks': o.awaitAcks = true; break
       case '--shared-key':
         if (!/^[0-9a-fA-F]{64}$/.test(v)) throw usageError('--shared-key must be 64 hex characters')
         o.sharedKey = Buffer.from(v, 'hex')
@@ -160,6 +166,7 @@ function parseArgs (argv) {
 let opts = null
 let core = null
 let mf = null // core._logs (the multifeed)
+let acks = 0 // Haves marked ack received (--await-acks)
 let server = null
 let socket = null
 let stream = null
@@ -234,6 +241,10 @@ function expectationsMet () {
     total += f.length
   }
   if (opts.expectTotal !== null && total < opts.expectTotal) return false
+  if (opts.awaitAcks) {
+    const ours = feeds.filter((f) => f.writable).reduce((n, f) => n + f.length, 0)
+    if (acks < ours) return false
+  }
   return true
 }
 
@@ -309,6 +320,11 @@ function fail (err) {
 // ---------------------------------------------------------------- storage
 
 function watchFeed (feed) {
+  if (opts.awaitAcks) {
+    // multifeed does not pass replication options through: add ack here.
+    const replicate = feed.replicate.bind(feed)
+    feed.replicate = (initiator, o) => replicate(initiator, Object.assign({}, o, { ack: true }))
+  }
   if (!opts.live || !hasExpectations()) return
   const check = () => setImmediate(checkExpect)
   feed.on('download', check)
@@ -376,6 +392,10 @@ function replicateOver (sock) {
   })
   stream.on('prefinalize', () => { sawClose = true })
   stream.on('handshake', () => { sawNoise = true })
+  stream.on('ack', () => {
+    acks += 1
+    setImmediate(checkExpect)
+  })
 
   if (opts.writeDuringLive) {
     setTimeout(() => {

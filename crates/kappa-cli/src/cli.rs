@@ -99,11 +99,6 @@ pub(crate) enum Command {
         /// Give up connecting after this many milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         connect_timeout_ms: u64,
-        /// With a live peer (e.g. `kappa serve`), whose sessions never end by
-        /// themselves: finish once everything is downloaded here and nothing has
-        /// moved for this long (milliseconds).
-        #[arg(long, value_name = "MS", default_value_t = 1_000)]
-        settle_ms: u64,
     },
     /// Shows the whole system end to end in a temporary folder: two databases,
     /// writes, TCP replication on loopback, a fork and its merge, a view rebuilt

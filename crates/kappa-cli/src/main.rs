@@ -151,13 +151,12 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Sync { addr, connect_timeout_ms, settle_ms } => {
-            let settle = Duration::from_millis(*settle_ms);
+        Command::Sync { addr, connect_timeout_ms } => {
             // Connect first: an unreachable peer changes nothing here.
             let stream = net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?;
             let addr = addr.clone();
             with_db(&cli, Views::None, |db| async move {
-                let r = sync(&db, &out, stream, &addr, settle).await;
+                let r = sync(&db, &out, stream, &addr).await;
                 (db, r)
             })
             .await
@@ -165,14 +164,8 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
     }
 }
 
-async fn sync(
-    db: &Db,
-    out: &Out,
-    stream: async_std::net::TcpStream,
-    addr: &str,
-    settle: Duration,
-) -> Result<()> {
-    let report = net::sync_stream(&db.kappa, stream, addr, out.bars(), settle).await?;
+async fn sync(db: &Db, out: &Out, stream: async_std::net::TcpStream, addr: &str) -> Result<()> {
+    let report = net::sync_stream(&db.kappa, stream, addr, out.bars()).await?;
     for w in &report.warnings {
         eprintln!("kappa: warning: {w}");
     }

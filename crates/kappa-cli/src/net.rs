@@ -3,15 +3,11 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
 use futures::channel::mpsc;
-use futures::io::{AsyncRead, AsyncWrite};
 use futures::StreamExt;
 use kappa_core::protocol::SessionHandle;
 use kappa_core::{Kappa, KappaError, ReplicateOptions, SyncReport};
@@ -348,136 +344,21 @@ pub(crate) async fn serve(
     .await
 }
 
-/// When bytes last moved on a stream.
-#[derive(Clone)]
-struct Activity {
-    start: Instant,
-    last_ms: Arc<AtomicU64>,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Activity { start: Instant::now(), last_ms: Arc::new(AtomicU64::new(0)) }
-    }
-
-    fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Ordering::Relaxed);
-    }
-
-    fn idle(&self) -> Duration {
-        self.start.elapsed().saturating_sub(Duration::from_millis(self.last_ms.load(Ordering::Relaxed)))
-    }
-}
-
-/// A stream that records when bytes move.
-struct Metered<S> {
-    inner: S,
-    activity: Activity,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Metered<S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Metered<S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
-/// Whether every block of every feed known here is stored here.
-fn all_downloaded(kappa: &Kappa) -> bool {
-    kappa.feeds().iter().all(|f| {
-        let f = f.lock();
-        f.downloaded(0..f.len()) == f.len()
-    })
-}
-
-/// Replicates once (non-live, as the initiator) over `stream`.
-///
-/// Against a non-live peer the session ends by itself once both sides have
-/// everything. A live peer (such as `kappa serve`) never says it is done
-/// downloading, so the protocol alone would never end the session (in JS too):
-/// then the session is closed once the feed exchange has happened, everything
-/// known here is downloaded, and nothing has moved for `settle` (a live peer
-/// requests what it lacks as soon as it learns of it).
+/// Replicates once (non-live, as the initiator) over `stream`; returns when both
+/// sides have everything. Against a live peer (such as `kappa serve`), which
+/// never says it is done downloading, the session still ends: the peer's
+/// handshake says it is live, so each feed ends once the peer holds everything
+/// we have (kappa-protocol's `set_peer_live`).
 pub(crate) async fn sync_stream(
     kappa: &Kappa,
     stream: TcpStream,
     peer: &str,
     bars: bool,
-    settle: Duration,
 ) -> Result<SyncReport> {
-    // With a feed to offer, the offer filter runs when the peer's handshake
-    // arrives: a sign that the shared key matched and the exchange began.
-    if kappa.feeds().is_empty() {
-        kappa.writer(crate::db::WRITER)?;
-    }
-    let handshake = Arc::new(AtomicBool::new(false));
-    let manifest = Arc::new(AtomicBool::new(false));
-    let opts = {
-        let (h, m) = (handshake.clone(), manifest.clone());
-        ReplicateOptions::new(true)
-            .offer(move |_| {
-                h.store(true, Ordering::Relaxed);
-                true
-            })
-            .accept(move |_| {
-                m.store(true, Ordering::Relaxed);
-                true
-            })
-    };
-    let activity = Activity::new();
-    let metered = Metered { inner: stream, activity: activity.clone() };
-    let (session, handle) =
-        kappa.replicate_session(metered, opts).map_err(|e| replication_error(peer, &e))?;
-    let work = async {
-        futures::pin_mut!(session);
-        let mut closing = false;
-        loop {
-            match async_std::future::timeout(Duration::from_millis(50), session.as_mut()).await {
-                Ok(r) => return r,
-                Err(_) if !closing => {
-                    let idle = activity.idle();
-                    // A peer with no feed sends an empty manifest (no accept call).
-                    let exchanged = handshake.load(Ordering::Relaxed)
-                        && (manifest.load(Ordering::Relaxed) || idle >= settle * 3);
-                    if exchanged && idle >= settle && all_downloaded(kappa) {
-                        handle.close();
-                        closing = true;
-                    }
-                }
-                Err(_) => {}
-            }
-        }
-    };
-    crate::progress::sync(kappa, work, bars, peer).await.map_err(|e| replication_error(peer, &e))
+    let (session, _handle) = kappa
+        .replicate_session(stream, ReplicateOptions::new(true))
+        .map_err(|e| replication_error(peer, &e))?;
+    crate::progress::sync(kappa, session, bars, peer).await.map_err(|e| replication_error(peer, &e))
 }
 
 #[cfg(test)]

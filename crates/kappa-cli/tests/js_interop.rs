@@ -160,6 +160,8 @@ fn a_live_js_peer_replicates_with_kappa_serve() {
             "2",
             "--expect-total",
             "4",
+            // Hang up only once kappa serve has acked storing our 3 entries.
+            "--await-acks",
         ],
     );
     let done = peer.until("done");

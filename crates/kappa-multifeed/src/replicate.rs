@@ -326,6 +326,7 @@ impl Conn {
                         "incompatible multifeed protocol version {version:?} (we speak {PROTOCOL_VERSION})"
                     ));
                 }
+                p.set_peer_live(v.get("live").and_then(Value::as_bool) == Some(true));
                 self.remote_handshake = Some(v);
                 self.handshake_done = true;
                 let keys: Vec<PublicKey> = self
@@ -388,6 +389,12 @@ impl Conn {
         let all_closed = self.replicating.iter().all(|k| self.closed_feeds.contains(&k.discovery_key()));
         if all_closed && p.is_open_locally(&self.root_dkey) {
             p.close_channel(now, &self.root);
+            // A live peer never answers a Close on the root channel: we are done.
+            let peer_live =
+                self.remote_handshake.as_ref().and_then(|h| h.get("live")).and_then(Value::as_bool);
+            if peer_live == Some(true) {
+                p.close(now);
+            }
         }
     }
 

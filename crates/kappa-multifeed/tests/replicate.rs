@@ -311,3 +311,24 @@ async fn replicate_after_close_is_an_error() {
     let (s1, _s2) = UnixStream::pair().unwrap();
     assert!(matches!(a.session(s1, ReplicateOptions::new(true)), Err(MultifeedError::Closed)));
 }
+
+#[async_std::test]
+async fn a_non_live_sync_against_a_live_peer_ends_with_everything() {
+    let (a, b) = (Multifeed::in_memory().unwrap(), Multifeed::in_memory().unwrap());
+    a.writer("local").unwrap().append_batch((0..200).map(|i| format!("a{i}"))).unwrap();
+    b.writer("local").unwrap().append_batch((0..50).map(|i| format!("b{i}"))).unwrap();
+    let (s1, s2) = UnixStream::pair().unwrap();
+    // a serves live; b syncs once.
+    let (fa, _ha) = a.session(s1, ReplicateOptions::new(false).shared_key(KEY).live(true)).unwrap();
+    let (fb, _hb) = b.session(s2, ReplicateOptions::new(true).shared_key(KEY)).unwrap();
+    let served = task::spawn(fa);
+    let rb = async_std::future::timeout(Duration::from_secs(10), fb)
+        .await
+        .expect("the non-live side ends")
+        .expect("without an error");
+    assert_eq!(rb.blocks_received(), 200);
+    assert_eq!(rb.blocks_sent(), 50);
+    assert_eq!(keys(&a), keys(&b));
+    assert_eq!(a.feeds()[1].len(), 50, "the live side got everything too");
+    let _ = served.await;
+}

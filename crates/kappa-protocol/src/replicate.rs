@@ -14,7 +14,7 @@ use std::time::Instant;
 
 use kappa_log::{Changes, LogError, Node, Proof, RemoteTree, SharedFeed, Signature};
 
-use crate::message::{Data, DataNode, Have, Message, Request, Status, Want};
+use crate::message::{Data, DataNode, Have, Message, Options, Request, Status, Want};
 use crate::session::{FeedOptions, FeedStats, ProtocolError, Selection};
 use kappa_log::RangeSet;
 
@@ -51,11 +51,16 @@ pub(crate) struct Replicator {
     remote_tree: RemoteTree,
     /// Blocks asked for explicitly (on-demand gets), beyond the selection.
     extra: RangeSet,
+    /// The peer asked (in its feed Options) for a Have with `ack` after each
+    /// block we store from it.
+    pub(crate) remote_ack: bool,
     /// Blocks stored with deferred bitfield writes.
     unflushed: bool,
     /// The peer is kappa-rs and keeps every proof node it is sent, so proofs may
     /// leave out nodes sent before (see [`COMPACT_PROOFS`](crate::session::COMPACT_PROOFS)).
     pub(crate) compact_proofs: bool,
+    /// The peer runs a live session (it never says it is done downloading).
+    pub(crate) peer_live: bool,
     done_status_sent: bool,
     pub(crate) stats: FeedStats,
     pub(crate) synced: bool,
@@ -97,8 +102,10 @@ impl Replicator {
             received_here: RangeSet::new(),
             remote_tree: RemoteTree::new(),
             extra: RangeSet::new(),
+            remote_ack: false,
             unflushed: false,
             compact_proofs: false,
+            peer_live: false,
             done_status_sent: false,
             stats: FeedStats::default(),
             synced: false,
@@ -109,6 +116,17 @@ impl Replicator {
     pub(crate) fn on_open(&mut self, out: &mut Vec<Message>) {
         if !(self.uploading && self.downloading) {
             out.push(Message::Status(Status::new(self.uploading, self.downloading)));
+        }
+        if !self.live && self.uploading && self.peer_live {
+            // A non-live uploader facing a live peer (which never says it is
+            // done) must learn when the peer holds everything: it asks for an
+            // ack after each block the peer stores (JS and Rust peers both
+            // answer with Haves marked `ack`), and, if it does not download
+            // itself, what the peer has to begin with.
+            out.push(Message::Options(Options { extensions: Vec::new(), ack: Some(true) }));
+            if !self.downloading {
+                out.push(Message::Want(Want { start: 0, length: Some(WANT_SPAN) }));
+            }
         }
         if self.downloading {
             match &self.opts.selection {
@@ -225,7 +243,11 @@ impl Replicator {
                 }
                 self.want_answered = true;
             }
-            None if have.ack == Some(true) => return Ok(()),
+            None if have.ack == Some(true) => {
+                // The peer stored blocks we sent it.
+                self.remote_has.insert(have.start..end);
+                return Ok(());
+            }
             None => self.remote_has.insert(have.start..end),
         }
         self.remote_length = self.remote_length.max(self.remote_has.end());
@@ -305,6 +327,14 @@ impl Replicator {
                 self.stats.bytes_down += value.len() as u64;
                 self.received_here.insert(data.index..data.index + 1);
                 self.unflushed = true;
+                if self.remote_ack {
+                    out.push(Message::Have(Have {
+                        start: data.index,
+                        length: Some(1),
+                        bitfield: None,
+                        ack: Some(true),
+                    }));
+                }
             }
             Err(LogError::Proof { index, source }) => {
                 return Err(ProtocolError::BadBlock { index, reason: source.to_string() });
@@ -468,7 +498,11 @@ impl Replicator {
                 out.push(Message::Status(Status::new(self.uploading, false)));
             }
         }
-        if !self.downloading && !self.remote_downloading {
+        // The peer is done with this feed when it says so, or, for a live peer
+        // (it never says so), when it has acked storing everything we have.
+        let peer_done =
+            !self.remote_downloading || !self.uploading || (self.peer_live && self.peer_has_all_of_ours());
+        if !self.downloading && peer_done {
             if !self.opts.download || self.feed.is_writable() {
                 // A peer that never downloaded says it is done uploading too.
                 out.push(Message::Status(Status::new(false, false)));
@@ -477,6 +511,19 @@ impl Replicator {
             return true;
         }
         false
+    }
+
+    /// Whether the peer's Haves cover every block of our (complete) feed.
+    fn peer_has_all_of_ours(&self) -> bool {
+        if !self.want_answered {
+            return false;
+        }
+        let f = self.feed.lock();
+        if !f.is_complete() {
+            return false;
+        }
+        // What the peer announced, and acked as stored.
+        self.remote_has.contains_range(&(0..f.len()))
     }
 
     /// Writes the bitfield pages of blocks stored since the last flush.

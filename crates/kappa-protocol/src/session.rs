@@ -336,6 +336,7 @@ pub struct Protocol {
     closing: bool,
     tamper: Option<Tamper>,
     compact_proofs: bool,
+    peer_live: bool,
 }
 
 /// A test hook that rewrites outgoing messages (see [`Protocol::tamper_outgoing`]).
@@ -396,6 +397,20 @@ impl Protocol {
             closing: false,
             tamper: None,
             compact_proofs: false,
+            peer_live: false,
+        }
+    }
+
+    /// Tells the session that the peer runs a live session (as multifeed's
+    /// handshake says). A non-live session then ends a feed once the peer holds
+    /// everything we have, instead of waiting for a "done" Status a live peer
+    /// never sends.
+    pub fn set_peer_live(&mut self, live: bool) {
+        self.peer_live = live;
+        for ch in &mut self.channels {
+            if let Some(r) = &mut ch.repl {
+                r.peer_live = live;
+            }
         }
     }
 
@@ -750,6 +765,7 @@ impl Protocol {
         let Some((feed, fopts)) = self.channels[slot].feed.clone() else { return Ok(()) };
         let mut repl = Replicator::new(feed, fopts, live, max);
         repl.compact_proofs = self.compact_proofs;
+        repl.peer_live = self.peer_live;
         let mut out = Vec::new();
         repl.on_open(&mut out);
         self.channels[slot].repl = Some(repl);
@@ -1035,9 +1051,11 @@ impl Protocol {
             Message::Want(w) => repl.on_want(w, &mut out)?,
             Message::Request(r) => repl.on_request(r, &mut out)?,
             Message::Data(d) => repl.on_data(now, d, &mut out)?,
+            // Options on a feed channel: only the ack flag matters (no per-feed
+            // extensions here).
+            Message::Options(o) => repl.remote_ack = o.ack == Some(true),
             // Unwant and Cancel: JS ignores both; we answer requests at once, so
-            // there is nothing to cancel. Options on a feed channel: no per-feed
-            // extensions here.
+            // there is nothing to cancel.
             _ => {}
         }
         self.flush_channel(now, slot, out);

@@ -220,3 +220,22 @@ fn newest_n_follows_a_live_feed() {
     assert!(pair.drive_until(100_000, |_| (95..105).all(|i| r.has(i))));
     assert!(!r.has(0) && !r.has(89));
 }
+
+#[test]
+fn a_non_live_writer_finishes_against_a_live_replica() {
+    // The live replica never says it is done downloading; the non-live writer
+    // learns from the replica's Haves that it holds everything, and ends.
+    let now = std::time::Instant::now();
+    let a = kappa_protocol::Protocol::new(now, kappa_protocol::ProtocolOptions::new(true).live(true));
+    let mut b = kappa_protocol::Protocol::new(now, kappa_protocol::ProtocolOptions::new(false));
+    b.set_peer_live(true); // what multifeed's handshake tells it
+    let mut pair = Pair::from_protocols(23, a, b, now);
+    let w = writer(1, 300, 12);
+    let r = replica_of(&w);
+    pair.a.open_feed(now, r.clone(), FeedOptions::default()).unwrap();
+    pair.b.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
+    pair.watch_a(&r);
+    assert!(pair.drive_until(200_000, |p| p.b.is_finished()), "{:?}", pair.b.error());
+    assert_copy(&w, &r);
+    assert!(pair.drive_until(200_000, |p| p.a.is_ended()));
+}
