@@ -1,7 +1,8 @@
 //! Feed-set replication with real JS kappa-core 6 (multifeed 5) over loopback
 //! TCP, with the pinned peer `interop/multifeed-peer.js`: both roles, non-live
 //! and live, feeds created after connecting, a shared-key mismatch, and a chain
-//! JS ↔ Rust ↔ JS through which a new feed reaches the far end.
+//! JS ↔ Rust ↔ JS through which a new feed reaches the far end, and a chain
+//! Rust ↔ JS ↔ Rust through the JS `interop/bridge-peer.js`.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -376,4 +377,80 @@ fn a_sparse_rust_peer_takes_the_newest_entries_from_js() {
     feed.lock().verify().unwrap();
     let v: Value = serde_json::from_slice(&feed.get(999).unwrap().unwrap()).unwrap();
     assert_eq!(v, json!({"n": 999, "who": "local"}));
+}
+
+#[test]
+fn chain_rust_js_rust_carries_feeds_both_ways_through_a_js_bridge() {
+    let Some(harness) = js::harness() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = key_hex();
+    // A and C are Rust; the JS bridge in the middle listens for A and dials C.
+    let a = Multifeed::open_dir(tmp.path().join("a")).unwrap();
+    let c = Multifeed::open_dir(tmp.path().join("c")).unwrap();
+    rust_writer(&a, "a", 10);
+    rust_writer(&c, "c", 7);
+    let bridge_dir = tmp.path().join("bridge");
+    let (a_feeds, c_feeds, bridge_done) = task::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let c_addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let mut bridge = js::Peer::spawn(
+            &harness,
+            "bridge-peer.js",
+            &[
+                "--dir",
+                bridge_dir.to_str().unwrap(),
+                "--listen",
+                "0",
+                "--connect",
+                &c_addr,
+                "--shared-key",
+                &kh,
+                "--expect-feeds",
+                "3",
+                "--expect-total",
+                "21",
+            ],
+        );
+        let port = bridge.until("listening")["port"].as_u64().unwrap() as u16;
+        let (sc, _) = listener.accept().await.unwrap();
+        let (fc, hc) = c.session(sc, ReplicateOptions::new(false).shared_key(KEY).live(true)).unwrap();
+        let sa = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (fa, ha) = a.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let (ta, tc) = (task::spawn(fa), task::spawn(fc));
+        // A new feed on A while connected travels A -> JS -> C.
+        task::sleep(Duration::from_millis(200)).await;
+        rust_writer(&a, "late", 4);
+        let complete = |mf: &Multifeed| {
+            mf.feeds().len() == 3
+                && mf.feeds().iter().map(|f| f.len()).sum::<u64>() == 21
+                && mf.feeds().iter().all(|f| f.lock().is_complete())
+        };
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !(complete(&a) && complete(&c)) {
+            assert!(
+                Instant::now() < deadline,
+                "the chain did not converge: a {:?}, c {:?}",
+                summary(&a),
+                summary(&c)
+            );
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        let done = task::spawn_blocking(move || {
+            let d = bridge.until("done");
+            (d, bridge)
+        })
+        .await;
+        ha.close();
+        hc.close();
+        let _ = (ta.await, tc.await);
+        let (done, mut bridge) = done;
+        let closed = bridge.until("closed");
+        assert_eq!(closed["closedBy"], "remote", "{closed}");
+        assert!(bridge.finish().success());
+        (summary(&a), summary(&c), done)
+    });
+    assert_eq!(a_feeds.len(), 3);
+    assert_eq!(a_feeds, c_feeds);
+    // The JS bridge holds exactly the same feeds, byte for byte.
+    assert_eq!(js_summary(&bridge_done), a_feeds);
 }
