@@ -49,9 +49,22 @@ pub(crate) enum Command {
         value: String,
     },
     /// Prints KEY's value: every head, with its id (several when it is forked).
+    ///
+    /// With `--from ADDR`, first fetches from that peer, on demand, only the
+    /// newest entries of each feed (`--newest`): a fresh database answers
+    /// without downloading the history.
     Get {
         /// The key.
         key: String,
+        /// A peer to fetch the newest entries from first, e.g. 192.0.2.7:7000.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// With `--from`: how many of the newest entries of each feed to fetch.
+        #[arg(long, value_name = "N", default_value_t = 1000, requires = "from")]
+        newest: u64,
+        /// With `--from`: give up connecting after this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        connect_timeout_ms: u64,
     },
     /// Prints the whole kv view as a table.
     Table,
@@ -96,6 +109,10 @@ pub(crate) enum Command {
     Sync {
         /// The peer, e.g. 192.0.2.7:7000.
         addr: String,
+        /// Sparse: download only the newest N entries of each feed (the rest can
+        /// follow in a later sync). Default: everything.
+        #[arg(long, value_name = "N")]
+        newest: Option<u64>,
         /// Give up connecting after this many milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         connect_timeout_ms: u64,

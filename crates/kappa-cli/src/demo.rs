@@ -121,7 +121,8 @@ async fn sync(
 ) -> Result<()> {
     n.cmd("bob", &format!("sync {addr}"))?;
     let stream = net::connect(addr, Duration::from_secs(10)).await?;
-    let report = net::sync_stream(&bob.kappa, stream, addr, false).await?;
+    let report =
+        net::sync_stream(&bob.kappa, stream, addr, kappa_core::protocol::Selection::All, false).await?;
     n.say(format!("bob: synced with {addr}: {}", net::report_summary(&report)))?;
     for line in net::report_feed_lines(&bob.kappa, &report) {
         n.out.text(format!("  {line}"))?;

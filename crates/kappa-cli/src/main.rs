@@ -17,6 +17,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use futures::channel::mpsc;
+use kappa_core::protocol::Selection;
 use serde_json::json;
 
 use crate::cli::{Cli, Command};
@@ -80,10 +81,34 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Get { key } => {
+        Command::Get { key, from, newest, connect_timeout_ms } => {
             let key = key.clone();
+            // Connect first: an unreachable peer changes nothing here.
+            let peer = match from {
+                Some(addr) => Some((
+                    net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?,
+                    addr.clone(),
+                )),
+                None => None,
+            };
+            let newest = *newest;
             with_db(&cli, Views::Stored, |db| async move {
-                let r = commands::get(&db, &out, &key).await;
+                let fetched = match peer {
+                    Some((stream, addr)) => {
+                        net::sync_stream(&db.kappa, stream, &addr, Selection::Newest(newest), out.bars())
+                            .await
+                            .map(|report| {
+                                if !out.json {
+                                    eprintln!("fetched from {addr}: {}", net::report_summary(&report));
+                                }
+                            })
+                    }
+                    None => Ok(()),
+                };
+                let r = match fetched {
+                    Ok(()) => commands::get(&db, &out, &key).await,
+                    Err(e) => Err(e),
+                };
                 (db, r)
             })
             .await
@@ -151,12 +176,13 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Sync { addr, connect_timeout_ms } => {
+        Command::Sync { addr, newest, connect_timeout_ms } => {
             // Connect first: an unreachable peer changes nothing here.
             let stream = net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?;
             let addr = addr.clone();
+            let selection = newest.map_or(Selection::All, Selection::Newest);
             with_db(&cli, Views::None, |db| async move {
-                let r = sync(&db, &out, stream, &addr).await;
+                let r = sync(&db, &out, stream, &addr, selection).await;
                 (db, r)
             })
             .await
@@ -164,8 +190,14 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
     }
 }
 
-async fn sync(db: &Db, out: &Out, stream: async_std::net::TcpStream, addr: &str) -> Result<()> {
-    let report = net::sync_stream(&db.kappa, stream, addr, out.bars()).await?;
+async fn sync(
+    db: &Db,
+    out: &Out,
+    stream: async_std::net::TcpStream,
+    addr: &str,
+    selection: Selection,
+) -> Result<()> {
+    let report = net::sync_stream(&db.kappa, stream, addr, selection, out.bars()).await?;
     for w in &report.warnings {
         eprintln!("kappa: warning: {w}");
     }

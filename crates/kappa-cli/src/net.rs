@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_std::net::{TcpListener, TcpStream};
 use futures::channel::mpsc;
 use futures::StreamExt;
-use kappa_core::protocol::SessionHandle;
+use kappa_core::protocol::{Selection, SessionHandle};
 use kappa_core::{Kappa, KappaError, ReplicateOptions, SyncReport};
 use serde_json::{json, Value};
 
@@ -348,16 +348,19 @@ pub(crate) async fn serve(
 /// sides have everything. Against a live peer (such as `kappa serve`), which
 /// never says it is done downloading, the session still ends: the peer's
 /// handshake says it is live, so each feed ends once the peer holds everything
-/// we have (kappa-protocol's `set_peer_live`).
+/// we have (kappa-protocol's `set_peer_live`). `selection` says which entries
+/// of each feed to download (sparse unless [`Selection::All`]).
 pub(crate) async fn sync_stream(
     kappa: &Kappa,
     stream: TcpStream,
     peer: &str,
+    selection: Selection,
     bars: bool,
 ) -> Result<SyncReport> {
-    let (session, _handle) = kappa
-        .replicate_session(stream, ReplicateOptions::new(true))
-        .map_err(|e| replication_error(peer, &e))?;
+    let mut opts = ReplicateOptions::new(true);
+    opts.selection = selection;
+    let (session, _handle) =
+        kappa.replicate_session(stream, opts).map_err(|e| replication_error(peer, &e))?;
     crate::progress::sync(kappa, session, bars, peer).await.map_err(|e| replication_error(peer, &e))
 }
 

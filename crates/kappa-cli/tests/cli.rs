@@ -551,3 +551,43 @@ fn demo_runs() {
         let _: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));
     }
 }
+
+#[test]
+fn sparse_sync_and_get_from_a_peer_fetch_only_the_newest_entries() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = pair(tmp.path());
+    for i in 0..12 {
+        ok(&a, &["put", "counter", &i.to_string()]);
+    }
+    ok(&a, &["put", "colour", "teal"]);
+    let key = key_of(&a);
+    let server = Server::start(&a, &["--max-peers", "3"]);
+
+    // b takes the newest 3 entries of a's log: the answers are already right.
+    let sync = json_lines(&b, &["sync", &server.addr, "--newest", "3"]);
+    assert_eq!(sync[0]["blocks_received"], 3, "{sync:?}");
+    let feeds = json_lines(&b, &["feeds"]);
+    let theirs = feeds.iter().find(|f| f["writable"] == false).unwrap();
+    assert_eq!((theirs["length"].as_u64(), theirs["downloaded"].as_u64()), (Some(13), Some(3)));
+    let got = json_lines(&b, &["get", "counter"]);
+    assert_eq!(got[0]["heads"][0]["value"], 11);
+    assert_eq!(json_lines(&b, &["get", "colour"])[0]["heads"][0]["value"], "teal");
+
+    // A fresh database answers `get --from` with just the newest entry.
+    let c = tmp.path().join("c");
+    ok(&c, &["--shared-key", &key, "key"]);
+    let got = json_lines(&c, &["get", "colour", "--from", &server.addr, "--newest", "1"]);
+    assert_eq!(got[0]["heads"][0]["value"], "teal");
+    let feeds = json_lines(&c, &["feeds"]);
+    let theirs = feeds.iter().find(|f| f["writable"] == false).unwrap();
+    assert_eq!((theirs["length"].as_u64(), theirs["downloaded"].as_u64()), (Some(13), Some(1)));
+
+    // A later full sync fills the holes.
+    let sync = json_lines(&b, &["sync", &server.addr]);
+    assert_eq!(sync[0]["blocks_received"], 10, "{sync:?}");
+    let feeds = json_lines(&b, &["feeds"]);
+    let theirs = feeds.iter().find(|f| f["writable"] == false).unwrap();
+    assert_eq!(theirs["downloaded"].as_u64(), Some(13));
+    let (code, log) = server.wait();
+    assert_eq!(code, Some(0), "{log}");
+}
