@@ -181,6 +181,11 @@ fn a_live_js_peer_replicates_with_kappa_serve() {
         &["log", feeds.iter().find(|f| f["name"].is_null()).unwrap()["key"].as_str().unwrap()],
     );
     assert_eq!(log[2]["value"], json!({"n": 2, "who": "local"}));
+    // The JS peer's kv view (kappa-view-kv) sees the put made through the CLI,
+    // with the same head id.
+    let seen = js_kv(&harness, &js_dir, &key, &["x"]);
+    assert_eq!(seen[0]["heads"], cli_heads(&a, "x"));
+    assert_eq!(seen[0]["heads"][0]["value"], 1);
 }
 
 #[test]
