@@ -70,6 +70,9 @@ pub enum KappaError {
     /// The database was closed.
     #[error("the database is closed")]
     Closed,
+    /// Accepting a connection failed ([`Kappa::serve`] goes on).
+    #[error("accepting a connection failed: {0}")]
+    Accept(#[source] std::io::Error),
 }
 
 /// Where the views keep their rows.
@@ -601,6 +604,74 @@ impl Kappa {
         self.check_open()?;
         let (fut, handle) = self.inner.mf.session(stream, self.options(opts))?;
         Ok((async move { Ok(fut.await?) }, handle))
+    }
+
+    /// Serves: replicates live with every connection `incoming` yields (such as
+    /// `TcpListener::incoming()` of async-std or smol), until `incoming` ends,
+    /// then until the sessions still open end. Each session's end, and each
+    /// failed accept, is handed to `on_end`. The sessions run inside this one
+    /// future (nothing is spawned), so it works on any executor.
+    ///
+    /// A peer syncs with a served database by connecting and calling
+    /// [`replicate`](Self::replicate) (non-live: it returns once both sides have
+    /// everything, even though the server is live).
+    ///
+    /// ```
+    /// use async_std::net::{TcpListener, TcpStream};
+    /// use futures::StreamExt;
+    /// use kappa_core::{Kappa, ReplicateOptions};
+    /// # async_std::task::block_on(async {
+    /// let server = Kappa::builder().shared_key([7; 32]).open()?;
+    /// server.writer("local")?.append(&"hello")?;
+    /// let listener = TcpListener::bind("127.0.0.1:0").await?;
+    /// let addr = listener.local_addr()?;
+    ///
+    /// let client = Kappa::builder().shared_key([7; 32]).open()?;
+    /// let mut ended = 0;
+    /// let serving = server.serve(listener.incoming().take(1), |r| {
+    ///     r.unwrap();
+    ///     ended += 1;
+    /// });
+    /// let syncing = async {
+    ///     let stream = TcpStream::connect(addr).await.unwrap();
+    ///     client.replicate(stream, ReplicateOptions::new(true)).await
+    /// };
+    /// let (served, synced) = futures::join!(serving, syncing);
+    /// served?;
+    /// assert_eq!(synced?.blocks_received(), 1);
+    /// assert_eq!(ended, 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub async fn serve<I, S>(
+        &self,
+        incoming: I,
+        mut on_end: impl FnMut(Result<SyncReport, KappaError>),
+    ) -> Result<(), KappaError>
+    where
+        I: futures::Stream<Item = std::io::Result<S>>,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let mut sessions = futures::stream::FuturesUnordered::new();
+        let mut incoming = std::pin::pin!(incoming.fuse());
+        loop {
+            futures::select! {
+                conn = incoming.next() => match conn {
+                    Some(Ok(stream)) => {
+                        let (fut, _handle) =
+                            self.replicate_session(stream, ReplicateOptions::new(false).live(true))?;
+                        sessions.push(fut);
+                    }
+                    Some(Err(e)) => on_end(Err(KappaError::Accept(e))),
+                    None => break,
+                },
+                r = sessions.select_next_some() => on_end(r),
+            }
+        }
+        while let Some(r) = sessions.next().await {
+            on_end(r);
+        }
+        Ok(())
     }
 
     /// Closes the database: stops the views' indexers, ends the feed set's

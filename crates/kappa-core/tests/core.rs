@@ -131,3 +131,33 @@ fn json_entries_are_byte_identical_to_js_and_other_encodings_work() {
     assert_eq!(w.feed().get(0).unwrap().unwrap(), b"raw text");
     assert!(matches!(w.append(&json!({"not": "bytes"})), Err(KappaError::Encoding(_))));
 }
+
+#[async_std::test]
+async fn serve_replicates_with_every_peer_that_connects_over_tcp() {
+    use async_std::net::{TcpListener, TcpStream};
+    let key = [9u8; 32];
+    let server = kappa_core::Kappa::builder().shared_key(key).open().unwrap();
+    server.writer("local").unwrap().append(&"from the server").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let clients: Vec<kappa_core::Kappa> =
+        (0..2).map(|_| kappa_core::Kappa::builder().shared_key(key).open().unwrap()).collect();
+    for (i, c) in clients.iter().enumerate() {
+        c.writer("local").unwrap().append(&format!("from client {i}")).unwrap();
+    }
+    let mut reports = Vec::new();
+    let serving = server.serve(listener.incoming().take(2), |r| reports.push(r.unwrap()));
+    let syncing = async {
+        for c in &clients {
+            let stream = TcpStream::connect(addr).await.unwrap();
+            c.replicate(stream, kappa_core::ReplicateOptions::new(true)).await.unwrap();
+        }
+    };
+    let (served, ()) = futures::join!(serving, syncing);
+    served.unwrap();
+    assert_eq!(reports.len(), 2);
+    // The server holds every client's feed; the second client also got the first's.
+    assert_eq!(server.feeds().len(), 3);
+    assert_eq!(clients[1].feeds().len(), 3);
+    assert!(server.feeds().iter().all(|f| f.len() == 1 && f.lock().is_complete()));
+}
