@@ -44,32 +44,18 @@
 //   ending before the multifeed exchange finished (e.g. shared-key mismatch), a non-transport
 //   stream error, both sessions closed before the expectations were met.
 
-const fs = require('fs')
-const path = require('path')
 const net = require('net')
 const kappa = require('kappa-core')
 const pump = require('pump')
-const { ContentDigest, call, parsePositiveInt, usageError } = require('./lib/common')
+const {
+  call, parsePositiveInt, usageError, sleep, emit, parseNameN, isTransportClose, feedReport
+} = require('./lib/common')
 
 const USAGE = 'usage: node bridge-peer.js --dir DIR --listen PORT --connect HOST:PORT [--shared-key HEX32] ' +
   '[--write NAME:N ...] [--expect-feeds K] [--expect-total T] [--close-when-synced] [--timeout-ms MS]'
 
 const T0 = Date.now()
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function emit (obj) {
-  try {
-    process.stdout.write(JSON.stringify(obj) + '\n')
-  } catch (_) {}
-}
-
 // ---------------------------------------------------------------- arguments
-
-function parseNameN (flag, v) {
-  const i = v.lastIndexOf(':')
-  if (i <= 0) throw usageError(`${flag} needs NAME:N, got ${JSON.stringify(v)}`)
-  return { name: v.slice(0, i), n: parsePositiveInt(`${flag} N`, v.slice(i + 1), { allowZero: true }) }
-}
 
 function parseArgs (argv) {
   const o = {
@@ -176,57 +162,6 @@ function connState (c) {
 }
 
 // key hex -> localname (null if none), from DIR/<n>/key + DIR/<n>/localname
-function localnames (dir) {
-  const byKey = {}
-  let entries = []
-  try { entries = fs.readdirSync(dir) } catch (_) {}
-  for (const n of entries) {
-    if (!/^[0-9]+$/.test(n)) continue
-    try {
-      const key = fs.readFileSync(path.join(dir, n, 'key'))
-      if (key.length !== 32) continue
-      const ln = path.join(dir, n, 'localname')
-      byKey[key.toString('hex')] = fs.existsSync(ln) ? fs.readFileSync(ln).toString('utf8') : null
-    } catch (_) {}
-  }
-  return byKey
-}
-
-function sortedFeeds () {
-  if (!mf || mf.closed) return []
-  return mf.feeds().filter((f) => f.key).sort((a, b) => Buffer.compare(a.key, b.key))
-}
-
-async function report () {
-  const names = localnames(opts.dir)
-  const feeds = []
-  let totalLength = 0
-  let complete = true
-  for (const feed of sortedFeeds()) {
-    const key = feed.key.toString('hex')
-    const len = feed.length
-    const digest = new ContentDigest()
-    let downloaded = 0
-    for (let i = 0; i < len; i++) {
-      if (!feed.has(i)) continue
-      digest.update(await call(feed, 'get', i, { valueEncoding: 'binary', wait: false }))
-      downloaded++
-    }
-    if (downloaded !== len) complete = false
-    totalLength += len
-    feeds.push({
-      key,
-      length: len,
-      byteLength: feed.byteLength,
-      downloaded,
-      digest: digest.digestHex(),
-      localname: names[key] === undefined ? null : names[key],
-      writable: !!feed.writable
-    })
-  }
-  return { feeds, feedCount: feeds.length, totalLength, complete }
-}
-
 const hasExpectations = () => opts.expectFeeds !== null || opts.expectTotal !== null
 
 function expectationsMet () {
@@ -261,7 +196,7 @@ async function emitDone () {
   emittingDone = true
   let line
   try {
-    line = Object.assign({ event: 'done' }, await report())
+    line = Object.assign({ event: 'done' }, await feedReport(mf, opts.dir))
   } catch (err) {
     line = { event: 'done', reportError: err.message }
   }
@@ -373,7 +308,7 @@ async function shutdown (code, kind, extra) {
     if (extra.side) line.side = extra.side
   } else {
     try {
-      Object.assign(line, await report())
+      Object.assign(line, await feedReport(mf, opts.dir))
     } catch (err) {
       line.reportError = err.message
     }
@@ -438,10 +373,6 @@ async function openCore (o) {
 }
 
 // ---------------------------------------------------------------- replication
-
-function isTransportClose (err) {
-  return !!err && (err.code === 'ECONNRESET' || err.code === 'EPIPE' || /premature close/i.test(err.message || ''))
-}
 
 function replicateOver (c, sock) {
   c.socket = sock

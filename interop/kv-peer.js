@@ -47,20 +47,12 @@ const kappa = require('kappa-core')
 const kv = require('kappa-view-kv')
 const memdb = require('memdb')
 const pump = require('pump')
-const { call, parsePositiveInt, usageError } = require('./lib/common')
+const { call, parsePositiveInt, usageError, sleep, emit } = require('./lib/common')
 
 const USAGE = 'usage: node kv-peer.js --dir DIR (--listen PORT | --connect HOST:PORT) --initiator|--responder ' +
   '[--shared-key HEX32] [--put KEY=VALUE ...] [--expect-keys N] [--no-local-writer] [--timeout-ms MS]'
 
 const T0 = Date.now()
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function emit (obj) {
-  try {
-    process.stdout.write(JSON.stringify(obj) + '\n')
-  } catch (_) {}
-}
-
 // ---------------------------------------------------------------- arguments
 
 function parsePut (v) {

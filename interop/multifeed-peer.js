@@ -61,12 +61,12 @@
 //   replication on the connected socket to its end (done/expectations met).
 //   The stream is destroyed and the multifeed closed BEFORE the line is printed.
 
-const fs = require('fs')
-const path = require('path')
 const net = require('net')
 const kappa = require('kappa-core')
 const pump = require('pump')
-const { ContentDigest, call, parsePositiveInt, usageError } = require('./lib/common')
+const {
+  call, parsePositiveInt, usageError, sleep, emit, parseNameN, isTransportClose, feedReport
+} = require('./lib/common')
 
 const USAGE = 'usage: node multifeed-peer.js --dir DIR (--listen PORT | --connect HOST:PORT) ' +
   '--initiator|--responder [--live] [--shared-key HEX32] [--write NAME:N ...] ' +
@@ -75,21 +75,7 @@ const USAGE = 'usage: node multifeed-peer.js --dir DIR (--listen PORT | --connec
 const T0 = Date.now()
 let T_REPL = null
 let T_REPL_END = null
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function emit (obj) {
-  try {
-    process.stdout.write(JSON.stringify(obj) + '\n')
-  } catch (_) {}
-}
-
 // ---------------------------------------------------------------- arguments
-
-function parseNameN (flag, v) {
-  const i = v.lastIndexOf(':')
-  if (i <= 0) throw usageError(`${flag} needs NAME:N, got ${JSON.stringify(v)}`)
-  return { name: v.slice(0, i), n: parsePositiveInt(`${flag} N`, v.slice(i + 1), { allowZero: true }) }
-}
 
 function parseArgs (argv) {
   const o = {
@@ -178,59 +164,6 @@ let sawNoise = false // stream 'handshake': the Noise handshake completed
 const timings = { openMs: null, writeMs: null }
 
 // key hex -> localname (null if none), from DIR/<n>/key + DIR/<n>/localname
-function localnames (dir) {
-  const byKey = {}
-  let entries = []
-  try { entries = fs.readdirSync(dir) } catch (_) {}
-  for (const n of entries) {
-    if (!/^[0-9]+$/.test(n)) continue
-    try {
-      const key = fs.readFileSync(path.join(dir, n, 'key'))
-      if (key.length !== 32) continue
-      const ln = path.join(dir, n, 'localname')
-      byKey[key.toString('hex')] = fs.existsSync(ln) ? fs.readFileSync(ln).toString('utf8') : null
-    } catch (_) {}
-  }
-  return byKey
-}
-
-function sortedFeeds () {
-  if (!mf || mf.closed) return []
-  return mf.feeds()
-    .filter((f) => f.key)
-    .sort((a, b) => Buffer.compare(a.key, b.key))
-}
-
-async function report () {
-  const names = localnames(opts.dir)
-  const feeds = []
-  let totalLength = 0
-  let complete = true
-  for (const feed of sortedFeeds()) {
-    const key = feed.key.toString('hex')
-    const len = feed.length
-    const digest = new ContentDigest()
-    let downloaded = 0
-    for (let i = 0; i < len; i++) {
-      if (!feed.has(i)) continue
-      digest.update(await call(feed, 'get', i, { valueEncoding: 'binary', wait: false }))
-      downloaded++
-    }
-    if (downloaded !== len) complete = false
-    totalLength += len
-    feeds.push({
-      key,
-      length: len,
-      byteLength: feed.byteLength,
-      downloaded,
-      digest: digest.digestHex(),
-      localname: names[key] === undefined ? null : names[key],
-      writable: !!feed.writable
-    })
-  }
-  return { feeds, feedCount: feeds.length, totalLength, complete }
-}
-
 function expectationsMet () {
   const feeds = mf.feeds()
   if (opts.expectFeeds !== null && feeds.length < opts.expectFeeds) return false
@@ -292,7 +225,7 @@ async function shutdown (code, kind, extra) {
     if (extra.code) line.code = extra.code
   } else {
     try {
-      Object.assign(line, await report())
+      Object.assign(line, await feedReport(mf, opts.dir))
     } catch (err) {
       line.reportError = err.message
     }
@@ -369,10 +302,6 @@ async function writeDuringLive ({ name, n }) {
 }
 
 // ---------------------------------------------------------------- replication
-
-function isTransportClose (err) {
-  return !!err && (err.code === 'ECONNRESET' || err.code === 'EPIPE' || /premature close/i.test(err.message || ''))
-}
 
 // The remote rejecting us (e.g. a different shared key: the side that detects it destroys
 // the stream, often before its own root Open went out) looks like a bare TCP end here.
@@ -492,7 +421,7 @@ async function main () {
 
   await openCore(opts)
   if (shuttingDown) return
-  if (opts.listen !== null) listen(opts.listen, await report())
+  if (opts.listen !== null) listen(opts.listen, await feedReport(mf, opts.dir))
   else connect(opts.connect)
 }
 

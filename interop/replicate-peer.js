@@ -58,7 +58,9 @@ const path = require('path')
 const net = require('net')
 const hypercore = require('hypercore')
 const pump = require('pump')
-const { keyPairFromSeed, ContentDigest, call, ready, close, parsePositiveInt, usageError } = require('./lib/common')
+const {
+  keyPairFromSeed, ContentDigest, call, ready, close, parsePositiveInt, usageError, sleep, emit, isTransportClose
+} = require('./lib/common')
 
 const USAGE = 'usage: node replicate-peer.js --dir DIR (--listen PORT | --connect HOST:PORT) ' +
   '--initiator|--responder [--live] [--seed HEX32 --append N [--batch B]] [--key HEX32] ' +
@@ -66,14 +68,6 @@ const USAGE = 'usage: node replicate-peer.js --dir DIR (--listen PORT | --connec
 
 const T0 = Date.now()
 let T_REPL = null
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
-
-function emit (obj) {
-  try {
-    process.stdout.write(JSON.stringify(obj) + '\n')
-  } catch (_) {}
-}
-
 // ---------------------------------------------------------------- arguments
 
 function parseArgs (argv) {
@@ -330,10 +324,6 @@ async function appendDuringLive (k) {
 }
 
 // ---------------------------------------------------------------- replication
-
-function isTransportClose (err) {
-  return !!err && (err.code === 'ECONNRESET' || err.code === 'EPIPE' || /premature close/i.test(err.message || ''))
-}
 
 function replicateOver (sock) {
   T_REPL = Date.now()

@@ -1,6 +1,8 @@
 'use strict'
 // Shared helpers for the interop scripts (pinned JS stack: hypercore 8.14.0, sodium-native 2.4.9).
 
+const fs = require('fs')
+const path = require('path')
 const sodium = require('sodium-native')
 
 // ed25519 key pair from a 32-byte seed (libsodium crypto_sign_seed_keypair).
@@ -83,6 +85,85 @@ function usageError (message) {
   return err
 }
 
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
+
+// One JSON line on stdout (a closed stdout is ignored).
+function emit (obj) {
+  try {
+    process.stdout.write(JSON.stringify(obj) + '\n')
+  } catch (_) {}
+}
+
+// --flag NAME:N (N >= 0).
+function parseNameN (flag, v) {
+  const i = v.lastIndexOf(':')
+  if (i <= 0) throw usageError(`${flag} needs NAME:N, got ${JSON.stringify(v)}`)
+  return { name: v.slice(0, i), n: parsePositiveInt(`${flag} N`, v.slice(i + 1), { allowZero: true }) }
+}
+
+// The peer hung up (ECONNRESET, EPIPE, premature close) rather than failed.
+function isTransportClose (err) {
+  return !!err && (err.code === 'ECONNRESET' || err.code === 'EPIPE' || /premature close/i.test(err.message || ''))
+}
+
+// multifeed 5 storage: feed key (hex) -> local name (null if none), from DIR/<n>/{key,localname}.
+function localnames (dir) {
+  const byKey = {}
+  let entries = []
+  try { entries = fs.readdirSync(dir) } catch (_) {}
+  for (const n of entries) {
+    if (!/^[0-9]+$/.test(n)) continue
+    try {
+      const key = fs.readFileSync(path.join(dir, n, 'key'))
+      if (key.length !== 32) continue
+      const ln = path.join(dir, n, 'localname')
+      byKey[key.toString('hex')] = fs.existsSync(ln) ? fs.readFileSync(ln).toString('utf8') : null
+    } catch (_) {}
+  }
+  return byKey
+}
+
+// The feeds of multifeed `mf` (null or closed: none), sorted by key.
+function sortedFeeds (mf) {
+  if (!mf || mf.closed) return []
+  return mf.feeds()
+    .filter((f) => f.key)
+    .sort((a, b) => Buffer.compare(a.key, b.key))
+}
+
+// Every feed of `mf` (stored in `dir`): key, length, byteLength, blocks held, content digest
+// of the blocks held, local name, writable; plus the feed count, total length and whether
+// every feed holds all its blocks.
+async function feedReport (mf, dir) {
+  const names = localnames(dir)
+  const feeds = []
+  let totalLength = 0
+  let complete = true
+  for (const feed of sortedFeeds(mf)) {
+    const key = feed.key.toString('hex')
+    const len = feed.length
+    const digest = new ContentDigest()
+    let downloaded = 0
+    for (let i = 0; i < len; i++) {
+      if (!feed.has(i)) continue
+      digest.update(await call(feed, 'get', i, { valueEncoding: 'binary', wait: false }))
+      downloaded++
+    }
+    if (downloaded !== len) complete = false
+    totalLength += len
+    feeds.push({
+      key,
+      length: len,
+      byteLength: feed.byteLength,
+      downloaded,
+      digest: digest.digestHex(),
+      localname: names[key] === undefined ? null : names[key],
+      writable: !!feed.writable
+    })
+  }
+  return { feeds, feedCount: feeds.length, totalLength, complete }
+}
+
 module.exports = {
   keyPairFromSeed,
   ContentDigest,
@@ -91,5 +172,12 @@ module.exports = {
   close,
   parsePositiveInt,
   runMain,
-  usageError
+  usageError,
+  sleep,
+  emit,
+  parseNameN,
+  isTransportClose,
+  localnames,
+  sortedFeeds,
+  feedReport
 }
