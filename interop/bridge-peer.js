@@ -48,7 +48,7 @@ const net = require('net')
 const kappa = require('kappa-core')
 const pump = require('pump')
 const {
-  call, parsePositiveInt, usageError, sleep, emit, parseNameN, isTransportClose, feedReport
+  call, parsePositiveInt, usageError, sleep, emit, parseNameN, isTransportClose, feedReport, dialWithRetry
 } = require('./lib/common')
 
 const USAGE = 'usage: node bridge-peer.js --dir DIR --listen PORT --connect HOST:PORT [--shared-key HEX32] ' +
@@ -423,21 +423,11 @@ function listen (port) {
 }
 
 function dial ({ host, port }) {
-  const attempt = () => {
-    if (shuttingDown) return
-    const sock = net.connect({ host, port })
-    const onerror = (err) => {
-      sock.destroy()
-      if (err.code === 'ECONNREFUSED') setTimeout(attempt, 100)
-      else fail(err, 'dial')
-    }
-    sock.once('error', onerror)
-    sock.once('connect', () => {
-      sock.removeListener('error', onerror)
-      replicateOver(conns.dial, sock)
-    })
-  }
-  attempt()
+  dialWithRetry({ host, port }, {
+    stopped: () => shuttingDown,
+    onConnect: (sock) => replicateOver(conns.dial, sock),
+    onError: (err) => fail(err, 'dial')
+  })
 }
 
 // ---------------------------------------------------------------- main

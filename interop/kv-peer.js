@@ -47,7 +47,7 @@ const kappa = require('kappa-core')
 const kv = require('kappa-view-kv')
 const memdb = require('memdb')
 const pump = require('pump')
-const { call, parsePositiveInt, usageError, sleep, emit } = require('./lib/common')
+const { call, parsePositiveInt, usageError, sleep, emit, dialWithRetry } = require('./lib/common')
 
 const USAGE = 'usage: node kv-peer.js --dir DIR (--listen PORT | --connect HOST:PORT) --initiator|--responder ' +
   '[--shared-key HEX32] [--put KEY=VALUE ...] [--expect-keys N] [--no-local-writer] [--timeout-ms MS]'
@@ -334,21 +334,7 @@ function listen (port) {
 }
 
 function connect ({ host, port }) {
-  const attempt = () => {
-    if (shuttingDown) return
-    const sock = net.connect({ host, port })
-    const onerror = (err) => {
-      sock.destroy()
-      if (err.code === 'ECONNREFUSED') setTimeout(attempt, 100)
-      else fail(err)
-    }
-    sock.once('error', onerror)
-    sock.once('connect', () => {
-      sock.removeListener('error', onerror)
-      replicateOver(sock)
-    })
-  }
-  attempt()
+  dialWithRetry({ host, port }, { stopped: () => shuttingDown, onConnect: replicateOver, onError: (err) => fail(err) })
 }
 
 // ---------------------------------------------------------------- main

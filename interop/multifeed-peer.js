@@ -65,7 +65,7 @@ const net = require('net')
 const kappa = require('kappa-core')
 const pump = require('pump')
 const {
-  call, parsePositiveInt, usageError, sleep, emit, parseNameN, isTransportClose, feedReport
+  call, parsePositiveInt, usageError, sleep, emit, parseNameN, isTransportClose, feedReport, dialWithRetry
 } = require('./lib/common')
 
 const USAGE = 'usage: node multifeed-peer.js --dir DIR (--listen PORT | --connect HOST:PORT) ' +
@@ -389,21 +389,7 @@ function listen (port, listenReport) {
 }
 
 function connect ({ host, port }) {
-  const attempt = () => {
-    if (shuttingDown) return
-    const sock = net.connect({ host, port })
-    const onerror = (err) => {
-      sock.destroy()
-      if (err.code === 'ECONNREFUSED') setTimeout(attempt, 100)
-      else fail(err)
-    }
-    sock.once('error', onerror)
-    sock.once('connect', () => {
-      sock.removeListener('error', onerror)
-      replicateOver(sock)
-    })
-  }
-  attempt()
+  dialWithRetry({ host, port }, { stopped: () => shuttingDown, onConnect: replicateOver, onError: fail })
 }
 
 // ---------------------------------------------------------------- main

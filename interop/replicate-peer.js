@@ -59,7 +59,7 @@ const net = require('net')
 const hypercore = require('hypercore')
 const pump = require('pump')
 const {
-  keyPairFromSeed, ContentDigest, call, ready, close, parsePositiveInt, usageError, sleep, emit, isTransportClose
+  keyPairFromSeed, ContentDigest, call, ready, close, parsePositiveInt, usageError, sleep, emit, isTransportClose, dialWithRetry
 } = require('./lib/common')
 
 const USAGE = 'usage: node replicate-peer.js --dir DIR (--listen PORT | --connect HOST:PORT) ' +
@@ -398,21 +398,7 @@ function listen (port) {
 }
 
 function connect ({ host, port }) {
-  const attempt = () => {
-    if (shuttingDown) return
-    const sock = net.connect({ host, port })
-    const onerror = (err) => {
-      sock.destroy()
-      if (err.code === 'ECONNREFUSED') setTimeout(attempt, 100)
-      else fail(err)
-    }
-    sock.once('error', onerror)
-    sock.once('connect', () => {
-      sock.removeListener('error', onerror)
-      replicateOver(sock)
-    })
-  }
-  attempt()
+  dialWithRetry({ host, port }, { stopped: () => shuttingDown, onConnect: replicateOver, onError: fail })
 }
 
 // ---------------------------------------------------------------- main

@@ -3,6 +3,7 @@
 
 const fs = require('fs')
 const path = require('path')
+const net = require('net')
 const sodium = require('sodium-native')
 
 // ed25519 key pair from a 32-byte seed (libsodium crypto_sign_seed_keypair).
@@ -164,6 +165,26 @@ async function feedReport (mf, dir) {
   return { feeds, feedCount: feeds.length, totalLength, complete }
 }
 
+// Dials host:port, retrying every 100 ms while the port refuses (the peer may not listen
+// yet), until stopped() says to give up. Calls onConnect(socket) or onError(err) once.
+function dialWithRetry ({ host, port }, { stopped, onConnect, onError }) {
+  const attempt = () => {
+    if (stopped()) return
+    const sock = net.connect({ host, port })
+    const onerror = (err) => {
+      sock.destroy()
+      if (err.code === 'ECONNREFUSED') setTimeout(attempt, 100)
+      else onError(err)
+    }
+    sock.once('error', onerror)
+    sock.once('connect', () => {
+      sock.removeListener('error', onerror)
+      onConnect(sock)
+    })
+  }
+  attempt()
+}
+
 module.exports = {
   keyPairFromSeed,
   ContentDigest,
@@ -179,5 +200,6 @@ module.exports = {
   isTransportClose,
   localnames,
   sortedFeeds,
-  feedReport
+  feedReport,
+  dialWithRetry
 }
