@@ -13,17 +13,10 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/kappa-rs-multifeed-selftest.XXXXXX")"
-LPID=""
-cleanup () {
-  if [ -n "$LPID" ]; then kill "$LPID" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
 PEER="node multifeed-peer.js"
-fail () { echo "multifeed-selftest: FAIL: $*" >&2; exit 1; }
-# event FILE NAME -> last line of FILE whose "event" is NAME
-event () { grep "\"event\":\"$2\"" "$1" | tail -1 || true; }
+SELFTEST=multifeed-selftest
+# shellcheck source=lib/selftest.sh
+source lib/selftest.sh
 # js EXPR LINE... -> evaluates EXPR with a = JSON.parse(LINE1), b = JSON.parse(LINE2)
 js () {
   local expr="$1"; shift
@@ -44,36 +37,6 @@ process.stdout.write(d.digestHex())' "$@"
 }
 D1000="$(digest_of local 0 1000)"
 D500="$(digest_of local 0 500)"
-
-# run NAME LISTENER_ARGS... -- CONNECTOR_ARGS...   ("PORT" in connector args is replaced)
-# Leaves $TMP/NAME.l (listener stdout), $TMP/NAME.c (connector stdout), LRC, CRC, SECS.
-run () {
-  local name="$1"; shift
-  local l=() c=()
-  while [ "$1" != "--" ]; do l+=("$1"); shift; done
-  shift; c=("$@")
-  local lo="$TMP/$name.l" co="$TMP/$name.c"
-  : > "$lo"
-  $PEER "${l[@]}" > "$lo" 2> "$lo.err" &
-  LPID=$!
-  local port=""
-  for _ in $(seq 100); do
-    port="$(grep -o '"event":"listening","port":[0-9]*' "$lo" | grep -o '[0-9]*$' || true)"
-    [ -n "$port" ] && break
-    kill -0 "$LPID" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ -n "$port" ] || fail "$name: listener did not start: $(cat "$lo" "$lo.err")"
-  local t0; t0=$(date +%s%N)
-  set +e
-  $PEER "${c[@]//PORT/$port}" > "$co" 2> "$co.err"
-  CRC=$?
-  wait "$LPID"
-  LRC=$?
-  set -e
-  LPID=""
-  SECS=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-}
 
 # check_pair NAME: both done, same key set, same length/digest per key on both sides
 check_pair () {

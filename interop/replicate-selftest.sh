@@ -11,21 +11,14 @@
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$HERE"
-TMP="$(mktemp -d "${TMPDIR:-/tmp}/kappa-rs-replicate-selftest.XXXXXX")"
-LPID=""
-cleanup () {
-  if [ -n "$LPID" ]; then kill "$LPID" 2>/dev/null || true; fi
-  rm -rf "$TMP"
-}
-trap cleanup EXIT
 SEED=000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f
 KEY=03a107bff3ce10be1d70dd18e74bc09967e4d6309ba50d5f1ddc8664125531b8
 PEER="node replicate-peer.js"
-fail () { echo "replicate-selftest: FAIL: $*" >&2; exit 1; }
+SELFTEST=replicate-selftest
+# shellcheck source=lib/selftest.sh
+source lib/selftest.sh
 # field JSONLINE NAME
 field () { node -e 'const o=JSON.parse(process.argv[1]); process.stdout.write(String(o[process.argv[2]]))' "$1" "$2"; }
-# event FILE NAME -> last line of FILE whose "event" is NAME
-event () { grep "\"event\":\"$2\"" "$1" | tail -1 || true; }
 # expected content digest (lib/common ContentDigest) of a list of entries given as "prefix:start:end" ranges
 digest_of () {
   node -e '
@@ -36,36 +29,6 @@ process.stdout.write(d.digestHex())' "$@"
 FULL="$(digest_of entry-:0:1000)"
 LIVE="$(digest_of entry-:0:1000 live-:0:5)"
 SPARSE="$(digest_of entry-:100:200)"
-
-# run NAME LISTENER_ARGS... -- CONNECTOR_ARGS...   ("PORT" in connector args is replaced)
-# Leaves $TMP/NAME.l (listener stdout), $TMP/NAME.c (connector stdout), LRC, CRC, SECS.
-run () {
-  local name="$1"; shift
-  local l=() c=()
-  while [ "$1" != "--" ]; do l+=("$1"); shift; done
-  shift; c=("$@")
-  local lo="$TMP/$name.l" co="$TMP/$name.c"
-  : > "$lo"
-  $PEER "${l[@]}" > "$lo" 2> "$lo.err" &
-  LPID=$!
-  local port=""
-  for _ in $(seq 100); do
-    port="$(grep -o '"event":"listening","port":[0-9]*' "$lo" | grep -o '[0-9]*$' || true)"
-    [ -n "$port" ] && break
-    kill -0 "$LPID" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ -n "$port" ] || fail "$name: listener did not start: $(cat "$lo" "$lo.err")"
-  local t0; t0=$(date +%s%N)
-  set +e
-  $PEER "${c[@]//PORT/$port}" > "$co" 2> "$co.err"
-  CRC=$?
-  wait "$LPID"
-  LRC=$?
-  set -e
-  LPID=""
-  SECS=$(awk -v a="$t0" -v b="$(date +%s%N)" 'BEGIN { printf "%.2f", (b - a) / 1e9 }')
-}
 
 check_done () { # LINE LENGTH DOWNLOADED DIGEST WHAT
   local line="$1"
