@@ -390,9 +390,7 @@ impl Conn {
         if all_closed && p.is_open_locally(&self.root_dkey) {
             p.close_channel(now, &self.root);
             // A live peer never answers a Close on the root channel: we are done.
-            let peer_live =
-                self.remote_handshake.as_ref().and_then(|h| h.get("live")).and_then(Value::as_bool);
-            if peer_live == Some(true) {
+            if p.peer_live() {
                 p.close(now);
             }
         }

@@ -402,9 +402,12 @@ impl Protocol {
     }
 
     /// Tells the session that the peer runs a live session (as multifeed's
-    /// handshake says). A non-live session then ends a feed once the peer holds
-    /// everything we have, instead of waiting for a "done" Status a live peer
-    /// never sends.
+    /// handshake says). A non-live session then ends a feed once the peer has
+    /// acked storing everything we have, instead of waiting for a "done" Status
+    /// a live peer never sends.
+    ///
+    /// Call it before opening feeds (multifeed does, right after its handshake):
+    /// feeds opened earlier do not ask the peer for acks.
     pub fn set_peer_live(&mut self, live: bool) {
         self.peer_live = live;
         for ch in &mut self.channels {
@@ -412,6 +415,11 @@ impl Protocol {
                 r.peer_live = live;
             }
         }
+    }
+
+    /// Whether the peer runs a live session (see [`set_peer_live`](Self::set_peer_live)).
+    pub fn peer_live(&self) -> bool {
+        self.peer_live
     }
 
     /// Test hook: rewrites every outgoing message (channel id, message) before it
