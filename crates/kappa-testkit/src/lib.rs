@@ -4,6 +4,8 @@
 //!   `interop/setup.sh` having run, interop tests skip with a loud message, except
 //!   under CI (`CI` set), where they fail: a missing harness never passes silently.
 //! - [`content_digest`]: the harness's content digest of a feed, computed in Rust.
+//! - [`postgres`]: throwaway PostgreSQL servers; tests skip loudly without one,
+//!   except under CI, where they fail.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -12,6 +14,8 @@ use blake2::digest::consts::U32;
 use blake2::{Blake2b, Digest};
 use kappa_log::Feed;
 use serde_json::Value;
+
+pub mod postgres;
 
 /// Running the JS harness.
 pub mod js {

@@ -2,7 +2,7 @@ use std::ops::Bound;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use kappa_view::{Batch, KeyRange, Row, StoreError, ViewStore};
+use kappa_view::{range_is_empty, Batch, KeyRange, Row, StoreError, ViewStore};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
 
 use crate::error::{guarded, store_err};
@@ -112,6 +112,8 @@ impl RedbStore {
 
     fn scan_(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
         let limit = limit.unwrap_or(usize::MAX);
+        // redb has returned wrong results for inverted ranges in the past (fixed
+        // in 3.0.1): empty ranges never reach it.
         if limit == 0 || range_is_empty(&range) {
             return Ok(Vec::new());
         }
@@ -213,17 +215,5 @@ fn as_ref(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
         Bound::Included(k) => Bound::Included(k.as_slice()),
         Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
         Bound::Unbounded => Bound::Unbounded,
-    }
-}
-
-/// Whether a range holds no key at all (start after end, or equal with an
-/// exclusive bound). redb has returned wrong results for inverted ranges in the
-/// past (fixed in 3.0.1), so they never reach it.
-fn range_is_empty(range: &KeyRange) -> bool {
-    use Bound::*;
-    match (&range.0, &range.1) {
-        (Included(s), Included(e)) => s > e,
-        (Included(s), Excluded(e)) | (Excluded(s), Included(e)) | (Excluded(s), Excluded(e)) => s >= e,
-        _ => false,
     }
 }

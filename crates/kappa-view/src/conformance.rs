@@ -30,6 +30,7 @@ pub fn run_all<S: ViewStore>(make: impl Fn() -> S) {
     state_travels_with_batches(&make());
     clear_removes_rows_and_state(&make());
     binary_keys_and_values(&make());
+    get_many_matches_get(&make());
     large_batches(&make());
     readers_never_see_half_a_batch(Arc::new(make()));
 }
@@ -106,6 +107,17 @@ pub fn binary_keys_and_values<S: ViewStore>(s: &S) {
     commit(s, vec![put(&k, &[0, 0, 0]), put(b"empty", b"")], None);
     assert_eq!(s.get(&k).ok().flatten(), Some(vec![0, 0, 0]));
     assert_eq!(s.get(b"empty").ok().flatten(), Some(Vec::new()), "an empty value is not a missing one");
+}
+
+/// `get_many` answers like `get` for each key, in the order asked, duplicates
+/// and missing keys included.
+pub fn get_many_matches_get<S: ViewStore>(s: &S) {
+    assert_eq!(s.get_many(&[]).ok(), Some(vec![]), "no keys");
+    commit(s, vec![put(b"a", b"1"), put(b"b", b""), put(&[0, 255], b"z")], None);
+    let got =
+        s.get_many(&[b"b", b"missing", b"a", &[0, 255], b"a"]).unwrap_or_else(|e| panic!("get_many: {e}"));
+    let want = vec![Some(vec![]), None, Some(b"1".to_vec()), Some(b"z".to_vec()), Some(b"1".to_vec())];
+    assert_eq!(got, want, "get_many");
 }
 
 /// Tens of thousands of rows in one batch.

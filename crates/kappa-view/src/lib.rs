@@ -8,5 +8,5 @@ mod store;
 pub mod sum;
 mod view;
 
-pub use store::{prefix_range, Batch, KeyRange, MemoryStore, Row, StoreError, ViewStore};
+pub use store::{prefix_range, range_is_empty, Batch, KeyRange, MemoryStore, Row, StoreError, ViewStore};
 pub use view::{Entry, Tx, View, ViewError};

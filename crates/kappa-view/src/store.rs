@@ -15,6 +15,20 @@ pub enum StoreError {
     /// An injected fault (fault-injecting stores in tests).
     #[error("injected fault: {0}")]
     Injected(String),
+    /// The backend cannot be reached right now (a database server that is down
+    /// or restarting, a lost connection). Nothing of a failed `commit` is lost
+    /// twice: retrying the same batch later is safe, and indexers do so by
+    /// themselves.
+    #[error("view store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    /// Whether the operation may succeed if retried later
+    /// ([`Unavailable`](Self::Unavailable)).
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
 }
 
 /// A stored row: key and value.
@@ -55,6 +69,13 @@ pub trait ViewStore: Send + Sync + 'static {
     /// Removes every row and the state, atomically (a version bump).
     fn clear(&self) -> Result<(), StoreError>;
 
+    /// The values of `keys`, in the same order. Stores behind a network
+    /// override it to fetch them all in one round trip; the default asks
+    /// [`get`](Self::get) for each.
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        keys.iter().map(|k| self.get(k)).collect()
+    }
+
     /// Up to `limit` rows whose keys start with `prefix`, in order.
     fn scan_prefix(
         &self,
@@ -81,6 +102,17 @@ impl<S: ViewStore + ?Sized> ViewStore for Arc<S> {
     }
     fn clear(&self) -> Result<(), StoreError> {
         (**self).clear()
+    }
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        (**self).get_many(keys)
+    }
+    fn scan_prefix(
+        &self,
+        prefix: &[u8],
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<Row>, StoreError> {
+        (**self).scan_prefix(prefix, reverse, limit)
     }
 }
 
@@ -202,8 +234,15 @@ impl ViewStore for MemoryStore {
 }
 
 /// Whether a range contains no key at all (start after end, or equal with an
-/// exclusive bound), which `BTreeMap::range` would reject with a panic.
-pub(crate) fn range_is_empty(range: &KeyRange) -> bool {
+/// exclusive bound). Stores answer such a scan with nothing without asking
+/// their backend (`BTreeMap::range` would panic on it).
+///
+/// ```
+/// use std::ops::Bound::*;
+/// assert!(kappa_view::range_is_empty(&(Excluded(b"a".to_vec()), Excluded(b"a".to_vec()))));
+/// assert!(!kappa_view::range_is_empty(&(Included(b"a".to_vec()), Included(b"a".to_vec()))));
+/// ```
+pub fn range_is_empty(range: &KeyRange) -> bool {
     use Bound::*;
     match (&range.0, &range.1) {
         (Included(s), Included(e)) => s > e,

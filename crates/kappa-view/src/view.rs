@@ -1,4 +1,4 @@
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use kappa_log::PublicKey;
 use serde::de::DeserializeOwned;
@@ -60,6 +60,8 @@ pub struct Tx<'a> {
     store: &'a dyn ViewStore,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     order: Vec<Vec<u8>>,
+    /// Values read ahead by [`Tx::prefetch`], as the store had them.
+    fetched: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl std::fmt::Debug for dyn ViewStore {
@@ -71,15 +73,59 @@ impl std::fmt::Debug for dyn ViewStore {
 impl<'a> Tx<'a> {
     /// A transaction over `store`.
     pub fn new(store: &'a dyn ViewStore) -> Self {
-        Tx { store, pending: BTreeMap::new(), order: Vec::new() }
+        Tx { store, pending: BTreeMap::new(), order: Vec::new(), fetched: HashMap::new() }
     }
 
     /// The value of `key`, seeing this transaction's own writes.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.pending.get(key) {
+        if let Some(v) = self.pending.get(key) {
+            return Ok(v.clone());
+        }
+        match self.fetched.get(key) {
             Some(v) => Ok(v.clone()),
             None => self.store.get(key),
         }
+    }
+
+    /// Reads `keys` from the store in one call ([`ViewStore::get_many`]), so that
+    /// later [`get`](Self::get)s of them need no store access: a view calls it
+    /// with the keys a batch will read, which saves a round trip per key on a
+    /// store behind a network. Keys this transaction wrote, or already fetched,
+    /// are skipped.
+    ///
+    /// ```
+    /// use kappa_view::{Batch, MemoryStore, Tx, ViewStore};
+    /// let store = MemoryStore::new();
+    /// store.commit(Batch { ops: vec![(b"a".to_vec(), Some(b"1".to_vec()))], state: None })?;
+    /// let mut tx = Tx::new(&store);
+    /// tx.prefetch([&b"a"[..], b"b"])?;
+    /// assert_eq!(tx.get(b"a")?, Some(b"1".to_vec()));
+    /// assert_eq!(tx.get(b"b")?, None);
+    /// # Ok::<(), kappa_view::StoreError>(())
+    /// ```
+    pub fn prefetch<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<(), StoreError> {
+        let mut wanted: Vec<&[u8]> = Vec::new();
+        let mut seen = HashSet::new();
+        for k in keys {
+            if !self.pending.contains_key(k) && !self.fetched.contains_key(k) && seen.insert(k) {
+                wanted.push(k);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let values = self.store.get_many(&wanted)?;
+        if values.len() != wanted.len() {
+            return Err(StoreError::Backend(format!(
+                "get_many returned {} values for {} keys",
+                values.len(),
+                wanted.len()
+            )));
+        }
+        for (k, v) in wanted.into_iter().zip(values) {
+            self.fetched.insert(k.to_vec(), v);
+        }
+        Ok(())
     }
 
     /// Sets `key` to `value`.

@@ -1,0 +1,198 @@
+//! Throwaway PostgreSQL clusters for tests and benchmarks.
+//!
+//! [`TempCluster::start`] runs `initdb` and `pg_ctl` from the machine's
+//! PostgreSQL (`$KAPPA_PG_BIN`, else the newest `/usr/lib/postgresql/*/bin`, else
+//! `PATH`) on a free loopback port, in a new directory under the system's temp
+//! directory, and removes it all when dropped. PostgreSQL refuses to run as
+//! root: as root, the cluster runs as the `postgres` user (`runuser`).
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// A PostgreSQL server of its own, stopped and deleted on drop.
+#[derive(Debug)]
+pub struct TempCluster {
+    dir: PathBuf,
+    bin: PathBuf,
+    port: u16,
+    as_postgres: bool,
+}
+
+/// A cluster for a test, or `None` after a loud message when none can be
+/// started outside CI.
+///
+/// # Panics
+/// Under CI (`CI` set) when no cluster can be started: `.ci/run` installs
+/// PostgreSQL, so a missing server never passes silently.
+pub fn cluster_or_skip(test: &str) -> Option<TempCluster> {
+    match TempCluster::start() {
+        Ok(c) => Some(c),
+        Err(e) if std::env::var_os("CI").is_some() => panic!("{test}: cannot start PostgreSQL: {e}"),
+        Err(e) => {
+            eprintln!("\n*** SKIPPING {test}: cannot start a PostgreSQL server: {e} ***\n");
+            None
+        }
+    }
+}
+
+fn find_bin() -> Result<PathBuf, String> {
+    if let Some(b) = std::env::var_os("KAPPA_PG_BIN") {
+        return Ok(PathBuf::from(b));
+    }
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let v = e.file_name().to_string_lossy().parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").is_file().then_some((v, bin))
+        })
+        .collect();
+    versions.sort();
+    if let Some((_, bin)) = versions.pop() {
+        return Ok(bin);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .find(|p| p.join("initdb").is_file() && p.join("pg_ctl").is_file())
+        .ok_or_else(|| "no initdb found (install PostgreSQL, or set KAPPA_PG_BIN)".to_owned())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+}
+
+impl TempCluster {
+    /// Initializes and starts a cluster (about half a second).
+    pub fn start() -> Result<TempCluster, String> {
+        static N: AtomicU32 = AtomicU32::new(0);
+        let bin = find_bin()?;
+        let as_postgres = is_root();
+        let dir = std::env::temp_dir().join(format!(
+            "kappa-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        let mut cluster = TempCluster { dir, bin, port: 0, as_postgres };
+        if as_postgres {
+            cluster.run(Command::new("chown").arg("postgres").arg(&cluster.dir), false)?;
+        }
+        let data = cluster.data();
+        cluster.run(
+            cluster.pg("initdb").arg("-D").arg(&data).args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+                "--locale=C",
+            ]),
+            true,
+        )?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            cluster.port = free_port()?;
+            match cluster.start_again() {
+                Ok(()) => return Ok(cluster),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn pg(&self, tool: &str) -> Command {
+        let exe = self.bin.join(tool);
+        if self.as_postgres {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            Command::new(exe)
+        }
+    }
+
+    fn run(&self, cmd: &mut Command, quiet: bool) -> Result<(), String> {
+        if quiet {
+            cmd.stdout(Stdio::null());
+        }
+        let out = cmd.stderr(Stdio::piped()).output().map_err(|e| format!("{cmd:?}: {e}"))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim()))
+        }
+    }
+
+    /// The server's port on 127.0.0.1.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A URL for the `postgres` database as the `postgres` superuser, with the
+    /// views in `schema`.
+    pub fn url(&self, schema: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres?schema={schema}", self.port)
+    }
+
+    /// Runs SQL with `psql` (for setting up odd states in tests).
+    pub fn psql(&self, sql: &str) -> Result<String, String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql])
+            .output()
+            .map_err(|e| format!("psql: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn kill(&self) -> Result<(), String> {
+        self.run(self.pg("pg_ctl").arg("-D").arg(self.data()).args(["-m", "immediate", "stop"]), true)
+    }
+
+    /// Starts the (stopped) server again on the same port, waiting until it
+    /// accepts connections.
+    pub fn start_again(&self) -> Result<(), String> {
+        let opts = format!("-p {} -k {} -c listen_addresses=127.0.0.1", self.port, self.dir.display());
+        self.run(
+            self.pg("pg_ctl")
+                .arg("-D")
+                .arg(self.data())
+                .arg("-l")
+                .arg(self.dir.join("log"))
+                .args(["-w", "-t", "60", "-o", &opts, "start"]),
+            true,
+        )
+    }
+
+    /// The cluster's directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+impl Drop for TempCluster {
+    fn drop(&mut self) {
+        let _ = self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> Result<u16, String> {
+    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("finding a free port: {e}"))?;
+    l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+}

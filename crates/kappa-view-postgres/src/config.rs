@@ -1,0 +1,263 @@
+//! Connection settings, read from a `postgres://` URL.
+
+use std::time::Duration;
+
+use crate::error::PgError;
+
+/// Where the server listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Host {
+    /// A TCP host name or address, and port.
+    Tcp(String, u16),
+    /// The directory of a Unix-domain socket, and the port that names it
+    /// (`<dir>/.s.PGSQL.<port>`).
+    Unix(String, u16),
+}
+
+/// How to reach the database and where the views live in it.
+///
+/// ```
+/// use kappa_view_postgres::{Config, Host};
+/// let c = Config::from_url("postgres://app:s3cret@db.internal:6543/kappa?schema=pub1&pool_size=4")?;
+/// assert_eq!(c.host, Host::Tcp("db.internal".into(), 6543));
+/// assert_eq!((c.user.as_str(), c.dbname.as_str(), c.schema.as_str()), ("app", "kappa", "pub1"));
+/// assert_eq!(c.pool_size, 4);
+/// # Ok::<(), kappa_view_postgres::PgError>(())
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Config {
+    /// The server.
+    pub host: Host,
+    /// The role to log in as.
+    pub user: String,
+    /// Its password, if the server asks for one (cleartext, MD5 or SCRAM-SHA-256).
+    pub password: Option<String>,
+    /// The database.
+    pub dbname: String,
+    /// The schema holding this kappa database's views (default `kappa`): one
+    /// schema per kappa database, so several can share a server database.
+    pub schema: String,
+    /// Most connections open at once (default 8).
+    pub pool_size: usize,
+    /// How long connecting may take (default 10 s).
+    pub connect_timeout: Duration,
+    /// How long an operation keeps retrying while the server is unreachable
+    /// before it fails with `StoreError::Unavailable` (default 5 s).
+    pub retry_for: Duration,
+    /// Sent to the server as `application_name` (default `kappa-rs`).
+    pub application_name: String,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("host", &self.host)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "***"))
+            .field("dbname", &self.dbname)
+            .field("schema", &self.schema)
+            .field("pool_size", &self.pool_size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads `postgres://[user[:password]@][host][:port][/dbname][?param=value&…]`
+    /// (`postgresql://` too). Parameters: `host` (a path starting with `/` is a
+    /// Unix-socket directory), `port`, `user`, `password`, `dbname`, `schema`,
+    /// `pool_size`, `connect_timeout` and `retry_for` (seconds),
+    /// `application_name`. Percent-escapes are decoded. The user defaults to
+    /// `$USER` (else `postgres`), the database to the user's name.
+    pub fn from_url(url: &str) -> Result<Config, PgError> {
+        let bad = |why: &str| PgError::Url(format!("{why} in {}", redact(url)));
+        let rest = url
+            .strip_prefix("postgres://")
+            .or_else(|| url.strip_prefix("postgresql://"))
+            .ok_or_else(|| bad("expected postgres:// or postgresql://"))?;
+        let (main, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let (authority, path) = main.split_once('/').unwrap_or((main, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let mut user = None;
+        let mut password = None;
+        if let Some(u) = userinfo {
+            let (name, pw) = u.split_once(':').map_or((u, None), |(a, b)| (a, Some(b)));
+            user = Some(decode(name).map_err(|e| bad(&e))?).filter(|s| !s.is_empty());
+            password = pw.map(decode).transpose().map_err(|e| bad(&e))?;
+        }
+        let (mut host, mut port) = split_host_port(hostport).map_err(|e| bad(&e))?;
+        let mut dbname = Some(decode(path).map_err(|e| bad(&e))?).filter(|s| !s.is_empty());
+        let mut schema = "kappa".to_owned();
+        let mut pool_size = 8;
+        let mut connect_timeout = Duration::from_secs(10);
+        let mut retry_for = Duration::from_secs(5);
+        let mut application_name = "kappa-rs".to_owned();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            let v = decode(v).map_err(|e| bad(&e))?;
+            let secs = |v: &str| {
+                v.parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s >= 0.0)
+                    .map(Duration::from_secs_f64)
+                    .ok_or_else(|| bad(&format!("{k}={v} is not a number of seconds")))
+            };
+            match k {
+                "host" => host = Some(v),
+                "port" => port = Some(v.parse().map_err(|_| bad(&format!("port {v:?} is not a port")))?),
+                "user" => user = Some(v),
+                "password" => password = Some(v),
+                "dbname" => dbname = Some(v),
+                "schema" => schema = v,
+                "pool_size" => {
+                    pool_size = v
+                        .parse()
+                        .ok()
+                        .filter(|n| *n > 0)
+                        .ok_or_else(|| bad(&format!("pool_size={v} is not a positive number")))?
+                }
+                "connect_timeout" => connect_timeout = secs(&v)?,
+                "retry_for" => retry_for = secs(&v)?,
+                "application_name" => application_name = v,
+                // libpq's TLS setting: only a plain connection is spoken here.
+                "sslmode" if v == "disable" || v == "prefer" || v == "allow" => {}
+                other => return Err(bad(&format!("unknown parameter {other:?}"))),
+            }
+        }
+        if schema.is_empty() || schema.len() > 40 {
+            return Err(bad("the schema name must have 1 to 40 bytes"));
+        }
+        let user = user
+            .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
+            .unwrap_or_else(|| "postgres".to_owned());
+        let port = port.unwrap_or(5432);
+        let host = match host.filter(|h| !h.is_empty()) {
+            Some(h) if h.starts_with('/') => Host::Unix(h, port),
+            Some(h) => Host::Tcp(h, port),
+            None => Host::Tcp("localhost".to_owned(), port),
+        };
+        Ok(Config {
+            host,
+            dbname: dbname.unwrap_or_else(|| user.clone()),
+            user,
+            password,
+            schema,
+            pool_size,
+            connect_timeout,
+            retry_for,
+            application_name,
+        })
+    }
+
+    /// The URL without its password, for messages.
+    pub fn display(&self) -> String {
+        let host = match &self.host {
+            Host::Tcp(h, p) => format!("{h}:{p}"),
+            Host::Unix(d, p) => format!("{d}/.s.PGSQL.{p}"),
+        };
+        format!("postgres://{}@{host}/{} (schema {})", self.user, self.dbname, self.schema)
+    }
+}
+
+/// `url` with any password replaced by `***`.
+pub(crate) fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) if userinfo.contains(':') => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***@{host}{tail}")
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn split_host_port(s: &str) -> Result<(Option<String>, Option<u16>), String> {
+    if s.is_empty() {
+        return Ok((None, None));
+    }
+    // [v6addr]:port
+    if let Some(rest) = s.strip_prefix('[') {
+        let (addr, after) = rest.split_once(']').ok_or("unclosed [ in host")?;
+        let port = match after.strip_prefix(':') {
+            Some(p) => Some(p.parse().map_err(|_| format!("port {p:?} is not a port"))?),
+            None if after.is_empty() => None,
+            None => return Err(format!("unexpected {after:?} after the host")),
+        };
+        return Ok((Some(addr.to_owned()), port));
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) => {
+            let port = p.parse().map_err(|_| format!("port {p:?} is not a port"))?;
+            Ok((Some(decode(h)?).filter(|h| !h.is_empty()), Some(port)))
+        }
+        None => Ok((Some(decode(s)?), None)),
+    }
+}
+
+/// Decodes `%XX` escapes.
+fn decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = bytes.get(i + 1..i + 3).ok_or("a cut-off % escape")?;
+            let hex = std::str::from_utf8(hex).map_err(|_| "a bad % escape")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad % escape %{hex}"))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "a % escape that is not UTF-8".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls() {
+        let c = Config::from_url("postgresql://u%40x:p%3Aw@127.0.0.1:5433/db%20name").unwrap();
+        assert_eq!(c.user, "u@x");
+        assert_eq!(c.password.as_deref(), Some("p:w"));
+        assert_eq!(c.host, Host::Tcp("127.0.0.1".into(), 5433));
+        assert_eq!(c.dbname, "db name");
+        assert_eq!(c.schema, "kappa");
+        let c = Config::from_url("postgres://u@/db?host=%2Frun%2Fpostgresql&port=5434").unwrap();
+        assert_eq!(c.host, Host::Unix("/run/postgresql".into(), 5434));
+        let c = Config::from_url("postgres://[::1]:7000/x").unwrap();
+        assert_eq!(c.host, Host::Tcp("::1".into(), 7000));
+        let c = Config::from_url("postgres://bob@h").unwrap();
+        assert_eq!((c.dbname.as_str(), c.host.clone()), ("bob", Host::Tcp("h".into(), 5432)));
+        let c = Config::from_url("postgres://bob@h/d?retry_for=0.5&connect_timeout=2").unwrap();
+        assert_eq!(c.retry_for, Duration::from_millis(500));
+        assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        for bad in [
+            "mysql://x",
+            "postgres://h:notaport/d",
+            "postgres://h/d?frobnicate=1",
+            "postgres://h/d?pool_size=0",
+            "postgres://h/d?schema=",
+            "postgres://h/%zz",
+            "postgres://[::1/x",
+        ] {
+            assert!(matches!(Config::from_url(bad), Err(PgError::Url(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn passwords_stay_out_of_messages() {
+        let err = Config::from_url("postgres://u:hunter2@h:bad/d").unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        let c = Config::from_url("postgres://u:hunter2@h/d").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert!(!c.display().contains("hunter2"));
+    }
+}

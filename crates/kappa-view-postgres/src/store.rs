@@ -1,0 +1,557 @@
+use std::collections::HashMap;
+use std::ops::Bound;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use blake2::digest::consts::U8;
+use blake2::{Blake2b, Digest};
+use kappa_view::{range_is_empty, Batch, KeyRange, Row, StoreError, ViewStore};
+use postgres_protocol::escape::escape_identifier;
+
+use crate::config::Config;
+use crate::error::PgError;
+use crate::pool::{retrying, Pool};
+use crate::wire::{Conn, Param, PgRow, Stmt};
+
+/// The format marker in `<schema>.kappa_meta`.
+const FORMAT: &str = "kappa-view-postgres/1";
+/// SQLSTATE of "relation does not exist".
+const UNDEFINED_TABLE: &str = "42P01";
+
+/// Whether a handle may write.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+struct Shared {
+    pool: Pool,
+    role: Role,
+    /// The schema, quoted for SQL.
+    schema: String,
+    /// The writer's own connection, which holds the writer lock (a session
+    /// advisory lock): every commit goes through it, so a commit can only land
+    /// while this process holds the lock.
+    writer: Mutex<Option<Conn>>,
+    /// The writer lock's key.
+    lock_key: i64,
+    /// The key of the transaction lock that serializes creating tables.
+    ddl_key: i64,
+}
+
+/// The views of one kappa database in a PostgreSQL schema: one table per view
+/// (`key bytea PRIMARY KEY, value bytea`), and a registry table holding every
+/// view's name, table and indexing state.
+///
+/// One process indexes (opens with [`open`](Self::open), which takes the
+/// schema's writer lock); any number of processes read (with
+/// [`open_reader`](Self::open_reader)) and see each batch whole or not at all.
+/// Clones share the connection pool.
+///
+/// ```no_run
+/// use kappa_view::kv::KvView;
+/// use kappa_view_postgres::PgViews;
+/// use std::sync::Arc;
+///
+/// // The indexing process:
+/// let views = PgViews::open("postgres://kappa@db.internal/kappa?schema=pub1")?;
+/// let kv = KvView::new(Arc::new(views.store("kv")?));
+/// // A reader process, on any machine:
+/// let readers = PgViews::open_reader("postgres://reader@db.internal/kappa?schema=pub1")?;
+/// let kv = KvView::new(Arc::new(readers.store("kv")?));
+/// let heads = kv.get("some-key")?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Clone)]
+pub struct PgViews {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for PgViews {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgViews")
+            .field("config", self.shared.pool.config())
+            .field("role", &self.shared.role)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PgViews {
+    /// Opens the views at `url` (see [`Config::from_url`]) for indexing:
+    /// creates the schema and its tables if they do not exist, and takes the
+    /// schema's writer lock, held for as long as this value or a clone lives.
+    ///
+    /// Fails with [`PgError::Locked`] if another process holds the lock,
+    /// [`PgError::Incompatible`] if the schema holds other tables, and
+    /// [`PgError::Connection`] if the server cannot be reached (after retrying
+    /// for `retry_for`).
+    pub fn open(url: &str) -> Result<PgViews, PgError> {
+        Self::open_with(Config::from_url(url)?, false)
+    }
+
+    /// Opens the views at `url` for reading only: no writer lock, no tables
+    /// created (views not indexed yet read as empty). Commits fail with
+    /// [`PgError::ReadOnly`].
+    pub fn open_reader(url: &str) -> Result<PgViews, PgError> {
+        Self::open_with(Config::from_url(url)?, true)
+    }
+
+    /// Like [`open`](Self::open) or, with `read_only`,
+    /// [`open_reader`](Self::open_reader), from a [`Config`].
+    pub fn open_with(cfg: Config, read_only: bool) -> Result<PgViews, PgError> {
+        let key = |what: &str| {
+            let mut h = Blake2b::<U8>::new();
+            h.update(format!("kappa-view-postgres {what}\0").as_bytes());
+            h.update(cfg.schema.as_bytes());
+            i64::from_be_bytes(h.finalize().into())
+        };
+        let (lock_key, ddl_key) = (key("writer lock"), key("ddl lock"));
+        let schema = escape_identifier(&cfg.schema);
+        let views = PgViews {
+            shared: Arc::new(Shared {
+                pool: Pool::new(cfg),
+                role: if read_only { Role::Reader } else { Role::Writer },
+                schema,
+                writer: Mutex::new(None),
+                lock_key,
+                ddl_key,
+            }),
+        };
+        views.retrying(|| views.shared.pool.with_conn(|c| views.init(c)))?;
+        if !read_only {
+            views.retrying(|| views.with_writer(|_| Ok(())))?;
+        }
+        Ok(views)
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &Config {
+        self.shared.pool.config()
+    }
+
+    fn retrying<T>(&self, op: impl FnMut() -> Result<T, PgError>) -> Result<T, PgError> {
+        retrying(self.config().retry_for, op)
+    }
+
+    fn schema_name(&self) -> String {
+        self.config().schema.clone()
+    }
+
+    /// Checks the format marker, creating the schema's tables in an empty
+    /// schema (a writer only).
+    fn init(&self, c: &mut Conn) -> Result<(), PgError> {
+        let s = &self.shared.schema;
+        let name = self.schema_name();
+        transaction(c, |c| {
+            c.query("SELECT pg_advisory_xact_lock($1)", vec![Param::Int8(self.shared.ddl_key)])?;
+            let tables: Vec<String> = c
+                .query(
+                    "SELECT tablename::text FROM pg_tables WHERE schemaname = $1 ORDER BY 1",
+                    vec![Param::Text(&name)],
+                )?
+                .into_iter()
+                .map(|r| text(&r, 0))
+                .collect();
+            if tables.iter().any(|t| t == "kappa_meta") {
+                let format = c
+                    .query(&format!("SELECT value FROM {s}.kappa_meta WHERE key = 'format'"), vec![])?
+                    .first()
+                    .map(|r| text(r, 0));
+                return match format.as_deref() {
+                    Some(FORMAT) => Ok(()),
+                    Some(f) => Err(PgError::Incompatible {
+                        schema: name.clone(),
+                        reason: format!("format {f:?}, this version reads {FORMAT:?}"),
+                    }),
+                    None => {
+                        Err(PgError::Incompatible { schema: name.clone(), reason: "no format marker".into() })
+                    }
+                };
+            }
+            if !tables.is_empty() {
+                return Err(PgError::Incompatible {
+                    schema: name.clone(),
+                    reason: format!(
+                        "it holds {} table(s) ({}) but no kappa_meta format marker",
+                        tables.len(),
+                        tables.join(", ")
+                    ),
+                });
+            }
+            if self.shared.role == Role::Reader {
+                // Nothing indexed yet: reads find no tables and return nothing.
+                return Ok(());
+            }
+            c.simple(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s};
+                 CREATE TABLE {s}.kappa_meta (key text PRIMARY KEY, value text NOT NULL);
+                 INSERT INTO {s}.kappa_meta VALUES ('format', '{FORMAT}');
+                 CREATE TABLE {s}.kappa_views (
+                     name text PRIMARY KEY,
+                     rows_table text NOT NULL UNIQUE,
+                     state bytea
+                 );"
+            ))
+        })
+    }
+
+    /// Runs `f` on the writer connection, connecting it and taking the writer
+    /// lock first if needed.
+    fn with_writer<T>(&self, f: impl FnOnce(&mut Conn) -> Result<T, PgError>) -> Result<T, PgError> {
+        if self.shared.role == Role::Reader {
+            return Err(PgError::ReadOnly);
+        }
+        let mut slot = lock(&self.shared.writer);
+        if slot.as_ref().is_none_or(Conn::is_broken) {
+            *slot = None;
+            let mut c = Conn::connect(self.config())?;
+            let got = c.query("SELECT pg_try_advisory_lock($1)", vec![Param::Int8(self.shared.lock_key)])?;
+            if got.first().and_then(|r| r.first()).cloned().flatten().as_deref() != Some(&[1][..]) {
+                return Err(PgError::Locked { schema: self.schema_name() });
+            }
+            *slot = Some(c);
+        }
+        match slot.as_mut() {
+            Some(c) => f(c),
+            None => Err(PgError::Protocol("no writer connection".into())),
+        }
+    }
+
+    /// The store for the view called `view_name`. A writer registers the view
+    /// and creates its table; a reader finds it once the writer has.
+    pub fn store(&self, view_name: &str) -> Result<PgStore, StoreError> {
+        if view_name.is_empty() {
+            return Err(StoreError::Backend("a view needs a non-empty name".into()));
+        }
+        let store =
+            PgStore { views: self.clone(), name: view_name.to_owned(), sql: Arc::new(Mutex::new(None)) };
+        if self.shared.role == Role::Writer {
+            store.statements()?;
+        }
+        Ok(store)
+    }
+
+    /// The names of the views registered in the schema, in order.
+    pub fn views(&self) -> Result<Vec<String>, StoreError> {
+        let sql = format!("SELECT name FROM {}.kappa_views ORDER BY name", self.shared.schema);
+        let rows =
+            self.retrying(|| self.shared.pool.with_conn(|c| missing_is_empty(c.query(&sql, vec![]))))?;
+        Ok(rows.iter().map(|r| text(r, 0)).collect())
+    }
+}
+
+/// Runs `f` in a transaction block on `c`, rolling back if it fails.
+fn transaction<T>(c: &mut Conn, f: impl FnOnce(&mut Conn) -> Result<T, PgError>) -> Result<T, PgError> {
+    c.simple("BEGIN")?;
+    match f(c) {
+        Ok(v) => {
+            c.simple("COMMIT")?;
+            Ok(v)
+        }
+        Err(e) => {
+            if !c.is_broken() {
+                let _ = c.simple("ROLLBACK");
+            }
+            Err(e)
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn text(row: &PgRow, i: usize) -> String {
+    row.get(i).cloned().flatten().map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+}
+
+/// A query on a table that does not exist yet (a reader before the writer
+/// created it) has no rows.
+fn missing_is_empty(r: Result<Vec<PgRow>, PgError>) -> Result<Vec<PgRow>, PgError> {
+    match r {
+        Err(PgError::Server { code, .. }) if code == UNDEFINED_TABLE => Ok(Vec::new()),
+        r => r,
+    }
+}
+
+/// The table name for a view: readable, and unique through a hash.
+fn table_name(view: &str) -> String {
+    let readable: String = view
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '_' })
+        .take(24)
+        .collect();
+    let mut h = Blake2b::<U8>::new();
+    h.update(view.as_bytes());
+    format!("rows_{readable}_{}", hex::encode(h.finalize()))
+}
+
+/// One view's SQL, for its table.
+#[derive(Debug)]
+struct Statements {
+    get: String,
+    get_many: String,
+    put: String,
+    delete: String,
+    set_state: String,
+    get_state: String,
+    clear_state: String,
+    clear: String,
+    /// `SELECT key, value FROM <table>`, for scans.
+    select: String,
+}
+
+impl Statements {
+    fn new(schema: &str, table: &str) -> Self {
+        let t = format!("{schema}.{}", escape_identifier(table));
+        let registry = format!("{schema}.kappa_views");
+        Statements {
+            get: format!("SELECT value FROM {t} WHERE key = $1"),
+            get_many: format!(
+                "SELECT k.i, t.value FROM unnest($1::bytea[]) WITH ORDINALITY AS k(key, i) JOIN {t} t ON t.key = k.key"
+            ),
+            put: format!(
+                "INSERT INTO {t} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
+            ),
+            delete: format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])"),
+            set_state: format!("UPDATE {registry} SET state = $2 WHERE name = $1"),
+            get_state: format!("SELECT state FROM {registry} WHERE name = $1"),
+            clear_state: format!("UPDATE {registry} SET state = NULL WHERE name = $1"),
+            clear: format!("TRUNCATE {t}"),
+            select: format!("SELECT key, value FROM {t}"),
+        }
+    }
+}
+
+/// One view's rows and indexing state in PostgreSQL; see [`PgViews`].
+///
+/// Every read is one statement, so it sees one committed state of the view;
+/// every commit is one transaction holding the rows and the indexing state.
+/// Operations retry while the server is unreachable (a restart, a lost
+/// connection) for the configured `retry_for`, then fail with
+/// [`StoreError::Unavailable`]. A commit that is retried after its connection
+/// broke may already have landed; applying the same batch again leaves the same
+/// rows and state, so retrying is safe with the one writer the lock allows.
+#[derive(Clone)]
+pub struct PgStore {
+    views: PgViews,
+    name: String,
+    sql: Arc<Mutex<Option<Arc<Statements>>>>,
+}
+
+impl std::fmt::Debug for PgStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgStore").field("view", &self.name).finish_non_exhaustive()
+    }
+}
+
+impl PgStore {
+    /// The view's name.
+    pub fn view_name(&self) -> &str {
+        &self.name
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.views.shared.pool
+    }
+
+    /// The view's statements: a writer registers the view and creates its
+    /// table; a reader looks the table up (`None` while it does not exist).
+    fn statements(&self) -> Result<Option<Arc<Statements>>, PgError> {
+        if let Some(s) = lock(&self.sql).as_ref() {
+            return Ok(Some(s.clone()));
+        }
+        let shared = &self.views.shared;
+        let schema = &shared.schema;
+        let name = self.name.as_str();
+        let table = self.views.retrying(|| {
+            self.pool().with_conn(|c| {
+                let lookup = format!("SELECT rows_table FROM {schema}.kappa_views WHERE name = $1");
+                if shared.role == Role::Reader {
+                    let rows = missing_is_empty(c.query(&lookup, vec![Param::Text(name)]))?;
+                    return Ok(rows.first().map(|r| text(r, 0)));
+                }
+                transaction(c, |c| {
+                    c.query("SELECT pg_advisory_xact_lock($1)", vec![Param::Int8(shared.ddl_key)])?;
+                    let wanted = table_name(name);
+                    c.query(
+                        &format!(
+                            "INSERT INTO {schema}.kappa_views (name, rows_table) VALUES ($1, $2) \
+                             ON CONFLICT (name) DO NOTHING"
+                        ),
+                        vec![Param::Text(name), Param::Text(&wanted)],
+                    )?;
+                    let rows = c.query(&lookup, vec![Param::Text(name)])?;
+                    let table = rows.first().map(|r| text(r, 0)).unwrap_or(wanted);
+                    c.simple(&format!(
+                        "CREATE TABLE IF NOT EXISTS {schema}.{} (key bytea PRIMARY KEY, value bytea NOT NULL)",
+                        escape_identifier(&table)
+                    ))?;
+                    Ok(Some(table))
+                })
+            })
+        })?;
+        let Some(table) = table else { return Ok(None) };
+        let s = Arc::new(Statements::new(schema, &table));
+        *lock(&self.sql) = Some(s.clone());
+        Ok(Some(s))
+    }
+
+    /// Runs a read on a pooled connection, retrying while the server is away;
+    /// a view without a table yet reads as `empty`.
+    fn read<T>(
+        &self,
+        empty: T,
+        f: impl Fn(&mut Conn, &Statements) -> Result<T, PgError>,
+    ) -> Result<T, StoreError>
+    where
+        T: Clone,
+    {
+        let Some(sql) = self.statements()? else { return Ok(empty) };
+        let r = self.views.retrying(|| {
+            self.pool().with_conn(|c| match f(c, &sql) {
+                Err(PgError::Server { code, .. }) if code == UNDEFINED_TABLE => Ok(empty.clone()),
+                r => r,
+            })
+        })?;
+        Ok(r)
+    }
+}
+
+fn bound_sql<'a>(
+    b: &'a Bound<Vec<u8>>,
+    op_incl: &str,
+    op_excl: &str,
+    n: usize,
+) -> Option<(String, &'a [u8])> {
+    match b {
+        Bound::Included(k) => Some((format!("key {op_incl} ${n}"), k.as_slice())),
+        Bound::Excluded(k) => Some((format!("key {op_excl} ${n}"), k.as_slice())),
+        Bound::Unbounded => None,
+    }
+}
+
+impl ViewStore for PgStore {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(None, |c, sql| {
+            let rows = c.query(&sql.get, vec![Param::Bytea(key)])?;
+            Ok(rows.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+        })
+    }
+
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.read(vec![None; keys.len()], |c, sql| {
+            let mut out = vec![None; keys.len()];
+            for row in c.query(&sql.get_many, vec![Param::ByteaArray(keys)])? {
+                let mut cols = row.into_iter();
+                let i =
+                    cols.next().flatten().and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
+                let slot = i.and_then(|i| usize::try_from(i - 1).ok()).and_then(|i| out.get_mut(i));
+                match slot {
+                    Some(slot) => *slot = cols.next().flatten(),
+                    None => return Err(PgError::Protocol("get_many: a row without a valid ordinal".into())),
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    fn scan(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
+        if limit == Some(0) || range_is_empty(&range) {
+            return Ok(Vec::new());
+        }
+        self.read(Vec::new(), |c, sql| {
+            let mut conds = Vec::new();
+            let mut params = Vec::new();
+            for (b, incl, excl) in [(&range.0, ">=", ">"), (&range.1, "<=", "<")] {
+                if let Some((cond, key)) = bound_sql(b, incl, excl, params.len() + 1) {
+                    conds.push(cond);
+                    params.push(Param::Bytea(key));
+                }
+            }
+            let mut q = sql.select.clone();
+            if !conds.is_empty() {
+                q.push_str(" WHERE ");
+                q.push_str(&conds.join(" AND "));
+            }
+            q.push_str(if reverse { " ORDER BY key DESC" } else { " ORDER BY key" });
+            if let Some(l) = limit {
+                q.push_str(&format!(" LIMIT ${}", params.len() + 1));
+                params.push(Param::Int8(i64::try_from(l).unwrap_or(i64::MAX)));
+            }
+            let rows = c.query(&q, params)?;
+            rows.into_iter()
+                .map(|r| {
+                    let mut cols = r.into_iter();
+                    match (cols.next().flatten(), cols.next().flatten()) {
+                        (Some(k), Some(v)) => Ok((k, v)),
+                        _ => Err(PgError::Protocol("a row without key or value".into())),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        if batch.ops.is_empty() && batch.state.is_none() {
+            return Ok(());
+        }
+        let sql = self.statements()?.ok_or(PgError::ReadOnly)?;
+        // The last op of each key decides; puts and deletes then touch
+        // different keys, so their order does not matter.
+        let mut last: HashMap<&[u8], Option<&[u8]>> = HashMap::with_capacity(batch.ops.len());
+        for (k, v) in &batch.ops {
+            last.insert(k.as_slice(), v.as_deref());
+        }
+        let (mut put_keys, mut put_values, mut deletes) = (Vec::new(), Vec::new(), Vec::new());
+        for (k, v) in last {
+            match v {
+                Some(v) => {
+                    put_keys.push(k);
+                    put_values.push(v);
+                }
+                None => deletes.push(k),
+            }
+        }
+        let mut stmts = Vec::with_capacity(3);
+        if !deletes.is_empty() {
+            stmts.push(Stmt::new(&sql.delete, vec![Param::ByteaArray(&deletes)]));
+        }
+        if !put_keys.is_empty() {
+            stmts.push(Stmt::new(
+                &sql.put,
+                vec![Param::ByteaArray(&put_keys), Param::ByteaArray(&put_values)],
+            ));
+        }
+        if let Some(state) = &batch.state {
+            stmts.push(Stmt::new(&sql.set_state, vec![Param::Text(&self.name), Param::Bytea(state)]));
+        }
+        // One pipeline, one implicit transaction: all of it or none.
+        self.views.retrying(|| self.views.with_writer(|c| c.pipeline(&stmts).map(|_| ())))?;
+        Ok(())
+    }
+
+    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        self.read(None, |c, sql| {
+            let rows = c.query(&sql.get_state, vec![Param::Text(&self.name)])?;
+            Ok(rows.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
+        })
+    }
+
+    fn clear(&self) -> Result<(), StoreError> {
+        let sql = self.statements()?.ok_or(PgError::ReadOnly)?;
+        let stmts =
+            [Stmt::new(&sql.clear, vec![]), Stmt::new(&sql.clear_state, vec![Param::Text(&self.name)])];
+        self.views.retrying(|| {
+            self.views.with_writer(|c| {
+                c.pipeline(&stmts)?;
+                Ok(())
+            })
+        })?;
+        Ok(())
+    }
+}

@@ -1,0 +1,517 @@
+//! A small blocking PostgreSQL client over the frontend/backend protocol 3.0:
+//! login (trust, cleartext, MD5, SCRAM-SHA-256), simple queries, and pipelines
+//! of prepared statements with binary parameters and results. Message encoding
+//! and parsing come from `postgres-protocol`; no async runtime is involved.
+
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+#[cfg(unix)]
+use std::os::unix::net::UnixStream;
+
+use bytes::BytesMut;
+use fallible_iterator::FallibleIterator;
+use postgres_protocol::authentication::sasl::{self, ChannelBinding, ScramSha256};
+use postgres_protocol::message::backend::{ErrorResponseBody, Message};
+use postgres_protocol::message::frontend;
+use postgres_protocol::types::{self, ArrayDimension};
+use postgres_protocol::IsNull;
+
+use crate::config::{Config, Host};
+use crate::error::PgError;
+
+const BYTEA: u32 = 17;
+const TEXT: u32 = 25;
+const INT8: u32 = 20;
+const BYTEA_ARRAY: u32 = 1001;
+
+/// The longest message accepted from a server (a row bigger than this is an
+/// error rather than an allocation).
+const MAX_MESSAGE: usize = 1 << 30;
+
+/// A statement parameter.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Param<'a> {
+    Bytea(&'a [u8]),
+    Text(&'a str),
+    Int8(i64),
+    ByteaArray(&'a [&'a [u8]]),
+}
+
+impl Param<'_> {
+    fn oid(&self) -> u32 {
+        match self {
+            Param::Bytea(_) => BYTEA,
+            Param::Text(_) => TEXT,
+            Param::Int8(_) => INT8,
+            Param::ByteaArray(_) => BYTEA_ARRAY,
+        }
+    }
+
+    fn write(&self, buf: &mut BytesMut) -> Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        match self {
+            Param::Bytea(b) => types::bytea_to_sql(b, buf),
+            Param::Text(s) => types::text_to_sql(s, buf),
+            Param::Int8(i) => types::int8_to_sql(*i, buf),
+            Param::ByteaArray(items) => {
+                let len = i32::try_from(items.len()).map_err(|_| "array too long")?;
+                types::array_to_sql(
+                    [ArrayDimension { len, lower_bound: 1 }],
+                    BYTEA,
+                    items.iter(),
+                    |item, buf| {
+                        types::bytea_to_sql(item, buf);
+                        Ok(IsNull::No)
+                    },
+                    buf,
+                )?
+            }
+        }
+        Ok(IsNull::No)
+    }
+}
+
+/// One statement of a pipeline.
+#[derive(Debug, Clone)]
+pub(crate) struct Stmt<'a> {
+    pub(crate) sql: &'a str,
+    pub(crate) params: Vec<Param<'a>>,
+}
+
+impl<'a> Stmt<'a> {
+    pub(crate) fn new(sql: &'a str, params: Vec<Param<'a>>) -> Self {
+        Stmt { sql, params }
+    }
+}
+
+/// A result row: each column's binary value, `None` for NULL.
+pub(crate) type PgRow = Vec<Option<Vec<u8>>>;
+
+enum Stream {
+    Tcp(TcpStream),
+    #[cfg(unix)]
+    Unix(UnixStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.read(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.write(buf),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.flush(),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.flush(),
+        }
+    }
+}
+
+/// One connection to the server.
+pub(crate) struct Conn {
+    stream: Stream,
+    at: String,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    /// Prepared statements of this session, by SQL text.
+    prepared: HashMap<String, String>,
+    next_statement: u64,
+    /// The transaction status of the last ReadyForQuery (`I`, `T` or `E`).
+    status: u8,
+    /// A broken connection is never used again.
+    broken: bool,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn").field("at", &self.at).field("broken", &self.broken).finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    /// Connects and logs in.
+    pub(crate) fn connect(cfg: &Config) -> Result<Conn, PgError> {
+        let at = cfg.display();
+        let conn_err = |e: io::Error| PgError::Connection { at: at.clone(), reason: e.to_string() };
+        let stream = match &cfg.host {
+            Host::Tcp(host, port) => {
+                let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().map_err(conn_err)?.collect();
+                let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
+                let mut stream = None;
+                for a in addrs {
+                    match TcpStream::connect_timeout(&a, cfg.connect_timeout) {
+                        Ok(s) => {
+                            stream = Some(s);
+                            break;
+                        }
+                        Err(e) => last = e,
+                    }
+                }
+                let s = stream.ok_or_else(|| conn_err(last))?;
+                s.set_nodelay(true).map_err(conn_err)?;
+                Stream::Tcp(s)
+            }
+            #[cfg(unix)]
+            Host::Unix(dir, port) => {
+                Stream::Unix(UnixStream::connect(format!("{dir}/.s.PGSQL.{port}")).map_err(conn_err)?)
+            }
+            #[cfg(not(unix))]
+            Host::Unix(..) => {
+                return Err(PgError::Url("Unix-domain sockets need a Unix system".into()));
+            }
+        };
+        let mut conn = Conn {
+            stream,
+            at,
+            rbuf: BytesMut::with_capacity(64 << 10),
+            wbuf: BytesMut::with_capacity(64 << 10),
+            prepared: HashMap::new(),
+            next_statement: 0,
+            status: b'I',
+            broken: false,
+        };
+        // Logging in must not hang on a server that accepts and says nothing.
+        conn.set_read_timeout(Some(cfg.connect_timeout));
+        conn.login(cfg)?;
+        conn.set_read_timeout(None);
+        Ok(conn)
+    }
+
+    fn set_read_timeout(&self, t: Option<std::time::Duration>) {
+        // Setting a timeout fails only for a zero duration, which is never given.
+        let _ = match &self.stream {
+            Stream::Tcp(s) => s.set_read_timeout(t),
+            #[cfg(unix)]
+            Stream::Unix(s) => s.set_read_timeout(t),
+        };
+    }
+
+    pub(crate) fn is_broken(&self) -> bool {
+        self.broken
+    }
+
+    fn login(&mut self, cfg: &Config) -> Result<(), PgError> {
+        let params = [
+            ("user", cfg.user.as_str()),
+            ("database", cfg.dbname.as_str()),
+            ("application_name", cfg.application_name.as_str()),
+            ("client_encoding", "UTF8"),
+        ];
+        frontend::startup_message(params.iter().copied(), &mut self.wbuf).map_err(|e| self.io_err(e))?;
+        self.flush()?;
+        let at = self.at.clone();
+        let password = || {
+            cfg.password.as_deref().ok_or_else(|| PgError::Auth {
+                at: at.clone(),
+                reason: "the server asks for a password and the URL has none".into(),
+            })
+        };
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            match self.read_message()? {
+                Message::AuthenticationOk => {}
+                Message::AuthenticationCleartextPassword => {
+                    let pw = password()?;
+                    frontend::password_message(pw.as_bytes(), &mut self.wbuf).map_err(|e| self.io_err(e))?;
+                    self.flush()?;
+                }
+                Message::AuthenticationMd5Password(body) => {
+                    let pw = password()?;
+                    let hash = postgres_protocol::authentication::md5_hash(
+                        cfg.user.as_bytes(),
+                        pw.as_bytes(),
+                        body.salt(),
+                    );
+                    frontend::password_message(hash.as_bytes(), &mut self.wbuf)
+                        .map_err(|e| self.io_err(e))?;
+                    self.flush()?;
+                }
+                Message::AuthenticationSasl(body) => {
+                    let mut mechanisms = body.mechanisms();
+                    let mut has_scram = false;
+                    while let Some(m) = mechanisms.next().map_err(|e| self.proto_err(e))? {
+                        has_scram |= m == sasl::SCRAM_SHA_256;
+                    }
+                    if !has_scram {
+                        return Err(PgError::Auth {
+                            at: self.at.clone(),
+                            reason: "the server offers no SASL mechanism this client knows (SCRAM-SHA-256)"
+                                .into(),
+                        });
+                    }
+                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
+                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut self.wbuf)
+                        .map_err(|e| self.io_err(e))?;
+                    scram = Some(s);
+                    self.flush()?;
+                }
+                Message::AuthenticationSaslContinue(body) => {
+                    let s = scram
+                        .as_mut()
+                        .ok_or_else(|| PgError::Protocol("SASL continue before start".into()))?;
+                    s.update(body.data())
+                        .map_err(|e| PgError::Auth { at: self.at.clone(), reason: e.to_string() })?;
+                    frontend::sasl_response(s.message(), &mut self.wbuf).map_err(|e| self.io_err(e))?;
+                    self.flush()?;
+                }
+                Message::AuthenticationSaslFinal(body) => {
+                    let s =
+                        scram.as_mut().ok_or_else(|| PgError::Protocol("SASL final before start".into()))?;
+                    s.finish(body.data())
+                        .map_err(|e| PgError::Auth { at: self.at.clone(), reason: e.to_string() })?;
+                }
+                Message::BackendKeyData(_) | Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
+                Message::ReadyForQuery(body) => {
+                    self.status = body.status();
+                    return Ok(());
+                }
+                Message::ErrorResponse(body) => {
+                    self.broken = true;
+                    let e = server_error(&body);
+                    return Err(match e {
+                        PgError::Server { code, message } if code.starts_with("28") => {
+                            PgError::Auth { at: self.at.clone(), reason: format!("{message} ({code})") }
+                        }
+                        e => e,
+                    });
+                }
+                _ => {
+                    self.broken = true;
+                    return Err(PgError::Protocol("unexpected message while logging in".into()));
+                }
+            }
+        }
+    }
+
+    /// Runs `sql` (one or more statements, no parameters) with the simple query
+    /// protocol; rows are ignored.
+    pub(crate) fn simple(&mut self, sql: &str) -> Result<(), PgError> {
+        self.usable()?;
+        frontend::query(sql, &mut self.wbuf).map_err(|e| self.io_err(e))?;
+        self.flush()?;
+        let mut error = None;
+        loop {
+            match self.read_message()? {
+                Message::ErrorResponse(body) => error = Some(server_error(&body)),
+                Message::ReadyForQuery(body) => {
+                    self.status = body.status();
+                    return error.map_or(Ok(()), Err);
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Runs `stmts` in order, as one pipeline ended by a single Sync: outside
+    /// an explicit transaction they form one implicit transaction, committed
+    /// when all succeed and rolled back if any fails. Returns each statement's
+    /// rows.
+    pub(crate) fn pipeline(&mut self, stmts: &[Stmt<'_>]) -> Result<Vec<Vec<PgRow>>, PgError> {
+        self.usable()?;
+        // Which statements are parsed (prepared) by this pipeline.
+        let mut parsing: Vec<Option<String>> = Vec::with_capacity(stmts.len());
+        for s in stmts {
+            let name = match self.prepared.get(s.sql) {
+                Some(name) => {
+                    parsing.push(None);
+                    name.clone()
+                }
+                None => {
+                    let name = format!("kappa{}", self.next_statement);
+                    self.next_statement += 1;
+                    frontend::parse(&name, s.sql, s.params.iter().map(Param::oid), &mut self.wbuf)
+                        .map_err(|e| self.io_err(e))?;
+                    parsing.push(Some(name.clone()));
+                    name
+                }
+            };
+            let bound = frontend::bind(
+                "",
+                &name,
+                Some(1),
+                s.params.iter(),
+                |p, buf| p.write(buf),
+                Some(1),
+                &mut self.wbuf,
+            );
+            if let Err(e) = bound {
+                // Nothing was sent yet: drop what was written and stay usable.
+                self.wbuf.clear();
+                return Err(PgError::Protocol(format!("encoding parameters: {}", bind_error(e))));
+            }
+            frontend::execute("", 0, &mut self.wbuf).map_err(|e| self.io_err(e))?;
+        }
+        frontend::sync(&mut self.wbuf);
+        self.flush()?;
+
+        let mut results: Vec<Vec<PgRow>> = Vec::with_capacity(stmts.len());
+        let mut current: Vec<PgRow> = Vec::new();
+        let mut error: Option<PgError> = None;
+        let mut i = 0;
+        loop {
+            match self.read_message()? {
+                Message::ParseComplete => {
+                    if let Some(Some(name)) = parsing.get(i) {
+                        if let Some(s) = stmts.get(i) {
+                            self.prepared.insert(s.sql.to_owned(), name.clone());
+                        }
+                    }
+                }
+                Message::BindComplete => {}
+                Message::DataRow(row) => {
+                    let mut cols = Vec::new();
+                    let buf = row.buffer();
+                    let mut ranges = row.ranges();
+                    while let Some(r) = ranges.next().map_err(|e| self.proto_err(e))? {
+                        cols.push(r.and_then(|r| buf.get(r)).map(<[u8]>::to_vec));
+                    }
+                    current.push(cols);
+                }
+                Message::CommandComplete(_) | Message::EmptyQueryResponse => {
+                    results.push(std::mem::take(&mut current));
+                    i += 1;
+                }
+                Message::ErrorResponse(body) => {
+                    // The server skips the rest until Sync.
+                    error = Some(server_error(&body));
+                }
+                Message::ReadyForQuery(body) => {
+                    self.status = body.status();
+                    return match error {
+                        Some(e) => Err(e),
+                        None if results.len() == stmts.len() => Ok(results),
+                        None => {
+                            self.broken = true;
+                            Err(PgError::Protocol("the server answered fewer statements than sent".into()))
+                        }
+                    };
+                }
+                Message::NoticeResponse(_)
+                | Message::ParameterStatus(_)
+                | Message::NotificationResponse(_) => {}
+                Message::NoData | Message::PortalSuspended => {}
+                _ => {
+                    self.broken = true;
+                    return Err(PgError::Protocol("unexpected message in a pipeline".into()));
+                }
+            }
+        }
+    }
+
+    /// Runs one statement and returns its rows.
+    pub(crate) fn query(&mut self, sql: &str, params: Vec<Param<'_>>) -> Result<Vec<PgRow>, PgError> {
+        let mut r = self.pipeline(&[Stmt::new(sql, params)])?;
+        Ok(r.pop().unwrap_or_default())
+    }
+
+    /// The transaction status after the last command: `I` idle, `T` in a
+    /// transaction block, `E` in a failed one.
+    pub(crate) fn status(&self) -> u8 {
+        self.status
+    }
+
+    fn usable(&mut self) -> Result<(), PgError> {
+        if self.broken {
+            return Err(PgError::Connection { at: self.at.clone(), reason: "connection lost".into() });
+        }
+        self.wbuf.clear();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<(), PgError> {
+        let res = self.stream.write_all(&self.wbuf).and_then(|_| self.stream.flush());
+        self.wbuf.clear();
+        res.map_err(|e| self.io_err(e))
+    }
+
+    fn read_message(&mut self) -> Result<Message, PgError> {
+        let mut chunk = [0u8; 16 << 10];
+        loop {
+            if self.rbuf.len() >= 5 {
+                let len =
+                    u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
+                if len > MAX_MESSAGE {
+                    self.broken = true;
+                    return Err(PgError::Protocol(format!("a {len}-byte message from the server")));
+                }
+            }
+            match Message::parse(&mut self.rbuf) {
+                Ok(Some(m)) => return Ok(m),
+                Ok(None) => {}
+                Err(e) => return Err(self.proto_err(e)),
+            }
+            let n = match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(self.io_err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the server closed the connection",
+                    )))
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(self.io_err(e)),
+            };
+            self.rbuf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    fn io_err(&mut self, e: io::Error) -> PgError {
+        self.broken = true;
+        PgError::Connection { at: self.at.clone(), reason: e.to_string() }
+    }
+
+    fn proto_err(&mut self, e: io::Error) -> PgError {
+        self.broken = true;
+        PgError::Protocol(e.to_string())
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if !self.broken {
+            self.wbuf.clear();
+            frontend::terminate(&mut self.wbuf);
+            let _ = self.stream.write_all(&self.wbuf);
+        }
+    }
+}
+
+fn bind_error(e: frontend::BindError) -> String {
+    match e {
+        frontend::BindError::Conversion(e) => e.to_string(),
+        frontend::BindError::Serialization(e) => e.to_string(),
+    }
+}
+
+fn server_error(body: &ErrorResponseBody) -> PgError {
+    let mut code = String::new();
+    let mut message = String::new();
+    let mut detail = String::new();
+    let mut fields = body.fields();
+    while let Ok(Some(f)) = fields.next() {
+        let value = || String::from_utf8_lossy(f.value_bytes()).into_owned();
+        match f.type_() {
+            b'C' => code = value(),
+            b'M' => message = value(),
+            b'D' => detail = value(),
+            _ => {}
+        }
+    }
+    if !detail.is_empty() {
+        message = format!("{message} ({detail})");
+    }
+    PgError::Server { code, message }
+}
