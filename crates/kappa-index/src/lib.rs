@@ -93,6 +93,10 @@ pub enum IndexEvent {
     Status(Status),
     /// The indexer stopped with an error.
     Error(IndexError),
+    /// The view's store is unreachable for now ([`StoreError::Unavailable`]):
+    /// the indexer waits and tries again by itself, from the progress the store
+    /// holds, so no entry is lost or indexed twice.
+    Retrying(IndexError),
 }
 
 struct Shared {
@@ -415,8 +419,57 @@ fn run(inner: Arc<Inner>) {
             let mut sh = inner.lock();
             inner.set_status(&mut sh, Status::Indexing);
         }
-        if let Err(e) = index_group(&inner, feed, seqs) {
-            inner.fail(e);
+        match index_group(&inner, feed, seqs) {
+            Ok(()) => {}
+            Err(e) if is_transient(&e) => wait_for_store(&inner, e),
+            Err(e) => inner.fail(e),
+        }
+    }
+}
+
+/// Whether `e` is a store that is unreachable for now.
+fn is_transient(e: &IndexError) -> bool {
+    match e {
+        IndexError::Store { source, .. } => source.is_transient(),
+        IndexError::View { source: ViewError::Store(source), .. } => source.is_transient(),
+        _ => false,
+    }
+}
+
+/// After a transient store error: backs off (up to 5 s between tries) until the
+/// store answers again, then reloads the progress it holds. A commit whose
+/// answer was lost may have landed; the stored progress says whether it did,
+/// so the next batch starts exactly after what the store holds.
+fn wait_for_store(inner: &Inner, first: IndexError) {
+    let mut delay = std::time::Duration::from_millis(50);
+    let mut error = first;
+    loop {
+        {
+            let mut sh = inner.lock();
+            Inner::emit(&mut sh, IndexEvent::Retrying(error.clone()));
+        }
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if inner.lock().closed {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        delay = (delay * 2).min(std::time::Duration::from_secs(5));
+        let version = inner.view.version();
+        match inner.view.store().state() {
+            Ok(stored) => {
+                let progress = stored.and_then(|b| Progress::decode(&b)).filter(|p| p.version == version);
+                inner.lock().progress = progress.unwrap_or_else(|| Progress::new(version));
+                return;
+            }
+            Err(source) if source.is_transient() => {
+                error = IndexError::Store { view: inner.name.clone(), source };
+            }
+            Err(source) => {
+                inner.fail(IndexError::Store { view: inner.name.clone(), source });
+                return;
+            }
         }
     }
 }

@@ -500,3 +500,108 @@ fn a_slow_store_with_appends_meanwhile() {
         "ready waits for entries that arrived meanwhile"
     );
 }
+
+/// A store whose server is "down" for commits `down`: even-numbered ones fail
+/// before landing, odd-numbered ones land and then lose their answer (the
+/// connection broke after the commit was sent). `state` fails twice after each
+/// outage commit, as the server is still away.
+struct Outage {
+    inner: MemoryStore,
+    commits: AtomicUsize,
+    down: std::ops::Range<usize>,
+    state_failures: AtomicUsize,
+}
+
+impl ViewStore for Outage {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        self.inner.get(key)
+    }
+    fn scan(
+        &self,
+        r: kappa_view::KeyRange,
+        rev: bool,
+        lim: Option<usize>,
+    ) -> Result<Vec<kappa_view::Row>, StoreError> {
+        self.inner.scan(r, rev, lim)
+    }
+    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+        let n = self.commits.fetch_add(1, Ordering::SeqCst);
+        if !self.down.contains(&n) {
+            return self.inner.commit(batch);
+        }
+        self.state_failures.store(2, Ordering::SeqCst);
+        if n % 2 == 1 {
+            self.inner.commit(batch)?;
+        }
+        Err(StoreError::Unavailable(format!("connection lost during commit {n}")))
+    }
+    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        let left = self.state_failures.load(Ordering::SeqCst);
+        if left > 0 {
+            self.state_failures.store(left - 1, Ordering::SeqCst);
+            return Err(StoreError::Unavailable("server restarting".into()));
+        }
+        self.inner.state()
+    }
+    fn clear(&self) -> Result<(), StoreError> {
+        self.inner.clear()
+    }
+}
+
+struct CountingOutage(Outage);
+
+impl View for CountingOutage {
+    fn store(&self) -> &dyn ViewStore {
+        &self.0
+    }
+    fn max_batch(&self) -> usize {
+        3
+    }
+    fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        for e in entries {
+            let key = e.id().into_bytes();
+            let n = tx.get(&key)?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+            tx.put(key, (n + 1).to_be_bytes().to_vec());
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn an_unavailable_store_is_retried_without_losing_or_repeating_entries() {
+    for down in [0..1, 1..2, 2..6, 3..4] {
+        let mf = Multifeed::in_memory().unwrap();
+        let writers = [mf.writer("a").unwrap(), mf.writer("b").unwrap()];
+        let store = MemoryStore::new();
+        let view = Arc::new(CountingOutage(Outage {
+            inner: store.clone(),
+            commits: AtomicUsize::new(0),
+            down: down.clone(),
+            state_failures: AtomicUsize::new(0),
+        }));
+        let ix = Indexer::start("count", view.clone(), &mf).unwrap();
+        let mut events = ix.subscribe();
+        for round in 0..8 {
+            writers[round % 2].append_batch([num(1), num(2)]).unwrap();
+            // No resume: the indexer gets over the outage by itself.
+            block_on(ix.ready()).unwrap();
+        }
+        let st = ix.state();
+        assert_eq!((st.indexed, st.total, st.error), (16, 16, None), "down {down:?}");
+        let rows = store.scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None).unwrap();
+        assert_eq!(rows.len(), 16, "down {down:?}");
+        for (k, v) in rows {
+            assert_eq!(
+                v,
+                1u64.to_be_bytes().to_vec(),
+                "down {down:?}: {} not applied once",
+                String::from_utf8_lossy(&k)
+            );
+        }
+        let mut retried = 0;
+        while let Ok(Some(ev)) = events.try_next() {
+            retried += matches!(ev, IndexEvent::Retrying(_)) as usize;
+        }
+        assert!(retried >= down.len(), "down {down:?}: {retried} Retrying events");
+    }
+}

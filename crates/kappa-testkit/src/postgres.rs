@@ -18,6 +18,8 @@ pub struct TempCluster {
     bin: PathBuf,
     port: u16,
     as_postgres: bool,
+    /// The superuser's password, when logins need one.
+    password: Option<String>,
 }
 
 /// A cluster for a test, or `None` after a loud message when none can be
@@ -66,8 +68,16 @@ fn is_root() -> bool {
 }
 
 impl TempCluster {
-    /// Initializes and starts a cluster (about half a second).
+    /// Initializes and starts a cluster where every login is trusted (about
+    /// half a second).
     pub fn start() -> Result<TempCluster, String> {
+        Self::start_with_auth("trust", None)
+    }
+
+    /// Like [`start`](Self::start), with `auth` (`scram-sha-256`, `md5`,
+    /// `password`, `trust`) for every login and `password` for the `postgres`
+    /// superuser.
+    pub fn start_with_auth(auth: &str, password: Option<&str>) -> Result<TempCluster, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let bin = find_bin()?;
         let as_postgres = is_root();
@@ -78,24 +88,29 @@ impl TempCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let mut cluster = TempCluster { dir, bin, port: 0, as_postgres };
+        let mut cluster =
+            TempCluster { dir, bin, port: 0, as_postgres, password: password.map(str::to_owned) };
+        let pwfile = cluster.dir.join("pwfile");
+        std::fs::write(&pwfile, password.unwrap_or("")).map_err(|e| e.to_string())?;
         if as_postgres {
-            cluster.run(Command::new("chown").arg("postgres").arg(&cluster.dir), false)?;
+            cluster.run(Command::new("chown").args(["-R", "postgres"]).arg(&cluster.dir), false)?;
         }
         let data = cluster.data();
-        cluster.run(
-            cluster.pg("initdb").arg("-D").arg(&data).args([
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "--no-sync",
-                "-E",
-                "UTF8",
-                "--locale=C",
-            ]),
-            true,
-        )?;
+        let mut initdb = cluster.pg("initdb");
+        initdb.arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "-A",
+            auth,
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]);
+        if password.is_some() {
+            initdb.arg("--pwfile").arg(&pwfile);
+        }
+        cluster.run(&mut initdb, true)?;
         let mut last = String::new();
         for _ in 0..5 {
             cluster.port = free_port()?;
@@ -148,6 +163,7 @@ impl TempCluster {
     /// Runs SQL with `psql` (for setting up odd states in tests).
     pub fn psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", self.password.as_deref().unwrap_or(""))
             .args(["-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
             .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql])
             .output()

@@ -1,0 +1,180 @@
+//! Behaviour against a real server: clear errors, the writer lock, readers,
+//! atomic commits, and getting over a restarted server.
+
+use std::ops::Bound::Unbounded;
+use std::time::{Duration, Instant};
+
+use kappa_testkit::postgres::{cluster_or_skip, TempCluster};
+use kappa_view::{Batch, StoreError, ViewStore};
+use kappa_view_postgres::{PgError, PgViews};
+
+fn put(k: &str, v: &str) -> (Vec<u8>, Option<Vec<u8>>) {
+    (k.as_bytes().to_vec(), Some(v.as_bytes().to_vec()))
+}
+
+fn batch(ops: Vec<(Vec<u8>, Option<Vec<u8>>)>, state: Option<&str>) -> Batch {
+    Batch { ops, state: state.map(|s| s.as_bytes().to_vec()) }
+}
+
+fn all(s: &impl ViewStore) -> Vec<(String, String)> {
+    s.scan((Unbounded, Unbounded), false, None)
+        .unwrap()
+        .into_iter()
+        .map(|(k, v)| (String::from_utf8(k).unwrap(), String::from_utf8(v).unwrap()))
+        .collect()
+}
+
+#[test]
+fn a_server_that_is_not_there_is_a_clear_connection_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let started = Instant::now();
+    let err =
+        PgViews::open(&format!("postgres://postgres@127.0.0.1:{port}/postgres?retry_for=0.3")).unwrap_err();
+    assert!(matches!(err, PgError::Connection { .. }), "{err:?}");
+    assert!(err.is_transient());
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("127.0.0.1:{port}")) && msg.contains("refused"), "{msg}");
+    assert!(started.elapsed() >= Duration::from_millis(300), "retried for retry_for");
+    assert!(matches!(StoreError::from(err), StoreError::Unavailable(_)));
+}
+
+#[test]
+fn schemas_of_something_else_are_refused_and_left_alone() {
+    let Some(pg) = cluster_or_skip("foreign schema") else { return };
+    pg.psql("CREATE SCHEMA shop; CREATE TABLE shop.orders (id int); INSERT INTO shop.orders VALUES (1)")
+        .unwrap();
+    for open in [PgViews::open, PgViews::open_reader] {
+        let err = open(&pg.url("shop")).unwrap_err();
+        assert!(matches!(&err, PgError::Incompatible { schema, .. } if schema == "shop"), "{err:?}");
+        assert!(err.to_string().contains("orders"), "{err}");
+    }
+    assert_eq!(pg.psql("SELECT count(*) FROM shop.orders").unwrap().trim(), "1");
+    // A kappa schema of another format version.
+    PgViews::open(&pg.url("old")).unwrap();
+    pg.psql("UPDATE old.kappa_meta SET value = 'kappa-view-postgres/99'").unwrap();
+    let err = PgViews::open(&pg.url("old")).unwrap_err();
+    assert!(err.to_string().contains("kappa-view-postgres/99"), "{err}");
+    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+}
+
+#[test]
+fn passwords_are_checked_by_scram_and_md5() {
+    for auth in ["scram-sha-256", "md5", "password"] {
+        let pg = match TempCluster::start_with_auth(auth, Some("s3cret")) {
+            Ok(pg) => pg,
+            Err(e) if std::env::var_os("CI").is_none() => {
+                eprintln!("\n*** SKIPPING {auth} logins: {e} ***\n");
+                return;
+            }
+            Err(e) => panic!("{e}"),
+        };
+        if auth == "md5" {
+            pg.psql("SET password_encryption = 'md5'; ALTER ROLE postgres PASSWORD 's3cret'").unwrap();
+        }
+        let url = |pw: &str| format!("postgres://postgres{pw}@127.0.0.1:{}/postgres?schema=auth", pg.port());
+        let store = PgViews::open(&url(":s3cret")).unwrap().store("v").unwrap();
+        store.commit(batch(vec![put("a", "1")], None)).unwrap();
+        let err = PgViews::open(&url(":wrong")).unwrap_err();
+        assert!(matches!(err, PgError::Auth { .. }), "{auth}: {err:?}");
+        assert!(!err.to_string().contains("wrong"), "{auth}: the password stays out of messages: {err}");
+        let err = PgViews::open(&url("")).unwrap_err();
+        assert!(err.to_string().contains("has none"), "{auth}: {err}");
+    }
+}
+
+#[test]
+fn one_writer_per_schema_and_readers_cannot_write() {
+    let Some(pg) = cluster_or_skip("writer lock") else { return };
+    let reader = PgViews::open_reader(&pg.url("w")).unwrap();
+    let early = reader.store("kv").unwrap();
+    assert_eq!(early.get(b"a").unwrap(), None, "a view nobody indexed yet reads as empty");
+    assert_eq!(early.state().unwrap(), None);
+    assert!(reader.views().unwrap().is_empty());
+
+    let writer = PgViews::open(&pg.url("w")).unwrap();
+    let err = PgViews::open(&pg.url("w")).unwrap_err();
+    assert!(matches!(err, PgError::Locked { .. }), "{err:?}");
+    assert!(err.to_string().contains("open_reader"), "{err}");
+    PgViews::open(&pg.url("other")).unwrap(); // other schemas have their own lock
+
+    let store = writer.store("kv").unwrap();
+    store.commit(batch(vec![put("a", "1")], Some("p1"))).unwrap();
+    assert_eq!(early.get(b"a").unwrap(), Some(b"1".to_vec()), "a reader finds the table once it exists");
+    assert_eq!(early.state().unwrap(), Some(b"p1".to_vec()));
+    let err = early.commit(batch(vec![put("b", "2")], None)).unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    assert!(early.clear().is_err());
+    assert_eq!(reader.views().unwrap(), vec!["kv".to_owned()]);
+
+    // The lock goes with the writer.
+    drop((store, writer));
+    let again = PgViews::open(&pg.url("w")).unwrap();
+    assert_eq!(again.store("kv").unwrap().get(b"a").unwrap(), Some(b"1".to_vec()));
+}
+
+#[test]
+fn a_commit_that_fails_half_way_leaves_nothing() {
+    let Some(pg) = cluster_or_skip("atomic commit") else { return };
+    let views = PgViews::open(&pg.url("atomic")).unwrap();
+    let store = views.store("v").unwrap();
+    store.commit(batch(vec![put("a", "1"), put("b", "1")], Some("s1"))).unwrap();
+    // States longer than 5 bytes now fail: the last statement of the pipeline.
+    pg.psql("ALTER TABLE atomic.kappa_views ADD CONSTRAINT short CHECK (length(state) <= 5)").unwrap();
+    let err = store
+        .commit(batch(vec![put("a", "2"), (b"b".to_vec(), None), put("c", "2")], Some("too long")))
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Backend(_)), "{err:?}");
+    assert!(err.to_string().contains("23514"), "the server's check violation: {err}");
+    assert_eq!(all(&store), vec![("a".into(), "1".into()), ("b".into(), "1".into())], "no row changed");
+    assert_eq!(store.state().unwrap(), Some(b"s1".to_vec()));
+    // The connection is fine afterwards.
+    store.commit(batch(vec![put("a", "3")], Some("s2"))).unwrap();
+    assert_eq!(store.get(b"a").unwrap(), Some(b"3".to_vec()));
+}
+
+fn restart(pg: &TempCluster, down_for: Duration) {
+    pg.kill().unwrap();
+    std::thread::sleep(down_for);
+    pg.start_again().unwrap();
+}
+
+#[test]
+fn operations_get_over_a_restarted_server() {
+    let Some(pg) = cluster_or_skip("server restart") else { return };
+    let url = format!("{}&retry_for=30", pg.url("restart"));
+    let views = PgViews::open(&url).unwrap();
+    let store = views.store("v").unwrap();
+    store.commit(batch(vec![put("a", "1")], Some("s1"))).unwrap();
+    let reader = PgViews::open_reader(&url).unwrap().store("v").unwrap();
+    assert_eq!(reader.get(b"a").unwrap(), Some(b"1".to_vec()));
+
+    // Crash and come back while nobody is talking: the pooled connections are
+    // dead, the next operations reconnect (and the writer takes its lock again).
+    restart(&pg, Duration::ZERO);
+    store.commit(batch(vec![put("b", "2")], Some("s2"))).unwrap();
+    assert_eq!(reader.get(b"b").unwrap(), Some(b"2".to_vec()));
+
+    // Down for a while, with a commit waiting on it.
+    let writer = {
+        let store = store.clone();
+        std::thread::spawn(move || store.commit(batch(vec![put("c", "3")], Some("s3"))))
+    };
+    pg.kill().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    pg.start_again().unwrap();
+    writer.join().unwrap().unwrap();
+    assert_eq!(
+        all(&reader),
+        vec![("a".into(), "1".into()), ("b".into(), "2".into()), ("c".into(), "3".into())]
+    );
+    assert_eq!(reader.state().unwrap(), Some(b"s3".to_vec()));
+
+    // Down for longer than retry_for: a clear "unavailable", then fine again.
+    let short =
+        PgViews::open_reader(&format!("{}&retry_for=0.2", pg.url("restart"))).unwrap().store("v").unwrap();
+    pg.kill().unwrap();
+    let err = short.get(b"a").unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    pg.start_again().unwrap();
+    assert_eq!(short.get(b"a").unwrap(), Some(b"1".to_vec()));
+}
