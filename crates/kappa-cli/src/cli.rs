@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::db::parse_key;
+use crate::db::{parse_key, parse_views_url};
 use crate::error::EXIT_CODES_HELP;
 
 /// A peer-to-peer database in the kappa architecture, over a directory.
@@ -23,6 +23,12 @@ pub(crate) struct Cli {
     /// the directory's own key, generated at first use (see `kappa key`).
     #[arg(long, global = true, value_name = "HEX", value_parser = parse_key)]
     pub(crate) shared_key: Option<[u8; 32]>,
+
+    /// Where the views live: a PostgreSQL URL (`postgres://user@host/db?schema=NAME`,
+    /// one schema per database; this process then holds the schema's writer
+    /// lock). Default: `DIR/views.redb`.
+    #[arg(long, global = true, value_name = "URL", value_parser = parse_views_url)]
+    pub(crate) views: Option<String>,
 
     /// Machine-readable output: one JSON value per line (errors as JSON on stderr).
     #[arg(long, global = true)]

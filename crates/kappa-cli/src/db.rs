@@ -110,8 +110,14 @@ fn open_error(dir: &Path, e: KappaError) -> CliError {
             dir.display()
         ))
         }
+        KappaError::Views(e) => CliError::Unavailable(format!("cannot open the views: {e}")),
         other => CliError::Runtime(format!("cannot open {}: {other}", dir.display())),
     }
+}
+
+/// Checks a `--views` URL (without connecting).
+pub(crate) fn parse_views_url(url: &str) -> std::result::Result<String, String> {
+    kappa_core::view_postgres::Config::from_url(url).map(|_| url.to_owned()).map_err(|e| e.to_string())
 }
 
 /// Which commands need the views (kept in `DIR/views.redb`).
@@ -130,6 +136,17 @@ pub(crate) enum Views {
 /// random one. The key file is written (once the database is open) if it did
 /// not exist, so the first key a directory is used with sticks.
 pub(crate) fn open(dir: &Path, key: Option<[u8; 32]>, views: Views) -> Result<Db> {
+    open_with(dir, key, views, None)
+}
+
+/// Like [`open`], with the views at `views_url` (PostgreSQL) instead of
+/// `DIR/views.redb` when given.
+pub(crate) fn open_with(
+    dir: &Path,
+    key: Option<[u8; 32]>,
+    views: Views,
+    views_url: Option<&str>,
+) -> Result<Db> {
     if dir.exists() && !dir.is_dir() {
         return Err(CliError::Unavailable(format!(
             "{} is not a kappa database (it is not a directory)",
@@ -143,8 +160,10 @@ pub(crate) fn open(dir: &Path, key: Option<[u8; 32]>, views: Views) -> Result<Db
             .map_err(|e| CliError::Runtime(format!("cannot create {}: {e}", dir.display())))?;
     }
     let mut builder = Kappa::builder().dir(dir).shared_key(shared);
-    if views == Views::None {
-        builder = builder.view_storage(ViewStorage::Memory);
+    match (views, views_url) {
+        (Views::None, _) => builder = builder.view_storage(ViewStorage::Memory),
+        (Views::Stored, Some(url)) => builder = builder.view_storage(ViewStorage::Postgres(url.to_owned())),
+        (Views::Stored, None) => {}
     }
     let kappa = builder.open().map_err(|e| open_error(dir, e))?;
     if existing.is_none() {

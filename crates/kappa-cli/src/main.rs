@@ -51,7 +51,7 @@ where
     F: FnOnce(Db) -> Fut,
     Fut: std::future::Future<Output = (Db, Result<()>)>,
 {
-    let db = db::open(&cli.dir, cli.shared_key, views)?;
+    let db = db::open_with(&cli.dir, cli.shared_key, views, cli.views.as_deref())?;
     let (db, result) = f(db).await;
     let closed = db.close();
     result.and(closed)

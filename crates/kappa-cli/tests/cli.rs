@@ -591,3 +591,34 @@ fn sparse_sync_and_get_from_a_peer_fetch_only_the_newest_entries() {
     let (code, log) = server.wait();
     assert_eq!(code, Some(0), "{log}");
 }
+
+/// `--views postgres://…`: the kv view lives in PostgreSQL, survives the
+/// directory's redb file being absent, and a bad URL is a usage error.
+#[test]
+fn views_in_postgres_with_the_views_flag() {
+    let Some(pg) = kappa_testkit::postgres::cluster_or_skip("kappa --views postgres") else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let url = pg.url("cli");
+    ok(&dir, &["--views", &url, "put", "greeting", "hello"]);
+    ok(&dir, &["--views", &url, "put", "greeting", "hi"]);
+    assert!(!dir.join("views.redb").exists(), "no redb file when the views are in PostgreSQL");
+    let out = ok(&dir, &["--views", &url, "get", "greeting"]);
+    assert!(out.contains("\"hi\"") && !out.contains("hello"), "{out}");
+    let rows = pg.psql("SELECT name FROM cli.kappa_views").unwrap();
+    assert_eq!(rows.trim(), "kv");
+
+    let o = kappa(&dir, &["--views", "postgres://h:notaport/x", "get", "greeting"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("not a port"), "{}", stderr(&o));
+    let o = kappa(
+        &dir,
+        &["--views", &format!("postgres://postgres@127.0.0.1:1/x?retry_for=0.1"), "get", "greeting"],
+    );
+    assert_ne!(o.status.code(), Some(0));
+    assert!(
+        stderr(&o).contains("cannot open the views") && stderr(&o).contains("127.0.0.1:1"),
+        "{}",
+        stderr(&o)
+    );
+}

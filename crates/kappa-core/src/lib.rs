@@ -17,6 +17,8 @@ pub use kappa_multifeed as multifeed;
 pub use kappa_protocol as protocol;
 pub use kappa_storage as storage;
 pub use kappa_view as view;
+#[cfg(feature = "postgres")]
+pub use kappa_view_postgres as view_postgres;
 pub use kappa_view_redb as view_redb;
 
 pub use kappa_index::{IndexError, IndexEvent, IndexState, Status};
@@ -70,6 +72,10 @@ pub enum KappaError {
     /// The database was closed.
     #[error("the database is closed")]
     Closed,
+    /// The view storage could not be opened (a database server that cannot be
+    /// reached, a schema that belongs to something else, another indexer).
+    #[error("opening the view storage: {0}")]
+    Views(#[source] Box<dyn std::error::Error + Send + Sync>),
     /// Accepting a connection failed ([`Kappa::serve`] goes on).
     #[error("accepting a connection failed: {0}")]
     Accept(#[source] std::io::Error),
@@ -83,6 +89,12 @@ pub enum ViewStorage {
     Memory,
     /// In a redb file (the default for a directory: `<dir>/views.redb`).
     Redb(PathBuf),
+    /// In PostgreSQL, at a `postgres://` URL (see
+    /// [`view_postgres::Config::from_url`]; `?schema=` picks the schema, one per
+    /// kappa database). This process indexes and holds the schema's writer lock;
+    /// other processes read with [`view_postgres::PgViews::open_reader`].
+    #[cfg(feature = "postgres")]
+    Postgres(String),
 }
 
 /// How to open a database; see [`Kappa::builder`].
@@ -143,6 +155,10 @@ impl KappaBuilder {
         let views = match self.views.unwrap_or(default_views) {
             ViewStorage::Memory => ViewDb::Memory,
             ViewStorage::Redb(path) => ViewDb::Redb(RedbViews::open(&path).map_err(StoreError::from)?),
+            #[cfg(feature = "postgres")]
+            ViewStorage::Postgres(url) => ViewDb::Postgres(
+                kappa_view_postgres::PgViews::open(&url).map_err(|e| KappaError::Views(Box::new(e)))?,
+            ),
         };
         Ok(Kappa {
             inner: Arc::new(Inner {
@@ -179,6 +195,8 @@ fn check_database_dir(dir: &Path) -> Result<(), KappaError> {
 enum ViewDb {
     Memory,
     Redb(RedbViews),
+    #[cfg(feature = "postgres")]
+    Postgres(kappa_view_postgres::PgViews),
 }
 
 struct UsedView {
@@ -455,6 +473,8 @@ impl Kappa {
         Ok(match &self.inner.views {
             ViewDb::Memory => Arc::new(MemoryStore::new()),
             ViewDb::Redb(db) => Arc::new(db.store(name)?),
+            #[cfg(feature = "postgres")]
+            ViewDb::Postgres(db) => Arc::new(db.store(name)?),
         })
     }
 

@@ -9,7 +9,7 @@ use postgres_protocol::escape::escape_identifier;
 
 use crate::config::Config;
 use crate::error::PgError;
-use crate::pool::{retrying, Pool};
+use crate::pool::{retrying, retrying_if, Pool};
 use crate::wire::{Conn, Param, PgRow, Stmt};
 
 /// The format marker in `<schema>.kappa_meta`.
@@ -81,7 +81,8 @@ impl PgViews {
     /// creates the schema and its tables if they do not exist, and takes the
     /// schema's writer lock, held for as long as this value or a clone lives.
     ///
-    /// Fails with [`PgError::Locked`] if another process holds the lock,
+    /// Fails with [`PgError::Locked`] if another process holds the lock (after
+    /// waiting `retry_for` for it to go),
     /// [`PgError::Incompatible`] if the schema holds other tables, and
     /// [`PgError::Connection`] if the server cannot be reached (after retrying
     /// for `retry_for`).
@@ -119,7 +120,11 @@ impl PgViews {
         };
         views.retrying(|| views.shared.pool.with_conn(|c| views.init(c)))?;
         if !read_only {
-            views.retrying(|| views.with_writer(|_| Ok(())))?;
+            // The lock may still be held by the session of an indexer that just
+            // died (the server notices a dead client on its next read): wait for
+            // it as long as for an unreachable server.
+            let again = |e: &PgError| e.is_transient() || matches!(e, PgError::Locked { .. });
+            retrying_if(views.config().retry_for, again, || views.with_writer(|_| Ok(())))?;
         }
         Ok(views)
     }

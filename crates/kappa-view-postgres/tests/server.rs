@@ -92,7 +92,9 @@ fn one_writer_per_schema_and_readers_cannot_write() {
     assert!(reader.views().unwrap().is_empty());
 
     let writer = PgViews::open(&pg.url("w")).unwrap();
-    let err = PgViews::open(&pg.url("w")).unwrap_err();
+    let started = Instant::now();
+    let err = PgViews::open(&format!("{}&retry_for=0.3", pg.url("w"))).unwrap_err();
+    assert!(started.elapsed() >= Duration::from_millis(300), "waited retry_for for the lock");
     assert!(matches!(err, PgError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains("open_reader"), "{err}");
     PgViews::open(&pg.url("other")).unwrap(); // other schemas have their own lock
