@@ -312,9 +312,7 @@ impl Statements {
         let registry = format!("{schema}.kappa_views");
         Statements {
             get: format!("SELECT value FROM {t} WHERE key = $1"),
-            get_many: format!(
-                "SELECT k.i, t.value FROM unnest($1::bytea[]) WITH ORDINALITY AS k(key, i) JOIN {t} t ON t.key = k.key"
-            ),
+            get_many: format!("SELECT key, value FROM {t} WHERE key = ANY($1::bytea[])"),
             put: format!(
                 "INSERT INTO {t} (key, value) SELECT * FROM unnest($1::bytea[], $2::bytea[]) \
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
@@ -450,18 +448,17 @@ impl ViewStore for PgStore {
             return Ok(Vec::new());
         }
         self.read(vec![None; keys.len()], |c, sql| {
-            let mut out = vec![None; keys.len()];
+            // An index lookup per key (`= ANY` on the primary key); the rows come
+            // back in any order, each key once.
+            let mut found: HashMap<Vec<u8>, Vec<u8>> = HashMap::with_capacity(keys.len());
             for row in c.query(&sql.get_many, vec![Param::ByteaArray(keys)])? {
                 let mut cols = row.into_iter();
-                let i =
-                    cols.next().flatten().and_then(|b| <[u8; 8]>::try_from(b).ok()).map(i64::from_be_bytes);
-                let slot = i.and_then(|i| usize::try_from(i - 1).ok()).and_then(|i| out.get_mut(i));
-                match slot {
-                    Some(slot) => *slot = cols.next().flatten(),
-                    None => return Err(PgError::Protocol("get_many: a row without a valid ordinal".into())),
-                }
+                match (cols.next().flatten(), cols.next().flatten()) {
+                    (Some(k), Some(v)) => found.insert(k, v),
+                    _ => return Err(PgError::Protocol("get_many: a row without key or value".into())),
+                };
             }
-            Ok(out)
+            Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
         })
     }
 
