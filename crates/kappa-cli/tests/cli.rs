@@ -611,10 +611,7 @@ fn views_in_postgres_with_the_views_flag() {
     let o = kappa(&dir, &["--views", "postgres://h:notaport/x", "get", "greeting"]);
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("not a port"), "{}", stderr(&o));
-    let o = kappa(
-        &dir,
-        &["--views", &format!("postgres://postgres@127.0.0.1:1/x?retry_for=0.1"), "get", "greeting"],
-    );
+    let o = kappa(&dir, &["--views", "postgres://postgres@127.0.0.1:1/x?retry_for=0.1", "get", "greeting"]);
     assert_ne!(o.status.code(), Some(0));
     assert!(
         stderr(&o).contains("cannot open the views") && stderr(&o).contains("127.0.0.1:1"),

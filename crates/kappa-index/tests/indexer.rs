@@ -599,7 +599,7 @@ fn an_unavailable_store_is_retried_without_losing_or_repeating_entries() {
             );
         }
         let mut retried = 0;
-        while let Ok(Some(ev)) = events.try_next() {
+        while let Ok(ev) = events.try_recv() {
             retried += matches!(ev, IndexEvent::Retrying(_)) as usize;
         }
         assert!(retried >= down.len(), "down {down:?}: {retried} Retrying events");

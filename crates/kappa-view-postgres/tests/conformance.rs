@@ -14,7 +14,7 @@ fn postgres_store_passes_the_conformance_suite() {
     let views = PgViews::open(&pg.url("conf")).unwrap();
     kappa_view::conformance::run_all(|| {
         let i = n.fetch_add(1, Ordering::SeqCst);
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             views.store(&format!("view {i}")).unwrap()
         } else {
             PgViews::open(&pg.url(&format!("conf{i}"))).unwrap().store("v").unwrap()

@@ -139,7 +139,7 @@ fn an_indexer_gets_over_a_crashed_and_restarted_server() {
     futures::executor::block_on(ix.ready()).unwrap();
     assert_eq!(ix.state().indexed, total);
     let mut retries = 0;
-    while let Ok(Some(ev)) = events.try_next() {
+    while let Ok(ev) = events.try_recv() {
         retries += matches!(ev, IndexEvent::Retrying(_)) as usize;
     }
     drop(ix);
