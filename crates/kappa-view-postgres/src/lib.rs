@@ -10,3 +10,27 @@ mod wire;
 pub use config::{Config, Host};
 pub use error::PgError;
 pub use store::{PgStore, PgViews};
+
+/// Entry points for the cargo-fuzz targets in `fuzz/` (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::wire::{Conn, Param, Stmt};
+    use crate::Config;
+
+    /// Everything a server says to a client, as `data`: the client logs in
+    /// (with a password, so every login path is open), runs a two-statement
+    /// pipeline, a query and a simple query. Nothing may panic or hang.
+    pub fn client(data: &[u8]) {
+        let Ok(cfg) = Config::from_url("postgres://u:pw@h/d") else { return };
+        let Ok(mut conn) = Conn::scripted(&cfg, data.to_vec()) else { return };
+        let keys: [&[u8]; 2] = [b"a", b""];
+        let stmts = [
+            Stmt::new("SELECT 1", vec![Param::ByteaArray(&keys)]),
+            Stmt::new("SELECT 2", vec![Param::Bytea(b"x"), Param::Int8(-1), Param::Text("t")]),
+        ];
+        let _ = conn.pipeline(&stmts);
+        let _ = conn.query("SELECT 1", vec![]);
+        let _ = conn.simple("BEGIN");
+        let _ = conn.pipeline(&stmts);
+    }
+}

@@ -91,6 +91,8 @@ enum Stream {
     Tcp(TcpStream),
     #[cfg(unix)]
     Unix(UnixStream),
+    /// A scripted server (fuzzing): reads come from the bytes, writes vanish.
+    Script(io::Cursor<Vec<u8>>),
 }
 
 impl Read for Stream {
@@ -99,6 +101,7 @@ impl Read for Stream {
             Stream::Tcp(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
+            Stream::Script(s) => s.read(buf),
         }
     }
 }
@@ -109,6 +112,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.write(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.write(buf),
+            Stream::Script(_) => Ok(buf.len()),
         }
     }
     fn flush(&mut self) -> io::Result<()> {
@@ -116,6 +120,7 @@ impl Write for Stream {
             Stream::Tcp(s) => s.flush(),
             #[cfg(unix)]
             Stream::Unix(s) => s.flush(),
+            Stream::Script(_) => Ok(()),
         }
     }
 }
@@ -173,7 +178,16 @@ impl Conn {
                 return Err(PgError::Url("Unix-domain sockets need a Unix system".into()));
             }
         };
-        let mut conn = Conn {
+        let mut conn = Conn::over(stream, at);
+        // Logging in must not hang on a server that accepts and says nothing.
+        conn.set_read_timeout(Some(cfg.connect_timeout));
+        conn.login(cfg)?;
+        conn.set_read_timeout(None);
+        Ok(conn)
+    }
+
+    fn over(stream: Stream, at: String) -> Conn {
+        Conn {
             stream,
             at,
             rbuf: BytesMut::with_capacity(64 << 10),
@@ -182,11 +196,14 @@ impl Conn {
             next_statement: 0,
             status: b'I',
             broken: false,
-        };
-        // Logging in must not hang on a server that accepts and says nothing.
-        conn.set_read_timeout(Some(cfg.connect_timeout));
+        }
+    }
+
+    /// A connection whose server says `script` (for fuzzing), logged in with
+    /// `cfg` as far as the script allows.
+    pub(crate) fn scripted(cfg: &Config, script: Vec<u8>) -> Result<Conn, PgError> {
+        let mut conn = Conn::over(Stream::Script(io::Cursor::new(script)), "script".into());
         conn.login(cfg)?;
-        conn.set_read_timeout(None);
         Ok(conn)
     }
 
@@ -196,6 +213,7 @@ impl Conn {
             Stream::Tcp(s) => s.set_read_timeout(t),
             #[cfg(unix)]
             Stream::Unix(s) => s.set_read_timeout(t),
+            Stream::Script(_) => Ok(()),
         };
     }
 
