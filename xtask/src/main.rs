@@ -83,6 +83,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "handshake_initiator",
     "session",
     "multifeed_extensions",
+    "postgres_client",
 ];
 
 fn fuzz(seconds: Option<&str>) -> Result<(), String> {
