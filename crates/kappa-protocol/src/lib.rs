@@ -26,4 +26,5 @@ pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
 pub use rle::RleError;
 pub use session::{
     Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions, Selection, COMPACT_PROOFS,
+    OUT_LOW_WATER,
 };

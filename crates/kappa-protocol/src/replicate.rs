@@ -9,7 +9,7 @@
 //! bad one ends the session. Non-live channels finish with `Status{downloading:
 //! false}` and `Close` once neither side wants anything more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::Instant;
 
 use kappa_log::{Changes, LogError, Node, Proof, RemoteTree, SharedFeed, Signature};
@@ -64,7 +64,16 @@ pub(crate) struct Replicator {
     done_status_sent: bool,
     pub(crate) stats: FeedStats,
     pub(crate) synced: bool,
+    /// The peer's requests not answered yet, oldest first: answered as the
+    /// output drains ([`Replicator::answer_queued`]), so a peer asking for many
+    /// large blocks never makes us buffer them all, and sending overlaps with
+    /// reading the blocks.
+    queued: VecDeque<Request>,
 }
+
+/// Most unanswered requests a peer may have queued with us; more is a protocol
+/// violation (JS hypercore 8 keeps at most 16 in flight; we ask for up to 1024).
+pub(crate) const MAX_QUEUED_REQUESTS: usize = 1 << 16;
 
 fn node_of(n: &DataNode) -> Result<Node, ProtocolError> {
     let hash: [u8; 32] = n
@@ -108,6 +117,7 @@ impl Replicator {
             peer_live: false,
             done_status_sent: false,
             stats: FeedStats::default(),
+            queued: VecDeque::new(),
             synced: false,
         }
     }
@@ -345,18 +355,56 @@ impl Replicator {
         Ok(())
     }
 
-    /// The remote asked for a block.
-    pub(crate) fn on_request(&mut self, req: Request, out: &mut Vec<Message>) -> Result<(), ProtocolError> {
+    /// The remote asked for a block: queued, answered as the output drains.
+    pub(crate) fn on_request(&mut self, req: Request) -> Result<(), ProtocolError> {
         if req.index >= MAX_INDEX {
             return Err(ProtocolError::OutOfRange("Request index"));
         }
         if !self.uploading || req.bytes.unwrap_or(0) != 0 {
             return Ok(());
         }
+        if self.queued.len() >= MAX_QUEUED_REQUESTS {
+            return Err(ProtocolError::Malformed("too many unanswered requests"));
+        }
+        self.queued.push_back(req);
+        Ok(())
+    }
+
+    /// The remote no longer wants block `index` (Cancel): a queued request for
+    /// it is dropped.
+    pub(crate) fn on_cancel(&mut self, index: u64) {
+        self.queued.retain(|r| r.index != index);
+    }
+
+    /// Whether requests wait for an answer.
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queued.is_empty()
+    }
+
+    /// Answers queued requests, oldest first, until about `budget` bytes of
+    /// block values are out; returns the bytes answered.
+    pub(crate) fn answer_queued(
+        &mut self,
+        budget: usize,
+        out: &mut Vec<Message>,
+    ) -> Result<usize, ProtocolError> {
+        let mut sent = 0;
+        while sent < budget {
+            let Some(req) = self.queued.pop_front() else { break };
+            sent += self.answer(req, out)?;
+        }
+        Ok(sent)
+    }
+
+    /// Answers one request (nothing if we lack the block); returns the value's size.
+    fn answer(&mut self, req: Request, out: &mut Vec<Message>) -> Result<usize, ProtocolError> {
+        if !self.uploading {
+            return Ok(0);
+        }
         let hash = req.hash.unwrap_or(false);
         let mut f = self.feed.lock();
         if !f.has(req.index) {
-            return Ok(());
+            return Ok(0);
         }
         // A JS receiver stores proof nodes asynchronously, so it may not have the
         // nodes of our previous answer yet: for it, every proof stands alone.
@@ -368,9 +416,10 @@ impl Replicator {
         let value =
             if hash { None } else { f.get(req.index).map_err(|e| ProtocolError::Storage(e.to_string()))? };
         drop(f);
-        if let Some(v) = &value {
+        let size = value.as_ref().map_or(0, Vec::len);
+        if value.is_some() {
             self.stats.blocks_up += 1;
-            self.stats.bytes_up += v.len() as u64;
+            self.stats.bytes_up += size as u64;
         }
         out.push(Message::Data(Data {
             index: req.index,
@@ -382,7 +431,7 @@ impl Replicator {
                 .collect(),
             signature: proof.signature.map(|s| s.0.to_vec()),
         }));
-        Ok(())
+        Ok(size)
     }
 
     /// The remote wants to know what we have in a range.
@@ -502,7 +551,11 @@ impl Replicator {
         // (it never says so), when it has acked storing everything we have.
         let peer_done =
             !self.remote_downloading || !self.uploading || (self.peer_live && self.peer_has_all_of_ours());
-        if !self.downloading && peer_done {
+        if peer_done && !self.remote_downloading {
+            // Nothing we would still send is wanted.
+            self.queued.clear();
+        }
+        if !self.downloading && peer_done && self.queued.is_empty() {
             if !self.opts.download || self.feed.is_writable() {
                 // A peer that never downloaded says it is done uploading too.
                 out.push(Message::Status(Status::new(false, false)));
@@ -538,5 +591,50 @@ impl Replicator {
     /// Requests in flight (for timeouts).
     pub(crate) fn oldest_request(&self) -> Option<Instant> {
         self.in_flight.values().min().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kappa_log::storage::MemoryProvider;
+    use kappa_log::{Feed, KeyPair};
+
+    fn replicator(blocks: u64) -> Replicator {
+        let mut f =
+            Feed::builder(MemoryProvider::new()).key_pair(KeyPair::from_seed(&[3; 32])).open().unwrap();
+        f.append_batch((0..blocks).map(|i| vec![i as u8; 1000])).unwrap();
+        Replicator::new(SharedFeed::new(f), FeedOptions::default(), false, 16)
+    }
+
+    fn answered(out: &[Message]) -> Vec<u64> {
+        out.iter().filter_map(|m| if let Message::Data(d) = m { Some(d.index) } else { None }).collect()
+    }
+
+    #[test]
+    fn requests_are_answered_within_the_budget_in_order_and_cancel_drops_one() {
+        let mut r = replicator(10);
+        for i in [4, 1, 7, 2, 9] {
+            r.on_request(Request::new(i)).unwrap();
+        }
+        r.on_cancel(7);
+        let mut out = Vec::new();
+        // Each block is 1000 bytes: a 1500-byte budget answers two.
+        assert_eq!(r.answer_queued(1500, &mut out).unwrap(), 2000);
+        assert_eq!(answered(&out), vec![4, 1]);
+        assert!(r.has_queued());
+        out.clear();
+        r.answer_queued(usize::MAX, &mut out).unwrap();
+        assert_eq!(answered(&out), vec![2, 9], "the cancelled request is not answered");
+        assert!(!r.has_queued());
+    }
+
+    #[test]
+    fn a_peer_queueing_too_many_requests_is_a_protocol_violation() {
+        let mut r = replicator(1);
+        for _ in 0..MAX_QUEUED_REQUESTS {
+            r.on_request(Request::new(0)).unwrap();
+        }
+        assert!(matches!(r.on_request(Request::new(0)), Err(ProtocolError::Malformed(_))));
     }
 }

@@ -339,6 +339,15 @@ pub struct Protocol {
     peer_live: bool,
 }
 
+/// Answers to the peer's requests are made while fewer than this many bytes
+/// wait in [`Protocol::poll_transmit`]: enough to keep a socket busy, little
+/// enough that reading blocks and sending them overlap (and that a peer asking
+/// for many large blocks cannot make us buffer them all).
+pub const OUT_LOW_WATER: usize = 1 << 20;
+
+/// Most block bytes one channel answers before the next channel's turn.
+const ANSWER_SLICE: usize = 256 << 10;
+
 /// A test hook that rewrites outgoing messages (see [`Protocol::tamper_outgoing`]).
 type Tamper = Box<dyn FnMut(u64, &mut Message) + Send>;
 
@@ -490,8 +499,12 @@ impl Protocol {
         self.fail(e);
     }
 
-    /// Bytes to write to the peer, if any.
+    /// Bytes to write to the peer, if any. Answers to the peer's requests are
+    /// made here as the output drains, about [`OUT_LOW_WATER`] bytes at a time,
+    /// so call it again after writing what it returned.
     pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        let now = self.last_recv.max(self.last_send);
+        self.answer_requests(now);
         if self.out.is_empty() {
             None
         } else {
@@ -528,6 +541,7 @@ impl Protocol {
         if self.result.is_some() && now >= self.last_send + self.opts.keep_alive {
             self.write_plain(now, &[0]);
         }
+        self.answer_requests(now);
     }
 
     /// Handles bytes received from the peer. On error the session is over: the
@@ -541,6 +555,7 @@ impl Protocol {
         if let Err(e) = &r {
             self.fail(e.clone());
         }
+        self.answer_requests(now);
         r
     }
 
@@ -1049,6 +1064,45 @@ impl Protocol {
         Ok(())
     }
 
+    /// Answers queued requests of every channel, in turn, until about
+    /// [`OUT_LOW_WATER`] bytes wait to be sent.
+    fn answer_requests(&mut self, now: Instant) {
+        if self.result.is_none() || self.is_ended() {
+            return;
+        }
+        loop {
+            let mut answered = false;
+            for slot in 0..self.channels.len() {
+                if self.out.len() >= OUT_LOW_WATER {
+                    return;
+                }
+                let Some(repl) = &mut self.channels[slot].repl else { continue };
+                if !repl.has_queued() {
+                    continue;
+                }
+                let mut msgs = Vec::new();
+                let budget = (OUT_LOW_WATER - self.out.len()).min(ANSWER_SLICE);
+                match repl.answer_queued(budget, &mut msgs) {
+                    Ok(_) => answered = true,
+                    Err(e) => {
+                        self.fail(e);
+                        return;
+                    }
+                }
+                let drained = !repl.has_queued();
+                self.flush_channel(now, slot, msgs);
+                if drained {
+                    // The last answer may be what a non-live upload waited for.
+                    self.after_feed_step(now, slot);
+                    self.check_finished();
+                }
+            }
+            if !answered {
+                return;
+            }
+        }
+    }
+
     fn on_feed_message(&mut self, now: Instant, slot: usize, msg: Message) -> Result<(), ProtocolError> {
         let Some(repl) = &mut self.channels[slot].repl else { return Ok(()) };
         let mut out = Vec::new();
@@ -1057,13 +1111,13 @@ impl Protocol {
             Message::Have(h) => repl.on_have(now, h, &mut out)?,
             Message::Unhave(u) => repl.on_unhave(u.start, u.length_or_default()),
             Message::Want(w) => repl.on_want(w, &mut out)?,
-            Message::Request(r) => repl.on_request(r, &mut out)?,
+            Message::Request(r) => repl.on_request(r)?,
+            Message::Cancel(c) => repl.on_cancel(c.index),
             Message::Data(d) => repl.on_data(now, d, &mut out)?,
             // Options on a feed channel: only the ack flag matters (no per-feed
             // extensions here).
             Message::Options(o) => repl.remote_ack = o.ack == Some(true),
-            // Unwant and Cancel: JS ignores both; we answer requests at once, so
-            // there is nothing to cancel.
+            // Unwant: JS ignores it too.
             _ => {}
         }
         self.flush_channel(now, slot, out);
