@@ -106,6 +106,9 @@ struct Shared {
     error: Option<IndexError>,
     progress: Progress,
     closed: bool,
+    /// Reload the progress from the store before the next batch (set by
+    /// `resume` after an error: a failed commit may have landed after all).
+    reload: bool,
     turn: usize,
     subscribers: Vec<mpsc::UnboundedSender<IndexEvent>>,
 }
@@ -187,6 +190,7 @@ impl Indexer {
                 error: None,
                 progress,
                 closed: false,
+                reload: false,
                 turn: 0,
                 subscribers: Vec::new(),
             }),
@@ -296,7 +300,9 @@ impl Indexer {
         let mut sh = self.inner.lock();
         sh.paused = false;
         sh.pause_requested = false;
-        sh.error = None;
+        if sh.error.take().is_some() {
+            sh.reload = true;
+        }
         self.inner.set_status(&mut sh, Status::Idle);
         drop(sh);
         self.inner.wake.notify(usize::MAX);
@@ -407,6 +413,15 @@ fn run(inner: Arc<Inner>) {
                 listener.wait();
                 continue;
             }
+            if std::mem::take(&mut sh.reload) {
+                drop(sh);
+                match reload_progress(&inner) {
+                    Ok(()) => {}
+                    Err(e) if is_transient(&e) => wait_for_store(&inner, e),
+                    Err(e) => inner.fail(e),
+                }
+                continue;
+            }
         }
         let Some((feed, seqs)) = next_batch(&inner) else {
             let mut sh = inner.lock();
@@ -436,10 +451,31 @@ fn is_transient(e: &IndexError) -> bool {
     }
 }
 
+/// Replaces the indexer's progress with the one the store holds: after a
+/// failed commit, that is the truth (the commit may have landed after all).
+fn reload_progress(inner: &Inner) -> Result<(), IndexError> {
+    let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
+    let version = inner.view.version();
+    let progress = match inner.view.store().state().map_err(store_err)? {
+        None => Progress::new(version),
+        Some(bytes) => match Progress::decode(&bytes) {
+            Some(p) if p.version == version => p,
+            _ => {
+                return Err(store_err(StoreError::Corrupt(
+                    "the stored indexing progress changed under the indexer (another version or \
+                     unreadable)"
+                        .into(),
+                )))
+            }
+        },
+    };
+    inner.lock().progress = progress;
+    Ok(())
+}
+
 /// After a transient store error: backs off (up to 5 s between tries) until the
-/// store answers again, then reloads the progress it holds. A commit whose
-/// answer was lost may have landed; the stored progress says whether it did,
-/// so the next batch starts exactly after what the store holds.
+/// store answers again, then reloads the progress it holds, so the next batch
+/// starts exactly after what the store holds.
 fn wait_for_store(inner: &Inner, first: IndexError) {
     let mut delay = std::time::Duration::from_millis(50);
     let mut error = first;
@@ -456,18 +492,11 @@ fn wait_for_store(inner: &Inner, first: IndexError) {
             std::thread::sleep(std::time::Duration::from_millis(20));
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(5));
-        let version = inner.view.version();
-        match inner.view.store().state() {
-            Ok(stored) => {
-                let progress = stored.and_then(|b| Progress::decode(&b)).filter(|p| p.version == version);
-                inner.lock().progress = progress.unwrap_or_else(|| Progress::new(version));
-                return;
-            }
-            Err(source) if source.is_transient() => {
-                error = IndexError::Store { view: inner.name.clone(), source };
-            }
-            Err(source) => {
-                inner.fail(IndexError::Store { view: inner.name.clone(), source });
+        match reload_progress(inner) {
+            Ok(()) => return,
+            Err(e) if is_transient(&e) => error = e,
+            Err(e) => {
+                inner.fail(e);
                 return;
             }
         }

@@ -605,3 +605,79 @@ fn an_unavailable_store_is_retried_without_losing_or_repeating_entries() {
         assert!(retried >= down.len(), "down {down:?}: {retried} Retrying events");
     }
 }
+
+/// A commit that landed but reported a (non-transient) error: the indexer
+/// stops; `resume` reloads the stored progress, so the batch is not applied
+/// twice.
+#[test]
+fn resume_after_a_commit_that_landed_but_failed_does_not_repeat_it() {
+    struct LandsThenFails {
+        inner: MemoryStore,
+        commits: AtomicUsize,
+    }
+    impl ViewStore for LandsThenFails {
+        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.get(key)
+        }
+        fn scan(
+            &self,
+            r: kappa_view::KeyRange,
+            rev: bool,
+            lim: Option<usize>,
+        ) -> Result<Vec<kappa_view::Row>, StoreError> {
+            self.inner.scan(r, rev, lim)
+        }
+        fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+            self.inner.commit(batch)?;
+            if self.commits.fetch_add(1, Ordering::SeqCst) == 1 {
+                return Err(StoreError::Injected("the answer was lost".into()));
+            }
+            Ok(())
+        }
+        fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
+            self.inner.state()
+        }
+        fn clear(&self) -> Result<(), StoreError> {
+            self.inner.clear()
+        }
+    }
+    struct Count(LandsThenFails);
+    impl View for Count {
+        fn store(&self) -> &dyn ViewStore {
+            &self.0
+        }
+        fn max_batch(&self) -> usize {
+            2
+        }
+        fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+            for e in entries {
+                let key = e.id().into_bytes();
+                let n = tx.get(&key)?.map_or(0, |v| u64::from_be_bytes(v.try_into().unwrap()));
+                tx.put(key, (n + 1).to_be_bytes().to_vec());
+            }
+            Ok(())
+        }
+    }
+    let mf = Multifeed::in_memory().unwrap();
+    let w = mf.writer("a").unwrap();
+    let store = MemoryStore::new();
+    let ix = Indexer::start(
+        "count",
+        Arc::new(Count(LandsThenFails { inner: store.clone(), commits: AtomicUsize::new(0) })),
+        &mf,
+    )
+    .unwrap();
+    for round in 0..4 {
+        w.append_batch([num(1), num(2)]).unwrap();
+        if block_on(ix.ready()).is_err() {
+            assert_eq!(round, 1, "the second commit fails");
+            ix.resume();
+            block_on(ix.ready()).unwrap();
+        }
+    }
+    let rows = store.scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None).unwrap();
+    assert_eq!(rows.len(), 8);
+    for (k, v) in rows {
+        assert_eq!(v, 1u64.to_be_bytes().to_vec(), "{} applied more than once", String::from_utf8_lossy(&k));
+    }
+}

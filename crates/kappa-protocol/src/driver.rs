@@ -234,7 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
         let (mut reader, mut writer) = stream.split();
 
-        let after_step = |s: &mut MutexGuard<'_, Shared>| {
+        // Hands the protocol's events to the handler and the event stream.
+        let dispatch = |s: &mut MutexGuard<'_, Shared>| {
             let now = Instant::now();
             while let Some(ev) = s.protocol.poll_event() {
                 let Shared { protocol, handler, events, .. } = &mut **s;
@@ -245,6 +246,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let _ = tx.unbounded_send(ev);
                 }
             }
+        };
+        let after_step = |s: &mut MutexGuard<'_, Shared>| {
+            dispatch(s);
             // Watch feeds the session started replicating.
             for feed in s.protocol.feeds() {
                 if !s.watched.contains(feed.discovery_key()) {
@@ -306,6 +310,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let (bytes, ended, eof) = {
                     let mut s = lock();
                     let bytes = s.protocol.poll_transmit();
+                    // Answering the peer's last requests (made in poll_transmit)
+                    // can finish a feed or the session: pass those events on.
+                    dispatch(&mut s);
                     (bytes, s.protocol.is_ended(), s.peer_eof)
                 };
                 match bytes {

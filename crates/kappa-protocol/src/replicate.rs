@@ -9,7 +9,7 @@
 //! bad one ends the session. Non-live channels finish with `Status{downloading:
 //! false}` and `Close` once neither side wants anything more.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
 use kappa_log::{Changes, LogError, Node, Proof, RemoteTree, SharedFeed, Signature};
@@ -69,6 +69,10 @@ pub(crate) struct Replicator {
     /// large blocks never makes us buffer them all, and sending overlaps with
     /// reading the blocks.
     queued: VecDeque<Request>,
+    /// How many queued requests there are per block index, and how many of the
+    /// oldest of them were cancelled (skipped when popped): a Cancel costs
+    /// O(1), whatever the queue holds.
+    queued_per_index: HashMap<u64, (u32, u32)>,
 }
 
 /// Most unanswered requests a peer may have queued with us; more is a protocol
@@ -118,6 +122,7 @@ impl Replicator {
             done_status_sent: false,
             stats: FeedStats::default(),
             queued: VecDeque::new(),
+            queued_per_index: HashMap::new(),
             synced: false,
         }
     }
@@ -366,14 +371,23 @@ impl Replicator {
         if self.queued.len() >= MAX_QUEUED_REQUESTS {
             return Err(ProtocolError::Malformed("too many unanswered requests"));
         }
+        self.queued_per_index.entry(req.index).or_default().0 += 1;
         self.queued.push_back(req);
         Ok(())
     }
 
-    /// The remote no longer wants block `index` (Cancel): a queued request for
-    /// it is dropped.
+    /// The remote no longer wants block `index` (Cancel): the requests for it
+    /// queued so far are dropped.
     pub(crate) fn on_cancel(&mut self, index: u64) {
-        self.queued.retain(|r| r.index != index);
+        if let Some((queued, cancelled)) = self.queued_per_index.get_mut(&index) {
+            *cancelled = *queued;
+        }
+    }
+
+    /// Drops every queued request (the channel is closed).
+    pub(crate) fn clear_queued(&mut self) {
+        self.queued.clear();
+        self.queued_per_index.clear();
     }
 
     /// Whether requests wait for an answer.
@@ -381,17 +395,41 @@ impl Replicator {
         !self.queued.is_empty()
     }
 
-    /// Answers queued requests, oldest first, until about `budget` bytes of
-    /// block values are out; returns the bytes answered.
+    /// The next queued request that was not cancelled.
+    fn pop_queued(&mut self) -> Option<Request> {
+        while let Some(req) = self.queued.pop_front() {
+            let Some((queued, cancelled)) = self.queued_per_index.get_mut(&req.index) else {
+                return Some(req);
+            };
+            *queued -= 1;
+            let skip = *cancelled > 0;
+            if skip {
+                *cancelled -= 1;
+            }
+            if *queued == 0 {
+                self.queued_per_index.remove(&req.index);
+            }
+            if !skip {
+                return Some(req);
+            }
+        }
+        None
+    }
+
+    /// Answers queued requests, oldest first, until about `budget` bytes are
+    /// out (block values, plus a flat cost per answer for its proof); returns
+    /// that count.
     pub(crate) fn answer_queued(
         &mut self,
         budget: usize,
         out: &mut Vec<Message>,
     ) -> Result<usize, ProtocolError> {
+        /// What an answer costs besides its value (proof nodes, signature).
+        const PER_ANSWER: usize = 256;
         let mut sent = 0;
         while sent < budget {
-            let Some(req) = self.queued.pop_front() else { break };
-            sent += self.answer(req, out)?;
+            let Some(req) = self.pop_queued() else { break };
+            sent += self.answer(req, out)? + PER_ANSWER;
         }
         Ok(sent)
     }
@@ -553,7 +591,7 @@ impl Replicator {
             !self.remote_downloading || !self.uploading || (self.peer_live && self.peer_has_all_of_ours());
         if peer_done && !self.remote_downloading {
             // Nothing we would still send is wanted.
-            self.queued.clear();
+            self.clear_queued();
         }
         if !self.downloading && peer_done && self.queued.is_empty() {
             if !self.opts.download || self.feed.is_writable() {
@@ -618,14 +656,16 @@ mod tests {
             r.on_request(Request::new(i)).unwrap();
         }
         r.on_cancel(7);
+        r.on_request(Request::new(7)).unwrap(); // asked again after the cancel
         let mut out = Vec::new();
-        // Each block is 1000 bytes: a 1500-byte budget answers two.
-        assert_eq!(r.answer_queued(1500, &mut out).unwrap(), 2000);
+        // Each block is 1000 bytes (plus 256 for its proof): a 1500-byte
+        // budget answers two.
+        assert_eq!(r.answer_queued(1500, &mut out).unwrap(), 2 * 1256);
         assert_eq!(answered(&out), vec![4, 1]);
         assert!(r.has_queued());
         out.clear();
         r.answer_queued(usize::MAX, &mut out).unwrap();
-        assert_eq!(answered(&out), vec![2, 9], "the cancelled request is not answered");
+        assert_eq!(answered(&out), vec![2, 9, 7], "the cancelled request is skipped, the new one answered");
         assert!(!r.has_queued());
     }
 

@@ -825,6 +825,10 @@ impl Protocol {
             return;
         }
         ch.local_closed = true;
+        if let Some(r) = &mut ch.repl {
+            // Answers could not be sent any more.
+            r.clear_queued();
+        }
         match ch.local_id {
             Some(id) => self.send(now, id, &Message::Close(Close { discovery_key: None })),
             None => {

@@ -42,6 +42,10 @@ pub struct Config {
     pub pool_size: usize,
     /// How long connecting may take (default 10 s).
     pub connect_timeout: Duration,
+    /// How long to wait for any answer of the server before the connection is
+    /// taken for dead (default 120 s): a server whose host vanished without
+    /// closing the connection is then retried like one that is down.
+    pub read_timeout: Duration,
     /// How long an operation keeps retrying while the server is unreachable
     /// before it fails with `StoreError::Unavailable` (default 5 s).
     pub retry_for: Duration,
@@ -66,7 +70,7 @@ impl Config {
     /// Reads `postgres://[user[:password]@][host][:port][/dbname][?param=value&…]`
     /// (`postgresql://` too). Parameters: `host` (a path starting with `/` is a
     /// Unix-socket directory), `port`, `user`, `password`, `dbname`, `schema`,
-    /// `pool_size`, `connect_timeout` and `retry_for` (seconds),
+    /// `pool_size`, `connect_timeout`, `read_timeout` and `retry_for` (seconds),
     /// `application_name`. Percent-escapes are decoded. The user defaults to
     /// `$USER` (else `postgres`), the database to the user's name.
     pub fn from_url(url: &str) -> Result<Config, PgError> {
@@ -94,6 +98,7 @@ impl Config {
         let mut pool_size = 8;
         let mut connect_timeout = Duration::from_secs(10);
         let mut retry_for = Duration::from_secs(5);
+        let mut read_timeout = Duration::from_secs(120);
         let mut application_name = "kappa-rs".to_owned();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
@@ -101,9 +106,15 @@ impl Config {
             let secs = |v: &str| {
                 v.parse::<f64>()
                     .ok()
-                    .filter(|s| s.is_finite() && *s >= 0.0)
-                    .map(Duration::from_secs_f64)
+                    .and_then(|s| Duration::try_from_secs_f64(s).ok())
                     .ok_or_else(|| bad(&format!("{k}={v} is not a number of seconds")))
+            };
+            let positive = |d: Duration| {
+                if d.is_zero() {
+                    Err(bad(&format!("{k} must be more than 0 seconds")))
+                } else {
+                    Ok(d)
+                }
             };
             match k {
                 "host" => host = Some(v),
@@ -119,7 +130,8 @@ impl Config {
                         .filter(|n| *n > 0)
                         .ok_or_else(|| bad(&format!("pool_size={v} is not a positive number")))?
                 }
-                "connect_timeout" => connect_timeout = secs(&v)?,
+                "connect_timeout" => connect_timeout = positive(secs(&v)?)?,
+                "read_timeout" => read_timeout = positive(secs(&v)?)?,
                 "retry_for" => retry_for = secs(&v)?,
                 "application_name" => application_name = v,
                 // libpq's TLS setting: only a plain connection is spoken here.
@@ -148,6 +160,7 @@ impl Config {
             pool_size,
             connect_timeout,
             retry_for,
+            read_timeout,
             application_name,
         })
     }
@@ -245,6 +258,9 @@ mod tests {
             "postgres://h/d?frobnicate=1",
             "postgres://h/d?pool_size=0",
             "postgres://h/d?schema=",
+            "postgres://h/d?retry_for=1e300",
+            "postgres://h/d?connect_timeout=0",
+            "postgres://h/d?read_timeout=-1",
             "postgres://h/%zz",
             "postgres://[::1/x",
         ] {

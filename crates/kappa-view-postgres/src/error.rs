@@ -56,11 +56,13 @@ pub enum PgError {
 
 impl PgError {
     /// Whether retrying later may succeed: the connection broke or could not be
-    /// made, or the server is starting up, shutting down or in recovery, or the
-    /// transaction lost a serialization race.
+    /// made, the server is starting up, shutting down or in recovery, the
+    /// transaction lost a serialization race, or the writer lock is held (by
+    /// another indexer, or by a session of ours the server has not yet noticed
+    /// is gone).
     pub fn is_transient(&self) -> bool {
         match self {
-            PgError::Connection { .. } => true,
+            PgError::Connection { .. } | PgError::Locked { .. } => true,
             PgError::Server { code, .. } => {
                 // 08: connection exception; 57P01-57P03: admin/crash shutdown,
                 // cannot connect now; 53300: too many connections; 40001,

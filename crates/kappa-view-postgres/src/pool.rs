@@ -77,27 +77,21 @@ impl Pool {
 /// Runs `op` until it succeeds, fails for good, or `retry_for` has passed since
 /// the first failure while the server is unreachable (backing off from 20 ms to
 /// 1 s between tries).
-pub(crate) fn retrying<T>(retry_for: Duration, op: impl FnMut() -> Result<T, PgError>) -> Result<T, PgError> {
-    retrying_if(retry_for, PgError::is_transient, op)
-}
-
-/// Like [`retrying`], retrying the errors `again` picks.
-pub(crate) fn retrying_if<T>(
+pub(crate) fn retrying<T>(
     retry_for: Duration,
-    again: impl Fn(&PgError) -> bool,
     mut op: impl FnMut() -> Result<T, PgError>,
 ) -> Result<T, PgError> {
-    let mut deadline: Option<Instant> = None;
+    let mut started: Option<Instant> = None;
     let mut delay = Duration::from_millis(20);
     loop {
         match op() {
-            Err(e) if again(&e) => {
+            Err(e) if e.is_transient() => {
                 let now = Instant::now();
-                let end = *deadline.get_or_insert(now + retry_for);
-                if now >= end {
+                let waited = now.duration_since(*started.get_or_insert(now));
+                if waited >= retry_for {
                     return Err(e);
                 }
-                std::thread::sleep(delay.min(end - now));
+                std::thread::sleep(delay.min(retry_for - waited));
                 delay = (delay * 2).min(Duration::from_secs(1));
             }
             r => return r,

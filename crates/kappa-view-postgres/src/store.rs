@@ -9,7 +9,7 @@ use postgres_protocol::escape::escape_identifier;
 
 use crate::config::Config;
 use crate::error::PgError;
-use crate::pool::{retrying, retrying_if, Pool};
+use crate::pool::{retrying, Pool};
 use crate::wire::{Conn, Param, PgRow, Stmt};
 
 /// The format marker in `<schema>.kappa_meta`.
@@ -121,10 +121,9 @@ impl PgViews {
         views.retrying(|| views.shared.pool.with_conn(|c| views.init(c)))?;
         if !read_only {
             // The lock may still be held by the session of an indexer that just
-            // died (the server notices a dead client on its next read): wait for
-            // it as long as for an unreachable server.
-            let again = |e: &PgError| e.is_transient() || matches!(e, PgError::Locked { .. });
-            retrying_if(views.config().retry_for, again, || views.with_writer(|_| Ok(())))?;
+            // died (the server notices a dead client on its next read): it is
+            // waited for like an unreachable server.
+            views.retrying(|| views.with_writer(|_| Ok(())))?;
         }
         Ok(views)
     }
@@ -294,6 +293,8 @@ fn table_name(view: &str) -> String {
 /// One view's SQL, for its table.
 #[derive(Debug)]
 struct Statements {
+    /// The rows table's name (unquoted).
+    table: String,
     get: String,
     get_many: String,
     put: String,
@@ -311,6 +312,7 @@ impl Statements {
         let t = format!("{schema}.{}", escape_identifier(table));
         let registry = format!("{schema}.kappa_views");
         Statements {
+            table: table.to_owned(),
             get: format!("SELECT value FROM {t} WHERE key = $1"),
             get_many: format!("SELECT key, value FROM {t} WHERE key = ANY($1::bytea[])"),
             put: format!(
@@ -318,7 +320,11 @@ impl Statements {
                  ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value"
             ),
             delete: format!("DELETE FROM {t} WHERE key = ANY($1::bytea[])"),
-            set_state: format!("UPDATE {registry} SET state = $2 WHERE name = $1"),
+            // An upsert: the state lands even if the registry row went away.
+            set_state: format!(
+                "INSERT INTO {registry} (name, rows_table, state) VALUES ($1, $3, $2) \
+                 ON CONFLICT (name) DO UPDATE SET state = EXCLUDED.state"
+            ),
             get_state: format!("SELECT state FROM {registry} WHERE name = $1"),
             clear_state: format!("UPDATE {registry} SET state = NULL WHERE name = $1"),
             clear: format!("TRUNCATE {t}"),
@@ -462,6 +468,10 @@ impl ViewStore for PgStore {
         })
     }
 
+    fn batch_reads(&self) -> bool {
+        true
+    }
+
     fn scan(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
         if limit == Some(0) || range_is_empty(&range) {
             return Ok(Vec::new());
@@ -530,7 +540,10 @@ impl ViewStore for PgStore {
             ));
         }
         if let Some(state) = &batch.state {
-            stmts.push(Stmt::new(&sql.set_state, vec![Param::Text(&self.name), Param::Bytea(state)]));
+            stmts.push(Stmt::new(
+                &sql.set_state,
+                vec![Param::Text(&self.name), Param::Bytea(state), Param::Text(&sql.table)],
+            ));
         }
         // One pipeline, one implicit transaction: all of it or none.
         self.views.retrying(|| self.views.with_writer(|c| c.pipeline(&stmts).map(|_| ())))?;
@@ -538,10 +551,19 @@ impl ViewStore for PgStore {
     }
 
     fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.read(None, |c, sql| {
+        let get = |c: &mut Conn, sql: &Statements| {
             let rows = c.query(&sql.get_state, vec![Param::Text(&self.name)])?;
             Ok(rows.into_iter().next().and_then(|r| r.into_iter().next().flatten()))
-        })
+        };
+        if self.views.shared.role == Role::Writer {
+            // Through the writer's session: once it holds the lock again after a
+            // lost connection, the old session is gone and its last commit has
+            // landed or not, so the state read is the truth an indexer resumes
+            // from.
+            let sql = self.statements()?.ok_or(PgError::ReadOnly)?;
+            return Ok(self.views.retrying(|| self.views.with_writer(|c| get(c, &sql)))?);
+        }
+        self.read(None, get)
     }
 
     fn clear(&self) -> Result<(), StoreError> {

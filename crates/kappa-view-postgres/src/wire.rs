@@ -182,7 +182,7 @@ impl Conn {
         // Logging in must not hang on a server that accepts and says nothing.
         conn.set_read_timeout(Some(cfg.connect_timeout));
         conn.login(cfg)?;
-        conn.set_read_timeout(None);
+        conn.set_read_timeout(Some(cfg.read_timeout));
         Ok(conn)
     }
 
@@ -208,7 +208,8 @@ impl Conn {
     }
 
     fn set_read_timeout(&self, t: Option<std::time::Duration>) {
-        // Setting a timeout fails only for a zero duration, which is never given.
+        // Setting a timeout fails only for a zero duration, which the config
+        // refuses.
         let _ = match &self.stream {
             Stream::Tcp(s) => s.set_read_timeout(t),
             #[cfg(unix)]

@@ -194,9 +194,11 @@ impl View for KvView {
 
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
         let ops = self.ops(entries)?;
-        // Every "is it linked already?" read of the batch in one store call.
-        let linked: Vec<Vec<u8>> = ops.iter().map(|(op, _)| linked_row(&op.id)).collect();
-        tx.prefetch(linked.iter().map(Vec::as_slice))?;
+        if self.store.batch_reads() {
+            // Every "is it linked already?" read of the batch in one store call.
+            let linked: Vec<Vec<u8>> = ops.iter().map(|(op, _)| linked_row(&op.id)).collect();
+            tx.prefetch(linked.iter().map(Vec::as_slice))?;
+        }
         for (op, i) in ops {
             for link in &op.links {
                 tx.delete(head_row(&op.key, link));

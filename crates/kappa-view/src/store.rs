@@ -76,6 +76,14 @@ pub trait ViewStore: Send + Sync + 'static {
         keys.iter().map(|k| self.get(k)).collect()
     }
 
+    /// Whether reading many keys with one [`get_many`](Self::get_many) is much
+    /// cheaper than one [`get`](Self::get) each (a store behind a network).
+    /// [`Tx::prefetch`](crate::Tx::prefetch) does nothing for stores that say
+    /// no (the default): their gets are cheap already.
+    fn batch_reads(&self) -> bool {
+        false
+    }
+
     /// Up to `limit` rows whose keys start with `prefix`, in order.
     fn scan_prefix(
         &self,
@@ -105,6 +113,9 @@ impl<S: ViewStore + ?Sized> ViewStore for Arc<S> {
     }
     fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, StoreError> {
         (**self).get_many(keys)
+    }
+    fn batch_reads(&self) -> bool {
+        (**self).batch_reads()
     }
     fn scan_prefix(
         &self,

@@ -91,7 +91,8 @@ impl<'a> Tx<'a> {
     /// later [`get`](Self::get)s of them need no store access: a view calls it
     /// with the keys a batch will read, which saves a round trip per key on a
     /// store behind a network. Keys this transaction wrote, or already fetched,
-    /// are skipped.
+    /// are skipped; so is everything for a store whose gets are cheap
+    /// ([`ViewStore::batch_reads`] false).
     ///
     /// ```
     /// use kappa_view::{Batch, MemoryStore, Tx, ViewStore};
@@ -104,6 +105,9 @@ impl<'a> Tx<'a> {
     /// # Ok::<(), kappa_view::StoreError>(())
     /// ```
     pub fn prefetch<'k>(&mut self, keys: impl IntoIterator<Item = &'k [u8]>) -> Result<(), StoreError> {
+        if !self.store.batch_reads() {
+            return Ok(());
+        }
         let mut wanted: Vec<&[u8]> = Vec::new();
         let mut seen = HashSet::new();
         for k in keys {
