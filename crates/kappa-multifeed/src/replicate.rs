@@ -197,6 +197,11 @@ struct Conn {
     closed_feeds: HashSet<[u8; 32]>,
     sent_replicate: bool,
     got_replicate: bool,
+    /// The peer's manifest arrived (and our request for its feeds went out).
+    got_manifest: bool,
+    /// The peer's request for our feeds, when it came before its manifest: we
+    /// answer it only after our own request went out (see `REQUEST_FEEDS`).
+    deferred_request: Option<Value>,
     new_feeds: Vec<PublicKey>,
     handshake_done: bool,
 }
@@ -232,6 +237,8 @@ impl Conn {
             closed_feeds: HashSet::new(),
             sent_replicate: false,
             got_replicate: false,
+            got_manifest: false,
+            deferred_request: None,
             new_feeds: Vec::new(),
             handshake_done: false,
         }
@@ -347,6 +354,20 @@ impl Conn {
                     keys.into_iter().filter(|k| self.opts.accept.as_ref().is_none_or(|f| f(k))).collect();
                 self.requested.extend(want.iter().copied());
                 self.send(p, now, REQUEST_FEEDS, &Value::Array(keys_json(&want)));
+                if !self.got_manifest {
+                    self.got_manifest = true;
+                    if let Some(request) = self.deferred_request.take() {
+                        self.on_extension(p, now, REQUEST_FEEDS, request)?;
+                    }
+                }
+            }
+            REQUEST_FEEDS if !self.got_manifest => {
+                // A JS peer may ask for our feeds before it sends its manifest.
+                // Answering at once would let it finish the exchange before our
+                // request for its feeds arrives (multifeed 5 then counts only the
+                // feeds of our answer and ends the stream, leaving its own feeds
+                // unsent): we answer once our request has gone out.
+                self.deferred_request = Some(v);
             }
             REQUEST_FEEDS => {
                 let keys: BTreeSet<String> = parse_keys(Some(&v))
@@ -584,5 +605,71 @@ pub(crate) fn fuzz_extensions(data: &[u8]) {
             f.is_writable() || conn.requested.contains(f.public_key()),
             "a feed was added that was never requested"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
+
+    /// A JS peer may ask for our feeds before sending its manifest. We must
+    /// request its feeds before answering (multifeed 5 ends the exchange once
+    /// it has our answer, counting only the feeds it names).
+    #[test]
+    fn a_request_before_the_manifest_is_answered_after_our_own_request() {
+        let now = Instant::now();
+        let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
+        let hs_a = Handshake::new_initiator(
+            NoiseKeyPair::from_seed(&[1; 32]),
+            NoiseKeyPair::from_seed(&[2; 32]),
+            [3; 24],
+        );
+        let hs_b = Handshake::new_responder(
+            NoiseKeyPair::from_seed(&[4; 32]),
+            NoiseKeyPair::from_seed(&[5; 32]),
+            [6; 24],
+        );
+        let mut js = Protocol::with_handshake(now, ProtocolOptions::new(true).extensions(ext()), hs_a);
+        let mut us = Protocol::with_handshake(now, ProtocolOptions::new(false).extensions(ext()), hs_b);
+        let mf = Multifeed::in_memory().unwrap();
+        let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
+        js.open_channel(now, root).unwrap();
+        us.open_channel(now, root).unwrap();
+        let mut conn = Conn::new(mf, ReplicateOptions::new(false), root);
+        let mut sent_by_us = Vec::new();
+        let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Conn, sent: &mut Vec<String>| {
+            for _ in 0..4 {
+                if let Some(bytes) = js.poll_transmit() {
+                    us.handle_input(now, &bytes).unwrap();
+                }
+                while let Some(ev) = us.poll_event() {
+                    conn.handle(us, now, &ev);
+                }
+                if let Some(bytes) = us.poll_transmit() {
+                    js.handle_input(now, &bytes).unwrap();
+                }
+                while let Some(ev) = js.poll_event() {
+                    if let Event::Extension { name, .. } = ev {
+                        sent.push(name);
+                    }
+                }
+            }
+        };
+        pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
+        let hs = json!({"client": "MULTIFEED", "version": PROTOCOL_VERSION, "live": false});
+        let js_key = "022fa880da6f9c99a672e867f9bccdf6ef54dccf72e0abc2363cb1cc6dc706b7";
+        // The JS order that lost feeds: handshake, request, then manifest.
+        for (name, v) in
+            [(HANDSHAKE, hs), (REQUEST_FEEDS, json!([])), (MANIFEST, json!({ "keys": [js_key] }))]
+        {
+            conn.handle(
+                &mut us,
+                now,
+                &Event::Extension { name: name.into(), payload: v.to_string().into_bytes() },
+            );
+            pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
+        }
+        assert_eq!(sent_by_us, vec![HANDSHAKE, MANIFEST, REQUEST_FEEDS, REPLICATE_FEEDS]);
     }
 }

@@ -370,7 +370,7 @@ fn a_sparse_rust_peer_takes_the_newest_entries_from_js() {
     .unwrap();
     peer.until("done");
     assert!(peer.finish().success());
-    assert_eq!(report.blocks_received(), 100);
+    assert_eq!(report.blocks_received(), 100, "{report:?}");
     let feed = &mf.feeds()[0];
     assert_eq!(feed.len(), 1000);
     assert_eq!((0..1000).filter(|&i| feed.has(i)).collect::<Vec<_>>(), (900..1000).collect::<Vec<_>>());

@@ -38,6 +38,10 @@ impl std::future::Future for YieldNow {
     }
 }
 
+/// Longest wait, after our side of a session has ended, for a non-live JS peer
+/// to hang up (see the end of `Session::run`).
+const LINGER: Duration = Duration::from_secs(1);
+
 /// Bytes buffered for sending above which we stop reading until the writer
 /// catches up.
 const MAX_PENDING_OUT: usize = 8 << 20;
@@ -397,14 +401,42 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // the socket down). By then everything the peer sent has been read, so
         // dropping the stream closes it cleanly. The reader, after an EOF or an
         // error, waits for the writer to flush what the protocol still has to say.
-        let read_then_wait = async {
-            read_loop.await;
-            future::pending::<()>().await;
+        let writer_ended = {
+            let read_then_wait = async {
+                read_loop.await;
+                future::pending::<()>().await;
+            };
+            let helpers = future::join3(timer_loop, watch_loop, command_loop);
+            futures::pin_mut!(read_then_wait, write_loop, helpers);
+            let others = future::select(read_then_wait, helpers).map(|_| ());
+            matches!(future::select(write_loop, others).await, future::Either::Left(_))
         };
-        let helpers = future::join3(timer_loop, watch_loop, command_loop);
-        futures::pin_mut!(read_then_wait, write_loop, helpers);
-        let others = future::select(read_then_wait, helpers).map(|_| ());
-        let _ = future::select(write_loop, others).await;
+        // A JS peer (hypercore-protocol 7) that is not live ends its side of the
+        // stream right after the last Close; if we dropped the socket before
+        // reading what it sent until then, the kernel would reset the
+        // connection and the peer would see its last writes fail (EPIPE) after
+        // a good replication. So we read on until it hangs up, for a moment. A
+        // live peer never hangs up, and a kappa-rs peer (it announces compact
+        // proofs) ends like us, without waiting: no lingering for those.
+        let linger = writer_ended && {
+            let s = lock();
+            !s.peer_eof
+                && s.protocol.error().is_none()
+                && !s.protocol.peer_live()
+                && !s.protocol.peer_has_extension(crate::session::COMPACT_PROOFS)
+        };
+        if linger {
+            let drain = async {
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(n) = reader.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            };
+            futures::pin_mut!(drain);
+            let _ = future::select(drain, futures_timer::Delay::new(LINGER)).await;
+        }
 
         let mut s = lock();
         let end = match (s.protocol.error(), s.protocol.is_finished()) {

@@ -431,6 +431,11 @@ impl Protocol {
         self.peer_live
     }
 
+    /// Whether the peer announced the stream extension `name` (in its Options).
+    pub fn peer_has_extension(&self, name: &str) -> bool {
+        self.remote_extensions.iter().any(|n| n == name)
+    }
+
     /// Test hook: rewrites every outgoing message (channel id, message) before it
     /// is framed, to play a misbehaving peer. Not for production use.
     #[doc(hidden)]
