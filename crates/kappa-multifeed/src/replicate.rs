@@ -199,9 +199,10 @@ struct Conn {
     got_replicate: bool,
     /// The peer's manifest arrived (and our request for its feeds went out).
     got_manifest: bool,
-    /// The peer's request for our feeds, when it came before its manifest: we
-    /// answer it only after our own request went out (see `REQUEST_FEEDS`).
-    deferred_request: Option<Value>,
+    /// The peer's requests for our feeds that came before its manifest: we
+    /// answer them, in order, only after our own request went out (see
+    /// `REQUEST_FEEDS`).
+    deferred_requests: Vec<Value>,
     new_feeds: Vec<PublicKey>,
     handshake_done: bool,
 }
@@ -238,7 +239,7 @@ impl Conn {
             sent_replicate: false,
             got_replicate: false,
             got_manifest: false,
-            deferred_request: None,
+            deferred_requests: Vec::new(),
             new_feeds: Vec::new(),
             handshake_done: false,
         }
@@ -356,18 +357,20 @@ impl Conn {
                 self.send(p, now, REQUEST_FEEDS, &Value::Array(keys_json(&want)));
                 if !self.got_manifest {
                     self.got_manifest = true;
-                    if let Some(request) = self.deferred_request.take() {
+                    for request in std::mem::take(&mut self.deferred_requests) {
                         self.on_extension(p, now, REQUEST_FEEDS, request)?;
                     }
                 }
             }
-            REQUEST_FEEDS if !self.got_manifest => {
-                // A JS peer may ask for our feeds before it sends its manifest.
+            REQUEST_FEEDS if !self.got_manifest && !p.peer_live() => {
+                // A non-live JS peer may ask for our feeds before it sends its
+                // manifest (multifeed 5 always sends one, possibly empty).
                 // Answering at once would let it finish the exchange before our
-                // request for its feeds arrives (multifeed 5 then counts only the
-                // feeds of our answer and ends the stream, leaving its own feeds
-                // unsent): we answer once our request has gone out.
-                self.deferred_request = Some(v);
+                // request for its feeds arrives (it then counts only the feeds of
+                // our answer and ends the stream, leaving its own feeds unsent):
+                // we answer once our request has gone out. A live peer never ends
+                // early, so its requests are answered at once.
+                self.deferred_requests.push(v);
             }
             REQUEST_FEEDS => {
                 let keys: BTreeSet<String> = parse_keys(Some(&v))
@@ -618,6 +621,15 @@ mod tests {
     /// it has our answer, counting only the feeds it names).
     #[test]
     fn a_request_before_the_manifest_is_answered_after_our_own_request() {
+        // A non-live peer's early request waits for our own; a live peer's
+        // (which never ends the exchange early) is answered at once.
+        assert_eq!(exchange_order(false), vec![HANDSHAKE, MANIFEST, REQUEST_FEEDS, REPLICATE_FEEDS]);
+        assert_eq!(exchange_order(true), vec![HANDSHAKE, MANIFEST, REPLICATE_FEEDS, REQUEST_FEEDS]);
+    }
+
+    /// The extension messages we send when the peer's handshake (live or not),
+    /// an early request and then its manifest arrive in that order.
+    fn exchange_order(live: bool) -> Vec<String> {
         let now = Instant::now();
         let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
         let hs_a = Handshake::new_initiator(
@@ -657,7 +669,7 @@ mod tests {
             }
         };
         pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
-        let hs = json!({"client": "MULTIFEED", "version": PROTOCOL_VERSION, "live": false});
+        let hs = json!({"client": "MULTIFEED", "version": PROTOCOL_VERSION, "live": live});
         let js_key = "022fa880da6f9c99a672e867f9bccdf6ef54dccf72e0abc2363cb1cc6dc706b7";
         // The JS order that lost feeds: handshake, request, then manifest.
         for (name, v) in
@@ -670,6 +682,6 @@ mod tests {
             );
             pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
         }
-        assert_eq!(sent_by_us, vec![HANDSHAKE, MANIFEST, REQUEST_FEEDS, REPLICATE_FEEDS]);
+        sent_by_us
     }
 }

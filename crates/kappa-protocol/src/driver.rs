@@ -417,8 +417,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         // connection and the peer would see its last writes fail (EPIPE) after
         // a good replication. So we read on until it hangs up, for a moment. A
         // live peer never hangs up, and a kappa-rs peer (it announces compact
-        // proofs) ends like us, without waiting: no lingering for those.
-        let linger = writer_ended && {
+        // proofs) ends like us, without waiting: no lingering for those, nor in
+        // our own live sessions. The session's duration does not include it.
+        let duration = started.elapsed();
+        let linger = !live && writer_ended && {
             let s = lock();
             !s.peer_eof
                 && s.protocol.error().is_none()
@@ -450,7 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             feeds: s.protocol.stats(),
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
-            duration: started.elapsed(),
+            duration,
             end,
         }
     }

@@ -73,6 +73,8 @@ pub(crate) struct Replicator {
     /// oldest of them were cancelled (skipped when popped): a Cancel costs
     /// O(1), whatever the queue holds.
     queued_per_index: HashMap<u64, (u32, u32)>,
+    /// Queued requests that were cancelled and not popped yet.
+    cancelled_total: usize,
 }
 
 /// Most unanswered requests a peer may have queued with us; more is a protocol
@@ -123,6 +125,7 @@ impl Replicator {
             stats: FeedStats::default(),
             queued: VecDeque::new(),
             queued_per_index: HashMap::new(),
+            cancelled_total: 0,
             synced: false,
         }
     }
@@ -368,7 +371,10 @@ impl Replicator {
         if !self.uploading || req.bytes.unwrap_or(0) != 0 {
             return Ok(());
         }
-        if self.queued.len() >= MAX_QUEUED_REQUESTS {
+        // Cancelled requests wait in the queue until popped: they count against
+        // a looser bound only.
+        let live = self.queued.len() - self.cancelled_total;
+        if live >= MAX_QUEUED_REQUESTS || self.queued.len() >= 2 * MAX_QUEUED_REQUESTS {
             return Err(ProtocolError::Malformed("too many unanswered requests"));
         }
         self.queued_per_index.entry(req.index).or_default().0 += 1;
@@ -380,6 +386,7 @@ impl Replicator {
     /// queued so far are dropped.
     pub(crate) fn on_cancel(&mut self, index: u64) {
         if let Some((queued, cancelled)) = self.queued_per_index.get_mut(&index) {
+            self.cancelled_total += (*queued - *cancelled) as usize;
             *cancelled = *queued;
         }
     }
@@ -388,6 +395,7 @@ impl Replicator {
     pub(crate) fn clear_queued(&mut self) {
         self.queued.clear();
         self.queued_per_index.clear();
+        self.cancelled_total = 0;
     }
 
     /// Whether requests wait for an answer.
@@ -405,6 +413,7 @@ impl Replicator {
             let skip = *cancelled > 0;
             if skip {
                 *cancelled -= 1;
+                self.cancelled_total -= 1;
             }
             if *queued == 0 {
                 self.queued_per_index.remove(&req.index);
@@ -671,10 +680,21 @@ mod tests {
 
     #[test]
     fn a_peer_queueing_too_many_requests_is_a_protocol_violation() {
-        let mut r = replicator(1);
+        let mut r = replicator(2);
         for _ in 0..MAX_QUEUED_REQUESTS {
             r.on_request(Request::new(0)).unwrap();
         }
-        assert!(matches!(r.on_request(Request::new(0)), Err(ProtocolError::Malformed(_))));
+        assert!(matches!(r.on_request(Request::new(1)), Err(ProtocolError::Malformed(_))));
+        // Cancelled requests do not count against the limit (only against one
+        // twice as loose).
+        r.on_cancel(0);
+        for _ in 0..MAX_QUEUED_REQUESTS {
+            r.on_request(Request::new(1)).unwrap();
+        }
+        assert!(matches!(r.on_request(Request::new(1)), Err(ProtocolError::Malformed(_))));
+        let mut out = Vec::new();
+        r.answer_queued(usize::MAX, &mut out).unwrap();
+        assert_eq!(answered(&out).len(), MAX_QUEUED_REQUESTS, "only the uncancelled are answered");
+        assert_eq!(r.cancelled_total, 0);
     }
 }
