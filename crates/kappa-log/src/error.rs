@@ -113,6 +113,30 @@ pub enum LogError {
     /// A value could not be encoded or decoded.
     #[error("value encoding: {0}")]
     Encoding(String),
+    /// A block larger than one wire frame can carry ([`crate::MAX_BLOCK_SIZE`]).
+    #[error("a block of {size} bytes is larger than the {max} bytes a peer can receive in one frame")]
+    BlockTooLarge {
+        /// The block's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// This writer signed more entries than its files can still prove; an append
+    /// would sign a sequence number a second time (a fork that peers holding the
+    /// lost entries refuse forever).
+    #[error(
+        "feed signed {signed} entries but its files prove only {length}: appending would fork it; \
+         restore it from a peer that holds it, or accept the loss explicitly"
+    )]
+    WouldFork {
+        /// The highest length the files say was signed.
+        signed: u64,
+        /// The length they prove.
+        length: u64,
+    },
+    /// This writer's `secret_key` is missing or damaged: it opened read-only.
+    #[error("feed cannot sign: {0}")]
+    SecretKey(#[source] CorruptError),
     /// Too many or too large entries for one append.
     #[error("append too large: {0}")]
     TooLarge(&'static str),

@@ -9,9 +9,12 @@ use kappa_storage::{DirectoryProvider, LockGuard, MemoryProvider, Provider, Rand
 use crate::bitfield::{Bitfield, PAGE_SIZE};
 use crate::crypto::{tree_hash, KeyPair, PublicKey, Signature};
 use crate::error::{CorruptError, LogError};
-use crate::files::{Files, HeaderKind, HEADER_LEN};
+use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
 use crate::flat;
 use crate::node::Node;
+use crate::recover::{
+    choose_key, read_head, read_secret, restore_key_file, secret_problem, would_fork, Recovery, Secret,
+};
 
 /// When a feed flushes its writes to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -32,6 +35,12 @@ pub enum SyncPolicy {
 /// memory one call uses.
 const MAX_BATCH_ENTRIES: usize = 1 << 24;
 
+/// The largest block a feed accepts: a block travels in one wire frame with its
+/// proof (at most 8 MiB in hypercore-protocol 7 and 8), so it must leave room for
+/// the nodes and the signature. hypercore 9 refuses blocks over 8 MiB; a larger
+/// one would be stored and then never replicate.
+pub const MAX_BLOCK_SIZE: usize = 8 * 1024 * 1024 - 8 * 1024;
+
 /// How to open a [`Feed`]; see [`Feed::builder`].
 #[must_use = "a builder does nothing until `open` is called"]
 pub struct FeedBuilder {
@@ -41,6 +50,7 @@ pub struct FeedBuilder {
     create: bool,
     sync: SyncPolicy,
     store_secret_key: bool,
+    repair_headers: bool,
 }
 
 impl std::fmt::Debug for FeedBuilder {
@@ -86,6 +96,15 @@ impl FeedBuilder {
         self
     }
 
+    /// Whether a damaged header of `tree`, `signatures` or `bitfield` is
+    /// rewritten (default `false`: it is an error, since a foreign file is
+    /// better reported than overwritten). The headers are constants, so an
+    /// explicit repair may rewrite them without losing anything.
+    pub fn repair_headers(mut self, repair: bool) -> Self {
+        self.repair_headers = repair;
+        self
+    }
+
     /// Opens (or creates) the feed.
     pub fn open(self) -> Result<Feed, LogError> {
         Feed::open_with(self)
@@ -108,31 +127,35 @@ impl FeedBuilder {
 /// # Ok::<(), kappa_log::LogError>(())
 /// ```
 pub struct Feed {
-    files: Files,
-    key: PublicKey,
-    key_pair: Option<KeyPair>,
-    length: u64,
-    byte_length: u64,
-    roots: Vec<Node>,
-    bitfield: Bitfield,
+    pub(crate) files: Files,
+    pub(crate) key: PublicKey,
+    pub(crate) key_pair: Option<KeyPair>,
+    pub(crate) length: u64,
+    pub(crate) byte_length: u64,
+    pub(crate) roots: Vec<Node>,
+    pub(crate) bitfield: Bitfield,
     /// `offsets[i]` is the byte offset of block `i`; valid for the blocks of a fully
     /// present prefix. Grows lazily.
-    offsets: Vec<u64>,
+    pub(crate) offsets: Vec<u64>,
     /// Blocks `0 .. contiguous` are all present.
-    contiguous: u64,
-    sync: SyncPolicy,
-    poisoned: bool,
+    pub(crate) contiguous: u64,
+    pub(crate) sync: SyncPolicy,
+    pub(crate) poisoned: bool,
     /// Direct-mapped cache of tree nodes (nodes never change once written).
-    node_cache: Vec<Option<Node>>,
+    pub(crate) node_cache: Vec<Option<Node>>,
     /// Bitfield pages changed by deferred puts and not yet written.
-    bitfield_pending: bool,
+    pub(crate) bitfield_pending: bool,
     /// Data, nodes and signatures of deferred puts, written (coalesced) by
     /// `flush_deferred` before the bitfield. Reads look here first.
-    pending: Pending,
+    pub(crate) pending: Pending,
     /// A read-ahead window of the data file: (offset, bytes).
-    read_cache: Option<(u64, Vec<u8>)>,
+    pub(crate) read_cache: Option<(u64, Vec<u8>)>,
     /// Where the previous small read ended (to detect sequential reading).
-    last_read_end: u64,
+    pub(crate) last_read_end: u64,
+    /// What open found and repaired.
+    pub(crate) recovery: Recovery,
+    /// The head record slot the next write goes to.
+    pub(crate) head_slot: u64,
     _lock: LockGuard,
 }
 
@@ -183,6 +206,7 @@ impl Feed {
             create: true,
             sync: SyncPolicy::None,
             store_secret_key: true,
+            repair_headers: false,
         }
     }
 
@@ -200,33 +224,21 @@ impl Feed {
     fn open_with(b: FeedBuilder) -> Result<Feed, LogError> {
         let lock = b.provider.lock("bitfield")?;
         let mut files = Files::open(&*b.provider)?;
+        let mut recovery = Recovery::default();
 
-        // The key file: 32 bytes or nothing. The key is written last when a feed is
-        // created, so a short key file in a feed that holds nothing else is a
-        // creation cut short: start over.
-        let holds_blocks = files.bitfield.len()? > HEADER_LEN;
-        let stored_key = match files.key.len()? {
-            0 => None,
+        let head = read_head(&mut files)?;
+        let head_record = head.as_ref().map(|(h, _)| h);
+        let holds_blocks = files.bitfield.len()? > HEADER_LEN
+            || files.tree.len()? > HEADER_LEN
+            || files.signatures.len()? > HEADER_LEN
+            || files.data.len()? > 0
+            || head_record.is_some();
+        let key_len = files.key.len()?;
+        let key_file = match key_len {
             32 => Some(PublicKey::try_from_slice(&files.key.read(0, 32)?)?),
-            n if n < 32 && !holds_blocks => None,
-            n => return Err(CorruptError { file: "key", reason: format!("{n} bytes, expected 32") }.into()),
+            _ => None,
         };
-        let stored_secret = match files.secret_key.len()? {
-            0 => None,
-            _ if stored_key.is_none() => None,
-            64 => {
-                let bytes = files.secret_key.read(0, 64)?;
-                Some(
-                    KeyPair::from_secret_key_bytes(&bytes)
-                        .map_err(|e| CorruptError { file: "secret_key", reason: e.to_string() })?,
-                )
-            }
-            n => {
-                return Err(
-                    CorruptError { file: "secret_key", reason: format!("{n} bytes, expected 64") }.into()
-                )
-            }
-        };
+        let secret = read_secret(&mut files)?;
 
         let given_key = b.key_pair.as_ref().map(KeyPair::public_key).or(b.public_key);
         if let (Some(kp), Some(pk)) = (&b.key_pair, b.public_key) {
@@ -235,39 +247,75 @@ impl Feed {
             }
         }
 
-        let (key, key_pair) = match stored_key {
-            Some(stored) => {
+        let chosen = choose_key(key_file, head_record, &secret);
+        let (key, key_pair) = match chosen {
+            Some(stored) if holds_blocks || key_file.is_some() || matches!(secret, Secret::Valid(_)) => {
                 if let Some(given) = given_key {
                     if given != stored {
                         return Err(LogError::KeyMismatch { stored: stored.to_hex(), given: given.to_hex() });
                     }
                 }
-                if let Some(sk) = &stored_secret {
-                    if sk.public_key() != stored {
-                        return Err(CorruptError {
-                            file: "secret_key",
-                            reason: "belongs to a different public key".into(),
-                        }
-                        .into());
-                    }
+                if restore_key_file(&mut files, &stored)? {
+                    recovery.repaired.push(if key_len == 0 {
+                        "missing key file rebuilt".to_owned()
+                    } else {
+                        format!("damaged key file ({key_len} bytes) rebuilt")
+                    });
                 }
-                let kp = match (stored_secret, b.key_pair) {
-                    (Some(kp), _) => Some(kp),
-                    (None, Some(kp)) => {
+                let from_file = match secret {
+                    Secret::Valid(kp) if kp.public_key() == stored => Ok(Some(kp)),
+                    Secret::SeedOnly(kp) if kp.public_key() == stored => {
+                        // The seed is intact; the public half was damaged.
+                        files.secret_key.write(0, &kp.secret_key_bytes())?;
+                        files.secret_key.sync()?;
+                        recovery.repaired.push("damaged public half of secret_key rebuilt".into());
+                        Ok(Some(kp))
+                    }
+                    Secret::Valid(_) => Err(secret_problem("belongs to a different public key")),
+                    Secret::SeedOnly(_) => {
+                        Err(secret_problem("damaged: its seed does not give this feed's key"))
+                    }
+                    Secret::Unusable(reason) => Err(secret_problem(reason)),
+                    Secret::Missing if head_record.is_some_and(|h| h.writer) => {
+                        Err(secret_problem("missing (this feed was written here)"))
+                    }
+                    Secret::Missing => Ok(None),
+                };
+                let kp = match (from_file, b.key_pair) {
+                    (Ok(Some(kp)), _) => Some(kp),
+                    (_, Some(kp)) => {
                         if b.store_secret_key {
+                            files.secret_key.truncate(0)?;
                             files.secret_key.write(0, &kp.secret_key_bytes())?;
                         }
                         Some(kp)
                     }
-                    (None, None) => None,
+                    (Ok(None), None) => None,
+                    (Err(problem), None) => {
+                        recovery.secret_key = Some(problem);
+                        None
+                    }
                 };
                 (stored, kp)
             }
-            None => {
+            _ if holds_blocks => {
+                // Entries without a key to tell whose they are: keep everything,
+                // refuse to guess.
+                return Err(CorruptError {
+                    file: "key",
+                    reason: format!(
+                        "{} and neither secret_key nor {HEAD_FILE} can rebuild it; the feed's other files are kept as they are",
+                        if key_len == 0 { "missing".to_owned() } else { format!("{key_len} bytes, expected 32") }
+                    ),
+                }
+                .into());
+            }
+            _ => {
                 if !b.create {
                     return Err(LogError::NotFound);
                 }
-                // No key: whatever else is there belongs to no feed (hypercore resets).
+                // Nothing but the leftovers of a creation cut short (no entries):
+                // start over.
                 files.reset()?;
                 let kp = match (b.key_pair, b.public_key) {
                     (Some(kp), _) => Some(kp),
@@ -295,7 +343,9 @@ impl Feed {
         };
 
         for kind in [HeaderKind::Bitfield, HeaderKind::Signatures, HeaderKind::Tree] {
-            files.ensure_header(kind)?;
+            if files.ensure_header(kind, b.repair_headers)? && holds_blocks {
+                recovery.repaired.push(format!("{} header rewritten", kind.file()));
+            }
         }
 
         let body_len = files.bitfield.len()?.saturating_sub(HEADER_LEN);
@@ -321,90 +371,17 @@ impl Feed {
             pending: Pending::default(),
             read_cache: None,
             last_read_end: u64::MAX,
+            recovery,
+            head_slot: 0,
             _lock: lock,
         };
-        feed.recover()?;
+        let head_slot = head.as_ref().map_or(0, |(_, slot)| slot ^ 1);
+        feed.recover(head.map(|(h, _)| h))?;
+        if feed.head_slot == 0 {
+            // Recovery wrote no new record: the next goes beside the newest one.
+            feed.head_slot = head_slot;
+        }
         Ok(feed)
-    }
-
-    /// Establishes the length: the one the tree bitfield proves, walked back until
-    /// its roots are stored and its signature verifies. Repairs the bitfield if a
-    /// crash left it ahead of the signed state.
-    fn recover(&mut self) -> Result<(), LogError> {
-        let claimed = self.bitfield.verified_length();
-        let mut length = claimed;
-        let mut roots = Vec::new();
-        while length > 0 {
-            if let Some(r) = self.signed_roots(length)? {
-                roots = r;
-                break;
-            }
-            length -= 1;
-        }
-        let mut repaired = false;
-        if length < claimed {
-            // Drop everything at or beyond the recovered length.
-            let limit = 2 * length;
-            let bits = self.bitfield.data_bits();
-            for i in length..bits {
-                repaired |= self.bitfield.set_block(i, false);
-            }
-            for x in 0..2 * bits {
-                if self.bitfield.has_node(x) && flat::right_span(x) >= limit {
-                    repaired |= self.bitfield.clear_node(x);
-                }
-            }
-        }
-        // A data bit without its leaf node was torn apart from its tree bits.
-        for b in 0..self.bitfield.data_bits() / 8 {
-            if self.bitfield.data_byte(b) == 0 {
-                continue;
-            }
-            for i in 8 * b..8 * b + 8 {
-                if self.bitfield.has_block(i) && !self.bitfield.has_node(2 * i) {
-                    repaired |= self.bitfield.set_block(i, false);
-                }
-            }
-        }
-        if repaired {
-            self.bitfield.rebuild_index();
-            self.flush_bitfield()?;
-            self.files.bitfield.sync()?;
-        } else {
-            // Loading only reads; nothing needs writing back.
-            let _ = self.bitfield.take_dirty();
-        }
-        self.byte_length = roots.iter().map(|r| r.size).sum();
-        self.roots = roots;
-        self.length = length;
-        self.contiguous = self.bitfield.contiguous_length();
-        Ok(())
-    }
-
-    /// The roots of `length` if all are stored and the signature in slot
-    /// `length − 1` verifies them.
-    ///
-    /// Without syncs, a power loss can persist the bitfield before the tree, the
-    /// signatures or (for a writer) the data it describes; such a length counts as
-    /// unsigned, so recovery walks back past it.
-    fn signed_roots(&mut self, length: u64) -> Result<Option<Vec<Node>>, LogError> {
-        let mut roots = Vec::new();
-        for r in flat::full_roots(2 * length) {
-            match self.node(r) {
-                Ok(Some(n)) => roots.push(n),
-                Ok(None) | Err(LogError::Corrupt(_)) => return Ok(None),
-                Err(e) => return Err(e),
-            }
-        }
-        let byte_length = roots.iter().try_fold(0u64, |acc, r| acc.checked_add(r.size));
-        let Some(byte_length) = byte_length else { return Ok(None) };
-        if self.key_pair.is_some() && self.files.data.len()? < byte_length {
-            return Ok(None);
-        }
-        match self.signature_slot(length - 1)? {
-            Some(sig) if self.key.verify(&tree_hash(&roots), &sig) => Ok(Some(roots)),
-            _ => Ok(None),
-        }
     }
 
     // ----- accessors ---------------------------------------------------------
@@ -551,43 +528,65 @@ impl Feed {
 
     /// Block `index`, or `None` if it is not stored locally (past the end, or a
     /// block a sparse replica has not downloaded).
+    ///
+    /// Every block read from the data file is checked against its leaf hash: a
+    /// block whose bytes were damaged on disk is not returned but becomes a hole
+    /// (as if never downloaded; a peer that holds it can restore it).
     pub fn get(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
         if !self.has(index) {
             return Ok(None);
         }
         let (offset, size) = self.block_range(index)?;
-        if size == 0 {
-            return Ok(Some(Vec::new()));
-        }
         if let Some(v) = self.pending.data.get(&offset) {
+            // Verified when it was put; not yet written.
             if v.len() as u64 == size {
                 return Ok(Some(v.clone()));
             }
         }
-        if let Some(v) = self.read_ahead(offset, size)? {
-            return Ok(Some(v));
+        let read = if size == 0 { Some(Vec::new()) } else { self.read_ahead(offset, size)? };
+        let data = match read {
+            Some(v) => v,
+            None => match self.read_block(index, offset, size)? {
+                Some(v) => v,
+                None => return self.lose_block(index),
+            },
+        };
+        match self.node(2 * index)? {
+            Some(leaf) if leaf == Node::leaf(index, &data) => Ok(Some(data)),
+            _ => self.lose_block(index),
         }
+    }
+
+    /// The bytes of a block from the data file; `None` if they lie past its end.
+    fn read_block(&mut self, index: u64, offset: u64, size: u64) -> Result<Option<Vec<u8>>, LogError> {
         // Sizes come from disk: bound large ones by the data file before allocating
         // (small reads past the end fail cleanly in the read itself).
         let data_len = if size > 64 * 1024 { self.files.data.len()? } else { u64::MAX };
         if offset.checked_add(size).is_none_or(|end| end > data_len) {
-            return Err(CorruptError {
-                file: "data",
-                reason: format!("block {index} ({size} bytes at {offset}) lies past the end ({data_len})"),
-            }
-            .into());
+            return Ok(None);
         }
         let size = usize::try_from(size)
             .map_err(|_| CorruptError { file: "tree", reason: format!("block {index} too large") })?;
         let mut buf = vec![0u8; size];
-        self.files.data.read_into(offset, &mut buf).map_err(|e| match e {
-            kappa_storage::StorageError::OutOfBounds { .. } => LogError::Corrupt(CorruptError {
-                file: "data",
-                reason: format!("block {index} lies past the end"),
-            }),
-            e => e.into(),
+        match self.files.data.read_into(offset, &mut buf) {
+            Ok(()) => Ok(Some(buf)),
+            Err(kappa_storage::StorageError::OutOfBounds { .. }) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A stored block turned out damaged or gone: it becomes a hole.
+    fn lose_block(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        self.guarded(|f| {
+            f.bitfield.set_block(index, false);
+            f.flush_bitfield()
         })?;
-        Ok(Some(buf))
+        self.read_cache = None;
+        self.contiguous = self.contiguous.min(index);
+        if self.key_pair.is_some() || self.recovery.secret_key.is_some() {
+            self.recovery.missing_blocks += 1;
+        }
+        Ok(None)
     }
 
     /// Serves small reads of complete feeds from a read-ahead window of the data
@@ -732,12 +731,13 @@ impl Feed {
         V: AsRef<[u8]>,
     {
         self.check_poisoned()?;
+        if let Some(e) = would_fork(&self.recovery, self.length) {
+            return Err(e);
+        }
         let Some(key_pair) = self.key_pair.clone() else { return Err(LogError::NotWritable) };
         let start = self.length;
-        if !self.is_complete() {
-            // A writer always holds all of its own blocks.
-            return Err(LogError::NotWritable);
-        }
+        // A writer may have holes (blocks whose data was lost, which a peer can
+        // restore): the new roots need only the old roots, not the data.
         let mut data = Vec::new();
         let mut roots = self.roots.clone();
         let mut sizes = Vec::new();
@@ -762,6 +762,9 @@ impl Feed {
                 return Err(LogError::TooLarge("more than 2^24 entries in one batch"));
             }
             let v = v.as_ref();
+            if v.len() > MAX_BLOCK_SIZE {
+                return Err(LogError::BlockTooLarge { size: v.len(), max: MAX_BLOCK_SIZE });
+            }
             let leaf = Node::leaf(start + k as u64, v);
             place(&leaf, &mut tree_buf, &mut left_nodes);
             roots.push(leaf);
@@ -813,6 +816,7 @@ impl Feed {
             Ok(())
         })?;
 
+        let was_complete = self.contiguous == start;
         if self.offsets.len() as u64 == start + 1 {
             let mut acc = byte_length;
             for s in sizes {
@@ -823,7 +827,13 @@ impl Feed {
         self.roots = roots;
         self.length = new_length;
         self.byte_length = new_byte_length;
-        self.contiguous = new_length;
+        if was_complete {
+            self.contiguous = new_length;
+        }
+        // The second copy of the newest signed state (see `head`); written after
+        // the commit point, never synced on its own: it guards against damage,
+        // not against crashes, which the order of the writes above covers.
+        self.guarded(|feed| feed.write_head(signature))?;
         Ok(start..new_length)
     }
 
@@ -837,15 +847,18 @@ impl Feed {
 
     /// Flushes all files to stable storage.
     pub fn sync_all(&mut self) -> Result<(), LogError> {
-        self.guarded(|f| {
-            f.files.data.sync()?;
-            f.files.tree.sync()?;
-            f.files.signatures.sync()?;
-            f.files.bitfield.sync()?;
-            f.files.key.sync()?;
-            f.files.secret_key.sync()?;
-            Ok(())
-        })
+        self.guarded(Feed::sync_files)
+    }
+
+    pub(crate) fn sync_files(&mut self) -> Result<(), LogError> {
+        self.files.data.sync()?;
+        self.files.tree.sync()?;
+        self.files.signatures.sync()?;
+        self.files.bitfield.sync()?;
+        self.files.key.sync()?;
+        self.files.secret_key.sync()?;
+        self.files.head.sync()?;
+        Ok(())
     }
 
     pub(crate) fn files_mut(&mut self) -> &mut Files {

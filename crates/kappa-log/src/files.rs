@@ -4,6 +4,9 @@ use kappa_storage::{BoxedStorage, Provider, RandomAccess};
 
 use crate::error::{CorruptError, LogError};
 
+/// The name of the head record's file in a feed's storage.
+pub(crate) const HEAD_FILE: &str = "kappa-head";
+
 /// Length of the common header of `tree`, `signatures` and `bitfield`.
 pub(crate) const HEADER_LEN: u64 = 32;
 
@@ -68,6 +71,8 @@ pub(crate) struct Files {
     pub(crate) data: BoxedStorage,
     pub(crate) signatures: BoxedStorage,
     pub(crate) bitfield: BoxedStorage,
+    /// Our head record ([`crate::head`]); JS hypercore does not know it.
+    pub(crate) head: BoxedStorage,
 }
 
 impl Files {
@@ -79,6 +84,7 @@ impl Files {
             data: provider.open("data")?,
             signatures: provider.open("signatures")?,
             bitfield: provider.open("bitfield")?,
+            head: provider.open(HEAD_FILE)?,
         })
     }
 
@@ -93,17 +99,27 @@ impl Files {
     /// Writes the header if the file has none; checks it otherwise. A file shorter
     /// than a header (a torn first write) is given a fresh header when that is all it
     /// holds.
-    pub(crate) fn ensure_header(&mut self, kind: HeaderKind) -> Result<(), LogError> {
+    ///
+    /// With `rewrite`, a header that fails the check is replaced by the right one
+    /// (the header is a constant: nothing of the feed is in it); that is what an
+    /// explicit repair asks for. Returns whether the header was rewritten.
+    pub(crate) fn ensure_header(&mut self, kind: HeaderKind, rewrite: bool) -> Result<bool, LogError> {
         let file = self.headered(kind);
         let len = file.len()?;
         if len < HEADER_LEN {
             file.write(0, &kind.header())?;
-            return Ok(());
+            return Ok(len > 0);
         }
         let mut h = [0u8; 32];
         file.read_into(0, &mut h)?;
-        kind.check(&h)?;
-        Ok(())
+        match kind.check(&h) {
+            Ok(()) => Ok(false),
+            Err(_) if rewrite => {
+                file.write(0, &kind.header())?;
+                Ok(true)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Empties the data-bearing files (used when a feed is created over leftovers

@@ -8,9 +8,11 @@ mod error;
 mod feed;
 mod files;
 pub mod flat;
+mod head;
 mod node;
 mod proof;
 mod ranges;
+mod recover;
 mod shared;
 
 #[doc(hidden)]
@@ -19,10 +21,11 @@ pub mod fuzzing;
 pub use bitfield::{Bitfield, PAGE_SIZE as BITFIELD_PAGE_SIZE};
 pub use crypto::{discovery_key, leaf_hash, parent_hash, tree_hash, Hash, KeyPair, PublicKey, Signature};
 pub use error::{CorruptError, KeyError, LogError, ProofError};
-pub use feed::{Feed, FeedBuilder, SyncPolicy};
+pub use feed::{Feed, FeedBuilder, SyncPolicy, MAX_BLOCK_SIZE};
 pub use node::Node;
 pub use proof::{Proof, PutOutcome, RemoteTree};
 pub use ranges::RangeSet;
+pub use recover::Recovery;
 pub use shared::{Changes, SharedFeed};
 
 /// Re-export of the storage crate, so one dependency gives both.

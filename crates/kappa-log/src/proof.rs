@@ -434,6 +434,9 @@ impl Feed {
         })?;
         if let Some((len, roots)) = verified_length {
             self.grow_to(len, roots);
+            if let Some(sig) = signature {
+                self.guarded(|f| f.after_growth(sig))?;
+            }
         }
         self.advance_contiguous();
         Ok(if present { PutOutcome::AlreadyPresent } else { PutOutcome::Stored })

@@ -19,28 +19,69 @@ fn corrupt_file(r: Result<Feed, LogError>) -> &'static str {
 }
 
 #[test]
-fn short_key_in_a_feed_with_blocks_is_an_error() {
+fn a_short_key_file_is_rebuilt_and_the_feed_kept() {
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
     disk.storage("key").truncate(5).unwrap();
-    assert_eq!(corrupt_file(Feed::builder(disk).open()), "key");
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(feed.public_key(), &KeyPair::from_seed(&[4; 32]).public_key());
+    assert_eq!((feed.len(), feed.is_writable()), (6, true));
+    assert!(!feed.recovery().repaired.is_empty());
+    assert_eq!(disk.storage("key").to_vec(), KeyPair::from_seed(&[4; 32]).public_key().as_bytes());
+    assert_eq!(feed.get(5).unwrap(), Some(b"f".to_vec()));
 }
 
 #[test]
-fn secret_key_of_another_feed_is_an_error() {
+fn a_lost_key_that_nothing_can_rebuild_is_an_error_and_nothing_is_touched() {
+    let disk = MemoryProvider::new();
+    feed_with_batches(&disk);
+    disk.storage("secret_key").truncate(0).unwrap();
+    disk.storage("kappa-head").truncate(0).unwrap();
+    disk.storage("key").truncate(0).unwrap();
+    let before: Vec<Vec<u8>> =
+        ["tree", "data", "signatures", "bitfield"].iter().map(|f| disk.storage(f).to_vec()).collect();
+    assert_eq!(corrupt_file(Feed::builder(disk.clone()).open()), "key");
+    let after: Vec<Vec<u8>> =
+        ["tree", "data", "signatures", "bitfield"].iter().map(|f| disk.storage(f).to_vec()).collect();
+    assert_eq!(before, after, "a failed open must not change the files");
+}
+
+#[test]
+fn a_secret_key_of_another_feed_opens_read_only_and_refuses_appends() {
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
     let other = KeyPair::from_seed(&[5; 32]);
     disk.storage("secret_key").write(0, &other.secret_key_bytes()).unwrap();
-    assert_eq!(corrupt_file(Feed::builder(disk).open()), "secret_key");
+    let mut feed = Feed::builder(disk).open().unwrap();
+    assert_eq!(feed.public_key(), &KeyPair::from_seed(&[4; 32]).public_key());
+    assert_eq!(feed.len(), 6);
+    assert!(!feed.is_writable());
+    assert_eq!(feed.recovery().secret_key.as_ref().map(|e| e.file), Some("secret_key"));
+    let r = feed.append("g");
+    assert!(matches!(r, Err(LogError::SecretKey(CorruptError { file: "secret_key", .. }))), "{r:?}");
 }
 
 #[test]
-fn damaged_secret_key_is_an_error() {
+fn a_damaged_public_half_of_the_secret_key_is_rebuilt_from_its_seed() {
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
+    let original = disk.storage("secret_key").to_vec();
     disk.storage("secret_key").write(40, &[0xaa; 4]).unwrap();
-    assert_eq!(corrupt_file(Feed::builder(disk).open()), "secret_key");
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert!(feed.is_writable());
+    assert_eq!(disk.storage("secret_key").to_vec(), original);
+    feed.append("g").unwrap();
+}
+
+#[test]
+fn a_damaged_seed_opens_read_only() {
+    let disk = MemoryProvider::new();
+    feed_with_batches(&disk);
+    disk.storage("secret_key").write(3, &[0xaa]).unwrap();
+    let mut feed = Feed::builder(disk).open().unwrap();
+    assert!(!feed.is_writable());
+    assert_eq!(feed.len(), 6);
+    assert!(matches!(feed.append("g"), Err(LogError::SecretKey(_))));
 }
 
 #[test]
@@ -68,41 +109,75 @@ fn empty_storage_without_create_is_not_found() {
 }
 
 #[test]
-fn a_damaged_last_signature_falls_back_to_the_previous_batch() {
+fn a_damaged_last_signature_is_restored_from_the_head_record() {
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
+    let original = disk.storage("signatures").to_vec();
     // Slot 5 holds the signature of length 6.
     disk.storage("signatures").write(32 + 64 * 5 + 10, &[0x55]).unwrap();
-    let mut feed = Feed::builder(disk).open().unwrap();
-    assert_eq!(feed.len(), 5);
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(feed.len(), 6);
     feed.verify().unwrap();
-    assert!(!feed.has(5));
-    assert_eq!(feed.get(4).unwrap(), Some(b"e".to_vec()));
+    assert_eq!(disk.storage("signatures").to_vec(), original);
+    assert_eq!(feed.get(5).unwrap(), Some(b"f".to_vec()));
 }
 
 #[test]
-fn a_bitfield_ahead_of_the_tree_file_recovers() {
-    // As after a power loss without syncs: the bitfield reached the disk, the tree
-    // and data of the last batch did not.
+fn without_the_head_record_a_damaged_last_signature_refuses_appends() {
+    // The bitfield says length 6 was signed; only 5 can be proven. Falling back
+    // and appending would sign sequence number 5 twice.
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
-    disk.storage("tree").truncate(32 + 40 * 9).unwrap(); // nodes 0..=8 (length 5)
+    disk.storage("kappa-head").truncate(0).unwrap();
+    disk.storage("signatures").write(32 + 64 * 5 + 10, &[0x55]).unwrap();
     let mut feed = Feed::builder(disk.clone()).open().unwrap();
     assert_eq!(feed.len(), 5);
     feed.verify().unwrap();
-    assert_eq!(feed.audit().unwrap(), 5);
+    assert_eq!(feed.recovery().unproven_length, Some(6));
+    assert_eq!(feed.append("g"), Err(LogError::WouldFork { signed: 6, length: 5 }));
+    // Explicitly accepting the loss lets it append again, and a reopen agrees.
+    assert_eq!(feed.accept_loss().unwrap(), 1);
     feed.append("g").unwrap();
+    drop(feed);
+    let mut feed = Feed::builder(disk).open().unwrap();
+    assert!(feed.recovery().is_clean(), "{:?}", feed.recovery());
     assert_eq!(feed.get(5).unwrap(), Some(b"g".to_vec()));
 }
 
 #[test]
-fn a_bitfield_ahead_of_the_data_file_recovers() {
+fn a_bitfield_ahead_of_the_tree_file_keeps_the_signed_length() {
+    // As after a power loss without syncs: the bitfield reached the disk, the tree
+    // of the last batch did not. The head record still proves length 6 (root 9 is
+    // restored from it), and block 5's lost leaf is rebuilt from the data file:
+    // its parent and sibling pin its size and hash.
+    let disk = MemoryProvider::new();
+    feed_with_batches(&disk);
+    let tree = disk.storage("tree").to_vec();
+    disk.storage("tree").truncate(32 + 40 * 9).unwrap(); // nodes 0..=8 (length 5)
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(feed.len(), 6);
+    feed.verify().unwrap();
+    assert_eq!(feed.audit().unwrap(), 6);
+    assert_eq!(disk.storage("tree").to_vec(), tree);
+    assert_eq!(feed.append("g").unwrap(), 6);
+    assert_eq!(feed.get(6).unwrap(), Some(b"g".to_vec()));
+}
+
+#[test]
+fn a_bitfield_ahead_of_the_data_file_keeps_the_signed_length() {
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
     disk.storage("data").truncate(3).unwrap();
-    let mut feed = Feed::builder(disk).open().unwrap();
-    assert_eq!(feed.len(), 3);
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(feed.len(), 6);
+    assert_eq!(feed.recovery().missing_blocks, 3);
     assert_eq!(feed.audit().unwrap(), 3);
+    assert!(!feed.has(3) && !feed.has(5));
+    assert_eq!(feed.append("g").unwrap(), 6);
+    drop(feed);
+    let mut feed = Feed::builder(disk).open().unwrap();
+    assert_eq!(feed.get(6).unwrap(), Some(b"g".to_vec()));
+    assert_eq!(feed.get(2).unwrap(), Some(b"c".to_vec()));
 }
 
 #[test]
