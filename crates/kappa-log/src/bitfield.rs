@@ -228,6 +228,16 @@ impl Bitfield {
         }
     }
 
+    /// Whether the index view is exactly what the data view implies (a damaged
+    /// index byte would make searches skip or invent blocks).
+    pub fn index_matches_data(&self) -> bool {
+        let mut rebuilt = self.clone();
+        rebuilt.rebuild_index();
+        let pages = self.pages.len() as u64;
+        (0..pages * INDEX_BYTES as u64)
+            .all(|pos| rebuilt.get_byte(View::Index, pos) == self.get_byte(View::Index, pos))
+    }
+
     /// For every data byte covered by allocated pages: whether the index view's leaf
     /// entry claims it full (`11`). For consistency checks.
     pub fn index_leaf_claims(&self) -> impl Iterator<Item = (u64, bool)> + '_ {

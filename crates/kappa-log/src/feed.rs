@@ -548,13 +548,57 @@ impl Feed {
             Some(v) => v,
             None => match self.read_block(index, offset, size)? {
                 Some(v) => v,
-                None => return self.lose_block(index),
+                // Past the end of the data file: the data or the leaf's size is
+                // damaged.
+                None => {
+                    return match self.node(2 * index)? {
+                        Some(leaf) => self.resolve_mismatch(index, leaf, offset),
+                        None => self.lose_block(index),
+                    }
+                }
             },
         };
         match self.node(2 * index)? {
             Some(leaf) if leaf == Node::leaf(index, &data) => Ok(Some(data)),
-            _ => self.lose_block(index),
+            Some(leaf) => self.resolve_mismatch(index, leaf, offset),
+            None => self.lose_block(index),
         }
+    }
+
+    /// A block's data and its leaf node disagree: one of them is damaged. The
+    /// parent and sibling decide. A leaf that hashes with its sibling to the
+    /// parent is right, so the data is damaged: the block becomes a hole. A leaf
+    /// that does not is damaged: rebuilt from the data if the data then fits the
+    /// parent, dropped otherwise (a peer's proof restores it with the block).
+    fn resolve_mismatch(&mut self, index: u64, leaf: Node, offset: u64) -> Result<Option<Vec<u8>>, LogError> {
+        let x = 2 * index;
+        let (p, s) = (flat::parent(x), flat::sibling(x));
+        let (Some(parent), Some(sibling)) = (self.node(p)?, self.node(s)?) else {
+            return self.lose_block(index);
+        };
+        let pair = |a: Node, b: Node| if x < s { Node::parent_of(&a, &b) } else { Node::parent_of(&b, &a) };
+        if pair(leaf, sibling) == Some(parent) {
+            return self.lose_block(index);
+        }
+        if let Some(size) = parent.size.checked_sub(sibling.size) {
+            if let Some(data) = self.read_block(index, offset, size)? {
+                let rebuilt = Node::leaf(index, &data);
+                if pair(rebuilt, sibling) == Some(parent) {
+                    self.guarded(|f| Ok(f.files.tree.write(HEADER_LEN + 40 * x, &rebuilt.encode())?))?;
+                    self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
+                    self.offsets.truncate(index as usize + 1);
+                    self.recovery.repaired.push(format!("damaged leaf node of block {index} rebuilt"));
+                    return Ok(Some(data));
+                }
+            }
+        }
+        self.guarded(|f| {
+            f.bitfield.clear_node(x);
+            Ok(())
+        })?;
+        self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
+        self.offsets.truncate(index as usize + 1);
+        self.lose_block(index)
     }
 
     /// The bytes of a block from the data file; `None` if they lie past its end.
@@ -629,14 +673,16 @@ impl Feed {
     /// Byte offset and size of a stored block.
     pub(crate) fn block_range(&mut self, index: u64) -> Result<(u64, u64), LogError> {
         let i = index as usize;
-        if i + 1 < self.offsets.len() {
-            return Ok((self.offsets[i], self.offsets[i + 1] - self.offsets[i]));
-        }
-        if index < self.contiguous {
+        if i + 1 >= self.offsets.len() && index < self.contiguous {
             self.extend_offsets(index + 1)?;
-            if i + 1 < self.offsets.len() {
-                return Ok((self.offsets[i], self.offsets[i + 1] - self.offsets[i]));
-            }
+        }
+        if i + 1 < self.offsets.len() {
+            let (start, end) = (self.offsets[i], self.offsets[i + 1]);
+            let size = end.checked_sub(start).ok_or_else(|| CorruptError {
+                file: "tree",
+                reason: format!("block {index} ends before it starts"),
+            })?;
+            return Ok((start, size));
         }
         let offset = self.data_offset(index, &[])?;
         let leaf = self.require_node(2 * index)?;
@@ -661,7 +707,7 @@ impl Feed {
         let count = 2 * (target - have) - 1;
         let bytes = self.files.tree.read(HEADER_LEN + 40 * first, (40 * count) as usize)?;
         let mut acc = *self.offsets.last().unwrap_or(&0);
-        self.offsets.reserve((target - have) as usize);
+        let mut chunk = Vec::with_capacity((target - have) as usize);
         for k in 0..(target - have) as usize {
             let at = 80 * k + 32;
             let mut size = [0u8; 8];
@@ -669,9 +715,18 @@ impl Feed {
             acc = acc
                 .checked_add(u64::from_be_bytes(size))
                 .ok_or_else(|| CorruptError { file: "tree", reason: "block sizes overflow".into() })?;
-            self.offsets.push(acc);
+            chunk.push(acc);
         }
-        Ok(())
+        // The leaf sizes must add up to what the parents above them say; a
+        // damaged leaf size would shift every later block. Then the chunk is not
+        // cached and its blocks take the slow path, which reads the parents.
+        match self.data_offset(target, &[]) {
+            Ok(expected) if expected != acc => Ok(()),
+            _ => {
+                self.offsets.extend_from_slice(&chunk);
+                Ok(())
+            }
+        }
     }
 
     /// The byte offset of block `index`: the total size of `full_roots(2·index)`,
@@ -817,6 +872,10 @@ impl Feed {
         })?;
 
         let was_complete = self.contiguous == start;
+        if self.offsets.last() != Some(&byte_length) && self.offsets.len() as u64 == start + 1 {
+            // Cached offsets that disagree with the signed roots: start over.
+            self.offsets = vec![0];
+        }
         if self.offsets.len() as u64 == start + 1 {
             let mut acc = byte_length;
             for s in sizes {

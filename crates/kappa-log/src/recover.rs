@@ -313,6 +313,10 @@ impl Feed {
                 }
             }
         }
+        if !repaired && !self.bitfield.index_matches_data() {
+            repaired = true;
+            self.recovery.repaired.push("bitfield index rebuilt".into());
+        }
         self.length = length;
         self.roots = best.as_ref().map(|p| p.roots.clone()).unwrap_or_default();
         self.byte_length = self.roots.iter().map(|r| r.size).sum();
