@@ -66,6 +66,35 @@ pub enum MultifeedError {
     /// as a remote feed.
     #[error("feed {0} already exists")]
     FeedExists(String),
+    /// Creating a writer was refused: a feed folder that holds a secret key has
+    /// no readable local name, or is damaged, so it may be this writer. Creating
+    /// a second feed would silently leave the first one behind.
+    #[error(
+        "feed {dir} holds a secret key but {why}; it may be the writer {name:?}, so no second one is created \
+         (name it with set_local_name, or repair the feed)"
+    )]
+    UnnamedWriter {
+        /// The folder.
+        dir: u64,
+        /// The name asked for.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+}
+
+/// A feed folder that could not be opened (see [`Multifeed::damaged_feeds`]).
+/// Its files are left as they are, and its folder number is not reused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DamagedFeed {
+    /// The folder number.
+    pub dir: u64,
+    /// Its local name, if readable.
+    pub name: Option<String>,
+    /// Whether it holds a secret key (it may be a local writer).
+    pub has_secret_key: bool,
+    /// Why it could not be opened.
+    pub error: kappa_log::CorruptError,
 }
 
 /// How a feed came to be in the set.
@@ -101,6 +130,7 @@ pub struct MultifeedOptions {
 }
 
 struct Entry {
+    dir: u64,
     feed: SharedFeed,
     name: Option<String>,
     origin: Origin,
@@ -108,6 +138,9 @@ struct Entry {
 
 struct State {
     entries: Vec<Entry>,
+    damaged: Vec<DamagedFeed>,
+    /// The folder number the next new feed gets.
+    next_dir: u64,
     by_key: HashMap<PublicKey, usize>,
     by_name: HashMap<String, usize>,
     subscribers: Vec<mpsc::UnboundedSender<FeedAdded>>,
@@ -159,6 +192,8 @@ impl Multifeed {
         let lock = provider.lock(LOCK_FILE)?;
         let mut state = State {
             entries: Vec::new(),
+            damaged: Vec::new(),
+            next_dir: 0,
             by_key: HashMap::new(),
             by_name: HashMap::new(),
             subscribers: Vec::new(),
@@ -167,28 +202,61 @@ impl Multifeed {
             next_session: 0,
             closed: false,
         };
+        // A folder is a feed if any of its files is there: a lost `key` file must
+        // not hide a feed (its folder would then be created anew over its
+        // entries). A few missing numbers in a row end the scan, so one deleted
+        // folder does not hide the ones after it.
+        let mut empty_run = 0;
         for dir in 0u64.. {
-            if !provider.exists(&format!("{dir}/key"))? {
-                break;
+            if !folder_exists(&*provider, dir)? {
+                empty_run += 1;
+                if empty_run >= FOLDER_GAP {
+                    break;
+                }
+                continue;
             }
-            let feed = Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
+            empty_run = 0;
+            state.next_dir = dir + 1;
+            let name = read_localname(&*provider, dir)?;
+            let opened = Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
                 .create(false)
                 .sync(options.sync)
-                .open()
-                .map_err(|source| MultifeedError::Feed { dir, source })?;
-            let name = read_localname(&*provider, dir)?;
+                .open();
+            let feed = match opened {
+                Ok(feed) => feed,
+                Err(LogError::Corrupt(error)) => {
+                    let has_secret_key = provider.exists(&format!("{dir}/secret_key"))?;
+                    state.damaged.push(DamagedFeed {
+                        dir,
+                        name: name.map(|n| n.name),
+                        has_secret_key,
+                        error,
+                    });
+                    continue;
+                }
+                Err(source) => return Err(MultifeedError::Feed { dir, source }),
+            };
             let feed = SharedFeed::new(feed);
             if state.by_key.contains_key(feed.public_key()) {
                 // Two folders with one key (JS can do this under a race): the first
                 // one wins, as a lookup by key in JS would find it.
                 continue;
             }
+            let name = match name {
+                Some(n) => {
+                    if n.restore && feed.is_writable() {
+                        write_localname(&*provider, dir, &n.name)?;
+                    }
+                    Some(n.name)
+                }
+                None => None,
+            };
             let idx = state.entries.len();
             state.by_key.insert(*feed.public_key(), idx);
             if let Some(n) = &name {
                 state.by_name.entry(n.clone()).or_insert(idx);
             }
-            state.entries.push(Entry { feed, name, origin: Origin::Loaded });
+            state.entries.push(Entry { dir, feed, name, origin: Origin::Loaded });
         }
         Ok(Multifeed { inner: Arc::new(Inner { provider, options, state: Mutex::new(state), _lock: lock }) })
     }
@@ -231,26 +299,41 @@ impl Multifeed {
                 return Err(MultifeedError::FeedExists(kp.public_key().to_hex()));
             }
         }
-        let dir = st.entries.len() as u64;
+        if let Some((dir, why)) = Self::possible_writer(&st) {
+            return Err(MultifeedError::UnnamedWriter { dir, name: name.into(), why });
+        }
+        let dir = st.next_dir;
         // As multifeed does: the name first, then the feed.
-        let mut localname = self.inner.provider.open(&format!("{dir}/localname"))?;
-        localname.truncate(0)?;
-        localname.write(0, name.as_bytes())?;
+        write_localname(&*self.inner.provider, dir, name)?;
         let kp = key_pair.unwrap_or_else(KeyPair::generate);
         let feed = self.create_feed(dir, |b| b.key_pair(kp))?;
         Self::push(&mut st, feed.clone(), Some(name.to_owned()), Origin::Created);
         Ok(feed)
     }
 
+    /// A folder that may hold a local writer whose name cannot be read: a
+    /// writable feed without a name, or a damaged folder with a secret key.
+    fn possible_writer(st: &State) -> Option<(u64, String)> {
+        for e in &st.entries {
+            let has_secret = e.feed.is_writable() || e.feed.lock().recovery().secret_key.is_some();
+            if e.name.is_none() && has_secret {
+                return Some((e.dir, "its localname file is missing or damaged".into()));
+            }
+        }
+        st.damaged.iter().find(|d| d.has_secret_key).map(|d| (d.dir, format!("it is damaged ({})", d.error)))
+    }
+
     fn push(st: &mut State, feed: SharedFeed, name: Option<String>, origin: Origin) {
         let idx = st.entries.len();
+        let dir = st.next_dir;
+        st.next_dir += 1;
         st.by_key.insert(*feed.public_key(), idx);
         if let Some(n) = &name {
             st.by_name.insert(n.clone(), idx);
         }
-        let event = FeedAdded { feed: feed.clone(), dir: idx as u64, name: name.clone(), origin };
+        let event = FeedAdded { feed: feed.clone(), dir, name: name.clone(), origin };
         st.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
-        st.entries.push(Entry { feed, name, origin });
+        st.entries.push(Entry { dir, feed, name, origin });
         st.watchers.retain(|w| w.strong_count() > 0);
         for w in st.watchers.iter().filter_map(std::sync::Weak::upgrade) {
             w.notify(usize::MAX);
@@ -282,7 +365,7 @@ impl Multifeed {
         if let Some(&i) = st.by_key.get(&key) {
             return Ok(st.entries[i].feed.clone());
         }
-        let dir = st.entries.len() as u64;
+        let dir = st.next_dir;
         let feed = self.create_feed(dir, |b| b.public_key(key))?;
         Self::push(&mut st, feed.clone(), None, Origin::Remote);
         Ok(feed)
@@ -307,12 +390,31 @@ impl Multifeed {
 
     /// Every feed with its folder number and local name.
     pub fn feed_infos(&self) -> Vec<(u64, Option<String>, SharedFeed)> {
-        self.state()
-            .entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i as u64, e.name.clone(), e.feed.clone()))
-            .collect()
+        self.state().entries.iter().map(|e| (e.dir, e.name.clone(), e.feed.clone())).collect()
+    }
+
+    /// The feed folders that could not be opened (their files are kept as they
+    /// are; `kappa check` reports them).
+    pub fn damaged_feeds(&self) -> Vec<DamagedFeed> {
+        self.state().damaged.clone()
+    }
+
+    /// Gives the writable feed in folder `dir` the local name `name` (to repair a
+    /// lost `localname` file). Fails if the name belongs to another feed.
+    pub fn set_local_name(&self, dir: u64, name: &str) -> Result<(), MultifeedError> {
+        let mut st = self.state();
+        if st.by_name.get(name).is_some_and(|&i| st.entries[i].dir != dir) {
+            return Err(MultifeedError::FeedExists(format!("named {name:?}")));
+        }
+        let Some(idx) = st.entries.iter().position(|e| e.dir == dir) else {
+            return Err(MultifeedError::Feed { dir, source: LogError::NotFound });
+        };
+        write_localname(&*self.inner.provider, dir, name)?;
+        if let Some(old) = st.entries[idx].name.replace(name.to_owned()) {
+            st.by_name.remove(&old);
+        }
+        st.by_name.insert(name.to_owned(), idx);
+        Ok(())
     }
 
     /// The local name of a feed (`None` for feeds learned from peers).
@@ -326,10 +428,10 @@ impl Multifeed {
     pub fn subscribe(&self) -> mpsc::UnboundedReceiver<FeedAdded> {
         let (tx, rx) = mpsc::unbounded();
         let mut st = self.state();
-        for (i, e) in st.entries.iter().enumerate() {
+        for e in &st.entries {
             let _ = tx.unbounded_send(FeedAdded {
                 feed: e.feed.clone(),
-                dir: i as u64,
+                dir: e.dir,
                 name: e.name.clone(),
                 origin: e.origin,
             });
@@ -409,14 +511,83 @@ impl Multifeed {
     }
 }
 
-fn read_localname(provider: &dyn Provider, dir: u64) -> Result<Option<String>, MultifeedError> {
-    let name = format!("{dir}/localname");
-    if !provider.exists(&name)? {
+/// Missing folder numbers in a row that end the scan for feeds.
+const FOLDER_GAP: u64 = 8;
+
+/// The files of a feed folder, any of which makes it a feed.
+const FEED_FILES: [&str; 8] =
+    ["key", "secret_key", "tree", "data", "signatures", "bitfield", "kappa-head", "localname"];
+
+fn folder_exists(provider: &dyn Provider, dir: u64) -> Result<bool, MultifeedError> {
+    for f in FEED_FILES {
+        if provider.exists(&format!("{dir}/{f}"))? {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// The name of a local writer's backup copy of its `localname` (ours; JS reads
+/// only `localname`): `b"KLN1"`, `u16le` length, the name, then the first 16
+/// bytes of a BLAKE2b-256 of everything before.
+const LOCALNAME_BACKUP: &str = "kappa-localname";
+
+fn backup_bytes(name: &str) -> Vec<u8> {
+    let mut out = b"KLN1".to_vec();
+    out.extend_from_slice(&(name.len() as u16).to_le_bytes());
+    out.extend_from_slice(name.as_bytes());
+    let sum = kappa_log::leaf_hash(&out);
+    out.extend_from_slice(&sum[..16]);
+    out
+}
+
+fn parse_backup(bytes: &[u8]) -> Option<String> {
+    let len = u16::from_le_bytes(bytes.get(4..6)?.try_into().ok()?) as usize;
+    let body = bytes.get(..6 + len)?;
+    let sum = bytes.get(6 + len..6 + len + 16)?;
+    if bytes.get(..4)? != b"KLN1" || kappa_log::leaf_hash(body)[..16] != *sum {
+        return None;
+    }
+    String::from_utf8(body[6..].to_vec()).ok()
+}
+
+fn write_localname(provider: &dyn Provider, dir: u64, name: &str) -> Result<(), MultifeedError> {
+    if name.len() > 4096 {
+        return Err(MultifeedError::FeedExists(format!("a name of {} bytes (4096 at most)", name.len())));
+    }
+    let mut localname = provider.open(&format!("{dir}/localname"))?;
+    localname.truncate(0)?;
+    localname.write(0, name.as_bytes())?;
+    let mut backup = provider.open(&format!("{dir}/{LOCALNAME_BACKUP}"))?;
+    backup.truncate(0)?;
+    backup.write(0, &backup_bytes(name))?;
+    Ok(())
+}
+
+struct LocalName {
+    name: String,
+    /// The `localname` file disagrees with its checksummed backup (the backup
+    /// wins and the file should be rewritten).
+    restore: bool,
+}
+
+fn read_file(provider: &dyn Provider, name: &str) -> Result<Option<Vec<u8>>, MultifeedError> {
+    if !provider.exists(name)? {
         return Ok(None);
     }
-    let mut f = provider.open(&name)?;
-    let len = f.len()?.min(4096) as usize;
-    let bytes = f.read(0, len)?;
-    let s = String::from_utf8_lossy(&bytes).into_owned();
-    Ok(if s.is_empty() { None } else { Some(s) })
+    let mut f = provider.open(name)?;
+    let len = f.len()?.min(8192) as usize;
+    Ok(Some(f.read(0, len)?))
+}
+
+fn read_localname(provider: &dyn Provider, dir: u64) -> Result<Option<LocalName>, MultifeedError> {
+    let file = read_file(provider, &format!("{dir}/localname"))?;
+    let backup = read_file(provider, &format!("{dir}/{LOCALNAME_BACKUP}"))?.and_then(|b| parse_backup(&b));
+    if let Some(name) = backup {
+        let restore = file.as_deref() != Some(name.as_bytes());
+        return Ok(Some(LocalName { name, restore }));
+    }
+    let Some(bytes) = file else { return Ok(None) };
+    let s = String::from_utf8_lossy(&bytes[..bytes.len().min(4096)]).into_owned();
+    Ok(if s.is_empty() { None } else { Some(LocalName { name: s, restore: false }) })
 }
