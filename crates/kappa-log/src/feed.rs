@@ -585,8 +585,7 @@ impl Feed {
                 let rebuilt = Node::leaf(index, &data);
                 if pair(rebuilt, sibling) == Some(parent) {
                     self.guarded(|f| Ok(f.files.tree.write(HEADER_LEN + 40 * x, &rebuilt.encode())?))?;
-                    self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
-                    self.offsets.truncate(index as usize + 1);
+                    self.forget_node(x);
                     self.recovery.repaired.push(format!("damaged leaf node of block {index} rebuilt"));
                     return Ok(Some(data));
                 }
@@ -596,9 +595,15 @@ impl Feed {
             f.bitfield.clear_node(x);
             Ok(())
         })?;
-        self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
-        self.offsets.truncate(index as usize + 1);
+        self.forget_node(x);
         self.lose_block(index)
+    }
+
+    /// Drops what is cached from tree node `x` (it was rewritten or dropped).
+    pub(crate) fn forget_node(&mut self, x: u64) {
+        self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
+        let first_block = flat::left_span(x) / 2;
+        self.offsets.truncate(first_block as usize + 1);
     }
 
     /// The bytes of a block from the data file; `None` if they lie past its end.
@@ -620,7 +625,7 @@ impl Feed {
     }
 
     /// A stored block turned out damaged or gone: it becomes a hole.
-    fn lose_block(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+    pub(crate) fn lose_block(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
         self.guarded(|f| {
             f.bitfield.set_block(index, false);
             f.flush_bitfield()

@@ -2,6 +2,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bitfield;
+mod check;
 mod crypto;
 pub mod encoding;
 mod error;
@@ -19,6 +20,7 @@ mod shared;
 pub mod fuzzing;
 
 pub use bitfield::{Bitfield, PAGE_SIZE as BITFIELD_PAGE_SIZE};
+pub use check::CheckReport;
 pub use crypto::{discovery_key, leaf_hash, parent_hash, tree_hash, Hash, KeyPair, PublicKey, Signature};
 pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy, MAX_BLOCK_SIZE};

@@ -325,6 +325,7 @@ impl Feed {
             repaired |= self.recover_writer_blocks(tree_cut)?;
         }
         if repaired {
+            self.recovery.repaired.push("bitfield corrected from the tree and data files".into());
             self.bitfield.rebuild_index();
             self.flush_bitfield()?;
             self.files.bitfield.sync()?;

@@ -145,6 +145,19 @@ fn run_case(writes: Writes, file: &str, how: Damage, tally: &mut Tally) {
     assert_eq!(feed.len(), N, "{what}: length");
     assert_eq!(feed.recovery().unproven_length, None, "{what}");
     feed.verify().unwrap_or_else(|e| panic!("{what}: {e}"));
+    // The damage is noticed: repaired at open, or found by a check.
+    let report = feed.check().unwrap();
+    let noticed = !report.is_healthy(true) || !feed.recovery().is_clean();
+    if file != "kappa-head" {
+        assert!(noticed, "{what}: the damage went unnoticed");
+    }
+    feed.repair(&report).unwrap();
+    let after = feed.check().unwrap();
+    assert_eq!(
+        (after.damaged_block_count, after.damaged_node_count, after.damaged_signatures.len()),
+        (0, 0, 0),
+        "{what}: {after:?}"
+    );
     // Never a wrong byte: every block is the original or a hole.
     let mut holes = 0;
     for i in 0..N {

@@ -95,10 +95,12 @@ fn node_of(n: &DataNode) -> Result<Node, ProtocolError> {
 
 impl Replicator {
     pub(crate) fn new(feed: SharedFeed, opts: FeedOptions, live: bool, max_in_flight: usize) -> Self {
-        let writable = feed.is_writable();
+        // A writer downloads only what it lost (holes, or signed entries its files
+        // can no longer prove): replicating from a peer is how it is repaired.
+        let wants = feed.lock().wants_blocks();
         let seen_version = feed.version();
         Replicator {
-            downloading: opts.download && !writable,
+            downloading: opts.download && wants,
             uploading: opts.upload,
             feed,
             opts,
@@ -603,7 +605,7 @@ impl Replicator {
             self.clear_queued();
         }
         if !self.downloading && peer_done && self.queued.is_empty() {
-            if !self.opts.download || self.feed.is_writable() {
+            if !self.opts.download || !self.feed.lock().wants_blocks() {
                 // A peer that never downloaded says it is done uploading too.
                 out.push(Message::Status(Status::new(false, false)));
             }

@@ -172,7 +172,8 @@ pub enum Selection {
 pub struct FeedOptions {
     /// Serve blocks to the peer.
     pub upload: bool,
-    /// Download blocks from the peer (ignored for writable feeds).
+    /// Download blocks from the peer (for a writable feed, only the blocks it
+    /// lost: see `Feed::wants_blocks`).
     pub download: bool,
     /// Which blocks to download.
     pub selection: Selection,
