@@ -86,8 +86,28 @@ pub(crate) enum Command {
         /// A feed: its key (64 hex), a unique prefix of it, or its local name.
         feed: Option<String>,
     },
-    /// Lists every feed: key, local name, length, writable.
+    /// Lists every feed: key, local name, length, downloaded, writable, state.
     Feeds,
+    /// Verifies every feed: every entry against its hash, every tree node,
+    /// every signature. Reports holes, damage and what a repair would do;
+    /// exits 4 if anything is damaged. Changes nothing.
+    Check,
+    /// Mends damaged feeds: from their own files (rebuilding what a redundant
+    /// copy holds), then, with `--from`, by fetching what is lost from a peer
+    /// that holds it. Exits 4 if anything is still damaged.
+    Repair {
+        /// A peer to fetch lost entries from, e.g. 192.0.2.7:7000.
+        #[arg(long, value_name = "ADDR")]
+        from: Option<String>,
+        /// Give up the entries a writer signed but can no longer prove, so it
+        /// can take writes again. Peers that hold them will refuse its new
+        /// entries (a fork): prefer `--from`.
+        #[arg(long)]
+        accept_loss: bool,
+        /// With `--from`: give up connecting after this many milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        connect_timeout_ms: u64,
+    },
     /// Lists the views with their state and indexing progress.
     Views {
         /// Print the state as it is on opening, without waiting for indexing.

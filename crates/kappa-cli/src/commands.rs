@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 
 use crate::db::{Db, KV_VERSION, WRITER};
 use crate::error::{CliError, Result};
-use crate::output::{columns, compact, ellipsize, short_id, Out};
+use crate::output::{columns, compact, ellipsize, escape, short_id, Out};
 use crate::progress;
 
 impl From<kappa_core::view::ViewError> for CliError {
@@ -270,27 +270,57 @@ pub(crate) fn log(db: &Db, out: &Out, feed: Option<&str>) -> Result<()> {
 /// `kappa feeds`.
 pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
     let infos = db.kappa.multifeed().feed_infos();
-    let mut rows =
-        vec![vec!["KEY".into(), "NAME".into(), "LENGTH".into(), "DOWNLOADED".into(), "WRITABLE".into()]];
+    let damaged = db.kappa.multifeed().damaged_feeds();
+    let mut rows = vec![vec![
+        "KEY".into(),
+        "NAME".into(),
+        "LENGTH".into(),
+        "DOWNLOADED".into(),
+        "WRITABLE".into(),
+        "STATE".into(),
+    ]];
     for (_, name, feed) in &infos {
-        let (len, have) = {
+        let (len, have, state) = {
             let f = feed.lock();
-            (f.len(), f.downloaded(0..f.len()))
+            let r = f.recovery();
+            let state = if let Some(signed) = r.unproven_length {
+                format!("damaged: signed {signed}, proves {} (kappa repair)", f.len())
+            } else if r.secret_key.is_some() {
+                "damaged: secret key lost (read-only)".to_owned()
+            } else if f.is_writable() && !f.is_complete() {
+                "damaged: entries lost (kappa repair --from ADDR)".to_owned()
+            } else {
+                "ok".to_owned()
+            };
+            (f.len(), f.downloaded(0..f.len()), state)
         };
         let key = feed.public_key().to_hex();
         let writable = feed.is_writable();
-        out.json_line(
-            &json!({"key": key, "name": name, "length": len, "downloaded": have, "writable": writable}),
-        )?;
+        out.json_line(&json!({
+            "key": key, "name": name, "length": len, "downloaded": have, "writable": writable, "state": state
+        }))?;
         rows.push(vec![
             key,
-            name.clone().unwrap_or_else(|| "-".into()),
+            name.as_deref().map(escape).unwrap_or_else(|| "-".into()),
             len.to_string(),
             have.to_string(),
             if writable { "yes".into() } else { "no".into() },
+            state,
         ]);
     }
-    if infos.is_empty() {
+    for d in &damaged {
+        let state = format!("damaged: cannot be opened ({})", d.error);
+        out.json_line(&json!({"dir": d.dir, "name": d.name, "state": state}))?;
+        rows.push(vec![
+            format!("(folder {})", d.dir),
+            d.name.as_deref().map(escape).unwrap_or_else(|| "-".into()),
+            "-".into(),
+            "-".into(),
+            "-".into(),
+            state,
+        ]);
+    }
+    if infos.is_empty() && damaged.is_empty() {
         return out.text("(no feeds yet: `kappa put` creates the local one, `kappa sync` brings peers')");
     }
     for line in columns(&rows) {

@@ -11,6 +11,8 @@ pub(crate) const EXIT_USAGE: u8 = 2;
 /// The database is unavailable: locked by another process, or not a kappa
 /// database.
 pub(crate) const EXIT_UNAVAILABLE: u8 = 3;
+/// `kappa check` or `kappa repair` found damage that is still there.
+pub(crate) const EXIT_DAMAGED: u8 = 4;
 
 /// The exit codes, as `kappa --help` shows them.
 pub(crate) const EXIT_CODES_HELP: &str = "\
@@ -19,6 +21,7 @@ Exit codes:
   1  runtime failure (network, peer, storage)
   2  usage or bad input (unknown command or option, malformed JSON, bad key, unknown feed)
   3  database unavailable (locked by another process, or not a kappa database)
+  4  damage found (`kappa check`) or left (`kappa repair`)
 
 Bad input changes nothing in the database directory.";
 
@@ -31,6 +34,8 @@ pub(crate) enum CliError {
     Runtime(String),
     /// The database is unavailable: exit 3.
     Unavailable(String),
+    /// Damage found or left by `check` / `repair`: exit 4.
+    Damaged(String),
     /// stdout was closed by the reader (e.g. `kappa log | head`): exit 0 quietly.
     BrokenPipe,
 }
@@ -42,6 +47,7 @@ impl CliError {
             CliError::Usage(_) => EXIT_USAGE,
             CliError::Runtime(_) => EXIT_RUNTIME,
             CliError::Unavailable(_) => EXIT_UNAVAILABLE,
+            CliError::Damaged(_) => EXIT_DAMAGED,
             CliError::BrokenPipe => EXIT_OK,
         }
     }
@@ -52,6 +58,7 @@ impl CliError {
             CliError::Usage(_) => "usage",
             CliError::Runtime(_) => "runtime",
             CliError::Unavailable(_) => "unavailable",
+            CliError::Damaged(_) => "damaged",
             CliError::BrokenPipe => "broken_pipe",
         }
     }
@@ -60,7 +67,9 @@ impl CliError {
 impl fmt::Display for CliError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            CliError::Usage(m) | CliError::Runtime(m) | CliError::Unavailable(m) => f.write_str(m),
+            CliError::Usage(m) | CliError::Runtime(m) | CliError::Unavailable(m) | CliError::Damaged(m) => {
+                f.write_str(m)
+            }
             CliError::BrokenPipe => f.write_str("output closed"),
         }
     }

@@ -9,6 +9,7 @@ mod error;
 mod net;
 mod output;
 mod progress;
+mod repair;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -140,6 +141,28 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
         Command::Feeds => {
             with_db(&cli, Views::None, |db| async move {
                 let r = commands::feeds(&db, &out);
+                (db, r)
+            })
+            .await
+        }
+        Command::Check => {
+            with_db(&cli, Views::None, |db| async move {
+                let r = repair::check(&db, &out);
+                (db, r)
+            })
+            .await
+        }
+        Command::Repair { from, accept_loss, connect_timeout_ms } => {
+            let peer = match from {
+                Some(addr) => Some((
+                    net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?,
+                    addr.clone(),
+                )),
+                None => None,
+            };
+            let accept_loss = *accept_loss;
+            with_db(&cli, Views::None, |db| async move {
+                let r = repair::repair(&db, &out, peer, accept_loss).await;
                 (db, r)
             })
             .await

@@ -371,6 +371,12 @@ impl Multifeed {
         Ok(feed)
     }
 
+    /// The local writer called `name`, if the set has one (never creates it).
+    pub fn writer_exists(&self, name: &str) -> Option<SharedFeed> {
+        let st = self.state();
+        st.by_name.get(name).map(|&i| st.entries[i].feed.clone())
+    }
+
     /// The feed with public key `key`, if the set has it.
     pub fn feed(&self, key: &PublicKey) -> Option<SharedFeed> {
         let st = self.state();
@@ -397,6 +403,45 @@ impl Multifeed {
     /// are; `kappa check` reports them).
     pub fn damaged_feeds(&self) -> Vec<DamagedFeed> {
         self.state().damaged.clone()
+    }
+
+    /// Opens the folders that failed to open again, rewriting damaged headers
+    /// (the one repair that needs asking: a header is a constant, but a foreign
+    /// file is better reported than overwritten). Those that open join the set;
+    /// returns the folders still damaged.
+    pub fn reopen_damaged(&self) -> Result<Vec<DamagedFeed>, MultifeedError> {
+        let mut st = self.state();
+        let damaged = std::mem::take(&mut st.damaged);
+        for d in damaged {
+            let opened = Feed::builder(Prefixed::new(self.inner.provider.clone(), d.dir.to_string()))
+                .create(false)
+                .repair_headers(true)
+                .sync(self.inner.options.sync)
+                .open();
+            match opened {
+                Ok(feed) => {
+                    let feed = SharedFeed::new(feed);
+                    if st.by_key.contains_key(feed.public_key()) {
+                        continue;
+                    }
+                    let idx = st.entries.len();
+                    st.by_key.insert(*feed.public_key(), idx);
+                    if let Some(n) = &d.name {
+                        st.by_name.entry(n.clone()).or_insert(idx);
+                    }
+                    st.entries.push(Entry { dir: d.dir, feed, name: d.name, origin: Origin::Loaded });
+                }
+                Err(LogError::Corrupt(error)) => st.damaged.push(DamagedFeed { error, ..d }),
+                Err(source) => return Err(MultifeedError::Feed { dir: d.dir, source }),
+            }
+        }
+        st.entries.sort_by_key(|e| e.dir);
+        let by_key = st.entries.iter().enumerate().map(|(i, e)| (*e.feed.public_key(), i)).collect();
+        let by_name =
+            st.entries.iter().enumerate().filter_map(|(i, e)| e.name.clone().map(|n| (n, i))).collect();
+        st.by_key = by_key;
+        st.by_name = by_name;
+        Ok(st.damaged.clone())
     }
 
     /// Gives the writable feed in folder `dir` the local name `name` (to repair a
