@@ -3,154 +3,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+mod common;
 
+use std::io::Write;
+use std::process::{Command, Stdio};
+
+use common::*;
 use serde_json::Value;
-
-const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
-
-/// Runs `kappa --dir DIR ARGS...`.
-fn kappa(dir: &Path, args: &[&str]) -> Output {
-    Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().expect("run kappa")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Runs and expects exit 0; returns stdout.
-fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = kappa(dir, args);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "kappa {args:?} failed:\nstdout: {}\nstderr: {}",
-        stdout(&o),
-        stderr(&o)
-    );
-    stdout(&o)
-}
-
-/// Runs with `--json` and parses every stdout line.
-fn json_lines(dir: &Path, args: &[&str]) -> Vec<Value> {
-    let mut all = vec!["--json"];
-    all.extend_from_slice(args);
-    ok(dir, &all)
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}")))
-        .collect()
-}
-
-/// Every file under `dir` with its bytes.
-fn digest(dir: &Path) -> BTreeMap<PathBuf, Vec<u8>> {
-    fn walk(d: &Path, out: &mut BTreeMap<PathBuf, Vec<u8>>) {
-        let Ok(entries) = std::fs::read_dir(d) else { return };
-        for e in entries.flatten() {
-            let p = e.path();
-            if p.is_dir() {
-                walk(&p, out);
-            } else {
-                out.insert(p.clone(), std::fs::read(&p).unwrap());
-            }
-        }
-    }
-    let mut out = BTreeMap::new();
-    walk(dir, &mut out);
-    out
-}
-
-fn key_of(dir: &Path) -> String {
-    ok(dir, &["key"]).trim().to_owned()
-}
-
-/// A running `kappa serve`: its address and the rest of its output.
-struct Server {
-    child: Child,
-    addr: String,
-    out: BufReader<ChildStdout>,
-}
-
-impl Server {
-    fn start(dir: &Path, extra: &[&str]) -> Server {
-        let mut child = Command::new(KAPPA)
-            .arg("--dir")
-            .arg(dir)
-            .args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start kappa serve");
-        let mut out = BufReader::new(child.stdout.take().unwrap());
-        let mut first = String::new();
-        out.read_line(&mut first).unwrap();
-        let addr = if extra.contains(&"--json") {
-            let v: Value = serde_json::from_str(&first).unwrap();
-            assert_eq!(v["event"], "listening");
-            v["addr"].as_str().unwrap().to_owned()
-        } else {
-            first
-                .trim()
-                .strip_prefix("listening on ")
-                .unwrap_or_else(|| panic!("first line: {first:?}"))
-                .to_owned()
-        };
-        Server { child, addr, out }
-    }
-
-    /// Waits for the server to exit (it was given limits); returns its code and
-    /// the rest of its output.
-    fn wait(mut self) -> (Option<i32>, String) {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                self.child.kill().unwrap();
-                panic!("kappa serve did not exit");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        };
-        let mut rest = String::new();
-        std::io::Read::read_to_string(&mut self.out, &mut rest).unwrap();
-        (status.code(), rest)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Syncs `dir` with a server once (`serve --max-peers 1`).
-fn sync_once(server_dir: &Path, client_dir: &Path) -> (String, String) {
-    let server = Server::start(server_dir, &["--max-peers", "1"]);
-    let client = ok(client_dir, &["sync", &server.addr]);
-    let (code, log) = server.wait();
-    assert_eq!(code, Some(0), "serve: {log}");
-    (client, log)
-}
-
-/// Two directories sharing a's key.
-fn pair(tmp: &Path) -> (PathBuf, PathBuf) {
-    let a = tmp.join("a");
-    let b = tmp.join("b");
-    let key = key_of(&a);
-    ok(&b, &["--shared-key", &key, "key"]);
-    assert_eq!(key_of(&b), key);
-    (a, b)
-}
 
 #[test]
 fn put_get_table_across_restarts() {
@@ -420,14 +279,6 @@ fn fork_after_concurrent_puts_then_merge() {
 
 /// Runs a failing command and checks its exit code, message, and that the
 /// directory did not change.
-fn fails(dir: &Path, args: &[&str], code: i32, message: &str) {
-    let before = digest(dir);
-    let o = kappa(dir, args);
-    assert_eq!(o.status.code(), Some(code), "kappa {args:?}: {}{}", stdout(&o), stderr(&o));
-    assert!(stderr(&o).contains(message), "kappa {args:?}: expected {message:?} in {:?}", stderr(&o));
-    assert!(stdout(&o).is_empty(), "kappa {args:?} printed {:?}", stdout(&o));
-    assert_eq!(digest(dir), before, "kappa {args:?} changed the directory");
-}
 
 #[test]
 fn bad_input_is_refused_and_changes_nothing() {

@@ -14,7 +14,7 @@
 //! Format (ours; JS hypercore ignores the file): two slots of [`SLOT_LEN`] bytes,
 //! written alternately so a torn write always leaves the previous record intact.
 //! A slot is `b"KHD1"`, `u8` flags (bit 0: writer), 32-byte public key, `u64le`
-//! length, 64-byte signature, `u16le` root count, per root `u64le` index, `u64le`
+//! length, `u64le` highest length ever signed, 64-byte signature, `u16le` root count, per root `u64le` index, `u64le`
 //! size and 32-byte hash, then a 32-byte BLAKE2b-256 of everything before it.
 
 use blake2::digest::consts::U32;
@@ -35,6 +35,10 @@ pub(crate) struct Head {
     pub(crate) key: PublicKey,
     pub(crate) writer: bool,
     pub(crate) length: u64,
+    /// The highest length this writer ever signed: `length`, unless recovery
+    /// found entries it could not prove (then appends stay refused across
+    /// reopens, even once the other files no longer show them).
+    pub(crate) signed: u64,
     pub(crate) signature: Signature,
     pub(crate) roots: Vec<Node>,
 }
@@ -47,6 +51,7 @@ impl Head {
         out.push(u8::from(self.writer));
         out.extend_from_slice(self.key.as_bytes());
         out.extend_from_slice(&self.length.to_le_bytes());
+        out.extend_from_slice(&self.signed.to_le_bytes());
         out.extend_from_slice(&self.signature.0);
         out.extend_from_slice(&(self.roots.len() as u16).to_le_bytes());
         for r in &self.roots {
@@ -69,6 +74,7 @@ impl Head {
         let flags = r.take(1)?[0];
         let key = PublicKey::try_from_slice(r.take(32)?).ok()?;
         let length = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
+        let signed = u64::from_le_bytes(r.take(8)?.try_into().ok()?);
         let signature = Signature::try_from_slice(r.take(64)?).ok()?;
         let count = u16::from_le_bytes(r.take(2)?.try_into().ok()?) as usize;
         if count > MAX_ROOTS {
@@ -86,7 +92,7 @@ impl Head {
         if sum != checksum(&slot[..body_end]) {
             return None;
         }
-        Some(Head { key, writer: flags & 1 == 1, length, signature, roots })
+        Some(Head { key, writer: flags & 1 == 1, length, signed, signature, roots })
     }
 }
 
@@ -119,7 +125,7 @@ mod tests {
         let kp = KeyPair::from_seed(&[1; 32]);
         let roots =
             vec![Node { index: 3, hash: [7; 32], size: 12 }, Node { index: 8, hash: [9; 32], size: 1 }];
-        Head { key: kp.public_key(), writer: true, length: 5, signature: kp.sign(b"x"), roots }
+        Head { key: kp.public_key(), writer: true, length: 5, signed: 7, signature: kp.sign(b"x"), roots }
     }
 
     #[test]

@@ -242,9 +242,15 @@ impl Feed {
         let length = best_len(&best);
         let mut signed = length;
         if let Some(h) = &head {
-            signed = signed.max(h.length);
+            signed = signed.max(h.length).max(h.signed);
         }
-        if claimed <= sig_slots {
+        // The bitfield is written after the tree and the signature, so a claim
+        // the other files do not reach is either a power loss without syncs or
+        // a damaged bitfield. Without a head record to tell, assume it was
+        // signed (refusing appends is safe; a fork is not); with one, a claim
+        // past it counts only where the tree or signatures reach it too.
+        let reached = sig_slots >= claimed || tree_nodes >= (2 * claimed).saturating_sub(1);
+        if head.is_none() || reached {
             signed = signed.max(claimed);
         }
         if signed > length && self.key_pair.is_some() {
@@ -340,12 +346,16 @@ impl Feed {
 
         // Keep the head record current for a writer (it is written with every
         // append; a feed written by JS, or an older kappa-rs, has none yet).
+        // When entries were lost, the record is what keeps the refusal to append
+        // (the bitfield was just corrected and no longer shows them).
         self.head_slot = 0;
-        if let Some(p) = &best {
-            let current =
-                head.as_ref().is_some_and(|h| h.length == p.length && h.signature == p.signature && h.writer);
-            if self.key_pair.is_some() && self.recovery.unproven_length.is_none() && !current {
-                self.write_head(p.signature)?;
+        if self.key_pair.is_some() || self.recovery.secret_key.is_some() {
+            let signature = best.as_ref().map_or(Signature([0; 64]), |p| p.signature);
+            let current = head.as_ref().is_some_and(|h| {
+                h.length == length && h.signature == signature && h.signed == signed.max(length) && h.writer
+            });
+            if !current && (best.is_some() || self.recovery.unproven_length.is_some()) {
+                self.write_head(signature)?;
             }
         }
         Ok(())
@@ -498,8 +508,9 @@ impl Feed {
     pub(crate) fn write_head(&mut self, signature: Signature) -> Result<(), LogError> {
         let head = Head {
             key: self.key,
-            writer: self.key_pair.is_some(),
+            writer: self.key_pair.is_some() || self.recovery.secret_key.is_some(),
             length: self.length,
+            signed: self.recovery.unproven_length.unwrap_or(self.length).max(self.length),
             signature,
             roots: self.roots.clone(),
         };
@@ -521,6 +532,7 @@ impl Feed {
         let Some(signed) = self.recovery.unproven_length else { return Ok(0) };
         let length = self.length;
         let signature = self.signature()?;
+        self.recovery.unproven_length = None;
         self.guarded(|f| {
             f.files.signatures.truncate(HEADER_LEN + 64 * length)?;
             f.files.tree.truncate(HEADER_LEN + 40 * (2 * length).saturating_sub(1))?;
@@ -535,7 +547,6 @@ impl Feed {
             }
             f.sync_files()
         })?;
-        self.recovery.unproven_length = None;
         self.recovery.missing_blocks = length - self.bitfield.count_blocks(0, length);
         Ok(signed - length)
     }
@@ -546,10 +557,7 @@ impl Feed {
         if self.key_pair.is_none() {
             return Ok(());
         }
-        if let Some(signed) = self.recovery.unproven_length {
-            if self.length < signed {
-                return Ok(());
-            }
+        if self.recovery.unproven_length.is_some_and(|signed| self.length >= signed) {
             self.recovery.unproven_length = None;
         }
         self.write_head(signature)

@@ -212,3 +212,18 @@ fn garbage_everywhere_never_panics() {
         }
     }
 }
+
+#[test]
+fn a_refusal_to_append_survives_reopening() {
+    // The first open corrects the bitfield to the proven length; the head record
+    // must then carry the signed length, or the second open would allow a fork.
+    let disk = MemoryProvider::new();
+    feed_with_batches(&disk);
+    disk.storage("kappa-head").truncate(0).unwrap();
+    disk.storage("signatures").write(32 + 64 * 5 + 10, &[0x55]).unwrap();
+    for round in 0..3 {
+        let mut feed = Feed::builder(disk.clone()).open().unwrap();
+        assert_eq!(feed.len(), 5, "round {round}");
+        assert_eq!(feed.append("g"), Err(LogError::WouldFork { signed: 6, length: 5 }), "round {round}");
+    }
+}
