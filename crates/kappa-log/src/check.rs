@@ -169,6 +169,7 @@ impl Feed {
             let Some(rebuilt) = Node::parent_of(&l, &r) else { continue };
             if self.node_fits(rebuilt)? {
                 self.guarded(|f| Ok(f.files.tree.write(HEADER_LEN + 40 * x, &rebuilt.encode())?))?;
+                self.cache_node(rebuilt);
             } else {
                 // Nothing below x can be trusted: drop the subtree (a peer's
                 // proofs bring it back with its blocks).

@@ -226,7 +226,7 @@ impl Feed {
         let mut files = Files::open(&*b.provider)?;
         let mut recovery = Recovery::default();
 
-        let head = read_head(&mut files)?;
+        let (head, head_damaged) = read_head(&mut files)?;
         let head_record = head.as_ref().map(|(h, _)| h);
         let holds_blocks = files.bitfield.len()? > HEADER_LEN
             || files.tree.len()? > HEADER_LEN
@@ -247,7 +247,16 @@ impl Feed {
             }
         }
 
-        let chosen = choose_key(key_file, head_record, &secret);
+        let secret_public_half = match files.secret_key.len()? {
+            64 => PublicKey::try_from_slice(&files.secret_key.read(32, 32)?).ok(),
+            _ => None,
+        };
+        let chosen =
+            choose_key(key_file, head_record, &secret, secret_public_half).map_err(|()| CorruptError {
+                file: "key",
+                reason: "key, secret_key and kappa-head name different keys; the files are kept as they are"
+                    .into(),
+            })?;
         let (key, key_pair) = match chosen {
             Some(stored) if holds_blocks || key_file.is_some() || matches!(secret, Secret::Valid(_)) => {
                 if let Some(given) = given_key {
@@ -298,7 +307,7 @@ impl Feed {
                 };
                 (stored, kp)
             }
-            _ if holds_blocks => {
+            _ if holds_blocks || key_len == 32 => {
                 // Entries without a key to tell whose they are: keep everything,
                 // refuse to guess.
                 return Err(CorruptError {
@@ -372,15 +381,11 @@ impl Feed {
             read_cache: None,
             last_read_end: u64::MAX,
             recovery,
-            head_slot: 0,
+            // The next record goes beside the newest one, so a torn write keeps it.
+            head_slot: head.as_ref().map_or(0, |(_, slot)| slot ^ 1),
             _lock: lock,
         };
-        let head_slot = head.as_ref().map_or(0, |(_, slot)| slot ^ 1);
-        feed.recover(head.map(|(h, _)| h))?;
-        if feed.head_slot == 0 {
-            // Recovery wrote no new record: the next goes beside the newest one.
-            feed.head_slot = head_slot;
-        }
+        feed.recover(head.map(|(h, _)| h), head_damaged)?;
         Ok(feed)
     }
 
@@ -487,8 +492,13 @@ impl Feed {
             e => e.into(),
         })?;
         let node = Node::decode(index, &buf);
-        if node.is_some() {
-            self.node_cache[slot] = node;
+        match node {
+            Some(_) => self.node_cache[slot] = node,
+            // The bitfield claims a node the tree file does not hold (damage):
+            // it is missing.
+            None => {
+                self.bitfield.clear_node(index);
+            }
         }
         Ok(node)
     }
@@ -536,7 +546,13 @@ impl Feed {
         if !self.has(index) {
             return Ok(None);
         }
-        let (offset, size) = self.block_range(index)?;
+        let (offset, size) = match self.block_range(index) {
+            Ok(r) => r,
+            // A node needed to place the block is gone: it cannot be read
+            // (a peer's proof brings the node back with the block).
+            Err(LogError::Corrupt(_)) => return self.lose_block(index),
+            Err(e) => return Err(e),
+        };
         if let Some(v) = self.pending.data.get(&offset) {
             // Verified when it was put; not yet written.
             if v.len() as u64 == size {
@@ -597,6 +613,11 @@ impl Feed {
         })?;
         self.forget_node(x);
         self.lose_block(index)
+    }
+
+    /// Puts a node just written into the node cache.
+    pub(crate) fn cache_node(&mut self, n: Node) {
+        self.node_cache[(n.index as usize) & (NODE_CACHE - 1)] = Some(n);
     }
 
     /// Drops what is cached from tree node `x` (it was rewritten or dropped).
@@ -663,7 +684,13 @@ impl Feed {
         if window_end < end {
             return Ok(None);
         }
-        let buf = self.files.data.read(offset, (window_end - offset) as usize)?;
+        let buf = match self.files.data.read(offset, (window_end - offset) as usize) {
+            Ok(buf) => buf,
+            // The data file is shorter than the feed: the block-by-block path
+            // tells which blocks are gone.
+            Err(kappa_storage::StorageError::OutOfBounds { .. }) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        };
         let v = buf[..size as usize].to_vec();
         self.read_cache = Some((offset, buf));
         Ok(Some(v))

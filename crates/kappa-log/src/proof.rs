@@ -94,6 +94,12 @@ impl Feed {
         if index >= flat::MAX_NODE / 2 {
             return 0;
         }
+        // A writer's own missing block was lost to damage, and so may be the
+        // nodes around it: ask for a full proof, checked against the signature.
+        let own = self.is_writable() || self.recovery().secret_key.is_some();
+        if own && !self.has(index) {
+            return 0;
+        }
         let x = 2 * index;
         if self.has_node(x) {
             return 1;
@@ -305,18 +311,27 @@ impl Feed {
         let mut proven: Vec<Node> = Vec::new();
         let mut pending: Vec<Node> = vec![top];
         let mut trusted_any = false;
+        // Local nodes that disagreed with what the data computes, for a block we
+        // do not hold: our copy may be the damaged one. The walk goes on above
+        // them and they are replaced only if the block then verifies against a
+        // trusted node higher up or the signature; otherwise the block is
+        // rejected as before.
+        let mut mismatched: Vec<u64> = Vec::new();
         loop {
             if let Some(local) = self.node(top.index)? {
-                if local != top {
+                if local != top && !present {
+                    mismatched.push(top.index);
+                } else if local != top {
                     return Err(reject(index, ProofError::ChecksumMismatch { node: top.index }));
-                }
-                pending.retain(|n| n.index != top.index);
-                proven.append(&mut pending);
-                trusted_any = true;
-                let offers_sibling =
-                    matches!(proof_nodes.peek(), Some(n) if n.index == flat::sibling(top.index));
-                if !offers_sibling {
-                    break;
+                } else {
+                    pending.retain(|n| n.index != top.index);
+                    proven.append(&mut pending);
+                    trusted_any = true;
+                    let offers_sibling =
+                        matches!(proof_nodes.peek(), Some(n) if n.index == flat::sibling(top.index));
+                    if !offers_sibling {
+                        break;
+                    }
                 }
             }
             let sib_index = flat::sibling(top.index);
@@ -329,7 +344,10 @@ impl Feed {
                 }
                 _ => match self.node(sib_index)? {
                     Some(n) => n,
-                    None => break,
+                    None if mismatched.is_empty() => break,
+                    // Our own nodes disagreed below: only a complete path to the
+                    // signature can settle it.
+                    None => return Err(reject(index, ProofError::MissingNode { node: sib_index })),
                 },
             };
             let (l, r) = if sib_index < top.index { (sib, top) } else { (top, sib) };
@@ -375,11 +393,22 @@ impl Feed {
             }
         }
         if !trusted_any && verified_length.is_none() {
+            if let Some(&node) = mismatched.first() {
+                return Err(reject(index, ProofError::ChecksumMismatch { node }));
+            }
             return Err(reject(index, ProofError::MissingSignature));
         }
+        if !mismatched.iter().all(|m| proven.iter().any(|n| n.index == *m)) {
+            return Err(reject(index, ProofError::ChecksumMismatch { node: mismatched[0] }));
+        }
+        // Everything the proof established places the block too (a local node
+        // it would otherwise read may be the one that is lost).
+        let established = proven.clone();
         let mut seen = std::collections::HashSet::new();
-        let new_nodes: Vec<Node> =
-            proven.into_iter().filter(|n| !self.has_node(n.index) && seen.insert(n.index)).collect();
+        let new_nodes: Vec<Node> = proven
+            .into_iter()
+            .filter(|n| (!self.has_node(n.index) || mismatched.contains(&n.index)) && seen.insert(n.index))
+            .collect();
         if present && new_nodes.is_empty() && verified_length.is_none() {
             return Ok(PutOutcome::AlreadyPresent);
         }
@@ -387,7 +416,7 @@ impl Feed {
 
         // Everything verified: store.
         let offset = match data {
-            Some(_) => Some(self.data_offset(index, &new_nodes)?),
+            Some(_) => Some(self.data_offset(index, &established)?),
             None => None,
         };
         let sync = self.sync_policy();
@@ -432,6 +461,13 @@ impl Feed {
             }
             Ok(())
         })?;
+        for &m in &mismatched {
+            self.forget_node(m);
+        }
+        for n in &new_nodes {
+            // A node dropped earlier may still sit in the cache.
+            self.cache_node(*n);
+        }
         if let Some((len, roots)) = verified_length {
             self.grow_to(len, roots);
             if let Some(sig) = signature {

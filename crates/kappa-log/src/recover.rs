@@ -82,10 +82,12 @@ pub(crate) fn read_secret(files: &mut Files) -> Result<Secret, LogError> {
     })
 }
 
-/// The newest valid head record and the slot it is in.
-pub(crate) fn read_head(files: &mut Files) -> Result<Option<(Head, u64)>, LogError> {
+/// The newest valid head record and the slot it is in, and whether a slot
+/// holds bytes that are not a valid record (then the newest may be lost).
+pub(crate) fn read_head(files: &mut Files) -> Result<(Option<(Head, u64)>, bool), LogError> {
     let len = files.head.len()?;
     let mut best: Option<(Head, u64)> = None;
+    let mut damaged = false;
     for slot in 0..2u64 {
         let start = slot * SLOT_LEN;
         if len <= start {
@@ -93,43 +95,52 @@ pub(crate) fn read_head(files: &mut Files) -> Result<Option<(Head, u64)>, LogErr
         }
         let n = (len - start).min(SLOT_LEN) as usize;
         let bytes = files.head.read(start, n)?;
-        if let Some(h) = Head::decode(&bytes) {
-            if best.as_ref().is_none_or(|(b, _)| h.length > b.length) {
-                best = Some((h, slot));
+        match Head::decode(&bytes) {
+            Some(h) => {
+                if best.as_ref().is_none_or(|(b, _)| (h.length, h.signed) > (b.length, b.signed)) {
+                    best = Some((h, slot));
+                }
             }
+            None => damaged = true,
         }
     }
-    Ok(best)
+    Ok((best, damaged))
 }
 
-/// The public key the files agree on: the key file, the head record and the
-/// secret key's seed vote; a checksummed head breaks a tie against the key file.
+/// The public key the files agree on. Four copies vote: the key file, the head
+/// record, the key the secret key's seed gives and the secret key's public half.
+/// A key with more votes than any other wins; with a tie the checksummed head
+/// record decides. `Err` when the copies disagree with no way to tell.
 pub(crate) fn choose_key(
     key_file: Option<PublicKey>,
     head: Option<&Head>,
     secret: &Secret,
-) -> Option<PublicKey> {
+    secret_public_half: Option<PublicKey>,
+) -> Result<Option<PublicKey>, ()> {
     let seed_key = match secret {
         Secret::Valid(kp) | Secret::SeedOnly(kp) => Some(kp.public_key()),
         _ => None,
     };
     let head_key = head.map(|h| h.key);
-    let votes = |k: PublicKey| {
-        usize::from(key_file == Some(k)) + usize::from(head_key == Some(k)) + usize::from(seed_key == Some(k))
-    };
-    match (key_file, head_key) {
-        (Some(k), _) if votes(k) >= 2 => Some(k),
-        (_, Some(h)) if votes(h) >= 2 => Some(h),
-        (Some(k), Some(h)) if seed_key.is_some_and(|s| s != k && s != h) => {
-            // Three different keys: trust the checksummed record.
-            Some(h)
+    let sources = [key_file, head_key, seed_key, secret_public_half];
+    let votes = |k: PublicKey| sources.iter().filter(|s| **s == Some(k)).count();
+    let mut best: Option<(PublicKey, usize)> = None;
+    let mut tied = false;
+    for k in sources.iter().flatten() {
+        let v = votes(*k);
+        match best {
+            Some((b, bv)) if b == *k || v < bv => {}
+            Some((_, bv)) if v == bv => tied = true,
+            _ => {
+                best = Some((*k, v));
+                tied = false;
+            }
         }
-        (Some(k), None) => Some(k),
-        (Some(_), Some(h)) | (None, Some(h)) => Some(h),
-        (None, None) => match secret {
-            Secret::Valid(kp) => Some(kp.public_key()),
-            _ => None,
-        },
+    }
+    match best {
+        None => Ok(None),
+        Some((k, _)) if !tied => Ok(Some(k)),
+        Some(_) => head_key.map(Some).ok_or(()),
     }
 }
 
@@ -210,7 +221,8 @@ impl Feed {
     /// Establishes the length (the highest one the files prove), repairs what a
     /// redundant copy can restore, turns lost blocks into holes, and notes what
     /// it found in [`Feed::recovery`].
-    pub(crate) fn recover(&mut self, head: Option<Head>) -> Result<(), LogError> {
+    pub(crate) fn recover(&mut self, head: Option<Head>, head_damaged: bool) -> Result<(), LogError> {
+        // (`head_slot` was set by open to the slot beside the newest record.)
         let head = head.filter(|h| h.key == self.key);
         let claimed = self.bitfield.verified_length();
         let sig_slots = self.files.signatures.len()?.saturating_sub(HEADER_LEN) / 64;
@@ -239,7 +251,7 @@ impl Feed {
 
         // The highest length the files say was signed: the head record, the
         // bitfield when a signature slot backs it, and what was proven.
-        let length = best_len(&best);
+        let mut length = best_len(&best);
         let mut signed = length;
         if let Some(h) = &head {
             signed = signed.max(h.length).max(h.signed);
@@ -250,14 +262,46 @@ impl Feed {
         // signed (refusing appends is safe; a fork is not); with one, a claim
         // past it counts only where the tree or signatures reach it too.
         let reached = sig_slots >= claimed || tree_nodes >= (2 * claimed).saturating_sub(1);
-        if head.is_none() || reached {
+        // The head is current if the data file holds no more than it covers
+        // (appends write their data first) and no slot of it is damaged.
+        let data_len = self.files.data.len()?;
+        let head_current = head.as_ref().is_some_and(|h| {
+            let covered: u64 = h.roots.iter().map(|r| r.size).fold(0, u64::saturating_add);
+            !head_damaged && data_len <= covered
+        });
+        if !head_current || reached {
             signed = signed.max(claimed);
+        }
+        // The newest complete signature is evidence too when it fails only
+        // because the tree under it is damaged: an append writes its tree
+        // nodes before its signature, so in a crash a complete signature
+        // always verifies, and one that tore leaves the tree intact.
+        if let Some(last) = self.last_signature_slot(sig_slots)? {
+            if last + 1 > signed && !self.tree_consistent(last + 1)? {
+                signed = last + 1;
+            }
+        }
+        // A writer whose newest signature is lost but whose tree and data are
+        // whole signs the same roots again: Ed25519 is deterministic, so this
+        // writes the very bytes it lost, and nothing is signed twice.
+        if signed > length {
+            if let Some(kp) = self.key_pair.clone() {
+                if let Some(roots) = self.whole_tree_consistent(signed)? {
+                    let signature = kp.sign(&tree_hash(&roots));
+                    best = Some(Proven { length: signed, roots, signature });
+                    length = signed;
+                    self.recovery.repaired.push(format!(
+                        "signature of length {signed} signed again from the intact tree and data"
+                    ));
+                }
+            }
         }
         if signed > length && self.key_pair.is_some() {
             self.recovery.unproven_length = Some(signed);
         }
 
         let mut repaired = false;
+        let mut roots_restored = false;
         if let Some(p) = &best {
             // Restore the signature and roots of the proven state where the files
             // lost them (they are what a peer needs to verify anything).
@@ -269,11 +313,13 @@ impl Feed {
             for r in &p.roots {
                 if self.raw_node(r.index)? != Some(*r) {
                     self.files.tree.write(HEADER_LEN + 40 * r.index, &r.encode())?;
+                    self.cache_node(*r);
                     restored += 1;
                 }
                 repaired |= self.bitfield.set_node(r.index);
             }
             if restored > 0 {
+                roots_restored = true;
                 self.recovery.repaired.push(format!("{restored} root node(s) of length {length} restored"));
             }
         }
@@ -289,16 +335,35 @@ impl Feed {
                 repaired |= self.bitfield.clear_node(x);
             }
         }
-        // The bitfield forgot nodes the tree file holds (it was lost or damaged):
-        // take them back from the tree file.
-        if claimed < length {
-            let found = self.scan_tree_nodes(limit.saturating_sub(1).min(tree_nodes))?;
-            repaired |= found > 0;
+        // Where the files disagree (the tree file is short, entries were lost,
+        // or the bitfield claims less than is proven), the tree bits are set
+        // anew from what the tree file holds, trusting a node only if it hashes
+        // with its sibling to a trusted parent, down from the proven roots.
+        let mut tree_cut = false;
+        if let Some(p) = &best {
+            // (Lost roots, or a record of lost entries, mean the tree file lost
+            // nodes anywhere, even where its length looks whole.)
+            let head_lost = head.as_ref().is_some_and(|h| h.signed > h.length);
+            let whole = tree_nodes < limit.saturating_sub(1)
+                || self.recovery.unproven_length.is_some()
+                || roots_restored
+                || head_lost;
+            let from = if whole {
+                Some(0)
+            } else if claimed < length {
+                Some(2 * claimed)
+            } else {
+                None
+            };
+            if let Some(from) = from {
+                let (found, dropped) = self.trust_tree_nodes(&p.roots.clone(), from)?;
+                repaired |= found + dropped > 0;
+                tree_cut |= dropped > 0;
+            }
         }
         // Nodes the bitfield claims past the end of the tree file are gone.
         let root_set: Vec<u64> =
             best.as_ref().map(|p| p.roots.iter().map(|r| r.index).collect()).unwrap_or_default();
-        let mut tree_cut = false;
         if tree_nodes < limit {
             for x in tree_nodes..limit {
                 if !root_set.contains(&x) && self.bitfield.has_node(x) {
@@ -330,7 +395,12 @@ impl Feed {
         if self.key_pair.is_some() || self.recovery.secret_key.is_some() {
             repaired |= self.recover_writer_blocks(tree_cut)?;
         }
-        if repaired {
+        if repaired && self.recovery.unproven_length.is_some() {
+            // Entries were lost: the bitfield on disk is one of the two records
+            // (with the head) of what was signed. Correct it in memory only.
+            self.bitfield.rebuild_index();
+            let _ = self.bitfield.take_dirty();
+        } else if repaired {
             self.recovery.repaired.push("bitfield corrected from the tree and data files".into());
             self.bitfield.rebuild_index();
             self.flush_bitfield()?;
@@ -348,39 +418,195 @@ impl Feed {
         // append; a feed written by JS, or an older kappa-rs, has none yet).
         // When entries were lost, the record is what keeps the refusal to append
         // (the bitfield was just corrected and no longer shows them).
-        self.head_slot = 0;
         if self.key_pair.is_some() || self.recovery.secret_key.is_some() {
             let signature = best.as_ref().map_or(Signature([0; 64]), |p| p.signature);
             let current = head.as_ref().is_some_and(|h| {
                 h.length == length && h.signature == signature && h.signed == signed.max(length) && h.writer
             });
-            if !current && (best.is_some() || self.recovery.unproven_length.is_some()) {
+            // A new writer records that it is one before its first append, so a
+            // lost secret key is reported, not mistaken for a replica.
+            let first = head.is_none() && self.key_pair.is_some();
+            if !current && (best.is_some() || self.recovery.unproven_length.is_some() || first) {
                 self.write_head(signature)?;
             }
         }
         Ok(())
     }
 
-    /// Sets the tree bits of every node in the first `count` slots of the tree
-    /// file that holds one; returns how many were newly set.
-    fn scan_tree_nodes(&mut self, count: u64) -> Result<u64, LogError> {
-        const CHUNK: u64 = 4096;
-        let mut found = 0;
-        let mut start = 0;
-        while start < count {
-            let n = CHUNK.min(count - start);
-            let bytes = self.files.tree.read(HEADER_LEN + 40 * start, (40 * n) as usize)?;
-            for k in 0..n {
-                let at = (40 * k) as usize;
-                let mut node = [0u8; 40];
-                node.copy_from_slice(&bytes[at..at + 40]);
-                if Node::decode(start + k, &node).is_some() && self.bitfield.set_node(start + k) {
-                    found += 1;
+    /// The highest signature slot that is not blank.
+    fn last_signature_slot(&mut self, slots: u64) -> Result<Option<u64>, LogError> {
+        let mut slot = slots;
+        while slot > 0 {
+            slot -= 1;
+            if self.raw_signature(slot)?.is_some() {
+                return Ok(Some(slot));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Whether the tree file holds the roots of `length` and each agrees with
+    /// what is under it (its two children, or for a leaf the data).
+    fn tree_consistent(&mut self, length: u64) -> Result<bool, LogError> {
+        if length > flat::MAX_NODE / 2 {
+            return Ok(false);
+        }
+        let mut offset = 0u64;
+        for r in flat::full_roots(2 * length) {
+            let Some(root) = self.raw_node(r)? else { return Ok(false) };
+            let fits = match flat::children(r) {
+                Some((l, rr)) => match (self.raw_node(l)?, self.raw_node(rr)?) {
+                    (Some(a), Some(b)) => Node::parent_of(&a, &b) == Some(root),
+                    _ => false,
+                },
+                None => {
+                    let len = self.files.data.len()?;
+                    offset.checked_add(root.size).is_some_and(|end| end <= len)
+                        && root.size <= 1 << 32
+                        && Node::leaf(r / 2, &self.files.data.read(offset, root.size as usize)?) == root
+                }
+            };
+            if !fits {
+                return Ok(false);
+            }
+            offset = offset.saturating_add(root.size);
+        }
+        Ok(true)
+    }
+
+    /// Sets the tree bits of nodes at index `from` and beyond, under `roots`, to
+    /// whether the tree file holds a node there that can be trusted: one that
+    /// hashes with its sibling to a trusted parent (the roots are trusted).
+    /// Returns how many bits were set and cleared.
+    fn trust_tree_nodes(&mut self, roots: &[Node], from: u64) -> Result<(u64, u64), LogError> {
+        let (mut found, mut dropped) = (0u64, 0u64);
+        let mut stack: Vec<(Node, u64)> = Vec::new();
+        let mut offset = 0u64;
+        for r in roots {
+            stack.push((*r, offset));
+            offset = offset.saturating_add(r.size);
+        }
+        while let Some((x, at)) = stack.pop() {
+            if flat::right_span(x.index) < from {
+                continue;
+            }
+            found += u64::from(self.bitfield.set_node(x.index));
+            let Some((l, r)) = flat::children(x.index) else { continue };
+            let (left, right) = (self.raw_node(l)?, self.raw_node(r)?);
+            let pair = match (left, right) {
+                (Some(a), Some(b)) if Node::parent_of(&a, &b) == Some(x) => Some((a, b)),
+                // Two leaves: one lost or damaged is rebuilt from the data when
+                // the other one and the parent pin its size and hash.
+                _ if flat::depth(x.index) == 1 => self.rebuild_leaf_pair(x, at, left, right)?,
+                _ => None,
+            };
+            match pair {
+                Some((a, b)) => {
+                    stack.push((a, at));
+                    stack.push((b, at.saturating_add(a.size)));
+                }
+                None => {
+                    // Nothing below x can be trusted.
+                    for y in flat::left_span(x.index).max(from)..=flat::right_span(x.index) {
+                        if y != x.index && self.bitfield.has_node(y) {
+                            dropped += u64::from(self.bitfield.clear_node(y));
+                        }
+                    }
                 }
             }
-            start += n;
         }
-        Ok(found)
+        Ok((found, dropped))
+    }
+
+    /// The two leaves under `parent` (whose data starts at `at`), keeping one
+    /// stored leaf and rebuilding the other from the data, if that fits the
+    /// parent. The rebuilt leaf is written to the tree file.
+    fn rebuild_leaf_pair(
+        &mut self,
+        parent: Node,
+        at: u64,
+        left: Option<Node>,
+        right: Option<Node>,
+    ) -> Result<Option<(Node, Node)>, LogError> {
+        let data_len = self.files.data.len()?;
+        let (l, r) = (
+            flat::children(parent.index).map_or(0, |c| c.0),
+            flat::children(parent.index).map_or(0, |c| c.1),
+        );
+        let read_leaf =
+            |feed: &mut Feed, index: u64, offset: u64, size: u64| -> Result<Option<Node>, LogError> {
+                if offset.checked_add(size).is_none_or(|end| end > data_len) || size > 1 << 32 {
+                    return Ok(None);
+                }
+                Ok(Some(Node::leaf(index / 2, &feed.files.data.read(offset, size as usize)?)))
+            };
+        if let Some(a) = left {
+            if let Some(size) = parent.size.checked_sub(a.size) {
+                if let Some(b) = read_leaf(self, r, at.saturating_add(a.size), size)? {
+                    if Node::parent_of(&a, &b) == Some(parent) {
+                        self.files.tree.write(HEADER_LEN + 40 * r, &b.encode())?;
+                        self.cache_node(b);
+                        self.recovery.repaired.push(format!("leaf node {r} rebuilt from the data file"));
+                        return Ok(Some((a, b)));
+                    }
+                }
+            }
+        }
+        if let Some(b) = right {
+            if let Some(size) = parent.size.checked_sub(b.size) {
+                if let Some(a) = read_leaf(self, l, at, size)? {
+                    if Node::parent_of(&a, &b) == Some(parent) {
+                        self.files.tree.write(HEADER_LEN + 40 * l, &a.encode())?;
+                        self.cache_node(a);
+                        self.recovery.repaired.push(format!("leaf node {l} rebuilt from the data file"));
+                        return Ok(Some((a, b)));
+                    }
+                }
+            }
+        }
+        Ok(None)
+    }
+
+    /// The roots of `length` if the whole tree under them agrees with itself and
+    /// with the data file: then they are exactly what was signed.
+    fn whole_tree_consistent(&mut self, length: u64) -> Result<Option<Vec<Node>>, LogError> {
+        if length == 0 || length > flat::MAX_NODE / 2 {
+            return Ok(None);
+        }
+        let mut roots = Vec::new();
+        for r in flat::full_roots(2 * length) {
+            match self.raw_node(r)? {
+                Some(n) => roots.push(n),
+                None => return Ok(None),
+            }
+        }
+        let data_len = self.files.data.len()?;
+        let mut stack = Vec::new();
+        let mut offset = 0u64;
+        for r in &roots {
+            stack.push((*r, offset));
+            offset = offset.saturating_add(r.size);
+        }
+        while let Some((x, at)) = stack.pop() {
+            match flat::children(x.index) {
+                Some((l, r)) => match (self.raw_node(l)?, self.raw_node(r)?) {
+                    (Some(a), Some(b)) if Node::parent_of(&a, &b) == Some(x) => {
+                        stack.push((a, at));
+                        stack.push((b, at.saturating_add(a.size)));
+                    }
+                    _ => return Ok(None),
+                },
+                None => {
+                    if at.checked_add(x.size).is_none_or(|end| end > data_len) || x.size > 1 << 32 {
+                        return Ok(None);
+                    }
+                    if Node::leaf(x.index / 2, &self.files.data.read(at, x.size as usize)?) != x {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Ok(Some(roots))
     }
 
     /// A writer's own blocks: take back those the bitfield lost whose data and
@@ -470,6 +696,7 @@ impl Feed {
             let (l, r) = if x < s { (leaf, sibling) } else { (sibling, leaf) };
             if Node::parent_of(&l, &r) == Some(parent) {
                 self.files.tree.write(HEADER_LEN + 40 * x, &leaf.encode())?;
+                self.cache_node(leaf);
                 self.bitfield.set_node(x);
                 self.bitfield.set_block(i, true);
                 rebuilt += 1;

@@ -123,13 +123,33 @@ fn a_damaged_last_signature_is_restored_from_the_head_record() {
 }
 
 #[test]
-fn without_the_head_record_a_damaged_last_signature_refuses_appends() {
-    // The bitfield says length 6 was signed; only 5 can be proven. Falling back
-    // and appending would sign sequence number 5 twice.
+fn without_the_head_record_a_damaged_last_signature_is_signed_again() {
+    // The tree and data of length 6 are whole: signing the same roots again
+    // gives the very bytes that were lost (Ed25519 is deterministic).
     let disk = MemoryProvider::new();
     feed_with_batches(&disk);
+    let original = disk.storage("signatures").to_vec();
     disk.storage("kappa-head").truncate(0).unwrap();
     disk.storage("signatures").write(32 + 64 * 5 + 10, &[0x55]).unwrap();
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(feed.len(), 6);
+    feed.verify().unwrap();
+    assert_eq!(disk.storage("signatures").to_vec(), original);
+    feed.append("g").unwrap();
+}
+
+/// Length 6 signed, but the tree lost the root and leaf of the last batch and
+/// the head record is gone: only length 5 can be proven.
+fn unprovable(disk: &MemoryProvider) {
+    feed_with_batches(disk);
+    disk.storage("kappa-head").truncate(0).unwrap();
+    disk.storage("tree").truncate(32 + 40 * 9).unwrap();
+}
+
+#[test]
+fn without_the_head_record_an_unprovable_length_refuses_appends() {
+    let disk = MemoryProvider::new();
+    unprovable(&disk);
     let mut feed = Feed::builder(disk.clone()).open().unwrap();
     assert_eq!(feed.len(), 5);
     feed.verify().unwrap();
@@ -140,7 +160,7 @@ fn without_the_head_record_a_damaged_last_signature_refuses_appends() {
     feed.append("g").unwrap();
     drop(feed);
     let mut feed = Feed::builder(disk).open().unwrap();
-    assert!(feed.recovery().is_clean(), "{:?}", feed.recovery());
+    assert!(feed.recovery().unproven_length.is_none(), "{:?}", feed.recovery());
     assert_eq!(feed.get(5).unwrap(), Some(b"g".to_vec()));
 }
 
@@ -215,15 +235,17 @@ fn garbage_everywhere_never_panics() {
 
 #[test]
 fn a_refusal_to_append_survives_reopening() {
-    // The first open corrects the bitfield to the proven length; the head record
-    // must then carry the signed length, or the second open would allow a fork.
+    // The first open corrects the bitfield in memory; the head record then
+    // carries the signed length too, so losing either record later still
+    // leaves the other.
     let disk = MemoryProvider::new();
-    feed_with_batches(&disk);
-    disk.storage("kappa-head").truncate(0).unwrap();
-    disk.storage("signatures").write(32 + 64 * 5 + 10, &[0x55]).unwrap();
+    unprovable(&disk);
     for round in 0..3 {
         let mut feed = Feed::builder(disk.clone()).open().unwrap();
         assert_eq!(feed.len(), 5, "round {round}");
         assert_eq!(feed.append("g"), Err(LogError::WouldFork { signed: 6, length: 5 }), "round {round}");
     }
+    disk.storage("bitfield").truncate(0).unwrap();
+    let mut feed = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(feed.append("g"), Err(LogError::WouldFork { signed: 6, length: 5 }));
 }

@@ -124,3 +124,74 @@ fn a_torn_bitfield_page_is_rebuilt_from_the_tree_file() {
         assert_eq!(feed.get(30).unwrap(), Some(b"next".to_vec()));
     }
 }
+
+/// A small scenario whose last batch is torn at every byte of every write.
+const SMALL: &[usize] = &[3, 5, 2];
+
+fn small_scenario(provider: FaultyProvider<MemoryProvider>, sync: SyncPolicy) -> usize {
+    let kp = KeyPair::from_seed(&[8; 32]);
+    let Ok(mut feed) = Feed::builder(provider).key_pair(kp).sync(sync).open() else { return 0 };
+    let mut acked = 0;
+    for &n in SMALL {
+        let values: Vec<Vec<u8>> = (acked..acked + n).map(value).collect();
+        match feed.append_batch(&values) {
+            Ok(_) => acked += n,
+            Err(_) => break,
+        }
+    }
+    acked
+}
+
+fn torn_at_every_byte(sync: SyncPolicy) {
+    // Count the writes before the last batch, and the size of each write.
+    let before = FaultyProvider::new(MemoryProvider::new(), None);
+    {
+        let kp = KeyPair::from_seed(&[8; 32]);
+        let mut feed = Feed::builder(before.clone()).key_pair(kp).sync(sync).open().unwrap();
+        let mut n = 0;
+        for &k in &SMALL[..SMALL.len() - 1] {
+            feed.append_batch((n..n + k).map(value).collect::<Vec<_>>()).unwrap();
+            n += k;
+        }
+    }
+    let first = before.writes();
+    let counter = FaultyProvider::new(MemoryProvider::new(), None);
+    assert_eq!(small_scenario(counter.clone(), sync), 10);
+    let lens = counter.write_lens();
+    let total: usize = SMALL.iter().sum();
+    let prior = total - SMALL[SMALL.len() - 1];
+    let mut cases = 0;
+    for write in first..counter.writes() {
+        for keep in 0..=lens[write as usize] {
+            let disk = MemoryProvider::new();
+            let faulty = FaultyProvider::new(disk.clone(), Some(Fault::TearWriteAt { write, keep }));
+            let acked = small_scenario(faulty.clone(), sync);
+            assert!(faulty.crashed());
+            assert_eq!(acked, prior);
+            let what = format!("write {write} torn after {keep} bytes ({sync:?})");
+            let mut feed = Feed::builder(disk.clone()).open().unwrap_or_else(|e| panic!("{what}: {e}"));
+            let len = feed.len() as usize;
+            assert!(len == prior || len == total, "{what}: length {len}");
+            assert!(feed.recovery().unproven_length.is_none(), "{what}: {:?}", feed.recovery());
+            feed.verify().unwrap_or_else(|e| panic!("{what}: {e}"));
+            assert_eq!(feed.audit().unwrap() as usize, len, "{what}");
+            for i in 0..len {
+                assert_eq!(feed.get(i as u64).unwrap(), Some(value(i)), "{what}: entry {i}");
+            }
+            // Still a writer that appends after what it holds.
+            assert_eq!(feed.append(b"after").unwrap() as usize, len, "{what}");
+            cases += 1;
+        }
+    }
+    assert!(cases > 3000, "{cases} cases");
+}
+
+#[test]
+fn a_torn_write_at_every_byte_of_the_last_batch_recovers_with_sync_per_batch() {
+    torn_at_every_byte(SyncPolicy::PerBatch);
+}
+
+#[test]
+fn a_torn_write_at_every_byte_of_the_last_batch_recovers_without_sync() {
+    torn_at_every_byte(SyncPolicy::None);
+}

@@ -14,6 +14,14 @@ pub enum Fault {
     TearWrite(u64),
     /// The `n`th sync fails.
     FailSync(u64),
+    /// The `write`th write stores only its first `keep` bytes (all of them if
+    /// it has fewer), then fails: a torn write cut at any byte.
+    TearWriteAt {
+        /// Which write.
+        write: u64,
+        /// How many of its bytes reach the disk.
+        keep: usize,
+    },
 }
 
 #[derive(Debug, Default)]
@@ -22,6 +30,8 @@ struct State {
     writes: u64,
     syncs: u64,
     crashed: bool,
+    /// The size of every write so far, in order.
+    write_lens: Vec<usize>,
 }
 
 /// Wraps a [`Provider`] and injects one [`Fault`]. After the fault fires, every
@@ -54,6 +64,12 @@ impl<P: Provider> FaultyProvider<P> {
     /// Writes seen so far.
     pub fn writes(&self) -> u64 {
         self.state().writes
+    }
+
+    /// The size of every write seen so far, in order (to aim
+    /// [`Fault::TearWriteAt`] at every byte of a write).
+    pub fn write_lens(&self) -> Vec<usize> {
+        self.state().write_lens.clone()
     }
 
     /// Syncs seen so far.
@@ -124,32 +140,35 @@ impl RandomAccess for FaultyStorage {
     }
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        let fault = {
+        let keep = {
             let mut s = self.state();
             if s.crashed {
                 return Err(StorageError::Injected("crashed"));
             }
             let n = s.writes;
             s.writes += 1;
-            match s.fault {
-                Some(Fault::FailWrite(k)) if k == n => {
-                    s.crashed = true;
-                    Some("write failed")
-                }
-                Some(Fault::TearWrite(k)) if k == n => {
-                    s.crashed = true;
-                    Some("torn write")
+            s.write_lens.push(data.len());
+            let keep = match s.fault {
+                Some(Fault::FailWrite(k)) if k == n => Some((0, "write failed")),
+                Some(Fault::TearWrite(k)) if k == n => Some((data.len() / 2, "torn write")),
+                Some(Fault::TearWriteAt { write, keep }) if write == n => {
+                    Some((keep.min(data.len()), "torn write"))
                 }
                 _ => None,
+            };
+            if keep.is_some() {
+                s.crashed = true;
             }
+            keep
         };
-        match fault {
+        match keep {
             None => self.inner.write(offset, data),
-            Some("torn write") => {
-                self.inner.write(offset, &data[..data.len() / 2])?;
-                Err(StorageError::Injected("torn write"))
+            Some((keep, what)) => {
+                if keep > 0 {
+                    self.inner.write(offset, &data[..keep])?;
+                }
+                Err(StorageError::Injected(what))
             }
-            Some(what) => Err(StorageError::Injected(what)),
         }
     }
 
@@ -166,7 +185,9 @@ impl RandomAccess for FaultyStorage {
             }
             let n = s.writes;
             s.writes += 1;
-            if matches!(s.fault, Some(Fault::FailWrite(k) | Fault::TearWrite(k)) if k == n) {
+            s.write_lens.push(0);
+            if matches!(s.fault, Some(Fault::FailWrite(k) | Fault::TearWrite(k) | Fault::TearWriteAt { write: k, .. }) if k == n)
+            {
                 s.crashed = true;
                 return Err(StorageError::Injected("truncate failed"));
             }
