@@ -113,6 +113,11 @@ impl Bitfield {
         out
     }
 
+    /// Every allocated page with its bytes (to write the whole bitfield anew).
+    pub fn all_pages(&self) -> Vec<(usize, [u8; PAGE_SIZE])> {
+        self.pages.iter().enumerate().filter_map(|(p, page)| page.as_ref().map(|pg| (p, **pg))).collect()
+    }
+
     /// Whether any page changed since the last [`take_dirty`](Self::take_dirty).
     pub fn has_dirty(&self) -> bool {
         !self.dirty.is_empty()

@@ -339,8 +339,11 @@ impl Feed {
         // or the bitfield claims less than is proven), the tree bits are set
         // anew from what the tree file holds, trusting a node only if it hashes
         // with its sibling to a trusted parent, down from the proven roots.
+        // (A replica's tree is sparse by nature and it can fetch anything
+        // again: this is for a writer's own feed.)
         let mut tree_cut = false;
-        if let Some(p) = &best {
+        let own = self.key_pair.is_some() || self.recovery.secret_key.is_some();
+        if let Some(p) = best.as_ref().filter(|_| own) {
             // (Lost roots, or a record of lost entries, mean the tree file lost
             // nodes anywhere, even where its length looks whole.)
             let head_lost = head.as_ref().is_some_and(|h| h.signed > h.length);
@@ -348,13 +351,9 @@ impl Feed {
                 || self.recovery.unproven_length.is_some()
                 || roots_restored
                 || head_lost;
-            let from = if whole {
-                Some(0)
-            } else if claimed < length {
-                Some(2 * claimed)
-            } else {
-                None
-            };
+            // (A torn bitfield page can leave tree bits missing below what the
+            // bitfield's own length claims, so any disagreement means all.)
+            let from = if whole || claimed != length { Some(0) } else { None };
             if let Some(from) = from {
                 let (found, dropped) = self.trust_tree_nodes(&p.roots.clone(), from)?;
                 repaired |= found + dropped > 0;
@@ -764,6 +763,13 @@ impl Feed {
             f.files.signatures.truncate(HEADER_LEN + 64 * length)?;
             f.files.tree.truncate(HEADER_LEN + 40 * (2 * length).saturating_sub(1))?;
             f.files.data.truncate(f.byte_length)?;
+            // The bitfield on disk was kept as it was, as a record of what was
+            // signed: now it says what is left.
+            f.files.bitfield.truncate(HEADER_LEN)?;
+            for (p, page) in f.bitfield.all_pages() {
+                f.files.bitfield.write(HEADER_LEN + (crate::bitfield::PAGE_SIZE * p) as u64, &page)?;
+            }
+            let _ = f.bitfield.take_dirty();
             match signature {
                 Some(sig) => {
                     f.files.head.truncate(0)?;
