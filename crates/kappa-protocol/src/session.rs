@@ -111,10 +111,18 @@ pub enum ProtocolError {
         limit: usize,
     },
     /// The stream ended or failed before the peer proved a key (see
-    /// [`PeerLimits`]): this is how a peer with another shared key, or a
-    /// server at its connection limit, hangs up.
-    #[error("{0} (before the peer proved a shared key)")]
-    EndedUnverified(#[source] Box<ProtocolError>),
+    /// [`PeerLimits`]). After the Noise handshake this is how a peer with
+    /// another shared key hangs up; during it, how a server at its connection
+    /// limit (or something that is not a peer of this protocol) does.
+    #[error("{source} ({})", if *during_handshake { "during the handshake" } else { "before the peer proved a shared key" })]
+    EndedUnverified {
+        /// Whether the Noise handshake was still running.
+        during_handshake: bool,
+        /// What ended it ([`UnexpectedEof`](Self::UnexpectedEof) or
+        /// [`Io`](Self::Io)).
+        #[source]
+        source: Box<ProtocolError>,
+    },
     /// The session was closed locally.
     #[error("session closed")]
     Closed,
@@ -631,7 +639,10 @@ impl Protocol {
     pub fn fail_transport(&mut self, e: ProtocolError) {
         let e = match e {
             ProtocolError::UnexpectedEof | ProtocolError::Io(_) if !self.verified => {
-                ProtocolError::EndedUnverified(Box::new(e))
+                ProtocolError::EndedUnverified {
+                    during_handshake: self.result.is_none(),
+                    source: Box::new(e),
+                }
             }
             e => e,
         };

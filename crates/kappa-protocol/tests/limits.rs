@@ -295,9 +295,21 @@ fn a_hang_up_before_verification_says_so() {
     let (mut victim, _attacker) = victim_and_stranger(&w, t0);
     victim.fail_transport(ProtocolError::UnexpectedEof);
     assert!(
-        matches!(victim.error(), Some(ProtocolError::EndedUnverified(e)) if **e == ProtocolError::UnexpectedEof),
+        matches!(
+            victim.error(),
+            Some(ProtocolError::EndedUnverified { during_handshake: false, source })
+                if **source == ProtocolError::UnexpectedEof
+        ),
         "{:?}",
         victim.error()
+    );
+    // During the Noise handshake: said so (a server at its connection limit).
+    let mut early = Protocol::new(t0, ProtocolOptions::new(true));
+    early.fail_transport(ProtocolError::Io("reset".into()));
+    assert!(
+        matches!(early.error(), Some(ProtocolError::EndedUnverified { during_handshake: true, .. })),
+        "{:?}",
+        early.error()
     );
     // After verification a hang-up is a plain one.
     let r = replica_of(&w);
