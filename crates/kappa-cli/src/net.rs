@@ -464,4 +464,47 @@ mod tests {
         assert!(matches!(resolve("127.0.0.1:99999"), Err(CliError::Usage(_))));
         assert_eq!(resolve("127.0.0.1:7000").ok().map(|a| a.len()), Some(1));
     }
+
+    #[test]
+    fn only_a_key_mismatch_gets_the_shared_key_hint() {
+        use kappa_core::multifeed::MultifeedError;
+        use kappa_core::protocol::ProtocolError as P;
+        let hint_of =
+            |pe: P| hint(&KappaError::Multifeed(MultifeedError::Replication(pe))).unwrap_or_default();
+        let eof = || Box::new(P::UnexpectedEof);
+        for keyish in [
+            P::BadCapability("ab".into()),
+            P::Rejected("Exchange key did not match remote (the peer uses another shared key)".into()),
+            P::NotVerified(Duration::from_secs(10)),
+            P::EndedUnverified { during_handshake: false, source: eof() },
+        ] {
+            let h = hint_of(keyish.clone());
+            assert!(h.contains("same shared key"), "{keyish:?}: {h}");
+        }
+        for other in [
+            P::Timeout(Duration::from_secs(20)),
+            P::Stalled { len: 9, waited: Duration::from_secs(21) },
+            P::UnexpectedEof,
+            P::Io("reset".into()),
+            P::BadBlock { index: 3, reason: "checksum mismatch".into() },
+            P::Storage("writing 0/data: No space left on device (os error 28)".into()),
+            P::Frame("bad".into()),
+            P::Rejected("peer is not a multifeed client: \"x\"".into()),
+            P::EndedUnverified { during_handshake: true, source: eof() },
+        ] {
+            let h = hint_of(other.clone());
+            assert!(!h.contains("shared key"), "{other:?}: {h}");
+        }
+        assert!(hint_of(P::Storage("No space left on device".into())).contains("disk is full"));
+        assert!(hint_of(P::EndedUnverified { during_handshake: true, source: eof() })
+            .contains("connection limit"));
+        assert!(hint_of(P::BadBlock { index: 3, reason: "x".into() }).contains("failed verification"));
+        let e = replication_error(
+            "p",
+            &KappaError::Multifeed(MultifeedError::Replication(P::Timeout(Duration::from_secs(20)))),
+        );
+        assert!(
+            e.to_string().starts_with("replication with p failed: ") && !e.to_string().contains("shared key")
+        );
+    }
 }
