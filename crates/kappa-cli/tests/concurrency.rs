@@ -123,7 +123,7 @@ fn while_serve_runs_every_command_is_refused_at_once_with_exit_3() {
     assert!(first.starts_with("listening on "), "{first}");
     for _ in 0..20 {
         let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
-        let cmds = vec![
+        let cmds = [
             s(&["get", "a"]),
             s(&["put", "b", "2"]),
             s(&["table"]),

@@ -50,8 +50,8 @@ fn assert_terminal_safe(what: &str, out: &[u8]) {
     let text = String::from_utf8(out.to_vec()).unwrap_or_else(|e| panic!("{what}: not UTF-8: {e}"));
     for c in text.chars() {
         assert!(
-            !(c.is_control() && c != '\n')
-                && !matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}'),
+            !(c.is_control() && c != '\n'
+                || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}' | '\u{2028}' | '\u{2029}')),
             "{what}: {c:?} in {text:?}"
         );
     }
