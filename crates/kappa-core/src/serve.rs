@@ -58,14 +58,11 @@ pub struct Refusal {
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match (self.peer, self.per_address) {
-            (Some(ip), true) => write!(f, "{ip} already has {} sessions (the per-address limit)", self.limit),
-            (_, _) => {
-                write!(f, "{} sessions are open (the limit)", self.limit)?;
-                if let Some(ip) = self.peer {
-                    write!(f, "; connection from {ip} closed")?;
-                }
-                Ok(())
+            (Some(ip), true) => write!(f, "{ip} is at the per-address limit of {} sessions", self.limit),
+            (Some(ip), false) => {
+                write!(f, "the server is at its limit of {} sessions; {ip} was turned away", self.limit)
             }
+            (None, _) => write!(f, "the server is at its limit of {} sessions", self.limit),
         }
     }
 }
