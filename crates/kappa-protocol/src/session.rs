@@ -396,6 +396,8 @@ struct Channel {
     repl: Option<Replicator>,
     /// Messages the peer sent before we opened (replayed when we do).
     early: Vec<Message>,
+    /// Frame bytes of `early`.
+    early_bytes: usize,
     stats: FeedStats,
     announced_closed: bool,
 }
@@ -413,6 +415,7 @@ impl Channel {
             feed: None,
             repl: None,
             early: Vec::new(),
+            early_bytes: 0,
             stats: FeedStats::default(),
             announced_closed: false,
         }
@@ -427,6 +430,9 @@ impl Channel {
 
 /// Most messages buffered for a channel the peer opened before we did.
 const MAX_EARLY: usize = 4096;
+
+/// Most bytes of such messages over all channels, also from a verified peer.
+const MAX_EARLY_BYTES: usize = 16 << 20;
 
 /// One hypercore-protocol-7 connection (see the module docs for how to drive it).
 pub struct Protocol {
@@ -460,6 +466,8 @@ pub struct Protocol {
     held_events: Vec<Event>,
     /// Bytes of messages held before verification (events and early messages).
     held_bytes: usize,
+    /// Bytes of messages held for channels the peer opened before we did.
+    early_total: usize,
     error: Option<ProtocolError>,
     finished: bool,
     holds: usize,
@@ -536,6 +544,7 @@ impl Protocol {
             verified: false,
             held_events: Vec::new(),
             held_bytes: 0,
+            early_total: 0,
             error: None,
             finished: false,
             holds: 0,
@@ -1003,6 +1012,8 @@ impl Protocol {
         repl.on_open(&mut out);
         self.channels[slot].repl = Some(repl);
         self.flush_channel(now, slot, out);
+        self.early_total =
+            self.early_total.saturating_sub(std::mem::take(&mut self.channels[slot].early_bytes));
         for msg in std::mem::take(&mut self.channels[slot].early) {
             self.on_feed_message(now, slot, msg)?;
         }
@@ -1273,6 +1284,11 @@ impl Protocol {
                 if self.channels[slot].repl.is_none() {
                     if self.channels[slot].local_id.is_none() {
                         self.hold_unverified(size)?;
+                        if self.early_total + size > MAX_EARLY_BYTES {
+                            return Err(ProtocolError::OutOfRange("bytes of messages before open"));
+                        }
+                        self.early_total += size;
+                        self.channels[slot].early_bytes += size;
                         let early = &mut self.channels[slot].early;
                         if early.len() >= MAX_EARLY {
                             return Err(ProtocolError::OutOfRange("messages before open"));

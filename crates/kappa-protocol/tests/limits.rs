@@ -336,3 +336,24 @@ fn the_peer_of_another_key_is_not_verified() {
     pump(&mut a, &mut b, t0);
     assert!(!a.is_verified() && !b.is_verified());
 }
+
+#[test]
+fn a_verified_peer_may_park_only_16_mib_on_channels_we_did_not_open() {
+    let t0 = Instant::now();
+    let w = writer(1, 10);
+    let mut a = Protocol::new(t0, ProtocolOptions::new(true).live(true));
+    let mut b = Protocol::new(t0, ProtocolOptions::new(false).live(true));
+    a.open_feed(t0, w.clone(), FeedOptions::default()).unwrap();
+    b.open_feed(t0, replica_of(&w), FeedOptions::default()).unwrap();
+    // Channel 2 of `a`: a key `b` never opens.
+    a.open_channel(t0, PublicKey::from_bytes([4; 32])).unwrap();
+    pump(&mut a, &mut b, t0);
+    assert!(b.is_verified() && b.error().is_none());
+    let ext = Message::Extension(kappa_protocol::Extension { id: 0, payload: vec![1; 6 << 20] });
+    let frame = encode_message(2, &ext).unwrap();
+    inject(&mut a, &mut b, t0, &frame);
+    inject(&mut a, &mut b, t0, &frame);
+    assert!(b.error().is_none(), "{:?}", b.error());
+    inject(&mut a, &mut b, t0, &frame);
+    assert!(matches!(b.error(), Some(ProtocolError::OutOfRange(_))), "{:?}", b.error());
+}
