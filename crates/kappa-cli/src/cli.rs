@@ -129,6 +129,12 @@ pub(crate) enum Command {
         /// Exit once no peer has been connected for this long (milliseconds).
         #[arg(long, value_name = "MS")]
         exit_when_idle_ms: Option<u64>,
+        /// Most peer sessions at once; a connection beyond is closed at once.
+        #[arg(long, value_name = "N", default_value_t = 128)]
+        max_connections: usize,
+        /// Most peer sessions at once from one IP address.
+        #[arg(long, value_name = "N", default_value_t = 16)]
+        max_per_address: usize,
     },
     /// Replicates once with the peer at ADDR: exits when both sides have
     /// everything, printing what moved.

@@ -74,13 +74,15 @@ pub(crate) async fn put(db: &Db, out: &Out, key: &str, value: &str) -> Result<()
         n => format!(" (merges {n} heads)"),
     };
     out.emit(
-        format!("{key} = {}{merged}  id {}", compact(&value), done.id),
+        format!("{} = {}{merged}  id {}", escape(key), compact(&value), done.id),
         || json!({"key": key, "value": value, "id": done.id, "links": done.links}),
     )
 }
 
 /// The lines `get` prints for `key` in text mode.
 pub(crate) fn get_lines(key: &str, heads: &[Head]) -> Vec<String> {
+    // Keys and values come from peers: no control character reaches the terminal.
+    let key = escape(key);
     match heads {
         [] => vec![format!("{key}: not set")],
         [h] => vec![format!("{key} = {}  id {}", compact(&head_value(h)), h.id)],
@@ -118,13 +120,14 @@ pub(crate) fn table_lines(all: &[(String, Vec<Head>)]) -> Vec<String> {
     let mut rows = vec![vec!["KEY".to_owned(), "VALUE".to_owned(), "ID".to_owned(), String::new()]];
     for (key, heads) in all {
         for (i, h) in heads.iter().enumerate() {
-            let k = if i == 0 { ellipsize(key, 30) } else { String::new() };
+            // Escaped before measuring, so the columns line up.
+            let k = if i == 0 { ellipsize(&escape(key), 30) } else { String::new() };
             let note = if i == 0 && heads.len() > 1 {
                 format!("forked ({} heads)", heads.len())
             } else {
                 String::new()
             };
-            rows.push(vec![k, ellipsize(&compact(&head_value(h)), 50), short_id(&h.id), note]);
+            rows.push(vec![k, ellipsize(&escape(&compact(&head_value(h))), 50), short_id(&h.id), note]);
         }
     }
     columns(&rows)
@@ -257,7 +260,7 @@ pub(crate) fn log(db: &Db, out: &Out, feed: Option<&str>) -> Result<()> {
                 Err(_) => {
                     let text = String::from_utf8_lossy(&bytes).into_owned();
                     out.emit(
-                        format!("{seq:>6}  (not JSON) {text:?}"),
+                        format!("{seq:>6}  (not JSON) \"{}\"", crate::output::escape_bytes(&bytes)),
                         || json!({"id": id, "feed": hex, "seq": seq, "raw": text}),
                     )?
                 }

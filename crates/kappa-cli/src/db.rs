@@ -66,11 +66,12 @@ fn read_key_file(dir: &Path) -> Result<Option<[u8; 32]>> {
     }
 }
 
-/// Writes the key file of `dir` (readable by its owner only), atomically.
-fn write_key_file(dir: &Path, key: &[u8; 32]) -> Result<()> {
+/// Writes the key file of `dir` (readable by its owner only), atomically, and
+/// only if there is none: `false` if another process wrote one first.
+fn write_key_file(dir: &Path, key: &[u8; 32]) -> Result<bool> {
     let path = dir.join(KEY_FILE);
-    let tmp = dir.join(format!("{KEY_FILE}.tmp"));
-    let write = || -> std::io::Result<()> {
+    let tmp = dir.join(format!("{KEY_FILE}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<bool> {
         let mut opts = std::fs::OpenOptions::new();
         opts.write(true).create(true).truncate(true);
         #[cfg(unix)]
@@ -81,7 +82,17 @@ fn write_key_file(dir: &Path, key: &[u8; 32]) -> Result<()> {
         let mut f = opts.open(&tmp)?;
         writeln!(f, "{}", hex::encode(key))?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &path)
+        // A link fails if the key file exists: the first key written sticks.
+        let linked = match std::fs::hard_link(&tmp, &path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                return Err(e);
+            }
+        };
+        std::fs::remove_file(&tmp)?;
+        Ok(linked)
     };
     write().map_err(|e| CliError::Runtime(format!("cannot write {}: {e}", path.display())))
 }
@@ -97,19 +108,37 @@ pub(crate) fn random_key() -> [u8; 32] {
     }
 }
 
+/// The one message for a directory another process uses (exit 3).
+pub(crate) fn in_use(dir: &Path) -> CliError {
+    CliError::Unavailable(format!(
+        "the database {} is in use by another process (e.g. `kappa serve`); stop it or use another --dir",
+        dir.display()
+    ))
+}
+
+/// Whether opening failed because another process holds the directory: its
+/// feed-set lock, or the view file's lock (a process that is exiting releases
+/// the first before the second, so both are seen).
+fn is_locked(e: &KappaError) -> bool {
+    match e {
+        KappaError::Multifeed(MultifeedError::Storage(StorageError::Locked { .. })) => true,
+        // kappa-view-redb reports its lock as a backend error with this text
+        // (`RedbError::Locked`, flattened into `StoreError::Backend`).
+        KappaError::Store(kappa_core::view::StoreError::Backend(m)) => m.contains("is already open"),
+        _ => false,
+    }
+}
+
 /// Maps an error of opening `dir` to the CLI's error kinds.
 fn open_error(dir: &Path, e: KappaError) -> CliError {
+    if is_locked(&e) {
+        return in_use(dir);
+    }
     match e {
         KappaError::NotADatabase(_) => CliError::Unavailable(format!(
             "{} is not a kappa database (it holds other files); choose another directory with --dir",
             dir.display()
         )),
-        KappaError::Multifeed(MultifeedError::Storage(StorageError::Locked { .. })) => {
-            CliError::Unavailable(format!(
-            "the database {} is in use by another process (e.g. `kappa serve`); stop it or use another --dir",
-            dir.display()
-        ))
-        }
         KappaError::Views(e) => CliError::Unavailable(format!("cannot open the views: {e}")),
         other => CliError::Runtime(format!("cannot open {}: {other}", dir.display())),
     }
@@ -166,8 +195,16 @@ pub(crate) fn open_with(
         (Views::Stored, None) => {}
     }
     let kappa = builder.open().map_err(|e| open_error(dir, e))?;
-    if existing.is_none() {
-        write_key_file(dir, &shared)?;
+    if existing.is_none() && !write_key_file(dir, &shared)? {
+        // Another process created the directory's key between our look and
+        // our lock (it has exited since: we hold the lock). Its key is the
+        // directory's; open again with it unless one was given.
+        if key.is_none() {
+            let _ = kappa.close();
+            drop(kappa);
+            let Some(theirs) = read_key_file(dir)? else { return Err(in_use(dir)) };
+            return open_with(dir, Some(theirs), views, views_url);
+        }
     }
     Ok(Db { kappa, dir: dir.to_path_buf() })
 }

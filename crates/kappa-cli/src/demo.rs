@@ -196,7 +196,7 @@ pub(crate) async fn run(out: &Out) -> Result<()> {
     let server = async_std::task::spawn(net::serve_loop(
         alice.kappa.clone(),
         listener,
-        ServeLimits { max_peers: Some(2), idle: None },
+        ServeLimits { max_peers: Some(2), ..ServeLimits::default() },
         None,
         move |ev| {
             let _ = ev_tx.unbounded_send(ev);

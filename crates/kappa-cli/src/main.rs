@@ -36,9 +36,15 @@ fn main() -> ExitCode {
             if !matches!(e, CliError::BrokenPipe) {
                 let mut err = std::io::stderr().lock();
                 let _ = if out.json {
-                    writeln!(err, "{}", json!({"error": e.to_string(), "kind": e.kind(), "code": e.code()}))
+                    writeln!(
+                        err,
+                        "{}",
+                        output::json_text(
+                            &json!({"error": e.to_string(), "kind": e.kind(), "code": e.code()})
+                        )
+                    )
                 } else {
-                    writeln!(err, "kappa: error: {e}")
+                    writeln!(err, "kappa: error: {}", output::escape(&e.to_string()))
                 };
             }
             ExitCode::from(e.code())
@@ -100,7 +106,9 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                             .await
                             .map(|report| {
                                 if !out.json {
-                                    eprintln!("fetched from {addr}: {}", net::report_summary(&report));
+                                    let line =
+                                        format!("fetched from {addr}: {}", net::report_summary(&report));
+                                    eprintln!("{}", output::escape(&line));
                                 }
                             })
                     }
@@ -182,11 +190,14 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Serve { listen, max_peers, exit_when_idle_ms } => {
+        Command::Serve { listen, max_peers, exit_when_idle_ms, max_connections, max_per_address } => {
             net::resolve(listen)?;
             let limits = net::ServeLimits {
                 max_peers: *max_peers,
                 idle: exit_when_idle_ms.map(Duration::from_millis),
+                caps: kappa_core::ServeOptions::default()
+                    .max_connections(*max_connections)
+                    .max_per_address(*max_per_address),
             };
             let listen = listen.clone();
             with_db(&cli, Views::Stored, |db| async move {
@@ -222,7 +233,7 @@ async fn sync(
 ) -> Result<()> {
     let report = net::sync_stream(&db.kappa, stream, addr, selection, out.bars()).await?;
     for w in &report.warnings {
-        eprintln!("kappa: warning: {w}");
+        eprintln!("kappa: warning: {}", output::escape(w));
     }
     out.emit(format!("synced with {addr}: {}", net::report_summary(&report)), || {
         let mut v = net::report_json(&db.kappa, &report);

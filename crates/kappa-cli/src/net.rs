@@ -117,11 +117,75 @@ pub(crate) fn report_feed_lines(kappa: &Kappa, r: &SyncReport) -> Vec<String> {
         .collect()
 }
 
-/// Explains a failed replication.
+/// Explains a failed replication, with a hint that matches its cause.
 pub(crate) fn replication_error(peer: &str, e: &KappaError) -> CliError {
-    CliError::Runtime(format!(
-        "replication with {peer} failed: {e} (both sides must use the same shared key: compare `kappa key`)"
-    ))
+    let message = format!("replication with {peer} failed: {e}");
+    match hint(e) {
+        Some(h) => CliError::Runtime(format!("{message} ({h})")),
+        None => CliError::Runtime(message),
+    }
+}
+
+const KEY_HINT: &str = "both sides must use the same shared key: compare `kappa key`";
+
+/// What to tell the user about a failed replication, by its cause. Only a
+/// failure a peer with another shared key causes gets the shared-key hint.
+pub(crate) fn hint(e: &KappaError) -> Option<String> {
+    use kappa_core::multifeed::MultifeedError;
+    use kappa_core::protocol::ProtocolError as P;
+    let pe = match e {
+        KappaError::Multifeed(MultifeedError::Replication(pe)) => pe,
+        KappaError::Multifeed(MultifeedError::Feed { .. } | MultifeedError::Storage(_))
+        | KappaError::Log(_) => return Some(storage_hint(&e.to_string())),
+        _ => return None,
+    };
+    Some(match pe {
+        P::BadCapability(_) => format!("the peer's proof of the shared key failed: {KEY_HINT}"),
+        P::Rejected(m) if m.contains("shared key") => KEY_HINT.to_owned(),
+        P::Rejected(_) => return None,
+        P::NotVerified(_) => format!(
+            "the peer never opened the exchange for our shared key: it may use another shared key \
+             ({KEY_HINT}), or not be a kappa peer"
+        ),
+        P::EndedUnverified { during_handshake: true, .. } => {
+            "the peer closed the connection during the \
+             encrypted handshake: it may be at its connection limit (try again later), or not be a kappa peer"
+                .to_owned()
+        }
+        P::EndedUnverified { .. } => {
+            format!("the peer hung up before proving the shared key: it may use another one ({KEY_HINT})")
+        }
+        P::Handshake(_) => "the encrypted handshake failed: is the address a kappa peer?".to_owned(),
+        P::Timeout(_) | P::Stalled { .. } => {
+            "the peer stopped answering: check the network and try again".to_owned()
+        }
+        P::UnexpectedEof | P::Io(_) => {
+            "the connection was lost before the sync finished: try again (what arrived is kept)".to_owned()
+        }
+        P::BadBlock { .. } => {
+            "the peer sent data that failed verification (a damaged or forged log): nothing of it was stored"
+                .to_owned()
+        }
+        P::Storage(m) => storage_hint(m),
+        P::Frame(_)
+        | P::Malformed(_)
+        | P::OutOfRange(_)
+        | P::UnknownChannel(_)
+        | P::UnverifiedLimit { .. } => {
+            "the peer broke the protocol (an incompatible or misbehaving peer)".to_owned()
+        }
+        _ => return None,
+    })
+}
+
+/// A hint for a local storage failure (the disk full, or another I/O error).
+fn storage_hint(message: &str) -> String {
+    let m = message.to_ascii_lowercase();
+    if m.contains("no space left") || m.contains("disk full") || m.contains("quota") {
+        "the disk is full: free space and sync again (what was stored is kept)".to_owned()
+    } else {
+        "storing what arrived failed (see the error above); the database keeps what was stored".to_owned()
+    }
 }
 
 /// Something a server did.
@@ -139,6 +203,13 @@ pub(crate) enum ServeEvent {
         /// What moved.
         report: SyncReport,
     },
+    /// A connection was closed at once: a cap was reached.
+    Refused {
+        /// The peer's address.
+        peer: SocketAddr,
+        /// Which cap.
+        refusal: kappa_core::Refusal,
+    },
     /// A peer's session failed.
     Failed {
         /// The peer's address.
@@ -154,18 +225,21 @@ pub(crate) enum ServeEvent {
 
 enum Msg {
     Started { peer: SocketAddr },
+    Refused { peer: SocketAddr, refusal: kappa_core::Refusal },
     Ended { peer: SocketAddr, result: std::result::Result<SyncReport, KappaError> },
     AcceptError(String),
     Stop,
 }
 
-/// When a server stops.
+/// When a server stops, and how many sessions it holds at once.
 #[derive(Debug, Default)]
 pub(crate) struct ServeLimits {
     /// After this many sessions have ended.
     pub(crate) max_peers: Option<usize>,
     /// Once no peer has been connected for this long.
     pub(crate) idle: Option<Duration>,
+    /// Caps on the sessions at once (in all, per address).
+    pub(crate) caps: kappa_core::ServeOptions,
 }
 
 type Handles = Arc<Mutex<HashMap<u64, SessionHandle>>>;
@@ -185,6 +259,7 @@ pub(crate) async fn serve_loop(
 ) -> Result<()> {
     let (tx, mut rx) = mpsc::unbounded::<Msg>();
     let handles: Handles = Arc::new(Mutex::new(HashMap::new()));
+    let gate = kappa_core::ConnectionGate::new(limits.caps.clone());
     let accept = {
         let tx = tx.clone();
         let handles = handles.clone();
@@ -194,6 +269,15 @@ pub(crate) async fn serve_loop(
             loop {
                 match listener.accept().await {
                     Ok((stream, peer)) => {
+                        // Over a cap: closed before the handshake.
+                        let permit = match gate.admit(Some(peer.ip())) {
+                            Ok(p) => p,
+                            Err(refusal) => {
+                                drop(stream);
+                                let _ = tx.unbounded_send(Msg::Refused { peer, refusal });
+                                continue;
+                            }
+                        };
                         next_id += 1;
                         let id = next_id;
                         let _ = stream.set_nodelay(true);
@@ -205,6 +289,7 @@ pub(crate) async fn serve_loop(
                                 let handles = handles.clone();
                                 async_std::task::spawn(async move {
                                     let result = fut.await;
+                                    drop(permit);
                                     lock(&handles).remove(&id);
                                     let _ = tx.unbounded_send(Msg::Ended { peer, result });
                                 });
@@ -292,6 +377,7 @@ fn handle_msg(
                 Err(e) => on_event(ServeEvent::Failed { peer, error: e.to_string() })?,
             }
         }
+        Msg::Refused { peer, refusal } => on_event(ServeEvent::Refused { peer, refusal })?,
         Msg::AcceptError(e) => on_event(ServeEvent::AcceptFailed(e))?,
         Msg::Stop => return Ok(true),
     }
@@ -334,6 +420,10 @@ pub(crate) async fn serve(
             format!("peer {peer}: failed: {error}"),
             || json!({"event": "peer_failed", "peer": peer.to_string(), "error": error}),
         ),
+        ServeEvent::Refused { peer, refusal } => out.emit(
+            format!("peer {peer}: refused: {refusal}"),
+            || json!({"event": "peer_refused", "peer": peer.to_string(), "reason": refusal.to_string()}),
+        ),
         ServeEvent::AcceptFailed(e) => {
             out.emit(format!("accept failed: {e}"), || json!({"event": "accept_failed", "error": e}))
         }
@@ -373,5 +463,48 @@ mod tests {
         assert!(matches!(resolve("no port here"), Err(CliError::Usage(_))));
         assert!(matches!(resolve("127.0.0.1:99999"), Err(CliError::Usage(_))));
         assert_eq!(resolve("127.0.0.1:7000").ok().map(|a| a.len()), Some(1));
+    }
+
+    #[test]
+    fn only_a_key_mismatch_gets_the_shared_key_hint() {
+        use kappa_core::multifeed::MultifeedError;
+        use kappa_core::protocol::ProtocolError as P;
+        let hint_of =
+            |pe: P| hint(&KappaError::Multifeed(MultifeedError::Replication(pe))).unwrap_or_default();
+        let eof = || Box::new(P::UnexpectedEof);
+        for keyish in [
+            P::BadCapability("ab".into()),
+            P::Rejected("Exchange key did not match remote (the peer uses another shared key)".into()),
+            P::NotVerified(Duration::from_secs(10)),
+            P::EndedUnverified { during_handshake: false, source: eof() },
+        ] {
+            let h = hint_of(keyish.clone());
+            assert!(h.contains("same shared key"), "{keyish:?}: {h}");
+        }
+        for other in [
+            P::Timeout(Duration::from_secs(20)),
+            P::Stalled { len: 9, waited: Duration::from_secs(21) },
+            P::UnexpectedEof,
+            P::Io("reset".into()),
+            P::BadBlock { index: 3, reason: "checksum mismatch".into() },
+            P::Storage("writing 0/data: No space left on device (os error 28)".into()),
+            P::Frame("bad".into()),
+            P::Rejected("peer is not a multifeed client: \"x\"".into()),
+            P::EndedUnverified { during_handshake: true, source: eof() },
+        ] {
+            let h = hint_of(other.clone());
+            assert!(!h.contains("shared key"), "{other:?}: {h}");
+        }
+        assert!(hint_of(P::Storage("No space left on device".into())).contains("disk is full"));
+        assert!(hint_of(P::EndedUnverified { during_handshake: true, source: eof() })
+            .contains("connection limit"));
+        assert!(hint_of(P::BadBlock { index: 3, reason: "x".into() }).contains("failed verification"));
+        let e = replication_error(
+            "p",
+            &KappaError::Multifeed(MultifeedError::Replication(P::Timeout(Duration::from_secs(20)))),
+        );
+        assert!(
+            e.to_string().starts_with("replication with p failed: ") && !e.to_string().contains("shared key")
+        );
     }
 }

@@ -26,6 +26,9 @@ pub use kappa_log::encoding::ValueEncoding;
 pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
 pub use kappa_multifeed::{ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY};
 pub use kappa_view::{Entry, View, ViewStore};
+pub use serve::{ConnectionGate, Permit, Refusal, ServeOptions};
+
+mod serve;
 
 use kappa_index::Indexer;
 use kappa_log::encoding::to_js_json;
@@ -79,6 +82,10 @@ pub enum KappaError {
     /// Accepting a connection failed ([`Kappa::serve`] goes on).
     #[error("accepting a connection failed: {0}")]
     Accept(#[source] std::io::Error),
+    /// [`Kappa::serve_with`] closed a connection at once: a cap of
+    /// [`ServeOptions`] was reached (it goes on).
+    #[error("refused a connection: {0}")]
+    Refused(#[source] Refusal),
 }
 
 /// Where the views keep their rows.
@@ -663,25 +670,62 @@ impl Kappa {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
+    ///
+    /// At most [`ServeOptions::default`]'s 128 sessions run at once; a
+    /// connection beyond that is closed at once and reported to `on_end` as
+    /// [`KappaError::Refused`]. [`serve_with`](Self::serve_with) sets the caps
+    /// and also caps sessions per peer address.
     pub async fn serve<I, S>(
         &self,
         incoming: I,
-        mut on_end: impl FnMut(Result<SyncReport, KappaError>),
+        on_end: impl FnMut(Result<SyncReport, KappaError>),
     ) -> Result<(), KappaError>
     where
         I: futures::Stream<Item = std::io::Result<S>>,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
+        let incoming = incoming.map(|r| r.map(|s| (s, None)));
+        self.serve_with(incoming, ServeOptions::default(), on_end).await
+    }
+
+    /// Like [`serve`](Self::serve), with caps on the sessions held at once:
+    /// `incoming` yields each connection with its peer's IP address, if known
+    /// (for the per-address cap). A connection over a cap is dropped (closed)
+    /// before its handshake and reported to `on_end` as
+    /// [`KappaError::Refused`]. What one session may cost before the peer
+    /// proves the shared key is bounded by the protocol (see
+    /// [`protocol::PeerLimits`]); docs/semantics.md gives the numbers.
+    pub async fn serve_with<I, S>(
+        &self,
+        incoming: I,
+        opts: ServeOptions,
+        mut on_end: impl FnMut(Result<SyncReport, KappaError>),
+    ) -> Result<(), KappaError>
+    where
+        I: futures::Stream<Item = std::io::Result<(S, Option<std::net::IpAddr>)>>,
+        S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let gate = ConnectionGate::new(opts);
         let mut sessions = futures::stream::FuturesUnordered::new();
         let mut incoming = std::pin::pin!(incoming.fuse());
         loop {
             futures::select! {
                 conn = incoming.next() => match conn {
-                    Some(Ok(stream)) => {
-                        let (fut, _handle) =
-                            self.replicate_session(stream, ReplicateOptions::new(false).live(true))?;
-                        sessions.push(fut);
-                    }
+                    Some(Ok((stream, peer))) => match gate.admit(peer) {
+                        Ok(permit) => {
+                            let (fut, _handle) =
+                                self.replicate_session(stream, ReplicateOptions::new(false).live(true))?;
+                            sessions.push(async move {
+                                let r = fut.await;
+                                drop(permit);
+                                r
+                            });
+                        }
+                        Err(refusal) => {
+                            drop(stream);
+                            on_end(Err(KappaError::Refused(refusal)));
+                        }
+                    },
                     Some(Err(e)) => on_end(Err(KappaError::Accept(e))),
                     None => break,
                 },

@@ -10,6 +10,12 @@
 //! [`MAX_LENGTH_VARINT`] bytes make JS destroy the stream; [`FrameDecoder`]
 //! reports both as typed errors. The decoder is incremental: push bytes in any
 //! chunking and pop complete frames.
+//!
+//! The decoder never allocates for a frame's declared length: it holds only the
+//! bytes it was given, so a peer that announces an 8 MiB frame and sends one
+//! byte costs one byte. A session lowers the limit (see
+//! [`with_max_frame_len`](FrameDecoder::with_max_frame_len)) until the peer
+//! has proven it knows a key (`PeerLimits` in the session module).
 
 use crate::message::{DecodeError, Message};
 use crate::varint::{self, VarintError};
@@ -20,6 +26,9 @@ pub const MAX_FRAME_LEN: usize = 8 * 1024 * 1024;
 
 /// The longest length prefix JS accepts (8 bytes).
 pub const MAX_LENGTH_VARINT: usize = 8;
+
+/// A decoder whose buffer is empty gives back a buffer larger than this.
+const SHRINK_ABOVE: usize = 256 << 10;
 
 /// The keep-alive frame.
 pub const KEEP_ALIVE: [u8; 1] = [0];
@@ -139,10 +148,46 @@ impl FrameDecoder {
         FrameDecoder { buf: Vec::new(), pos: 0, max_frame_len, failed: None }
     }
 
-    /// Appends received bytes.
+    /// Changes the frame size limit (a session raises it once the peer is
+    /// verified). Applies to the frame being received too.
+    pub fn set_max_frame_len(&mut self, max_frame_len: usize) {
+        self.max_frame_len = max_frame_len;
+    }
+
+    /// The frame size limit.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// The declared length of the frame being received, once its length prefix
+    /// has arrived but not yet all of its bytes.
+    pub fn pending_frame_len(&self) -> Option<usize> {
+        let rest = &self.buf[self.pos..];
+        match varint::decode(rest) {
+            Ok((len, n)) if n <= MAX_LENGTH_VARINT && len <= self.max_frame_len as u64 => {
+                let len = len as usize;
+                (len > 0 && rest.len() - n < len).then_some(len)
+            }
+            _ => None,
+        }
+    }
+
+    /// Bytes of memory the decoder holds (its buffer's capacity), for tests and
+    /// accounting.
+    pub fn allocated(&self) -> usize {
+        self.buf.capacity()
+    }
+
+    /// Appends received bytes (only these are stored: nothing is reserved for
+    /// the declared length of a frame).
     pub fn push(&mut self, data: &[u8]) {
         if self.pos > 0 && self.pos == self.buf.len() {
-            self.buf.clear();
+            // Everything was consumed: give a large buffer back.
+            if self.buf.capacity() > SHRINK_ABOVE {
+                self.buf = Vec::new();
+            } else {
+                self.buf.clear();
+            }
             self.pos = 0;
         } else if self.pos > 4096 && self.pos * 2 > self.buf.len() {
             self.buf.drain(..self.pos);
@@ -237,5 +282,45 @@ mod tests {
             Ok(Some(Decoded::Frame(Frame { channel: 1, type_id: 2, body: vec![8, 1, 0x10, 0] })))
         );
         assert_eq!(d.buffered(), 0);
+    }
+
+    #[test]
+    fn a_claimed_length_is_not_allocated() {
+        let mut d = FrameDecoder::new();
+        let mut claim = Vec::new();
+        varint::encode((MAX_FRAME_LEN - 1) as u64, &mut claim);
+        claim.push(0x10);
+        d.push(&claim);
+        assert_eq!(d.next_frame(), Ok(None));
+        assert_eq!(d.pending_frame_len(), Some(MAX_FRAME_LEN - 1));
+        assert!(d.allocated() < 1024, "{} bytes allocated", d.allocated());
+        for _ in 0..100 {
+            d.push(&[0]);
+        }
+        assert!(d.allocated() < 1024, "{} bytes allocated", d.allocated());
+    }
+
+    #[test]
+    fn a_lowered_limit_applies_and_a_raised_one_lets_the_frame_through() {
+        let mut d = FrameDecoder::with_max_frame_len(16);
+        d.push(&[0x20, 0x11]);
+        assert_eq!(d.pending_frame_len(), None);
+        d.set_max_frame_len(64);
+        assert_eq!(d.pending_frame_len(), Some(32));
+        d.push(&[7; 31]);
+        assert!(matches!(d.next_frame(), Ok(Some(Decoded::Frame(f))) if f.body.len() == 31));
+        let mut d = FrameDecoder::with_max_frame_len(16);
+        d.push(&[0x20]);
+        assert_eq!(d.next_frame(), Err(FrameError::TooLarge { len: 32, max: 16 }));
+    }
+
+    #[test]
+    fn a_large_buffer_is_given_back_once_consumed() {
+        let mut d = FrameDecoder::new();
+        let frame = encode_frame(1, 2, &vec![0; 1 << 20]).unwrap_or_default();
+        d.push(&frame);
+        assert!(matches!(d.next_frame(), Ok(Some(Decoded::Frame(_)))));
+        d.push(&[0]);
+        assert!(d.allocated() < 1024);
     }
 }

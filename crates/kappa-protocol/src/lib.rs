@@ -25,6 +25,6 @@ pub use message::{
 pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
 pub use rle::RleError;
 pub use session::{
-    Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions, Selection, COMPACT_PROOFS,
-    OUT_LOW_WATER,
+    Event, FeedOptions, FeedStats, PeerLimits, Protocol, ProtocolError, ProtocolOptions, Selection,
+    COMPACT_PROOFS, OUT_LOW_WATER,
 };

@@ -11,11 +11,26 @@
 //!    returns, and handle every [`poll_event`](Protocol::poll_event).
 //! 4. Call [`handle_timeout`](Protocol::handle_timeout) when the instant from
 //!    [`poll_timeout`](Protocol::poll_timeout) has passed (keep-alives, the
-//!    20-second silence limit).
+//!    20-second silence limit, the deadlines of [`PeerLimits`]).
 //! 5. When a feed the session replicates changes locally (see
 //!    [`SharedFeed::watch`]), call [`feeds_changed`](Protocol::feeds_changed).
 //!
 //! `crate::driver` wraps this in a future over any `AsyncRead + AsyncWrite`.
+//!
+//! # A peer is a stranger until it proves a key
+//!
+//! The Noise handshake needs no shared secret: anyone can complete it. Until the
+//! peer proves it knows the key of a channel we opened (the channel's
+//! capability verifies; for multifeed, the shared key's root channel), the
+//! session is *unverified* and [`PeerLimits`] bound what the peer can make us
+//! hold: small frames, a few channels and buffered messages, and a deadline.
+//! Stream-level extension messages that arrive before then are held back and
+//! handed on, in order, once the peer is verified (so the layer above never
+//! answers a stranger). After verification the peer may send frames up to the
+//! 8 MiB of JS. At any time, a frame must arrive whole within the silence
+//! limit plus one second per [`PeerLimits::min_frame_rate`] bytes of its
+//! length: bytes that trickle in do not keep a connection alive, complete
+//! frames (keep-alives included) do.
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
@@ -73,6 +88,41 @@ pub enum ProtocolError {
     /// Nothing was received for the stream timeout.
     #[error("timed out: nothing received for {0:?}")]
     Timeout(Duration),
+    /// A frame (or handshake message) was started but did not arrive whole in
+    /// time (see [`PeerLimits::min_frame_rate`]): a peer that trickles bytes.
+    #[error("timed out: a frame of {len} bytes did not arrive within {waited:?}")]
+    Stalled {
+        /// The frame's declared length (0 if its length prefix did not arrive).
+        len: usize,
+        /// How long it had.
+        waited: Duration,
+    },
+    /// The peer proved no key within [`PeerLimits::verify_timeout`]: it opened
+    /// no channel of ours with a valid capability (a peer with another shared
+    /// key, or not a peer of this protocol).
+    #[error("the peer proved no shared key within {0:?} (it opened none of our channels)")]
+    NotVerified(Duration),
+    /// Before it proved a key, the peer exceeded one of [`PeerLimits`].
+    #[error("before proving a shared key, the peer exceeded the limit of {limit} {what}")]
+    UnverifiedLimit {
+        /// What was counted.
+        what: &'static str,
+        /// The limit.
+        limit: usize,
+    },
+    /// The stream ended or failed before the peer proved a key (see
+    /// [`PeerLimits`]). After the Noise handshake this is how a peer with
+    /// another shared key hangs up; during it, how a server at its connection
+    /// limit (or something that is not a peer of this protocol) does.
+    #[error("{source} ({})", if *during_handshake { "during the handshake" } else { "before the peer proved a shared key" })]
+    EndedUnverified {
+        /// Whether the Noise handshake was still running.
+        during_handshake: bool,
+        /// What ended it ([`UnexpectedEof`](Self::UnexpectedEof) or
+        /// [`Io`](Self::Io)).
+        #[source]
+        source: Box<ProtocolError>,
+    },
     /// The session was closed locally.
     #[error("session closed")]
     Closed,
@@ -106,6 +156,70 @@ pub struct ProtocolOptions {
     pub max_in_flight: usize,
     /// Stream-level extension names we announce (sorted on sending).
     pub extensions: Vec<String>,
+    /// What a peer may cost us, before and after it proves a key.
+    pub limits: PeerLimits,
+}
+
+/// Bounds on what one peer can make a session hold; see the module docs.
+///
+/// The defaults let any JS or kappa-rs peer through (their first frames before
+/// verification are a few hundred bytes) and bound an unverified connection to
+/// well under 200 KiB of memory (about 64 KiB of frame and 64 KiB of held
+/// messages, plus the driver's read buffer) for at most
+/// [`verify_timeout`](Self::verify_timeout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PeerLimits {
+    /// The largest frame accepted before the peer is verified (default
+    /// 64 KiB; after it, 8 MiB as JS).
+    pub unverified_max_frame: usize,
+    /// The peer must be verified this long after the session started, or the
+    /// session fails with [`ProtocolError::NotVerified`] (default 10 s; `None`:
+    /// no deadline). A session that finishes before is fine.
+    pub verify_timeout: Option<Duration>,
+    /// A frame must arrive whole within the silence timeout plus one second per
+    /// this many bytes of its declared length, counted from the last complete
+    /// frame (default 16 KiB/s: 20 s + 4 s for a 64 KiB frame, 20 s + 512 s for
+    /// 8 MiB). Otherwise the session fails with [`ProtocolError::Stalled`].
+    pub min_frame_rate: u64,
+    /// Channels the peer may open that we have not opened, before it is
+    /// verified (default 16).
+    pub unverified_max_channels: usize,
+    /// Bytes of messages held before the peer is verified: extension messages
+    /// and messages on channels we have not opened (default 64 KiB).
+    pub unverified_max_held: usize,
+}
+
+impl Default for PeerLimits {
+    fn default() -> Self {
+        PeerLimits {
+            unverified_max_frame: 64 << 10,
+            verify_timeout: Some(Duration::from_secs(10)),
+            min_frame_rate: 16 << 10,
+            unverified_max_channels: 16,
+            unverified_max_held: 64 << 10,
+        }
+    }
+}
+
+impl PeerLimits {
+    /// Sets [`verify_timeout`](Self::verify_timeout).
+    pub fn verify_timeout(mut self, t: Option<Duration>) -> Self {
+        self.verify_timeout = t;
+        self
+    }
+
+    /// Sets [`unverified_max_frame`](Self::unverified_max_frame).
+    pub fn unverified_max_frame(mut self, n: usize) -> Self {
+        self.unverified_max_frame = n;
+        self
+    }
+
+    /// Sets [`min_frame_rate`](Self::min_frame_rate) (at least 1).
+    pub fn min_frame_rate(mut self, bytes_per_second: u64) -> Self {
+        self.min_frame_rate = bytes_per_second.max(1);
+        self
+    }
 }
 
 impl ProtocolOptions {
@@ -121,7 +235,14 @@ impl ProtocolOptions {
             keep_alive: Duration::from_secs(10),
             max_in_flight: 1024,
             extensions: Vec::new(),
+            limits: PeerLimits::default(),
         }
+    }
+
+    /// Sets the limits on what the peer may cost us.
+    pub fn limits(mut self, limits: PeerLimits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// Sets `live`.
@@ -276,6 +397,8 @@ struct Channel {
     repl: Option<Replicator>,
     /// Messages the peer sent before we opened (replayed when we do).
     early: Vec<Message>,
+    /// Frame bytes of `early`.
+    early_bytes: usize,
     stats: FeedStats,
     announced_closed: bool,
 }
@@ -293,6 +416,7 @@ impl Channel {
             feed: None,
             repl: None,
             early: Vec::new(),
+            early_bytes: 0,
             stats: FeedStats::default(),
             announced_closed: false,
         }
@@ -307,6 +431,9 @@ impl Channel {
 
 /// Most messages buffered for a channel the peer opened before we did.
 const MAX_EARLY: usize = 4096;
+
+/// Most bytes of such messages over all channels, also from a verified peer.
+const MAX_EARLY_BYTES: usize = 16 << 20;
 
 /// One hypercore-protocol-7 connection (see the module docs for how to drive it).
 pub struct Protocol {
@@ -331,6 +458,17 @@ pub struct Protocol {
     options_sent: bool,
     last_recv: Instant,
     last_send: Instant,
+    /// When the last whole frame (or handshake message) arrived.
+    last_progress: Instant,
+    started: Instant,
+    /// Whether the peer proved it knows the key of a channel we opened.
+    verified: bool,
+    /// Stream extension events held until the peer is verified.
+    held_events: Vec<Event>,
+    /// Bytes of messages held before verification (events and early messages).
+    held_bytes: usize,
+    /// Bytes of messages held for channels the peer opened before we did.
+    early_total: usize,
     error: Option<ProtocolError>,
     finished: bool,
     holds: usize,
@@ -380,13 +518,14 @@ impl Protocol {
         local_extensions.sort();
         local_extensions.dedup();
         let out = hs.take_outgoing();
+        let first_max_frame = opts.limits.unverified_max_frame.min(crate::frame::MAX_FRAME_LEN);
         Protocol {
             opts,
             handshake: Some(hs),
             result: None,
             encrypt: None,
             decrypt: None,
-            decoder: FrameDecoder::new(),
+            decoder: FrameDecoder::with_max_frame_len(first_max_frame),
             out,
             queued: Vec::new(),
             channels: Vec::new(),
@@ -401,6 +540,12 @@ impl Protocol {
             options_sent: false,
             last_recv: now,
             last_send: now,
+            last_progress: now,
+            started: now,
+            verified: false,
+            held_events: Vec::new(),
+            held_bytes: 0,
+            early_total: 0,
             error: None,
             finished: false,
             holds: 0,
@@ -502,7 +647,28 @@ impl Protocol {
     /// Ends the session with a transport-level error (used by drivers: the socket
     /// failed or closed early). No effect if it already ended.
     pub fn fail_transport(&mut self, e: ProtocolError) {
+        let e = match e {
+            ProtocolError::UnexpectedEof | ProtocolError::Io(_) if !self.verified => {
+                ProtocolError::EndedUnverified {
+                    during_handshake: self.result.is_none(),
+                    source: Box::new(e),
+                }
+            }
+            e => e,
+        };
         self.fail(e);
+    }
+
+    /// Whether the peer proved it knows the key of a channel we opened (see
+    /// the module docs): until then [`PeerLimits`] bound the session.
+    pub fn is_verified(&self) -> bool {
+        self.verified
+    }
+
+    /// Bytes the session holds for the peer's input: the frame decoder's buffer
+    /// and messages held before verification (for tests and accounting).
+    pub fn input_memory(&self) -> usize {
+        self.decoder.allocated() + self.held_bytes
     }
 
     /// Bytes to write to the peer, if any. Answers to the peer's requests are
@@ -528,20 +694,55 @@ impl Protocol {
         if self.is_ended() {
             return None;
         }
-        let mut t = self.last_recv + self.opts.timeout;
+        let mut t = self.silence_deadline();
+        if let Some(v) = self.verify_deadline() {
+            t = t.min(v);
+        }
         if self.result.is_some() {
             t = t.min(self.last_send + self.opts.keep_alive);
         }
         Some(t)
     }
 
-    /// Handles the passing of time: keep-alives and the silence limit.
+    /// How long the frame being received may take beyond the silence timeout.
+    fn frame_allowance(&self) -> Duration {
+        let len = self.decoder.pending_frame_len().unwrap_or(0) as u64;
+        Duration::from_secs(len / self.opts.limits.min_frame_rate.max(1))
+    }
+
+    /// When the session fails if no further frame arrives whole: bytes that
+    /// do not complete a frame do not move it (see the module docs).
+    fn silence_deadline(&self) -> Instant {
+        self.last_progress + self.opts.timeout + self.frame_allowance()
+    }
+
+    fn verify_deadline(&self) -> Option<Instant> {
+        if self.verified {
+            return None;
+        }
+        self.opts.limits.verify_timeout.map(|t| self.started + t)
+    }
+
+    /// Handles the passing of time: keep-alives, the silence limit, and the
+    /// deadlines of [`PeerLimits`].
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.is_ended() {
             return;
         }
-        if now >= self.last_recv + self.opts.timeout {
-            self.fail(ProtocolError::Timeout(self.opts.timeout));
+        if now >= self.silence_deadline() {
+            let partial = self.decoder.buffered() > 0
+                || (self.handshake.is_some() && self.last_recv > self.last_progress);
+            let waited = now.saturating_duration_since(self.last_progress);
+            if partial {
+                let len = self.decoder.pending_frame_len().unwrap_or(0);
+                self.fail(ProtocolError::Stalled { len, waited });
+            } else {
+                self.fail(ProtocolError::Timeout(self.opts.timeout));
+            }
+            return;
+        }
+        if self.verify_deadline().is_some_and(|d| now >= d) {
+            self.fail(ProtocolError::NotVerified(now.saturating_duration_since(self.started)));
             return;
         }
         if self.result.is_some() && now >= self.last_send + self.opts.keep_alive {
@@ -581,7 +782,12 @@ impl Protocol {
         let mut transport = Vec::new();
         if let Some(hs) = &mut self.handshake {
             hs.receive(data)?;
-            self.out.extend(hs.take_outgoing());
+            let reply = hs.take_outgoing();
+            if !reply.is_empty() || hs.is_finished() {
+                // A whole handshake message arrived.
+                self.last_progress = now;
+            }
+            self.out.extend(reply);
             if !hs.is_finished() {
                 return Ok(());
             }
@@ -617,10 +823,14 @@ impl Protocol {
         loop {
             match self.decoder.next_frame() {
                 Ok(None) => break,
-                Ok(Some(Decoded::KeepAlive)) => {}
+                Ok(Some(Decoded::KeepAlive)) => self.last_progress = now,
                 Ok(Some(Decoded::Frame(frame))) => {
+                    self.last_progress = now;
                     let msg = frame.message().map_err(|e| ProtocolError::Frame(e.to_string()))?;
-                    self.on_message(now, frame.channel, msg)?;
+                    self.on_message(now, frame.channel, msg, frame.body.len())?;
+                }
+                Err(e) if !self.verified => {
+                    return Err(ProtocolError::Frame(format!("{e} (before the peer proved a shared key)")))
                 }
                 Err(e) => return Err(ProtocolError::Frame(e.to_string())),
             }
@@ -780,6 +990,7 @@ impl Protocol {
                     cap,
                 ) =>
             {
+                self.on_verified();
                 Ok(())
             }
             _ => Err(ProtocolError::BadCapability(hex_of(&ch.discovery_key))),
@@ -791,6 +1002,9 @@ impl Protocol {
         let max = self.opts.max_in_flight;
         let dkey = self.channels[slot].discovery_key;
         self.events.push_back(Event::ChannelOpened { discovery_key: dkey });
+        // Extension messages held until the peer was verified come after the
+        // open that verified it, as they would from a peer that waited.
+        self.events.extend(std::mem::take(&mut self.held_events));
         let Some((feed, fopts)) = self.channels[slot].feed.clone() else { return Ok(()) };
         let mut repl = Replicator::new(feed, fopts, live, max);
         repl.compact_proofs = self.compact_proofs;
@@ -799,6 +1013,8 @@ impl Protocol {
         repl.on_open(&mut out);
         self.channels[slot].repl = Some(repl);
         self.flush_channel(now, slot, out);
+        self.early_total =
+            self.early_total.saturating_sub(std::mem::take(&mut self.channels[slot].early_bytes));
         for msg in std::mem::take(&mut self.channels[slot].early) {
             self.on_feed_message(now, slot, msg)?;
         }
@@ -975,7 +1191,37 @@ impl Protocol {
 
     // ----- incoming ------------------------------------------------------
 
-    fn on_message(&mut self, now: Instant, channel: u64, msg: Message) -> Result<(), ProtocolError> {
+    /// Counts `size` bytes held for a peer that is not verified yet.
+    fn hold_unverified(&mut self, size: usize) -> Result<(), ProtocolError> {
+        if self.verified {
+            return Ok(());
+        }
+        self.held_bytes += size;
+        let limit = self.opts.limits.unverified_max_held;
+        if self.held_bytes > limit {
+            return Err(ProtocolError::UnverifiedLimit { what: "bytes of held messages", limit });
+        }
+        Ok(())
+    }
+
+    /// The peer proved a key: lift the limits. What was held is handed on by
+    /// `both_open`, after the channel's `ChannelOpened`.
+    fn on_verified(&mut self) {
+        if self.verified {
+            return;
+        }
+        self.verified = true;
+        self.held_bytes = 0;
+        self.decoder.set_max_frame_len(crate::frame::MAX_FRAME_LEN);
+    }
+
+    fn on_message(
+        &mut self,
+        now: Instant,
+        channel: u64,
+        msg: Message,
+        size: usize,
+    ) -> Result<(), ProtocolError> {
         if channel == 0 {
             match msg {
                 Message::Options(o) => {
@@ -990,7 +1236,14 @@ impl Protocol {
                 }
                 Message::Extension(e) => {
                     if let Some(name) = self.remote_extensions.get(e.id as usize) {
-                        self.events.push_back(Event::Extension { name: name.clone(), payload: e.payload });
+                        let ev = Event::Extension { name: name.clone(), payload: e.payload };
+                        if self.verified {
+                            self.events.push_back(ev);
+                        } else {
+                            // Never let the layer above answer a stranger.
+                            self.hold_unverified(size)?;
+                            self.held_events.push(ev);
+                        }
                     }
                 }
                 // JS ignores feed messages on channel 0.
@@ -1031,6 +1284,12 @@ impl Protocol {
                 }
                 if self.channels[slot].repl.is_none() {
                     if self.channels[slot].local_id.is_none() {
+                        self.hold_unverified(size)?;
+                        if self.early_total + size > MAX_EARLY_BYTES {
+                            return Err(ProtocolError::OutOfRange("bytes of messages before open"));
+                        }
+                        self.early_total += size;
+                        self.channels[slot].early_bytes += size;
                         let early = &mut self.channels[slot].early;
                         if early.len() >= MAX_EARLY {
                             return Err(ProtocolError::OutOfRange("messages before open"));
@@ -1054,6 +1313,13 @@ impl Protocol {
             .map_err(|_| ProtocolError::Malformed("discovery key length"))?;
         if self.by_remote.contains_key(&channel) {
             return Err(ProtocolError::Malformed("channel opened twice"));
+        }
+        if !self.verified && !self.by_dkey.contains_key(&dkey) {
+            let limit = self.opts.limits.unverified_max_channels;
+            let theirs = self.channels.iter().filter(|c| c.local_id.is_none()).count();
+            if theirs >= limit {
+                return Err(ProtocolError::UnverifiedLimit { what: "channels we did not open", limit });
+            }
         }
         let slot = self.slot_for(dkey);
         if self.channels[slot].remote_id.is_some() {
