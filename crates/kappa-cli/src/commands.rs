@@ -304,7 +304,7 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
         }))?;
         rows.push(vec![
             key,
-            name.as_deref().map(escape).unwrap_or_else(|| "-".into()),
+            name.as_deref().map(|n| escape(n).into_owned()).unwrap_or_else(|| "-".into()),
             len.to_string(),
             have.to_string(),
             if writable { "yes".into() } else { "no".into() },
@@ -316,7 +316,7 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
         out.json_line(&json!({"dir": d.dir, "name": d.name, "state": state}))?;
         rows.push(vec![
             format!("(folder {})", d.dir),
-            d.name.as_deref().map(escape).unwrap_or_else(|| "-".into()),
+            d.name.as_deref().map(|n| escape(n).into_owned()).unwrap_or_else(|| "-".into()),
             "-".into(),
             "-".into(),
             "-".into(),

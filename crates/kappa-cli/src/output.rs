@@ -131,15 +131,6 @@ pub(crate) fn json_text(value: &Value) -> String {
 }
 
 /// A value as compact JSON (strings quoted), for tables and logs.
-/// Text from a peer or from disk, safe to print to a terminal: control
-/// characters (escape sequences, newlines that would forge rows) as `\u{..}`
-/// escapes.
-pub(crate) fn escape(s: &str) -> String {
-    s.chars()
-        .flat_map(|c| if c.is_control() { c.escape_default().collect::<Vec<_>>() } else { vec![c] })
-        .collect()
-}
-
 pub(crate) fn compact(value: &Value) -> String {
     value.to_string()
 }

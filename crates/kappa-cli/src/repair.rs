@@ -85,7 +85,7 @@ impl Finding {
 }
 
 fn feed_name(name: &Option<String>) -> String {
-    name.as_deref().map(escape).unwrap_or_else(|| "-".into())
+    name.as_deref().map(|n| escape(n).into_owned()).unwrap_or_else(|| "-".into())
 }
 
 fn check_feeds(db: &Db) -> Result<Vec<Finding>> {
