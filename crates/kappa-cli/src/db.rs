@@ -166,6 +166,9 @@ pub(crate) fn open_with(
         (Views::Stored, None) => {}
     }
     let kappa = builder.open().map_err(|e| open_error(dir, e))?;
+    if let Some(moved) = kappa.views_moved_aside() {
+        eprintln!("kappa: warning: {moved}");
+    }
     if existing.is_none() {
         write_key_file(dir, &shared)?;
     }
