@@ -220,12 +220,17 @@ fn check_integrity(db: &mut Database, at: &Location) -> Result<(), RedbError> {
             at: at.clone(),
             reason: "failed redb's integrity check (redb repaired it to an earlier state)".into(),
         }),
-        Err(e) => Err(match RedbError::from_open(at.clone(), e) {
+        // An I/O failure is what it is (classified as at open); anything else
+        // redb's check fails with is damage.
+        Err(e @ redb::DatabaseError::Storage(redb::StorageError::Io(_))) => {
+            Err(RedbError::from_open(at.clone(), e))
+        }
+        Err(e) => match RedbError::from_open(at.clone(), e) {
             RedbError::Backend { at, reason } => {
-                RedbError::Corrupt { at, reason: format!("failed redb's integrity check: {reason}") }
+                Err(RedbError::Corrupt { at, reason: format!("failed redb's integrity check: {reason}") })
             }
-            other => other,
-        }),
+            other => Err(other),
+        },
     }
 }
 
