@@ -82,7 +82,8 @@ impl RedbViews {
     /// Like [`open`](Self::open), but a file that cannot be used as a view
     /// database ([`RedbError::NotRedb`], [`RedbError::Corrupt`] or
     /// [`RedbError::Incompatible`]) is renamed to
-    /// `<name>.damaged-<unix time>` (kept for a bug report) and a new, empty
+    /// `<name>.damaged-<unix time>` (kept for a bug report, as redb's attempt to
+    /// open it left it: a redb file gets its header marked) and a new, empty
     /// view database is created in its place. The views then rebuild from their
     /// logs; [`Opened::moved_aside`] says whether that happened and why.
     ///
