@@ -6,6 +6,8 @@
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
 //! cargo xtask bench         criterion benches and the JS figures measured side by side,
 //!                           written to docs/benchmarks.md
+//! cargo xtask soak <CAMPAIGN> [N]
+//!                           long randomized campaigns (kills, damage, all); see soak.rs
 //! ```
 
 use std::env;
@@ -14,6 +16,7 @@ use std::process::{Command, ExitCode};
 use std::time::Instant;
 
 mod bench;
+mod soak;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -21,8 +24,9 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         Some("bench") => bench::run_bench(&args[1..]),
+        Some("soak") => soak::soak(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench>");
+            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench | soak CAMPAIGN [N]>");
             return ExitCode::from(2);
         }
     };

@@ -195,6 +195,9 @@ pub(crate) fn open_with(
         (Views::Stored, None) => {}
     }
     let kappa = builder.open().map_err(|e| open_error(dir, e))?;
+    if let Some(moved) = kappa.views_moved_aside() {
+        eprintln!("kappa: warning: {}", crate::output::escape(&moved.to_string()));
+    }
     if existing.is_none() && !write_key_file(dir, &shared)? {
         // Another process created the directory's key between our look and
         // our lock (it has exited since: we hold the lock). Its key is the

@@ -38,6 +38,8 @@ use kappa_storage::{DirectoryProvider, MemoryProvider};
 use kappa_view::{MemoryStore, StoreError, Tx, ViewError};
 use kappa_view_redb::RedbViews;
 
+pub use kappa_view_redb::MovedAside;
+
 /// The file, in a database directory, that holds the views.
 pub const VIEWS_FILE: &str = "views.redb";
 
@@ -159,9 +161,16 @@ impl KappaBuilder {
             }
             None => (Multifeed::open(MemoryProvider::new(), mf_opts)?, ViewStorage::Memory),
         };
+        let mut views_moved_aside = None;
         let views = match self.views.unwrap_or(default_views) {
             ViewStorage::Memory => ViewDb::Memory,
-            ViewStorage::Redb(path) => ViewDb::Redb(RedbViews::open(&path).map_err(StoreError::from)?),
+            ViewStorage::Redb(path) => {
+                // Views are derived: a file that cannot be used is moved aside
+                // and the views rebuild from the logs.
+                let opened = RedbViews::open_or_move_aside(&path).map_err(StoreError::from)?;
+                views_moved_aside = opened.moved_aside;
+                ViewDb::Redb(opened.views)
+            }
             #[cfg(feature = "postgres")]
             ViewStorage::Postgres(url) => ViewDb::Postgres(
                 kappa_view_postgres::PgViews::open(&url).map_err(|e| KappaError::Views(Box::new(e)))?,
@@ -173,6 +182,7 @@ impl KappaBuilder {
                 encoding: self.encoding,
                 shared_key: self.shared_key,
                 views,
+                views_moved_aside,
                 used: Mutex::new(HashMap::new()),
                 closed: Mutex::new(false),
             }),
@@ -216,6 +226,7 @@ struct Inner {
     encoding: ValueEncoding,
     shared_key: Option<[u8; 32]>,
     views: ViewDb,
+    views_moved_aside: Option<MovedAside>,
     used: Mutex<HashMap<String, UsedView>>,
     closed: Mutex<bool>,
 }
@@ -398,7 +409,9 @@ impl Kappa {
     /// views in `<dir>/views.redb`. JSON entries.
     ///
     /// Fails if another process has it open, or if `dir` holds files that are not
-    /// a kappa database.
+    /// a kappa database. A `views.redb` that cannot be used (damaged, or fails
+    /// redb's integrity check) is no failure: it is moved aside and the views
+    /// rebuild from the logs (see [`views_moved_aside`](Self::views_moved_aside)).
     pub fn open(dir: impl AsRef<Path>) -> Result<Kappa, KappaError> {
         Self::builder().dir(dir.as_ref()).open()
     }
@@ -406,6 +419,15 @@ impl Kappa {
     /// A database in memory (logs and views). JSON entries.
     pub fn in_memory() -> Result<Kappa, KappaError> {
         Self::builder().open()
+    }
+
+    /// Set if the redb view file could not be used when the database opened
+    /// (damaged, cut short, not a view database): it was moved aside (kept, as
+    /// `views.redb.damaged-<unix time>`, for a bug report) and a new, empty one
+    /// took its place, so every view rebuilds from the logs. Worth telling the
+    /// user; nothing is lost (the logs are the truth).
+    pub fn views_moved_aside(&self) -> Option<&MovedAside> {
+        self.inner.views_moved_aside.as_ref()
     }
 
     /// The feed set.

@@ -73,5 +73,42 @@ fn commit(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, commit);
+/// Opening a view database of 100,000 and 1,000,000 rows: [`RedbViews::open`]
+/// (which runs redb's integrity check over the whole file) against redb's plain
+/// open (which checks nothing of a cleanly closed file).
+fn open(c: &mut Criterion) {
+    let mut group = c.benchmark_group("open");
+    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    for rows in [ROWS, 10 * ROWS] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("views.redb");
+        {
+            let views = RedbViews::open(&path).unwrap();
+            let store = views.store("bench").unwrap();
+            store.set_durability(Durability::None);
+            for chunk in (0..rows).collect::<Vec<_>>().chunks(10_000) {
+                let ops = chunk
+                    .iter()
+                    .map(|i| {
+                        (format!("row:{i:012}").into_bytes(), Some(format!("value-{i:024}").into_bytes()))
+                    })
+                    .collect();
+                store.commit(Batch { ops, state: Some(chunk[0].to_be_bytes().to_vec()) }).unwrap();
+            }
+            store.sync().unwrap();
+        }
+        let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        eprintln!("\n{rows} rows: file {} KiB", len / 1024);
+        group.throughput(Throughput::Bytes(len));
+        group.bench_function(BenchmarkId::new("checked", rows), |b| {
+            b.iter(|| drop(RedbViews::open(&path).unwrap()));
+        });
+        group.bench_function(BenchmarkId::new("redb_unchecked", rows), |b| {
+            b.iter(|| drop(redb::Database::open(&path).unwrap()));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, commit, open);
 criterion_main!(benches);

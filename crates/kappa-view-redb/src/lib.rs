@@ -1,10 +1,11 @@
 #![doc = include_str!("../README.md")]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod create;
 mod error;
 mod store;
 mod views;
 
 pub use error::{Location, RedbError};
 pub use store::{Durability, RedbStore};
-pub use views::{RedbViews, DEFAULT_CACHE_BYTES};
+pub use views::{MovedAside, Opened, RedbViews, DEFAULT_CACHE_BYTES};

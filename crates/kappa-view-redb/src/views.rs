@@ -1,5 +1,5 @@
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kappa_view::StoreError;
@@ -38,10 +38,22 @@ impl RedbViews {
     /// Opens the view database in the file at `path`, creating it if it does not
     /// exist (or is empty).
     ///
+    /// A new file is built under a temporary name next to `path` (marker
+    /// written, synced) and only then linked into place, so a crash while
+    /// creating leaves either no file at `path` or a whole, empty view database;
+    /// a leftover temporary file is removed by the next open.
+    ///
+    /// An existing file passes redb's integrity check first (every page's
+    /// checksum, from the committed roots down): a file damaged from outside
+    /// fails with [`RedbError::Corrupt`] instead of serving wrong rows. The check
+    /// reads the whole file (see the crate README for what it costs).
+    ///
     /// Fails with [`RedbError::Locked`] if the file is open elsewhere,
-    /// [`RedbError::NotRedb`] if it holds something else, and
-    /// [`RedbError::Incompatible`] if it is a redb database of another
-    /// application's tables.
+    /// [`RedbError::NotRedb`] if it holds something else,
+    /// [`RedbError::Corrupt`] if it is damaged, and [`RedbError::Incompatible`]
+    /// if it is a redb database of another application's tables. The file is
+    /// left as it is; [`open_or_move_aside`](Self::open_or_move_aside) moves it
+    /// aside and starts afresh instead.
     ///
     /// The page cache is bounded by [`DEFAULT_CACHE_BYTES`] (redb's own default
     /// lets it grow to 1 GiB); see [`open_with_cache`](Self::open_with_cache).
@@ -56,13 +68,43 @@ impl RedbViews {
         let at = Location::File(path.to_path_buf());
         // redb panics on some damage (see `guarded`): make that an error too.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
-            let db = Database::builder()
+            crate::create::ensure_exists(path, cache_bytes)?;
+            let mut db = Database::builder()
                 .set_cache_size(cache_bytes)
-                .create(path)
+                .open(path)
                 .map_err(|e| RedbError::from_open(at.clone(), e))?;
+            check_integrity(&mut db, &at)?;
             Self::init(db, at.clone())
         }))
         .unwrap_or_else(|panic| Err(RedbError::Corrupt { at, reason: panic_message(&*panic) }))
+    }
+
+    /// Like [`open`](Self::open), but a file that cannot be used as a view
+    /// database ([`RedbError::NotRedb`], [`RedbError::Corrupt`] or
+    /// [`RedbError::Incompatible`]) is renamed to
+    /// `<name>.damaged-<unix time>` (kept for a bug report, as redb's attempt to
+    /// open it left it: a redb file gets its header marked) and a new, empty
+    /// view database is created in its place. The views then rebuild from their
+    /// logs; [`Opened::moved_aside`] says whether that happened and why.
+    ///
+    /// Views are derived data: this is the open to use for a file that only ever
+    /// holds views. A locked file or an I/O failure (a permission, a full disk)
+    /// is still an error, and nothing is moved.
+    pub fn open_or_move_aside(path: impl AsRef<Path>) -> Result<Opened, RedbError> {
+        let path = path.as_ref();
+        let cause = match Self::open(path) {
+            Ok(views) => return Ok(Opened { views, moved_aside: None }),
+            Err(
+                e @ (RedbError::NotRedb { .. } | RedbError::Corrupt { .. } | RedbError::Incompatible { .. }),
+            ) => e,
+            Err(e) => return Err(e),
+        };
+        let to = crate::create::move_aside(path).map_err(|e| RedbError::Backend {
+            at: Location::File(path.to_path_buf()),
+            reason: format!("cannot move the unusable file aside ({e}) after: {cause}"),
+        })?;
+        let views = Self::open(path)?;
+        Ok(Opened { views, moved_aside: Some(MovedAside { from: path.to_path_buf(), to, cause }) })
     }
 
     /// A view database in memory, gone when the last handle is dropped (for tests).
@@ -75,7 +117,7 @@ impl RedbViews {
     }
 
     /// Checks the format marker, writing it into a new database.
-    fn init(db: Database, at: Location) -> Result<Self, RedbError> {
+    pub(crate) fn init(db: Database, at: Location) -> Result<Self, RedbError> {
         let err = |e: redb::Error| RedbError::from_redb(at.clone(), e);
         {
             let tx = db.begin_read().map_err(|e| err(e.into()))?;
@@ -165,6 +207,66 @@ impl RedbViews {
     /// Where the database lives.
     pub fn location(&self) -> &Location {
         &self.at
+    }
+}
+
+/// Runs redb's integrity check: every page reachable from the committed roots
+/// must match its checksum. A file that fails is an error, also one redb says it
+/// repaired (fell back to an earlier commit): views are derived, a rebuild is
+/// always right, a repair only probably.
+fn check_integrity(db: &mut Database, at: &Location) -> Result<(), RedbError> {
+    match db.check_integrity() {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(RedbError::Corrupt {
+            at: at.clone(),
+            reason: "failed redb's integrity check (redb repaired it to an earlier state)".into(),
+        }),
+        // An I/O failure is what it is (classified as at open); anything else
+        // redb's check fails with is damage.
+        Err(e @ redb::DatabaseError::Storage(redb::StorageError::Io(_))) => {
+            Err(RedbError::from_open(at.clone(), e))
+        }
+        Err(e) => match RedbError::from_open(at.clone(), e) {
+            RedbError::Backend { at, reason } => {
+                Err(RedbError::Corrupt { at, reason: format!("failed redb's integrity check: {reason}") })
+            }
+            other => Err(other),
+        },
+    }
+}
+
+/// What [`RedbViews::open_or_move_aside`] opened.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct Opened {
+    /// The view database.
+    pub views: RedbViews,
+    /// Set if the file at the path could not be used and was moved aside: the
+    /// view database is new and empty.
+    pub moved_aside: Option<MovedAside>,
+}
+
+/// A view database file that could not be used and was moved aside.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct MovedAside {
+    /// Where it was.
+    pub from: PathBuf,
+    /// Where it is now (`<name>.damaged-<unix time>`, next to `from`).
+    pub to: PathBuf,
+    /// Why it could not be used.
+    pub cause: RedbError,
+}
+
+impl std::fmt::Display for MovedAside {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the view store could not be used ({}); it was moved to {} and a new one was created at {} (the views rebuild from the logs)",
+            self.cause,
+            self.to.display(),
+            self.from.display()
+        )
     }
 }
 

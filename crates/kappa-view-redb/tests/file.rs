@@ -318,3 +318,112 @@ fn a_crash_during_commits_keeps_batches_whole() {
         }
     }
 }
+
+#[test]
+fn a_flipped_byte_in_a_row_fails_the_integrity_check_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    {
+        let views = RedbViews::open(&path).unwrap();
+        let s = views.store("v").unwrap();
+        commit(
+            &s,
+            (0..500u32).map(|i| put(&i.to_be_bytes(), format!("value-{i:08}").as_bytes())).collect(),
+            None,
+        );
+    }
+    let good = std::fs::read(&path).unwrap();
+    let needle = b"value-00000321";
+    let at = good.windows(needle.len()).position(|w| w == needle).expect("the row is in the file");
+    let mut bad = good.clone();
+    bad[at + 7] ^= 0x01; // "value-01000321": a plausible, wrong value
+    std::fs::write(&path, &bad).unwrap();
+    let err = RedbViews::open(&path).unwrap_err();
+    assert!(matches!(err, RedbError::Corrupt { .. }), "{err:?}");
+    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+}
+
+#[test]
+fn an_unusable_file_is_moved_aside_and_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    // A healthy file is opened as it is.
+    {
+        let opened = RedbViews::open_or_move_aside(&path).unwrap();
+        assert!(opened.moved_aside.is_none());
+        commit(&opened.views.store("v").unwrap(), vec![put(b"k", b"v")], Some(b"st"));
+    }
+    let opened = RedbViews::open_or_move_aside(&path).unwrap();
+    assert!(opened.moved_aside.is_none());
+    assert_eq!(all(&opened.views.store("v").unwrap()).len(), 1);
+    drop(opened);
+    // Garbage, a cut file, another application's database: each is moved aside
+    // (kept) and an empty view database takes its place.
+    let foreign = {
+        let p = dir.path().join("foreign");
+        let db = redb::Database::create(&p).unwrap();
+        let tx = db.begin_write().unwrap();
+        tx.open_table(redb::TableDefinition::<u64, u64>::new("theirs")).unwrap().insert(1, 2).unwrap();
+        tx.commit().unwrap();
+        drop(db);
+        std::fs::read(&p).unwrap()
+    };
+    let cut = std::fs::read(&path).unwrap()[..700].to_vec();
+    for (what, bytes) in [("garbage", b"not a database\n".repeat(300)), ("cut", cut), ("foreign", foreign)] {
+        std::fs::write(&path, &bytes).unwrap();
+        let opened = RedbViews::open_or_move_aside(&path).unwrap();
+        let moved = opened.moved_aside.clone().unwrap_or_else(|| panic!("{what}: not moved aside"));
+        assert_eq!(moved.from, path);
+        let name = moved.to.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("views.redb.damaged-"), "{what}: {name}");
+        if what == "foreign" {
+            // redb's open writes to a redb file (its header); the tables stay.
+            let db = redb::Database::open(&moved.to).unwrap();
+            let tx = redb::ReadableDatabase::begin_read(&db).unwrap();
+            let t = tx.open_table(redb::TableDefinition::<u64, u64>::new("theirs")).unwrap();
+            assert_eq!(redb::ReadableTable::get(&t, 1).unwrap().map(|v| v.value()), Some(2));
+        } else {
+            assert!(std::fs::read(&moved.to).unwrap() == bytes, "{what}: not kept as it was");
+        }
+        assert!(moved.to_string().contains(&name), "{what}: {moved}");
+        assert_eq!(opened.views.views().unwrap(), Vec::<String>::new(), "{what}: a new, empty database");
+        assert_eq!(opened.views.store("v").unwrap().state().unwrap(), None);
+    }
+    // Three moved aside in (about) one second: three names.
+    let aside = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("views.redb.damaged-"))
+        .count();
+    assert_eq!(aside, 3);
+}
+
+#[test]
+fn a_locked_file_is_not_moved_aside() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    let _first = RedbViews::open(&path).unwrap();
+    let err = RedbViews::open_or_move_aside(&path).unwrap_err();
+    assert!(matches!(err, RedbError::Locked { .. }), "{err:?}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "nothing moved, nothing left behind");
+}
+
+#[test]
+fn an_empty_file_or_a_killed_creation_leaves_nothing_in_the_way() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    // What a creator killed part way leaves: a temporary file of another process.
+    std::fs::write(dir.path().join("views.redb.new-999999999-1"), b"half a redb file").unwrap();
+    std::fs::write(&path, b"").unwrap();
+    {
+        let views = RedbViews::open(&path).unwrap();
+        commit(&views.store("v").unwrap(), vec![put(b"k", b"v")], None);
+    }
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["views.redb"], "the leftover is gone, the empty file replaced");
+    assert_eq!(all(&RedbViews::open(&path).unwrap().store("v").unwrap()).len(), 1);
+}
