@@ -279,8 +279,8 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
         "NAME".into(),
         "LENGTH".into(),
         "DOWNLOADED".into(),
-        "WRITABLE".into(),
         "STATE".into(),
+        "WRITABLE".into(),
     ]];
     for (_, name, feed) in &infos {
         let (len, have, state) = {
@@ -307,8 +307,8 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
             name.as_deref().map(|n| escape(n).into_owned()).unwrap_or_else(|| "-".into()),
             len.to_string(),
             have.to_string(),
-            if writable { "yes".into() } else { "no".into() },
             state,
+            if writable { "yes".into() } else { "no".into() },
         ]);
     }
     for d in &damaged {
@@ -319,8 +319,8 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
             d.name.as_deref().map(|n| escape(n).into_owned()).unwrap_or_else(|| "-".into()),
             "-".into(),
             "-".into(),
-            "-".into(),
             state,
+            "-".into(),
         ]);
     }
     if infos.is_empty() && damaged.is_empty() {

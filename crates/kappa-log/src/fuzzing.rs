@@ -12,7 +12,7 @@ use kappa_storage::{MemoryProvider, RandomAccess};
 
 use crate::{Bitfield, Feed, KeyPair, Node, Proof, Signature};
 
-const FILES: [&str; 6] = ["key", "secret_key", "tree", "data", "signatures", "bitfield"];
+const FILES: [&str; 7] = ["key", "secret_key", "tree", "data", "signatures", "bitfield", "kappa-head"];
 
 /// A little cursor over fuzz input.
 struct Input<'a>(&'a [u8]);
@@ -78,7 +78,7 @@ pub fn open_feed(data: &[u8]) {
         disk
     } else {
         let disk = MemoryProvider::new();
-        let mut lens = [0usize; 6];
+        let mut lens = [0usize; 7];
         for l in &mut lens {
             *l = input.u16().unwrap_or(0) as usize;
         }
@@ -92,6 +92,9 @@ pub fn open_feed(data: &[u8]) {
     // Whatever opened must be a verified state.
     assert!(feed.verify().is_ok(), "open returned a feed whose signature does not verify");
     let _ = feed.audit();
+    if let Ok(report) = feed.check() {
+        let _ = feed.repair(&report);
+    }
     for i in 0..feed.len().min(64) {
         let _ = feed.get(i);
         let _ = feed.digest(i);

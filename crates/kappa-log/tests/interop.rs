@@ -124,3 +124,57 @@ fn rust_and_js_exclude_each_other_with_the_bitfield_lock() {
     let read = node(&interop, "hypercore-read.js", &[dir.to_str().unwrap()]);
     assert_eq!(read[0]["length"], 1);
 }
+
+#[test]
+fn js_reads_a_feed_repaired_from_a_peer() {
+    let Some(interop) = interop_dir() else { return };
+    for damage in ["data-half", "tree-deleted", "bitfield-deleted", "signatures-deleted"] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("feed");
+        let mut feed =
+            Feed::builder(DirectoryProvider::new(&dir)).key_pair(KeyPair::from_seed(&seed())).open().unwrap();
+        for chunk in (0..1000u32).collect::<Vec<_>>().chunks(100) {
+            feed.append_batch(chunk.iter().map(|k| format!("entry-{k}"))).unwrap();
+        }
+        // A peer holds the whole history.
+        let mut peer = Feed::builder(kappa_log::storage::MemoryProvider::new())
+            .public_key(*feed.public_key())
+            .open()
+            .unwrap();
+        for i in 0..feed.len() {
+            let data = feed.get(i).unwrap().unwrap();
+            let proof = feed.proof(i, peer.digest(i), false).unwrap();
+            peer.put(i, &data, &proof).unwrap();
+        }
+        let want_digest = digest(&mut feed);
+        drop(feed);
+        let file = |f: &str| dir.join(f);
+        match damage {
+            "data-half" => {
+                let f = std::fs::OpenOptions::new().write(true).open(file("data")).unwrap();
+                f.set_len(f.metadata().unwrap().len() / 2).unwrap();
+            }
+            "tree-deleted" => std::fs::remove_file(file("tree")).unwrap(),
+            "bitfield-deleted" => std::fs::remove_file(file("bitfield")).unwrap(),
+            _ => std::fs::remove_file(file("signatures")).unwrap(),
+        }
+        let mut feed = Feed::open_dir(&dir).unwrap();
+        assert_eq!(feed.len(), 1000, "{damage}");
+        for i in 0..peer.len() {
+            if feed.has(i) {
+                continue;
+            }
+            let data = peer.get(i).unwrap().unwrap();
+            let proof = peer.proof(i, feed.digest(i), false).unwrap();
+            feed.put(i, &data, &proof).unwrap();
+        }
+        assert_eq!(feed.audit().unwrap(), 1000, "{damage}");
+        assert_eq!(digest(&mut feed), want_digest, "{damage}");
+        drop(feed);
+        let read = node(&interop, "hypercore-read.js", &[dir.to_str().unwrap()]);
+        assert_eq!(read[0]["length"], 1000, "{damage}: {}", read[0]);
+        assert_eq!(read[0]["digest"], want_digest.as_str(), "{damage}");
+        assert_eq!(read[0]["verified"], true, "{damage}: {}", read[0]);
+        assert_eq!(read[0]["treeVerified"], true, "{damage}: {}", read[0]);
+    }
+}

@@ -215,13 +215,22 @@ impl Multifeed {
                 }
                 continue;
             }
-            empty_run = 0;
-            state.next_dir = dir + 1;
             let name = read_localname(&*provider, dir)?;
             let opened = Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
                 .create(false)
                 .sync(options.sync)
                 .open();
+            if matches!(opened, Err(LogError::NotFound)) {
+                // A creation cut short (a name written, no key yet, no entries):
+                // nothing to keep; the folder is free for the next feed.
+                empty_run += 1;
+                if empty_run >= FOLDER_GAP {
+                    break;
+                }
+                continue;
+            }
+            empty_run = 0;
+            state.next_dir = dir + 1;
             let feed = match opened {
                 Ok(feed) => feed,
                 Err(LogError::Corrupt(error)) => {

@@ -151,3 +151,16 @@ fn a_missing_folder_does_not_hide_the_ones_after_it() {
     m.writer("d").unwrap();
     assert!(tmp.path().join("3/key").exists());
 }
+
+#[test]
+fn a_creation_cut_short_after_the_name_is_started_over() {
+    // Killed after writing the name, before the key: nothing to keep.
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("0")).unwrap();
+    fs::write(tmp.path().join("0/localname"), b"local").unwrap();
+    let m = Multifeed::open_dir(tmp.path()).unwrap();
+    assert!(m.feeds().is_empty());
+    m.writer("local").unwrap().append("x").unwrap();
+    assert!(tmp.path().join("0/key").exists());
+    assert!(!tmp.path().join("1").exists());
+}
