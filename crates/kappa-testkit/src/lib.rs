@@ -21,7 +21,7 @@ use blake2::{Blake2b, Digest};
 use kappa_log::Feed;
 use serde_json::Value;
 
-// pub mod chaos;
+pub mod chaos;
 pub mod mux5;
 pub mod pair;
 pub mod postgres;
