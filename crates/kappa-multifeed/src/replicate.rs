@@ -610,7 +610,8 @@ impl Exchange {
             .iter()
             .map(|k| {
                 let d = k.discovery_key();
-                let stats = session.feeds.iter().find(|(dk, _)| *dk == d).map(|(_, s)| *s).unwrap_or_default();
+                let stats =
+                    session.feeds.iter().find(|(dk, _)| *dk == d).map(|(_, s)| *s).unwrap_or_default();
                 (*k, stats)
             })
             .collect();

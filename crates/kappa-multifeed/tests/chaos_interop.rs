@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 
-
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use kappa_log::encoding::{Codec, Json};
@@ -96,7 +95,8 @@ fn run_case(harness: &Path, c: Case) -> Result<(), String> {
     let total = c.rust_entries + c.js_entries;
     let js_dir = tmp.path().join("js");
     let kh = hex::encode(KEY);
-    let (feeds_s, total_s, js_write) = (feeds.to_string(), total.to_string(), format!("local:{}", c.js_entries));
+    let (feeds_s, total_s, js_write) =
+        (feeds.to_string(), total.to_string(), format!("local:{}", c.js_entries));
     let mut args: Vec<String> = vec![
         "--dir".into(),
         js_dir.to_string_lossy().into_owned(),
@@ -114,7 +114,13 @@ fn run_case(harness: &Path, c: Case) -> Result<(), String> {
         if c.rust_live {
             // Both live: JS hangs up once it holds everything and Rust has
             // acked storing what JS wrote.
-            args.extend(["--expect-feeds".into(), feeds_s, "--expect-total".into(), total_s, "--await-acks".into()]);
+            args.extend([
+                "--expect-feeds".into(),
+                feeds_s,
+                "--expect-total".into(),
+                total_s,
+                "--await-acks".into(),
+            ]);
         }
     }
     let chaos = Chaos::new(c.seed);
@@ -125,7 +131,8 @@ fn run_case(harness: &Path, c: Case) -> Result<(), String> {
             let argv: Vec<&str> = args.iter().map(String::as_str).collect();
             let mut peer = js::Peer::spawn(harness, "multifeed-peer.js", &argv);
             let port = peer.until("listening")["port"].as_u64().unwrap_or(0) as u16;
-            let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], port)), chaos).map_err(|e| e.to_string())?;
+            let proxy = ChaosProxy::start(SocketAddr::from(([127, 0, 0, 1], port)), chaos)
+                .map_err(|e| e.to_string())?;
             let stream = TcpStream::connect(proxy.addr()).await.map_err(|e| e.to_string())?;
             let _ = stream.set_nodelay(true);
             Ok::<_, String>((mf.replicate(stream, opts).await, peer, proxy))
@@ -157,7 +164,9 @@ fn run_case(harness: &Path, c: Case) -> Result<(), String> {
     let ours = summary(&mf);
     let theirs = js_summary(&done);
     if ours != theirs || ours.len() as u64 != feeds {
-        return Err(format!("feeds differ (relayed {relayed} bytes): rust {ours:?}, js {theirs:?}; report {report:?}"));
+        return Err(format!(
+            "feeds differ (relayed {relayed} bytes): rust {ours:?}, js {theirs:?}; report {report:?}"
+        ));
     }
     if done["complete"] != json!(true) {
         return Err(format!("JS incomplete: {done}"));
@@ -166,7 +175,10 @@ fn run_case(harness: &Path, c: Case) -> Result<(), String> {
 }
 
 fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
-    e.downcast_ref::<String>().cloned().or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string())).unwrap_or_default()
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_default()
 }
 
 #[test]
@@ -209,4 +221,3 @@ fn an_empty_rust_peer_gets_everything_from_a_live_js_peer_through_the_proxy() {
         }
     }
 }
-

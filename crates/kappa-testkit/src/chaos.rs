@@ -36,11 +36,7 @@ impl Chaos {
     /// Pieces of 1 byte to 1500 bytes, delays up to 3 ms, chosen by `seed`.
     pub fn new(seed: u64) -> Chaos {
         let mut r = Rng::new(seed);
-        Chaos {
-            seed,
-            max_chunk: 1 + r.below(1500) as usize,
-            max_delay: Duration::from_micros(r.below(3000)),
-        }
+        Chaos { seed, max_chunk: 1 + r.below(1500) as usize, max_delay: Duration::from_micros(r.below(3000)) }
     }
 }
 

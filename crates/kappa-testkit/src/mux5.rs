@@ -250,7 +250,9 @@ impl Mux5 {
         let keys = |v: &Value| -> Vec<PublicKey> {
             let list = v.get("keys").unwrap_or(v);
             list.as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).filter_map(|s| PublicKey::from_hex(s).ok()).collect())
+                .map(|a| {
+                    a.iter().filter_map(Value::as_str).filter_map(|s| PublicKey::from_hex(s).ok()).collect()
+                })
                 .unwrap_or_default()
         };
         match name {
@@ -271,8 +273,11 @@ impl Mux5 {
                 self.send(p, now, REQUEST_FEEDS, &json!(hex));
             }
             REQUEST_FEEDS => {
-                let filtered: BTreeSet<String> =
-                    keys(&v).into_iter().filter(|k| self.local_offer.contains(k)).map(|k| k.to_hex()).collect();
+                let filtered: BTreeSet<String> = keys(&v)
+                    .into_iter()
+                    .filter(|k| self.local_offer.contains(k))
+                    .map(|k| k.to_hex())
+                    .collect();
                 let filtered: Vec<String> = filtered.into_iter().collect();
                 self.send(p, now, REPLICATE_FEEDS, &json!(filtered));
                 let ks = filtered.iter().filter_map(|s| PublicKey::from_hex(s).ok()).collect();
