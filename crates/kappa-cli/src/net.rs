@@ -126,6 +126,7 @@ pub(crate) fn replication_error(peer: &str, e: &KappaError) -> CliError {
 
 /// Something a server did.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per session: boxing buys nothing
 pub(crate) enum ServeEvent {
     /// A peer connected; its live session started.
     Connected {
@@ -152,6 +153,7 @@ pub(crate) enum ServeEvent {
     Stopping(&'static str),
 }
 
+#[allow(clippy::large_enum_variant)] // one per session
 enum Msg {
     Started { peer: SocketAddr },
     Ended { peer: SocketAddr, result: std::result::Result<SyncReport, KappaError> },

@@ -431,13 +431,13 @@ impl Exchange {
             Event::FeedSynced { discovery_key } => {
                 self.synced.insert(*discovery_key);
             }
-            Event::ChannelClosed { discovery_key, .. } if *discovery_key == self.root_dkey => {
-                // multifeed 5 closes its root channel early (an empty answer while
-                // none of its feeds replicates); its answers to our requests still
-                // come. Before its manifest, though, it has given up.
-                if self.handshake_done && !self.got_manifest {
-                    p.reject("the peer closed the feed exchange before offering its feeds");
-                }
+            // multifeed 5 closes its root channel early (an empty answer while
+            // none of its feeds replicates); its answers to our requests still
+            // come. Before its manifest, though, it has given up.
+            Event::ChannelClosed { discovery_key, .. }
+                if *discovery_key == self.root_dkey && self.handshake_done && !self.got_manifest =>
+            {
+                p.reject("the peer closed the feed exchange before offering its feeds");
             }
             Event::ChannelClosed { discovery_key, .. } => {
                 self.closed_feeds.insert(*discovery_key);
