@@ -14,7 +14,10 @@
 //! Agreed feeds open at once (JS peers give us 4 s). Feeds added to the set later,
 //! locally or from a third peer, are offered on every open connection with a
 //! one-key manifest, so they travel along chains of peers. A non-live session
-//! ends when every agreed feed is synced and both peers closed every channel.
+//! ends when every agreed feed is synced and both peers closed every channel,
+//! never while a request of ours is unanswered. The exchange's rules (and why:
+//! multifeed 5 may close its root channel early) are on [`Exchange`]; the
+//! [`SyncReport`] says which offered feeds did not arrive.
 
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
