@@ -17,10 +17,12 @@ use std::time::Instant;
 
 mod bench;
 mod soak;
+mod soak_exchange;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
+        Some("soak") if args.get(1).map(String::as_str) == Some("exchange") => soak_exchange::run(&args[2..]),
         Some("ci") => ci(),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         Some("bench") => bench::run_bench(&args[1..]),

@@ -10,6 +10,7 @@ mod net;
 mod output;
 mod progress;
 mod repair;
+mod sync_check;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -19,7 +20,7 @@ use std::time::Duration;
 use clap::Parser;
 use futures::channel::mpsc;
 use kappa_core::protocol::Selection;
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::cli::{Cli, Command};
 use crate::db::{Db, Views};
@@ -112,11 +113,15 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                     Some((stream, addr)) => {
                         net::sync_stream(&db.kappa, stream, &addr, Selection::Newest(newest), out.bars())
                             .await
-                            .map(|report| {
+                            .and_then(|report| {
                                 if !out.json {
                                     let line =
                                         format!("fetched from {addr}: {}", net::report_summary(&report));
                                     eprintln!("{}", output::escape(&line));
+                                }
+                                match sync_check::incomplete(&db.kappa, &addr, &report) {
+                                    Some(e) => Err(e),
+                                    None => Ok(()),
                                 }
                             })
                     }
@@ -243,13 +248,22 @@ async fn sync(
     for w in &report.warnings {
         eprintln!("kappa: warning: {}", output::escape(w));
     }
-    out.emit(format!("synced with {addr}: {}", net::report_summary(&report)), || {
+    let incomplete = sync_check::incomplete(&db.kappa, addr, &report);
+    let verb = if incomplete.is_some() { "incomplete sync" } else { "synced" };
+    out.emit(format!("{verb} with {addr}: {}", net::report_summary(&report)), || {
         let mut v = net::report_json(&db.kappa, &report);
         v["peer"] = json!(addr);
+        if let (Some(v), Value::Object(x)) = (v.as_object_mut(), sync_check::exchange_json(&report)) {
+            v.extend(x);
+        }
+        v["complete"] = json!(incomplete.is_none());
         v
     })?;
     for line in net::report_feed_lines(&db.kappa, &report) {
         out.text(line)?;
     }
-    Ok(())
+    match incomplete {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

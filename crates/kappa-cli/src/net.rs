@@ -190,6 +190,7 @@ fn storage_hint(message: &str) -> String {
 
 /// Something a server did.
 #[derive(Debug)]
+#[allow(clippy::large_enum_variant)] // one per session: boxing buys nothing
 pub(crate) enum ServeEvent {
     /// A peer connected; its live session started.
     Connected {
@@ -223,6 +224,7 @@ pub(crate) enum ServeEvent {
     Stopping(&'static str),
 }
 
+#[allow(clippy::large_enum_variant)] // one per session
 enum Msg {
     Started { peer: SocketAddr },
     Refused { peer: SocketAddr, refusal: kappa_core::Refusal },

@@ -470,3 +470,57 @@ fn views_in_postgres_with_the_views_flag() {
         stderr(&o)
     );
 }
+
+/// A multifeed peer that offers a feed and then declines to send it (answers
+/// our request with no feed): `kappa sync` must not say "synced".
+#[test]
+fn a_sync_that_leaves_feeds_behind_fails() {
+    use kappa_core::protocol::{Event, Protocol, ProtocolOptions, Session};
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let shared = [0x77u8; 32];
+    let shared_hex = hex::encode(shared);
+    let offered = "3b6a27bcceb6a42d62a3a8d02a6f0d73653215771de243a63ac048a18b59da29";
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let peer = std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let stream = async_std::net::TcpStream::from(stream);
+        let names = [
+            "MULTIFEED_HANDSHAKE",
+            "MULTIFEED_MANIFEST",
+            "MULTIFEED_REPLICATE_FEEDS",
+            "MULTIFEED_REQUEST_FEEDS",
+        ];
+        let opts = ProtocolOptions::new(false).extensions(names.iter().map(|s| s.to_string()).collect());
+        let root = kappa_core::PublicKey::from_bytes(shared);
+        let (session, handle) = Session::new(stream, opts);
+        let session = session.on_event(move |p: &mut Protocol, now, ev: &Event| {
+            let reply = match ev {
+                Event::ChannelOpened { .. } => {
+                    Some(("MULTIFEED_HANDSHAKE", r#"{"client":"MULTIFEED","version":"4.0.0"}"#.to_owned()))
+                }
+                Event::Extension { name, .. } => match name.as_str() {
+                    "MULTIFEED_HANDSHAKE" => {
+                        Some(("MULTIFEED_MANIFEST", format!(r#"{{"keys":["{offered}"]}}"#)))
+                    }
+                    "MULTIFEED_MANIFEST" => Some(("MULTIFEED_REQUEST_FEEDS", "[]".to_owned())),
+                    // Offered, but not sent.
+                    "MULTIFEED_REQUEST_FEEDS" => Some(("MULTIFEED_REPLICATE_FEEDS", "[]".to_owned())),
+                    _ => None,
+                },
+                _ => None,
+            };
+            if let Some((name, body)) = reply {
+                let _ = p.send_extension(now, name, body.as_bytes());
+            }
+        });
+        handle.open_channel(root);
+        async_std::task::block_on(session.run())
+    });
+    let o = kappa(&dir, &["--shared-key", &shared_hex, "sync", &addr]);
+    let _ = peer.join();
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("incomplete") && stderr(&o).contains(offered), "{}", stderr(&o));
+    assert!(!stdout(&o).contains("synced with"), "{}", stdout(&o));
+}

@@ -23,7 +23,9 @@ use kappa_log::{Feed, KeyPair, LogError, PublicKey, SharedFeed, SyncPolicy};
 use kappa_storage::{
     DirectoryProvider, LockGuard, MemoryProvider, Prefixed, Provider, RandomAccess, StorageError,
 };
-pub use replicate::{KeyFilter, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY, PROTOCOL_VERSION};
+pub use replicate::{
+    Exchange, KeyFilter, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY, PROTOCOL_VERSION,
+};
 
 /// The name of the lock file in the storage root.
 pub const LOCK_FILE: &str = "LOCK";

@@ -14,9 +14,12 @@
 //! Agreed feeds open at once (JS peers give us 4 s). Feeds added to the set later,
 //! locally or from a third peer, are offered on every open connection with a
 //! one-key manifest, so they travel along chains of peers. A non-live session
-//! ends when every agreed feed is synced and both peers closed every channel.
+//! ends when every agreed feed is synced and both peers closed every channel,
+//! never while a request of ours is unanswered. The exchange's rules (and why:
+//! multifeed 5 may close its root channel early) are on [`Exchange`]; the
+//! [`SyncReport`] says which offered feeds did not arrive.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,6 +28,7 @@ use futures::StreamExt;
 use kappa_log::PublicKey;
 use kappa_protocol::{
     EndReason, Event, FeedOptions, FeedStats, Protocol, ProtocolOptions, Selection, Session, SessionHandle,
+    SessionReport,
 };
 use serde_json::{json, Value};
 
@@ -143,6 +147,15 @@ pub struct SyncReport {
     pub feeds: Vec<(PublicKey, FeedStats)>,
     /// Feeds this set learned from the peer in this session.
     pub new_feeds: Vec<PublicKey>,
+    /// The feeds the peer offered (its manifests), in the order they came.
+    pub offered: Vec<PublicKey>,
+    /// The offered feeds we asked for (all, unless
+    /// [`ReplicateOptions::accept`] says otherwise).
+    pub requested: Vec<PublicKey>,
+    /// Requested feeds that did not arrive: the peer never agreed to send
+    /// them, or (non-live, downloading) their download did not complete. A
+    /// sync that leaves this non-empty did not do its job.
+    pub missing: Vec<PublicKey>,
     /// Bytes sent and received on the stream.
     pub bytes_sent: u64,
     /// Bytes received.
@@ -165,6 +178,11 @@ impl SyncReport {
     pub fn blocks_sent(&self) -> u64 {
         self.feeds.iter().map(|(_, s)| s.blocks_up).sum()
     }
+
+    /// Whether everything we asked the peer for arrived ([`missing`](Self::missing) is empty).
+    pub fn is_complete(&self) -> bool {
+        self.missing.is_empty()
+    }
 }
 
 /// Removes a session from its feed set's registry when dropped.
@@ -179,30 +197,64 @@ impl Drop for Registration {
     }
 }
 
-fn lock(c: &Mutex<Conn>) -> MutexGuard<'_, Conn> {
+fn lock(c: &Mutex<Exchange>) -> MutexGuard<'_, Exchange> {
     c.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-struct Conn {
+/// The multifeed-5 feed exchange of one session, as a sans-IO state machine:
+/// feed it the session's [`Event`]s with the [`Protocol`] at hand
+/// ([`handle`](Self::handle)); it sends the exchange's extension messages and
+/// opens, holds and closes channels on that protocol.
+/// [`Multifeed::session`] runs one inside a [`Session`]; tests drive one on an
+/// in-memory pair of protocols.
+///
+/// Rules it keeps (see `docs/architecture.md`, "kappa-multifeed", for why):
+///
+/// - The peer's feed requests are answered in the order they came, and none
+///   before the peer's manifest has arrived (so our own request goes out
+///   first).
+/// - An answer that names no feed waits, besides, until the peer has answered
+///   our first request when that request named feeds: multifeed 5 closes its
+///   root channel when an empty answer arrives while none of its feeds
+///   replicates yet, live or not.
+/// - The session is held open (see [`Protocol::hold`]) while a request of ours
+///   is unanswered or an answer of ours is pending, whatever the peer closed.
+/// - A non-live exchange closes the root channel once both sides' requests are
+///   answered and every agreed feed's channel is closed.
+pub struct Exchange {
     mf: Multifeed,
     opts: ReplicateOptions,
     root: PublicKey,
     root_dkey: [u8; 32],
     first_open_seen: bool,
     remote_handshake: Option<Value>,
+    /// Our feeds offered to the peer (our manifests).
     offered: HashSet<PublicKey>,
+    /// Keys the peer knows of (in a manifest of either side).
     known: HashSet<PublicKey>,
-    requested: HashSet<PublicKey>,
+    /// The peer's offers, in the order they came (its manifests).
+    remote_offer: Vec<PublicKey>,
+    /// The offers we asked for.
+    requested: Vec<PublicKey>,
+    /// Requested feeds the peer agreed to replicate (its answers).
+    agreed: HashSet<PublicKey>,
     replicating: Vec<PublicKey>,
     closed_feeds: HashSet<[u8; 32]>,
-    sent_replicate: bool,
-    got_replicate: bool,
+    /// Feeds whose non-live download completed (`FeedSynced`).
+    synced: HashSet<[u8; 32]>,
+    /// Our `REQUEST_FEEDS` messages sent, and the peer's answers received
+    /// (both peers answer in order, one answer per request).
+    requests_sent: usize,
+    answers_received: usize,
+    /// Whether our first request named feeds.
+    first_request_named_feeds: bool,
+    /// The peer's requests not answered yet, in order.
+    queue: VecDeque<Value>,
+    answers_sent: usize,
     /// The peer's manifest arrived (and our request for its feeds went out).
     got_manifest: bool,
-    /// The peer's requests for our feeds that came before its manifest: we
-    /// answer them, in order, only after our own request went out (see
-    /// `REQUEST_FEEDS`).
-    deferred_requests: Vec<Value>,
+    /// Whether we hold the protocol open ([`Protocol::hold`]).
+    holding: bool,
     new_feeds: Vec<PublicKey>,
     handshake_done: bool,
 }
@@ -222,9 +274,30 @@ fn parse_keys(v: Option<&Value>) -> Vec<PublicKey> {
         .collect()
 }
 
-impl Conn {
-    fn new(mf: Multifeed, opts: ReplicateOptions, root: PublicKey) -> Conn {
-        Conn {
+/// The root channel's key for a shared key (`None`: [`DEFAULT_SHARED_KEY`]).
+fn root_key(shared_key: Option<[u8; 32]>) -> PublicKey {
+    PublicKey::from_bytes(shared_key.unwrap_or(DEFAULT_SHARED_KEY))
+}
+
+impl std::fmt::Debug for Exchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Exchange")
+            .field("requests_sent", &self.requests_sent)
+            .field("answers_received", &self.answers_received)
+            .field("queued", &self.queue.len())
+            .field("answers_sent", &self.answers_sent)
+            .field("got_manifest", &self.got_manifest)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Exchange {
+    /// The exchange of `mf` with one peer. Open its [`root`](Self::root)
+    /// channel on the protocol, then pass every event to
+    /// [`handle`](Self::handle).
+    pub fn new(mf: Multifeed, opts: ReplicateOptions) -> Exchange {
+        let root = root_key(opts.shared_key);
+        Exchange {
             mf,
             opts,
             root,
@@ -233,16 +306,63 @@ impl Conn {
             remote_handshake: None,
             offered: HashSet::new(),
             known: HashSet::new(),
-            requested: HashSet::new(),
+            remote_offer: Vec::new(),
+            requested: Vec::new(),
+            agreed: HashSet::new(),
             replicating: Vec::new(),
             closed_feeds: HashSet::new(),
-            sent_replicate: false,
-            got_replicate: false,
+            synced: HashSet::new(),
+            requests_sent: 0,
+            answers_received: 0,
+            first_request_named_feeds: false,
+            queue: VecDeque::new(),
+            answers_sent: 0,
             got_manifest: false,
-            deferred_requests: Vec::new(),
+            holding: false,
             new_feeds: Vec::new(),
             handshake_done: false,
         }
+    }
+
+    /// The key of the root channel (the shared key).
+    pub fn root(&self) -> PublicKey {
+        self.root
+    }
+
+    /// The feeds the peer offered (its manifests), in the order they came.
+    pub fn offered_by_peer(&self) -> &[PublicKey] {
+        &self.remote_offer
+    }
+
+    /// The offered feeds we asked for.
+    pub fn requested(&self) -> &[PublicKey] {
+        &self.requested
+    }
+
+    /// Whether every request of ours is answered and every request of the
+    /// peer's answered, after the peer's manifest arrived.
+    pub fn is_settled(&self) -> bool {
+        self.got_manifest && self.requests_sent == self.answers_received && self.queue.is_empty()
+    }
+
+    /// Our requests the peer has not answered yet.
+    pub fn unanswered_requests(&self) -> usize {
+        self.requests_sent.saturating_sub(self.answers_received)
+    }
+
+    /// Requested feeds that did not arrive: the peer never agreed to send them,
+    /// or (non-live, downloading) their download did not complete.
+    pub fn missing(&self) -> Vec<PublicKey> {
+        if !self.opts.download {
+            return Vec::new();
+        }
+        self.requested
+            .iter()
+            .filter(|k| {
+                !self.agreed.contains(k) || (!self.opts.live && !self.synced.contains(&k.discovery_key()))
+            })
+            .copied()
+            .collect()
     }
 
     fn send(&self, p: &mut Protocol, now: Instant, name: &str, payload: &Value) {
@@ -276,7 +396,8 @@ impl Conn {
         p.open_feed(now, feed, self.feed_options()).map_err(|e| e.to_string())
     }
 
-    fn handle(&mut self, p: &mut Protocol, now: Instant, ev: &Event) {
+    /// Handles one session event (call it for every event, in order).
+    pub fn handle(&mut self, p: &mut Protocol, now: Instant, ev: &Event) {
         match ev {
             Event::ChannelOpened { discovery_key } if *discovery_key == self.root_dkey => {
                 self.first_open_seen = true;
@@ -310,12 +431,35 @@ impl Conn {
                     p.reject(e);
                 }
             }
-            Event::ChannelClosed { discovery_key, .. } if *discovery_key != self.root_dkey => {
+            Event::FeedSynced { discovery_key } => {
+                self.synced.insert(*discovery_key);
+            }
+            // multifeed 5 closes its root channel early (an empty answer while
+            // none of its feeds replicates); its answers to our requests still
+            // come. Before its manifest, though, it has given up.
+            Event::ChannelClosed { discovery_key, .. }
+                if *discovery_key == self.root_dkey && self.handshake_done && !self.got_manifest =>
+            {
+                p.reject("the peer closed the feed exchange before offering its feeds");
+            }
+            Event::ChannelClosed { discovery_key, .. } => {
                 self.closed_feeds.insert(*discovery_key);
                 self.maybe_close_root(p, now);
             }
             _ => {}
         }
+        self.update_hold(p);
+    }
+
+    /// Holds the protocol open while the exchange is not settled.
+    fn update_hold(&mut self, p: &mut Protocol) {
+        let hold = !self.is_settled() && !p.is_ended();
+        if hold && !self.holding {
+            p.hold();
+        } else if !hold && self.holding {
+            p.release();
+        }
+        self.holding = hold;
     }
 
     fn on_extension(&mut self, p: &mut Protocol, now: Instant, name: &str, v: Value) -> Result<(), String> {
@@ -334,6 +478,9 @@ impl Conn {
                         "incompatible multifeed protocol version {version:?} (we speak {PROTOCOL_VERSION})"
                     ));
                 }
+                if self.handshake_done {
+                    return Ok(());
+                }
                 p.set_peer_live(v.get("live").and_then(Value::as_bool) == Some(true));
                 self.remote_handshake = Some(v);
                 self.handshake_done = true;
@@ -351,51 +498,42 @@ impl Conn {
             MANIFEST => {
                 let keys = parse_keys(v.get("keys"));
                 self.known.extend(keys.iter().copied());
-                let want: Vec<PublicKey> =
-                    keys.into_iter().filter(|k| self.opts.accept.as_ref().is_none_or(|f| f(k))).collect();
-                self.requested.extend(want.iter().copied());
-                self.send(p, now, REQUEST_FEEDS, &Value::Array(keys_json(&want)));
-                if !self.got_manifest {
-                    self.got_manifest = true;
-                    for request in std::mem::take(&mut self.deferred_requests) {
-                        self.on_extension(p, now, REQUEST_FEEDS, request)?;
+                for k in &keys {
+                    if !self.remote_offer.contains(k) {
+                        self.remote_offer.push(*k);
                     }
                 }
-            }
-            REQUEST_FEEDS if !self.got_manifest && !p.peer_live() => {
-                // A non-live JS peer may ask for our feeds before it sends its
-                // manifest (multifeed 5 always sends one, possibly empty).
-                // Answering at once would let it finish the exchange before our
-                // request for its feeds arrives (it then counts only the feeds of
-                // our answer and ends the stream, leaving its own feeds unsent):
-                // we answer once our request has gone out. A live peer never ends
-                // early, so its requests are answered at once.
-                self.deferred_requests.push(v);
+                let want: Vec<PublicKey> =
+                    keys.into_iter().filter(|k| self.opts.accept.as_ref().is_none_or(|f| f(k))).collect();
+                for k in &want {
+                    if !self.requested.contains(k) {
+                        self.requested.push(*k);
+                    }
+                }
+                if self.requests_sent == 0 {
+                    self.first_request_named_feeds = !want.is_empty();
+                }
+                self.send(p, now, REQUEST_FEEDS, &Value::Array(keys_json(&want)));
+                self.requests_sent += 1;
+                self.got_manifest = true;
+                self.answer_queued(p, now)?;
             }
             REQUEST_FEEDS => {
-                let keys: BTreeSet<String> = parse_keys(Some(&v))
-                    .into_iter()
-                    .filter(|k| self.offered.contains(k))
-                    .map(|k| k.to_hex())
-                    .collect();
-                let keys: Vec<PublicKey> = keys.iter().filter_map(|k| PublicKey::from_hex(k).ok()).collect();
-                self.send(p, now, REPLICATE_FEEDS, &Value::Array(keys_json(&keys)));
-                self.sent_replicate = true;
-                for k in keys {
-                    self.open(p, now, k, false)?;
-                }
-                self.maybe_close_root(p, now);
+                self.queue.push_back(v);
+                self.answer_queued(p, now)?;
             }
             REPLICATE_FEEDS => {
                 let keys: Vec<PublicKey> =
                     parse_keys(Some(&v)).into_iter().filter(|k| self.requested.contains(k)).collect();
-                self.got_replicate = true;
+                self.answers_received += 1;
                 for k in keys {
+                    self.agreed.insert(k);
                     if self.mf.feed(&k).is_none() {
                         self.new_feeds.push(k);
                     }
                     self.open(p, now, k, true)?;
                 }
+                self.answer_queued(p, now)?;
                 self.maybe_close_root(p, now);
             }
             _ => {}
@@ -403,15 +541,48 @@ impl Conn {
         Ok(())
     }
 
-    /// Non-live: once both feed lists were agreed and every feed channel closed,
-    /// close the root channel (JS closes its root on the first Close it sees; we
-    /// answer that automatically).
+    /// The feeds our answer to `request` names: the requested ones we offered.
+    fn answer_keys(&self, request: &Value) -> Vec<PublicKey> {
+        let keys: BTreeSet<String> = parse_keys(Some(request))
+            .into_iter()
+            .filter(|k| self.offered.contains(k))
+            .map(|k| k.to_hex())
+            .collect();
+        keys.iter().filter_map(|k| PublicKey::from_hex(k).ok()).collect()
+    }
+
+    /// Answers the peer's queued requests, in order, as far as the rules allow
+    /// (see the type's docs).
+    fn answer_queued(&mut self, p: &mut Protocol, now: Instant) -> Result<(), String> {
+        while let Some(request) = self.queue.front() {
+            if !self.got_manifest {
+                break;
+            }
+            let keys = self.answer_keys(request);
+            if keys.is_empty() && self.first_request_named_feeds && self.answers_received == 0 {
+                break;
+            }
+            self.queue.pop_front();
+            self.send(p, now, REPLICATE_FEEDS, &Value::Array(keys_json(&keys)));
+            self.answers_sent += 1;
+            for k in keys {
+                self.open(p, now, k, false)?;
+            }
+        }
+        self.maybe_close_root(p, now);
+        Ok(())
+    }
+
+    /// Non-live: once both sides' requests were answered and every feed
+    /// channel closed, close the root channel (JS closes its root on the first
+    /// Close it sees; we answer that automatically).
     fn maybe_close_root(&mut self, p: &mut Protocol, now: Instant) {
-        if self.opts.live || !self.sent_replicate || !self.got_replicate {
+        if self.opts.live || !self.is_settled() || self.answers_sent == 0 {
             return;
         }
         let all_closed = self.replicating.iter().all(|k| self.closed_feeds.contains(&k.discovery_key()));
         if all_closed && p.is_open_locally(&self.root_dkey) {
+            self.update_hold(p);
             p.close_channel(now, &self.root);
             // A live peer never answers a Close on the root channel: we are done.
             if p.peer_live() {
@@ -420,9 +591,10 @@ impl Conn {
         }
     }
 
-    /// A feed joined the set during the session: offer it if this peer has not
-    /// heard of it.
-    fn announce(&mut self, key: PublicKey) -> Option<Value> {
+    /// A feed joined the set during the session: the one-key manifest that
+    /// offers it, if this peer has not heard of it (send it as a `MANIFEST`
+    /// extension message).
+    pub fn announce(&mut self, key: PublicKey) -> Option<Vec<u8>> {
         if !self.handshake_done || self.known.contains(&key) {
             return None;
         }
@@ -431,7 +603,33 @@ impl Conn {
         }
         self.known.insert(key);
         self.offered.insert(key);
-        Some(json!({"keys": [key.to_hex()]}))
+        kappa_log::encoding::to_js_json(&json!({"keys": [key.to_hex()]})).ok()
+    }
+
+    /// The report of a session that ran this exchange.
+    fn report(&self, session: &SessionReport, warnings: Vec<String>) -> SyncReport {
+        let feeds: Vec<(PublicKey, FeedStats)> = self
+            .replicating
+            .iter()
+            .map(|k| {
+                let d = k.discovery_key();
+                let stats =
+                    session.feeds.iter().find(|(dk, _)| *dk == d).map(|(_, s)| *s).unwrap_or_default();
+                (*k, stats)
+            })
+            .collect();
+        SyncReport {
+            feeds,
+            new_feeds: self.new_feeds.clone(),
+            offered: self.remote_offer.clone(),
+            requested: self.requested.clone(),
+            missing: self.missing(),
+            bytes_sent: session.bytes_sent,
+            bytes_received: session.bytes_received,
+            duration: session.duration,
+            warnings,
+            remote_handshake: self.remote_handshake.clone(),
+        }
     }
 }
 
@@ -480,7 +678,7 @@ impl Multifeed {
             );
             DEFAULT_SHARED_KEY
         });
-        let root = PublicKey::from_bytes(shared);
+        let root = root_key(Some(shared));
         let popts = ProtocolOptions::new(opts.initiator)
             .live(opts.live)
             .timeouts(opts.timeout, opts.timeout / 2)
@@ -490,7 +688,7 @@ impl Multifeed {
                 REPLICATE_FEEDS.into(),
                 REQUEST_FEEDS.into(),
             ]);
-        let conn = Arc::new(Mutex::new(Conn::new(self.clone(), opts, root)));
+        let conn = Arc::new(Mutex::new(Exchange::new(self.clone(), opts)));
         let c2 = conn.clone();
         let (session, handle) = Session::new(stream, popts);
         let session = session.on_event(move |p, now, ev| lock(&c2).handle(p, now, ev));
@@ -508,10 +706,8 @@ impl Multifeed {
             let announce = async {
                 while let Some(FeedAdded { feed, .. }) = added.next().await {
                     let msg = lock(&c3).announce(*feed.public_key());
-                    if let Some(m) = msg {
-                        if let Ok(bytes) = kappa_log::encoding::to_js_json(&m) {
-                            announcer.send_extension(MANIFEST, bytes);
-                        }
+                    if let Some(bytes) = msg {
+                        announcer.send_extension(MANIFEST, bytes);
                     }
                 }
                 futures::future::pending::<()>().await;
@@ -523,28 +719,9 @@ impl Multifeed {
                 futures::future::Either::Left((r, _)) => r,
                 futures::future::Either::Right(_) => unreachable!("the announcer never ends"),
             };
-            let c = lock(&conn);
-            let feeds: Vec<(PublicKey, FeedStats)> = c
-                .replicating
-                .iter()
-                .map(|k| {
-                    let d = k.discovery_key();
-                    let stats =
-                        report.feeds.iter().find(|(dk, _)| *dk == d).map(|(_, s)| *s).unwrap_or_default();
-                    (*k, stats)
-                })
-                .collect();
-            match report.end {
-                EndReason::Failed(e) => Err(MultifeedError::Replication(e)),
-                _ => Ok(SyncReport {
-                    feeds,
-                    new_feeds: c.new_feeds.clone(),
-                    bytes_sent: report.bytes_sent,
-                    bytes_received: report.bytes_received,
-                    duration: report.duration,
-                    warnings,
-                    remote_handshake: c.remote_handshake.clone(),
-                }),
+            match &report.end {
+                EndReason::Failed(e) => Err(MultifeedError::Replication(e.clone())),
+                _ => Ok(lock(&conn).report(&report, warnings)),
             }
         };
         Ok((fut, handle))
@@ -576,7 +753,7 @@ pub(crate) fn fuzz_extensions(data: &[u8]) {
     let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
     let _ = a.open_channel(now, root);
     let _ = b.open_channel(now, root);
-    let mut conn = Conn::new(mf.clone(), ReplicateOptions::new(false), root);
+    let mut conn = Exchange::new(mf.clone(), ReplicateOptions::new(false));
     for _ in 0..6 {
         if let Some(bytes) = a.poll_transmit() {
             let _ = b.handle_input(now, &bytes);
@@ -618,18 +795,23 @@ mod tests {
 
     /// A JS peer may ask for our feeds before sending its manifest. We must
     /// request its feeds before answering (multifeed 5 ends the exchange once
-    /// it has our answer, counting only the feeds it names).
+    /// it has our answer, counting only the feeds it names), and, when our
+    /// answer names no feed, answer only after the peer answered us
+    /// (multifeed 5 closes its root channel on an empty answer while none of
+    /// its feeds replicates yet, live or not).
     #[test]
     fn a_request_before_the_manifest_is_answered_after_our_own_request() {
-        // A non-live peer's early request waits for our own; a live peer's
-        // (which never ends the exchange early) is answered at once.
-        assert_eq!(exchange_order(false), vec![HANDSHAKE, MANIFEST, REQUEST_FEEDS, REPLICATE_FEEDS]);
-        assert_eq!(exchange_order(true), vec![HANDSHAKE, MANIFEST, REPLICATE_FEEDS, REQUEST_FEEDS]);
+        for live in [false, true] {
+            let (before_answer, after_answer) = exchange_order(live);
+            assert_eq!(before_answer, vec![HANDSHAKE, MANIFEST, REQUEST_FEEDS], "live {live}");
+            assert_eq!(after_answer, vec![REPLICATE_FEEDS], "live {live}");
+        }
     }
 
     /// The extension messages we send when the peer's handshake (live or not),
-    /// an early request and then its manifest arrive in that order.
-    fn exchange_order(live: bool) -> Vec<String> {
+    /// an early request and then its manifest arrive in that order, and those
+    /// we send once it answered our request.
+    fn exchange_order(live: bool) -> (Vec<String>, Vec<String>) {
         let now = Instant::now();
         let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
         let hs_a = Handshake::new_initiator(
@@ -648,9 +830,9 @@ mod tests {
         let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
         js.open_channel(now, root).unwrap();
         us.open_channel(now, root).unwrap();
-        let mut conn = Conn::new(mf, ReplicateOptions::new(false), root);
+        let mut conn = Exchange::new(mf, ReplicateOptions::new(false));
         let mut sent_by_us = Vec::new();
-        let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Conn, sent: &mut Vec<String>| {
+        let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Exchange, sent: &mut Vec<String>| {
             for _ in 0..4 {
                 if let Some(bytes) = js.poll_transmit() {
                     us.handle_input(now, &bytes).unwrap();
@@ -682,6 +864,12 @@ mod tests {
             );
             pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
         }
-        sent_by_us
+        assert_eq!(conn.unanswered_requests(), 1);
+        let before = std::mem::take(&mut sent_by_us);
+        let answer = json!([js_key]).to_string().into_bytes();
+        conn.handle(&mut us, now, &Event::Extension { name: REPLICATE_FEEDS.into(), payload: answer });
+        pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
+        assert!(conn.is_settled());
+        (before, sent_by_us)
     }
 }

@@ -6,6 +6,12 @@
 //! - [`content_digest`]: the harness's content digest of a feed, computed in Rust.
 //! - [`postgres`]: throwaway PostgreSQL servers; tests skip loudly without one,
 //!   except under CI, where they fail.
+//! - [`pair`]: two protocols on a simulated wire (seeded chunking, delays and
+//!   clock), each optionally driven by the layer above it.
+//! - [`mux5`]: a model of multifeed 5's feed exchange (mux.js), to run against
+//!   ours on a [`pair::Pair`].
+//! - [`chaos`]: a loopback TCP relay that splits and delays the byte stream at
+//!   random (seeded), for interop tests with real JS peers.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,6 +21,9 @@ use blake2::{Blake2b, Digest};
 use kappa_log::Feed;
 use serde_json::Value;
 
+pub mod chaos;
+pub mod mux5;
+pub mod pair;
 pub mod postgres;
 
 /// Running the JS harness.
