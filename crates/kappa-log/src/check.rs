@@ -25,7 +25,7 @@ pub struct CheckReport {
     /// Blocks below `length` not stored here (holes; for a writer, lost).
     pub missing: u64,
     /// Blocks whose stored bytes do not match their leaf hash (first
-    /// [`LISTED`](self) of them), and how many in all.
+    /// 100 of them).
     pub damaged_blocks: Vec<u64>,
     /// How many blocks are damaged.
     pub damaged_block_count: u64,
