@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Rng;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
@@ -28,17 +31,6 @@ fn kills() -> u64 {
 fn seed(salt: u64) -> u64 {
     let base = std::env::var("KAPPA_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5EED_0013);
     (base ^ salt.wrapping_mul(0x9E37_79B9_7F4A_7C15)) | 1
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {

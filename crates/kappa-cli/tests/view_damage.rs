@@ -10,6 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::Rng;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
@@ -21,17 +24,6 @@ fn cases() -> u64 {
 
 fn seed() -> u64 {
     std::env::var("KAPPA_SOAK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0xDA3A_6E13) | 1
-}
-
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0 % n.max(1)
-    }
 }
 
 fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {

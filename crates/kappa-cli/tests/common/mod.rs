@@ -160,3 +160,16 @@ pub fn fails(dir: &Path, args: &[&str], code: i32, message: &str) {
     assert!(stdout(&o).is_empty(), "kappa {args:?} printed {:?}", stdout(&o));
     assert_eq!(digest(dir), before, "kappa {args:?} changed the directory");
 }
+
+/// A seeded xorshift generator for the test campaigns.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n.max(1)
+    }
+}
