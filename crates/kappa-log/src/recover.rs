@@ -163,6 +163,21 @@ impl Feed {
         Ok(Node::decode(index, &buf))
     }
 
+    /// The roots of `length` as the tree file holds them, if it holds them all.
+    fn raw_roots(&mut self, length: u64) -> Result<Option<Vec<Node>>, LogError> {
+        if length == 0 || length > flat::MAX_NODE / 2 {
+            return Ok(None);
+        }
+        let mut roots = Vec::new();
+        for r in flat::full_roots(2 * length) {
+            match self.raw_node(r)? {
+                Some(n) => roots.push(n),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(roots))
+    }
+
     fn raw_signature(&mut self, slot: u64) -> Result<Option<Signature>, LogError> {
         let at = HEADER_LEN + 64 * slot;
         if slot >= flat::MAX_NODE || self.files.signatures.len()? < at + 64 {
@@ -181,16 +196,7 @@ impl Feed {
         length: u64,
         signature: Option<Signature>,
     ) -> Result<Option<Proven>, LogError> {
-        if length == 0 || length > flat::MAX_NODE / 2 {
-            return Ok(None);
-        }
-        let mut roots = Vec::new();
-        for r in flat::full_roots(2 * length) {
-            match self.raw_node(r)? {
-                Some(n) => roots.push(n),
-                None => return Ok(None),
-            }
-        }
+        let Some(roots) = self.raw_roots(length)? else { return Ok(None) };
         if roots.iter().try_fold(0u64, |acc, r| acc.checked_add(r.size)).is_none() {
             return Ok(None);
         }
@@ -569,16 +575,7 @@ impl Feed {
     /// The roots of `length` if the whole tree under them agrees with itself and
     /// with the data file: then they are exactly what was signed.
     fn whole_tree_consistent(&mut self, length: u64) -> Result<Option<Vec<Node>>, LogError> {
-        if length == 0 || length > flat::MAX_NODE / 2 {
-            return Ok(None);
-        }
-        let mut roots = Vec::new();
-        for r in flat::full_roots(2 * length) {
-            match self.raw_node(r)? {
-                Some(n) => roots.push(n),
-                None => return Ok(None),
-            }
-        }
+        let Some(roots) = self.raw_roots(length)? else { return Ok(None) };
         let data_len = self.files.data.len()?;
         let mut stack = Vec::new();
         let mut offset = 0u64;
