@@ -159,6 +159,9 @@ pub(crate) fn hint(e: &KappaError) -> Option<String> {
         P::Timeout(_) | P::Stalled { .. } => {
             "the peer stopped answering: check the network and try again".to_owned()
         }
+        P::Unresponsive { .. } => "the peer stayed connected but did not answer the feed exchange: \
+                                   it may be overloaded or misbehaving; try again later"
+            .to_owned(),
         P::UnexpectedEof | P::Io(_) => {
             "the connection was lost before the sync finished: try again (what arrived is kept)".to_owned()
         }

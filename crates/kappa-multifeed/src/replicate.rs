@@ -246,6 +246,11 @@ pub struct Exchange {
     /// (both peers answer in order, one answer per request).
     requests_sent: usize,
     answers_received: usize,
+    /// When each of our unanswered requests went out, oldest first.
+    request_times: VecDeque<Instant>,
+    /// When the root channel opened on both sides (the peer's manifest is
+    /// due from then on).
+    root_opened_at: Option<Instant>,
     /// Whether our first request named feeds.
     first_request_named_feeds: bool,
     /// The peer's requests not answered yet, in order.
@@ -314,6 +319,8 @@ impl Exchange {
             synced: HashSet::new(),
             requests_sent: 0,
             answers_received: 0,
+            request_times: VecDeque::new(),
+            root_opened_at: None,
             first_request_named_feeds: false,
             queue: VecDeque::new(),
             answers_sent: 0,
@@ -401,6 +408,7 @@ impl Exchange {
         match ev {
             Event::ChannelOpened { discovery_key } if *discovery_key == self.root_dkey => {
                 self.first_open_seen = true;
+                self.root_opened_at.get_or_insert(now);
                 let mut hs = match &self.opts.user_data {
                     Some(u) => json!({"live": self.opts.live, "userData": u}),
                     None => json!({"live": self.opts.live}),
@@ -449,6 +457,25 @@ impl Exchange {
             _ => {}
         }
         self.update_hold(p);
+        self.update_deadline(p, now);
+    }
+
+    /// Bounds how long the peer may keep us waiting, whatever else it sends
+    /// (keep-alives keep a connection from timing out, not the exchange): its
+    /// manifest is due within [`ReplicateOptions::timeout`] of the root
+    /// channel opening, and each answer to a request of ours within that
+    /// timeout of the request.
+    fn update_deadline(&mut self, p: &mut Protocol, now: Instant) {
+        let t = self.opts.timeout;
+        let want = if !self.got_manifest {
+            self.root_opened_at.map(|at| (at, "feed manifest"))
+        } else {
+            self.request_times.front().map(|&at| (at, "answer to our feed request"))
+        };
+        let deadline = want.map(|(at, what)| (at + t, what));
+        if p.deadline() != deadline {
+            p.set_deadline(deadline, want.map_or(now, |(at, _)| at));
+        }
     }
 
     /// Holds the protocol open while the exchange is not settled.
@@ -515,6 +542,7 @@ impl Exchange {
                 }
                 self.send(p, now, REQUEST_FEEDS, &Value::Array(keys_json(&want)));
                 self.requests_sent += 1;
+                self.request_times.push_back(now);
                 self.got_manifest = true;
                 self.answer_queued(p, now)?;
             }
@@ -526,6 +554,7 @@ impl Exchange {
                 let keys: Vec<PublicKey> =
                     parse_keys(Some(&v)).into_iter().filter(|k| self.requested.contains(k)).collect();
                 self.answers_received += 1;
+                self.request_times.pop_front();
                 for k in keys {
                     self.agreed.insert(k);
                     if self.mf.feed(&k).is_none() {

@@ -210,3 +210,84 @@ fn an_empty_peer_gets_a_live_js_peers_feeds_whatever_the_order() {
         }
     }
 }
+
+/// A peer that proves the shared key, stays connected (its keep-alives keep
+/// the connection from timing out) and then stops short in the exchange:
+/// after its handshake (`manifest: false`), or after offering a feed whose
+/// request it never answers.
+struct Mute {
+    manifest: bool,
+}
+
+impl kappa_testkit::pair::Driver for Mute {
+    fn on_event(&mut self, p: &mut Protocol, now: Instant, ev: &Event) {
+        if let Event::Extension { name, .. } = ev {
+            if name == "MULTIFEED_HANDSHAKE" {
+                let hs = br#"{"client":"MULTIFEED","version":"4.0.0","live":true}"#;
+                let _ = p.send_extension(now, "MULTIFEED_HANDSHAKE", hs);
+                if self.manifest {
+                    let key = mux5::feed_with(7, 3).public_key().to_hex();
+                    let m = format!(r#"{{"keys":["{key}"]}}"#);
+                    let _ = p.send_extension(now, "MULTIFEED_MANIFEST", m.as_bytes());
+                }
+            }
+        }
+    }
+}
+
+fn against_a_mute_peer(
+    manifest: bool,
+    we_live: bool,
+    seed: u64,
+) -> (Option<kappa_protocol::ProtocolError>, Duration) {
+    let now = Instant::now();
+    let mf = Multifeed::in_memory().unwrap();
+    let timeout = Duration::from_secs(20);
+    let ex = Exchange::new(mf, ReplicateOptions::new(true).live(we_live).timeout(timeout));
+    let root = ex.root();
+    let mut us = Protocol::new(
+        now,
+        ProtocolOptions::new(true)
+            .live(we_live)
+            .timeouts(timeout, timeout / 2)
+            .extensions(mux5::extensions()),
+    );
+    us.open_channel(now, root).unwrap();
+    let mut them = Protocol::new(
+        now,
+        ProtocolOptions::new(false).live(true).timeouts(timeout, timeout / 2).extensions(mux5::extensions()),
+    );
+    them.hold();
+    them.open_channel(now, root).unwrap();
+    let mut pair = Pair::from_protocols(seed, us, them, now);
+    pair.drive_a(Ours(ex));
+    pair.drive_b(Mute { manifest });
+    let limit = now + Duration::from_secs(600);
+    pair.drive_until(1_000_000, |p| p.a.is_ended() || p.now > limit);
+    (pair.a.error().cloned(), pair.now - now)
+}
+
+/// A peer that never answers our feed request (or never sends its manifest)
+/// while it keeps the connection alive ends the session after the timeout,
+/// with an error that says what it did not send, live or not.
+#[test]
+fn a_peer_that_never_answers_the_exchange_is_given_up_on_after_the_timeout() {
+    for seed in 0..20 {
+        for manifest in [true, false] {
+            for we_live in [false, true] {
+                let (err, took) = against_a_mute_peer(manifest, we_live, seed);
+                let what = if manifest { "answer to our feed request" } else { "feed manifest" };
+                match err {
+                    Some(kappa_protocol::ProtocolError::Unresponsive { waiting_for, waited }) => {
+                        assert_eq!(waiting_for, what, "seed {seed}");
+                        assert!(waited >= Duration::from_secs(20), "seed {seed}: waited only {waited:?}");
+                    }
+                    other => panic!(
+                        "seed {seed} manifest {manifest} live {we_live}: expected Unresponsive, got {other:?} after {took:?}"
+                    ),
+                }
+                assert!(took < Duration::from_secs(25), "seed {seed}: took {took:?}");
+            }
+        }
+    }
+}

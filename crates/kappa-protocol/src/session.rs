@@ -135,6 +135,15 @@ pub enum ProtocolError {
     /// The layer above (e.g. multifeed) rejected the peer.
     #[error("{0}")]
     Rejected(String),
+    /// The peer stayed connected (keep-alives) but did not send what the layer
+    /// above waited for by its deadline (see [`Protocol::set_deadline`]).
+    #[error("timed out: the peer sent no {waiting_for} within {waited:?} (it stays connected but does not answer)")]
+    Unresponsive {
+        /// What was awaited (e.g. "answer to our feed request").
+        waiting_for: &'static str,
+        /// How long it had.
+        waited: Duration,
+    },
 }
 
 /// Options of a session.
@@ -472,6 +481,8 @@ pub struct Protocol {
     error: Option<ProtocolError>,
     finished: bool,
     holds: usize,
+    /// The layer above's deadline: when, what it waits for, and since when.
+    deadline: Option<(Instant, &'static str, Instant)>,
     closing: bool,
     tamper: Option<Tamper>,
     compact_proofs: bool,
@@ -549,6 +560,7 @@ impl Protocol {
             error: None,
             finished: false,
             holds: 0,
+            deadline: None,
             closing: false,
             tamper: None,
             compact_proofs: false,
@@ -701,6 +713,9 @@ impl Protocol {
         if self.result.is_some() {
             t = t.min(self.last_send + self.opts.keep_alive);
         }
+        if let Some((d, _, _)) = self.deadline {
+            t = t.min(d);
+        }
         Some(t)
     }
 
@@ -744,6 +759,15 @@ impl Protocol {
         if self.verify_deadline().is_some_and(|d| now >= d) {
             self.fail(ProtocolError::NotVerified(now.saturating_duration_since(self.started)));
             return;
+        }
+        if let Some((d, waiting_for, since)) = self.deadline {
+            if now >= d {
+                self.fail(ProtocolError::Unresponsive {
+                    waiting_for,
+                    waited: now.saturating_duration_since(since),
+                });
+                return;
+            }
         }
         if self.result.is_some() && now >= self.last_send + self.opts.keep_alive {
             self.write_plain(now, &[0]);
@@ -1084,6 +1108,21 @@ impl Protocol {
     /// (multifeed holds it while its feed exchange runs).
     pub fn hold(&mut self) {
         self.holds += 1;
+    }
+
+    /// Sets (or, with `None`, clears) the layer above's deadline: unless it is
+    /// cleared or moved before `deadline`, the session fails then with
+    /// [`ProtocolError::Unresponsive`] naming `waiting_for`. Keep-alives and
+    /// other traffic do not move it: it bounds a peer that stays connected but
+    /// never answers (multifeed sets it while a request of ours is unanswered).
+    /// `since` is when the wait began (for the error's message).
+    pub fn set_deadline(&mut self, deadline: Option<(Instant, &'static str)>, since: Instant) {
+        self.deadline = deadline.map(|(d, what)| (d, what, since));
+    }
+
+    /// The layer above's deadline and what it waits for, if set.
+    pub fn deadline(&self) -> Option<(Instant, &'static str)> {
+        self.deadline.map(|(d, what, _)| (d, what))
     }
 
     /// Releases one [`hold`](Self::hold).
