@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo xtask soak kills [N]    SIGKILL at random moments of the first and later `kappa put`,
-//!                               `append -` and `table`: N kills each (default 100)
+//!                               `append -`, `table`, `sync` and `serve`: N kills each (default 100)
 //! cargo xtask soak damage [N]   N single-byte flips in views.redb (default 200)
 //! cargo xtask soak all          every campaign with its default
 //! ```

@@ -44,7 +44,16 @@ impl Db {
     pub(crate) fn kv(&self) -> Result<ViewHandle<KvView>> {
         match self.kappa.view::<KvView>(KV_VIEW) {
             Some(v) => Ok(v),
-            None => Ok(self.kappa.use_view(KV_VIEW, KV_VERSION, KvView::new)?),
+            None => {
+                let kv = self.kappa.use_view(KV_VIEW, KV_VERSION, KvView::new)?;
+                if let Some(why) = kv.rebuilt_because() {
+                    eprintln!(
+                        "kappa: warning: the {KV_VIEW} view is rebuilt from the logs: {}",
+                        crate::output::escape(why)
+                    );
+                }
+                Ok(kv)
+            }
         }
     }
 

@@ -1,7 +1,9 @@
-//! SIGKILL at random moments of `kappa put`, `kappa append -` and `kappa table`,
-//! the first command in a fresh directory and later ones: after every kill the
-//! database opens, every acknowledged write (a command that exited 0 before the
-//! kill) is in the log, and the kv view equals a rebuild from scratch.
+//! SIGKILL at random moments of `kappa put`, `kappa append -`, `kappa table`,
+//! `kappa sync` (from a live server) and `kappa serve` (while a peer syncs with
+//! it), the first command in a fresh directory and later ones: after every kill
+//! the database opens, every acknowledged write (a command that exited 0 before
+//! the kill; for a sync or a serve, every entry of the peer) is in the log, and
+//! the kv view equals a rebuild from scratch.
 //!
 //! A seeded sample runs with the tests (20 kills per command, half of them of a
 //! first command); `cargo xtask soak kills [N]` runs N per command (default 100)
@@ -141,17 +143,40 @@ fn check(dir: &Path, model: &Model, scratch: &Path, what: &str) {
     if model.acked.is_empty() && !dir.join("0").exists() {
         return;
     }
-    let log: HashMap<String, Value> = lines(&ok(dir, &["--json", "log"], None))
-        .into_iter()
-        .filter_map(|l| Some((l["id"].as_str()?.to_owned(), l.get("value")?.clone())))
-        .collect();
+    // Every feed the model names (an id is FEED@SEQ), the local one first.
+    let mut logs = vec![None];
+    for (id, _) in &model.acked {
+        let feed = id.split('@').next().unwrap_or_default().to_owned();
+        if !logs.contains(&Some(feed.clone())) {
+            logs.push(Some(feed));
+        }
+    }
+    let mut log: HashMap<String, Value> = HashMap::new();
+    for feed in &logs {
+        let mut args = vec!["--json", "log"];
+        args.extend(feed.as_deref());
+        log.extend(
+            lines(&ok(dir, &args, None))
+                .into_iter()
+                .filter_map(|l| Some((l["id"].as_str()?.to_owned(), l.get("value")?.clone()))),
+        );
+    }
     for (id, entry) in &model.acked {
         assert_eq!(log.get(id), Some(entry), "{what}: acknowledged entry {id} is not in the log as written");
     }
     let _ = std::fs::remove_dir_all(scratch);
     copy_without_views(dir, scratch);
     let rebuilt = ok(scratch, &["--json", "table"], None);
-    assert_eq!(table, rebuilt, "{what}: the kv view differs from a rebuild from scratch");
+    if table != rebuilt {
+        let feeds = |d: &Path| String::from_utf8_lossy(&run(d, &["feeds"], None).stdout).into_owned();
+        let checked = |d: &Path| String::from_utf8_lossy(&run(d, &["check"], None).stdout).into_owned();
+        panic!(
+            "{what}: the kv view differs from a rebuild from scratch\nfeeds:\n{}rebuilt feeds:\n{}check:\n{}\ntable:\n{table}\nrebuilt:\n{rebuilt}",
+            feeds(dir),
+            feeds(scratch),
+            checked(dir)
+        );
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -280,4 +305,239 @@ fn sigkill_during_append_from_stdin() {
 #[test]
 fn sigkill_during_table() {
     campaign(Cmd::Table, 3);
+}
+
+/// A peer database with `n` entries: its shared key and every entry as
+/// `kappa --json log` prints it (id, entry).
+fn peer_with(dir: &Path, rng: &mut Rng, n: usize) -> (String, Vec<(String, Value)>) {
+    let mut model = Model::default();
+    for _ in 0..n / 500 {
+        let batch = entries(rng, 500);
+        let out = ok(dir, &["--json", "append", "-"], Some(&jsonl(&batch)));
+        model.append_acked(&out, &batch);
+    }
+    let key = ok(dir, &["key"], None).trim().to_owned();
+    (key, model.acked)
+}
+
+/// Runs `child` for `delay` (if given), then SIGKILLs it; its output and
+/// whether the kill ended it.
+fn kill_after(mut child: std::process::Child, delay: Option<Duration>) -> (Output, bool) {
+    if let Some(d) = delay {
+        std::thread::sleep(d);
+        let _ = child.kill();
+    }
+    let o = child.wait_with_output().unwrap();
+    let killed = o.status.code().is_none();
+    (o, killed)
+}
+
+/// A delay for a kill: a third in the first 3 ms, the rest in the command's usual run.
+fn kill_delay(rng: &mut Rng, takes: Duration) -> Duration {
+    let us = if rng.below(3) == 0 { rng.below(3_000) } else { rng.below(takes.as_micros() as u64 + 1) };
+    Duration::from_micros(us)
+}
+
+/// One `kappa sync` from the serving peer at `addr` into `dir` (after a local
+/// `put` there when `dir` holds a database already), killed after `delay`.
+/// A sync that exits 0 acknowledges every entry of the peer.
+fn sync_one(
+    dir: &Path,
+    key: &str,
+    addr: &str,
+    peer: &[(String, Value)],
+    rng: &mut Rng,
+    model: &mut Model,
+    delay: Option<Duration>,
+) -> (Duration, bool) {
+    if dir.join("0").exists() {
+        let v = format!("{{\"n\":{}}}", rng.below(1 << 30));
+        let out = ok(dir, &["--json", "put", &format!("local{}", rng.below(8)), &v], None);
+        model.put_acked(&out);
+    }
+    let started = Instant::now();
+    let child = spawn(dir, &["--shared-key", key, "--json", "sync", addr], None);
+    let (o, killed) = kill_after(child, delay);
+    let took = started.elapsed();
+    match o.status.code() {
+        Some(0) => model.acked.extend(peer.iter().cloned()),
+        None => {}
+        Some(code) => panic!(
+            "sync into {} exited {code} on its own: {}",
+            dir.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+    (took, killed)
+}
+
+/// SIGKILL at random moments of the first and later `kappa sync` from a live
+/// `kappa serve` holding 2,000 entries: the database opens, its own
+/// acknowledged writes and (after a sync that exited 0) the peer's entries are
+/// there, the view equals a rebuild; the server outlives every killed client
+/// and a last uninterrupted sync completes.
+#[test]
+fn sigkill_during_sync() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed(4));
+    let src = tmp.path().join("peer");
+    let (key, peer) = peer_with(&src, &mut rng, 2000);
+    let mut server = common::Server::start(&src, &[]);
+    let addr = server.addr.clone();
+    let scratch = tmp.path().join("rebuild");
+
+    let calib = tmp.path().join("calibrate");
+    let mut m = Model::default();
+    let (first_takes, _) = sync_one(&calib, &key, &addr, &peer, &mut rng, &mut m, None);
+    let (later_takes, _) = sync_one(&calib, &key, &addr, &peer, &mut rng, &mut m, None);
+    check(&calib, &m, &scratch, "sync uninterrupted");
+
+    let later = tmp.path().join("later");
+    let mut later_model = Model::default();
+    let (mut killed, mut early) = (0, 0);
+    let n = kills().div_ceil(2);
+    for i in 0..n {
+        for first in [true, false] {
+            let delay = kill_delay(&mut rng, if first { first_takes } else { later_takes });
+            let mut fresh = Model::default();
+            let (dir, model) = if first {
+                (tmp.path().join(format!("first-{i}")), &mut fresh)
+            } else {
+                (later.clone(), &mut later_model)
+            };
+            let (_, by_kill) = sync_one(&dir, &key, &addr, &peer, &mut rng, model, Some(delay));
+            killed += u64::from(by_kill);
+            early += u64::from(delay < Duration::from_millis(3));
+            let what = format!("sync kill {i} ({}, after {delay:?})", if first { "first" } else { "later" });
+            check(&dir, model, &scratch, &what);
+            if first {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+            assert!(server.child.try_wait().unwrap().is_none(), "{what}: kappa serve exited");
+        }
+    }
+    // The database a run of killed syncs left behind still syncs whole.
+    sync_one(&later, &key, &addr, &peer, &mut rng, &mut later_model, None);
+    check(&later, &later_model, &scratch, "sync after the kills");
+    eprintln!(
+        "Sync: {} syncs killed at random moments ({early} in the first 3 ms; first run {first_takes:?}, later {later_takes:?}); {killed} of them ended by the kill",
+        2 * n
+    );
+    assert!(killed >= n / 2, "only {killed} of {} syncs were ended by their kill", 2 * n);
+    drop(server);
+}
+
+/// One `kappa serve --max-peers 1` in `dir` (after a local `put` when `dir`
+/// holds a database already) that the peer in `peer_dir` syncs with as soon as
+/// it listens; the server is killed `delay` after it started. A server that
+/// exits 0 (its one session over) acknowledges every entry of the peer.
+#[allow(clippy::too_many_arguments)]
+fn serve_one(
+    dir: &Path,
+    key: &str,
+    peer_dir: &Path,
+    peer: &[(String, Value)],
+    rng: &mut Rng,
+    model: &mut Model,
+    delay: Option<Duration>,
+) -> (Duration, bool) {
+    use std::io::{BufRead, BufReader};
+    if dir.join("0").exists() {
+        let v = format!("{{\"n\":{}}}", rng.below(1 << 30));
+        let out = ok(dir, &["--json", "put", &format!("local{}", rng.below(8)), &v], None);
+        model.put_acked(&out);
+    }
+    let started = Instant::now();
+    let mut child = Command::new(KAPPA)
+        .arg("--dir")
+        .arg(dir)
+        .args(["--shared-key", key, "serve", "--listen", "127.0.0.1:0", "--max-peers", "1"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn kappa serve");
+    // The peer dials as soon as the server says where it listens.
+    let stdout = child.stdout.take().unwrap();
+    let peer_dir = peer_dir.to_owned();
+    let client = std::thread::spawn(move || {
+        let mut first = String::new();
+        let mut out = BufReader::new(stdout);
+        if out.read_line(&mut first).unwrap_or(0) == 0 {
+            return None;
+        }
+        let addr = first.trim().strip_prefix("listening on ")?.to_owned();
+        let o = run(&peer_dir, &["sync", &addr], None);
+        let mut rest = String::new();
+        let _ = std::io::Read::read_to_string(&mut out, &mut rest);
+        Some(o)
+    });
+    let (o, killed) = kill_after(child, delay);
+    let took = started.elapsed();
+    let peer_sync = client.join().unwrap();
+    match o.status.code() {
+        Some(0) => {
+            model.acked.extend(peer.iter().cloned());
+            let p = peer_sync.expect("the server exited 0 without a peer");
+            assert_eq!(p.status.code(), Some(0), "the peer's sync: {}", String::from_utf8_lossy(&p.stderr));
+        }
+        None => {}
+        Some(code) => panic!(
+            "serve in {} exited {code} on its own: {}",
+            dir.display(),
+            String::from_utf8_lossy(&o.stderr)
+        ),
+    }
+    (took, killed)
+}
+
+/// SIGKILL at random moments of the first and later `kappa serve` while a peer
+/// with 2,000 entries syncs with it (and in its first milliseconds, before it
+/// listens): the database opens, its own acknowledged writes and (after a
+/// serve that exited 0) the peer's entries are there, the view equals a
+/// rebuild, and a last uninterrupted serve completes.
+#[test]
+fn sigkill_during_serve() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed(5));
+    let peer_dir = tmp.path().join("peer");
+    let (key, peer) = peer_with(&peer_dir, &mut rng, 2000);
+    let scratch = tmp.path().join("rebuild");
+
+    let calib = tmp.path().join("calibrate");
+    let mut m = Model::default();
+    let (first_takes, _) = serve_one(&calib, &key, &peer_dir, &peer, &mut rng, &mut m, None);
+    let (later_takes, _) = serve_one(&calib, &key, &peer_dir, &peer, &mut rng, &mut m, None);
+    check(&calib, &m, &scratch, "serve uninterrupted");
+
+    let later = tmp.path().join("later");
+    let mut later_model = Model::default();
+    let (mut killed, mut early) = (0, 0);
+    let n = kills().div_ceil(2);
+    for i in 0..n {
+        for first in [true, false] {
+            let delay = kill_delay(&mut rng, if first { first_takes } else { later_takes });
+            let mut fresh = Model::default();
+            let (dir, model) = if first {
+                (tmp.path().join(format!("first-{i}")), &mut fresh)
+            } else {
+                (later.clone(), &mut later_model)
+            };
+            let (_, by_kill) = serve_one(&dir, &key, &peer_dir, &peer, &mut rng, model, Some(delay));
+            killed += u64::from(by_kill);
+            early += u64::from(delay < Duration::from_millis(3));
+            let what = format!("serve kill {i} ({}, after {delay:?})", if first { "first" } else { "later" });
+            check(&dir, model, &scratch, &what);
+            if first {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
+    }
+    serve_one(&later, &key, &peer_dir, &peer, &mut rng, &mut later_model, None);
+    check(&later, &later_model, &scratch, "serve after the kills");
+    eprintln!(
+        "Serve: {} servers killed at random moments ({early} in the first 3 ms; first run {first_takes:?}, later {later_takes:?}); {killed} of them ended by the kill",
+        2 * n
+    );
+    assert!(killed >= n / 2, "only {killed} of {} servers were ended by their kill", 2 * n);
 }

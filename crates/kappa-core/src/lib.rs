@@ -349,6 +349,13 @@ impl<V> ViewHandle<V> {
     pub fn state(&self) -> IndexState {
         self.indexer.state()
     }
+
+    /// Why the view was cleared at start and is being rebuilt from the logs
+    /// although its version matched: it held entries the logs do not (after a
+    /// crash of the machine, or a feed's files lost). `None` if it was not.
+    pub fn rebuilt_because(&self) -> Option<&str> {
+        self.indexer.rebuilt_because()
+    }
 }
 
 /// A view with the version it was used with.

@@ -62,3 +62,51 @@ fn an_unusable_view_file_is_moved_aside_and_the_views_rebuild() {
         assert!(db.views_moved_aside().is_none(), "{what}");
     }
 }
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+/// A view that indexed entries its logs no longer hold (the view's commit
+/// reached the disk, the log's writes did not: a machine crash) is rebuilt
+/// from the logs when it is used, and says why; a view that matches its logs
+/// is not.
+#[test]
+fn a_view_ahead_of_its_logs_is_rebuilt_from_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let expected = fill(&dir);
+    // The log as it was with 200 entries; then 100 more are indexed.
+    let old_log = tmp.path().join("old-0");
+    copy_dir(&dir.join("0"), &old_log);
+    {
+        let db = Kappa::open(&dir).unwrap();
+        let kv = db.use_view("kv", 1, KvView::new).unwrap();
+        assert_eq!(kv.rebuilt_because(), None, "a view that matches its logs is kept");
+        let w = db.writer("local").unwrap();
+        for i in 0..100 {
+            w.append(&json!({"key": format!("new{i}"), "value": i, "links": []})).unwrap();
+        }
+        block_on(kv.ready()).unwrap();
+        assert_eq!(kv.all().unwrap().len(), 150);
+        db.close().unwrap();
+    }
+    // The machine crashed: the view kept the 100, the log lost them.
+    std::fs::remove_dir_all(dir.join("0")).unwrap();
+    copy_dir(&old_log, &dir.join("0"));
+    let db = Kappa::open(&dir).unwrap();
+    let kv = db.use_view("kv", 1, KvView::new).unwrap();
+    let why = kv.rebuilt_because().expect("the view is ahead of its log: rebuilt");
+    assert!(why.contains("100 entries") && why.contains("0..300"), "{why}");
+    block_on(kv.ready()).unwrap();
+    assert_eq!(summary(&kv), expected, "rebuilt from the logs: no row of a lost entry");
+    db.close().unwrap();
+    drop(kv);
+    drop(db);
+    let db = Kappa::open(&dir).unwrap();
+    let kv = db.use_view("kv", 1, KvView::new).unwrap();
+    assert_eq!(kv.rebuilt_because(), None, "rebuilt once");
+}

@@ -155,6 +155,7 @@ impl Inner {
 pub struct Indexer {
     inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
+    rebuilt_because: Option<String>,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -172,8 +173,19 @@ impl Indexer {
         let store_err = |source| IndexError::Store { view: name.to_owned(), source };
         let version = view.version();
         let stored = view.store().state().map_err(store_err)?.and_then(|b| Progress::decode(&b));
+        let mut rebuilt_because = None;
         let progress = match stored {
-            Some(p) if p.version == version => p,
+            Some(p) if p.version == version => match ahead_of_the_logs(&p, mf) {
+                None => p,
+                Some(why) => {
+                    // The view holds rows of entries the logs do not (a crash of
+                    // the machine after the view committed and before the log
+                    // reached the disk): the logs are the truth, rebuild.
+                    view.store().clear().map_err(store_err)?;
+                    rebuilt_because = Some(why);
+                    Progress::new(version)
+                }
+            },
             _ => {
                 view.store().clear().map_err(store_err)?;
                 Progress::new(version)
@@ -207,7 +219,14 @@ impl Indexer {
                 feed: String::new(),
                 reason: e.to_string(),
             })?;
-        Ok(Indexer { inner, thread: Some(thread) })
+        Ok(Indexer { inner, thread: Some(thread), rebuilt_because })
+    }
+
+    /// Why the view was cleared and is being rebuilt from all entries at
+    /// start, though its version matched: it had indexed entries that the logs
+    /// do not hold (see [`Indexer::start`]). `None` when it was not.
+    pub fn rebuilt_because(&self) -> Option<&str> {
+        self.rebuilt_because.as_deref()
     }
 
     /// The view's name.
@@ -323,6 +342,40 @@ impl Drop for Indexer {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Why `p` is ahead of the logs, if it is: it counts as indexed an entry
+/// that no feed of `mf` holds. A view can only get there by a crash of the
+/// machine (the view's commit reached the disk, the log's write did not) or
+/// by a feed's files lost or replaced; its rows would then show entries that
+/// are not there, so it is rebuilt.
+fn ahead_of_the_logs(p: &Progress, mf: &Multifeed) -> Option<String> {
+    for (key, ranges) in &p.feeds {
+        let Some(feed) = mf.feed(key) else {
+            if mf.damaged_feeds().is_empty() {
+                return Some(format!(
+                    "it indexed entries of feed {}, which this database no longer holds",
+                    key.to_hex()
+                ));
+            }
+            // A damaged folder may be that feed: it keeps its rows until repaired.
+            continue;
+        };
+        let f = feed.lock();
+        for r in ranges.iter() {
+            let held = f.downloaded(r.clone());
+            if held < r.end - r.start {
+                return Some(format!(
+                    "it indexed {} entries of feed {} in {}..{} that the log does not hold",
+                    r.end - r.start - held,
+                    key.to_hex(),
+                    r.start,
+                    r.end
+                ));
+            }
+        }
+    }
+    None
 }
 
 /// The next batch: up to `max_batch` present, unindexed entries of one feed,

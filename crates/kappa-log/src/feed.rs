@@ -553,11 +553,12 @@ impl Feed {
             Err(LogError::Corrupt(_)) => return self.lose_block(index),
             Err(e) => return Err(e),
         };
-        if let Some(v) = self.pending.data.get(&offset) {
-            // Verified when it was put; not yet written.
-            if v.len() as u64 == size {
-                return Ok(Some(v.clone()));
-            }
+        if self.pending.data.contains_key(&offset) {
+            // Verified when it was put, not yet written: write what is held
+            // first, so nothing a reader saw (and, say, indexed into a view that
+            // commits at once) is lost if the process dies before the
+            // replication burst ends.
+            self.flush_deferred()?;
         }
         let read = if size == 0 { Some(Vec::new()) } else { self.read_ahead(offset, size)? };
         let data = match read {

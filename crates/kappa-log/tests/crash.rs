@@ -195,3 +195,28 @@ fn a_torn_write_at_every_byte_of_the_last_batch_recovers_with_sync_per_batch() {
 fn a_torn_write_at_every_byte_of_the_last_batch_recovers_without_sync() {
     torn_at_every_byte(SyncPolicy::None);
 }
+
+/// A replica's deferred puts are readable at once; a block anyone has read is
+/// in the files, so a process killed before the replication burst ends (no
+/// flush, no drop) loses nothing that a reader saw (an indexer may have
+/// committed it to a view).
+#[test]
+fn a_deferred_block_that_was_read_survives_a_kill_before_the_flush() {
+    let mut writer =
+        Feed::builder(MemoryProvider::new()).key_pair(KeyPair::from_seed(&[4; 32])).open().unwrap();
+    writer.append_batch((0..10).map(value)).unwrap();
+    let disk = MemoryProvider::new();
+    let mut replica = Feed::builder(disk.clone()).public_key(*writer.public_key()).open().unwrap();
+    for i in 0..10u64 {
+        let digest = replica.digest(i);
+        let proof = writer.proof(i, digest, false).unwrap();
+        replica.put_deferred(i, &value(i as usize), &proof).unwrap();
+    }
+    assert_eq!(replica.get(6).unwrap(), Some(value(6)));
+    // Killed: no flush, no drop.
+    std::mem::forget(replica);
+    let mut reopened = Feed::builder(disk.clone()).open().unwrap();
+    assert_eq!(reopened.get(6).unwrap(), Some(value(6)), "a block that was read is on disk");
+    assert_eq!(reopened.downloaded(0..10), 10, "and so is everything held with it");
+    reopened.verify().unwrap();
+}
