@@ -7,7 +7,8 @@
 //! cargo xtask bench         criterion benches and the JS figures measured side by side,
 //!                           written to docs/benchmarks.md
 //! cargo xtask soak <CAMPAIGN> [N]
-//!                           long randomized campaigns (kills, damage, all); see soak.rs
+//!                           long randomized campaigns (kills, damage, all; exchange and
+//!                           interop in soak_exchange.rs); see soak.rs
 //! ```
 
 use std::env;
@@ -23,6 +24,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("soak") if args.get(1).map(String::as_str) == Some("exchange") => soak_exchange::run(&args[2..]),
+        Some("soak") if args.get(1).map(String::as_str) == Some("interop") => {
+            soak_exchange::interop(&args[2..])
+        }
         Some("ci") => ci(),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         Some("bench") => bench::run_bench(&args[1..]),
@@ -73,6 +77,12 @@ fn ci() -> Result<(), String> {
     // and the JS interop tests (which need interop/setup.sh to have run).
     run("cargo", &["test", "--workspace", "--all-targets"])?;
     run("cargo", &["test", "--workspace", "--doc"])?;
+    // A seeded sample of `soak interop`: the JS interop suites once through
+    // chaos proxies.
+    let failed = soak_exchange::interop_round(0x13);
+    if !failed.is_empty() {
+        return Err(format!("interop through the chaos proxy failed: {}", failed.join("; ")));
+    }
     env::set_var("RUSTDOCFLAGS", "-D warnings");
     run("cargo", &["doc", "--workspace", "--no-deps"])?;
     Ok(())

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use kappa_testkit::js;
+use kappa_testkit::{chaos, js};
 use serde_json::{json, Value};
 
 const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
@@ -142,6 +142,7 @@ fn a_live_js_peer_replicates_with_kappa_serve() {
     let key = ok(&a, &["key"]).trim().to_owned();
     ok(&a, &["put", "x", "1"]);
     let server = Server::start(&a);
+    let route = chaos::route(server.addr.parse().unwrap());
     let mut peer = js::Peer::spawn(
         &harness,
         "multifeed-peer.js",
@@ -149,7 +150,7 @@ fn a_live_js_peer_replicates_with_kappa_serve() {
             "--dir",
             js_dir.to_str().unwrap(),
             "--connect",
-            &server.addr,
+            &route.addr().to_string(),
             "--initiator",
             "--live",
             "--shared-key",
@@ -213,7 +214,8 @@ fn kappa_sync_with_js_peers_live_and_non_live() {
         }
         let mut peer = js::Peer::spawn(&harness, "multifeed-peer.js", &args);
         let port = peer.until("listening")["port"].as_u64().unwrap();
-        let addr = format!("127.0.0.1:{port}");
+        let route = chaos::route_to_port(port as u16);
+        let addr = route.addr().to_string();
         let report = json_lines(&b, &["sync", &addr]).remove(0);
         assert_eq!(report["blocks_received"], 5, "live {live}: {report}");
         assert_eq!(report["blocks_sent"], 1, "live {live}: {report}");

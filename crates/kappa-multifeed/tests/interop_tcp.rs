@@ -12,7 +12,7 @@ use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use kappa_log::encoding::{Codec, Json};
 use kappa_multifeed::{Multifeed, MultifeedError, ReplicateOptions};
-use kappa_testkit::{content_digest, js};
+use kappa_testkit::{chaos, content_digest, js};
 use serde_json::{json, Value};
 
 const KEY: [u8; 32] = [0x33; 32];
@@ -78,7 +78,7 @@ fn js_1000_and_rust_500_end_identical_both_roles() {
         let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
         rust_writer(&mf, "local", 500);
         let report = task::block_on(async {
-            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
             mf.replicate(stream, ReplicateOptions::new(!js_listens_as_initiator).shared_key(KEY)).await
         })
         .unwrap();
@@ -107,7 +107,8 @@ fn rust_listens_js_connects_non_live() {
         let port = listener.local_addr().unwrap().port();
         let js_dir = tmp.path().join("js");
         let kh = key_hex();
-        let addr = format!("127.0.0.1:{port}");
+        let route = chaos::route_to_port(port);
+        let addr = route.addr().to_string();
         let mut peer = spawn(
             &harness,
             &[
@@ -165,7 +166,7 @@ fn live_new_feeds_both_ways() {
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "mine", 3);
     let result = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
         let (session, handle) =
             mf.session(stream, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let running = task::spawn(session);
@@ -187,7 +188,8 @@ fn live_new_feeds_both_ways() {
     rust_writer(&mf, "local", 5);
     let done = task::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let route = chaos::route_to_port(listener.local_addr().unwrap().port());
+        let addr = route.addr().to_string();
         let js_dir = tmp.path().join("js");
         let mut peer = spawn(
             &harness,
@@ -247,7 +249,7 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
     let mf = Multifeed::in_memory().unwrap();
     let started = Instant::now();
     let result = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
         mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
     });
     let ours = started.elapsed();
@@ -314,8 +316,8 @@ fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
     let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
     rust_writer(&b, "b", 1);
     let c_done = task::block_on(async {
-        let sa = TcpStream::connect(("127.0.0.1", port_a)).await.unwrap();
-        let sc = TcpStream::connect(("127.0.0.1", port_c)).await.unwrap();
+        let sa = TcpStream::connect(chaos::route_to_port(port_a).addr()).await.unwrap();
+        let sc = TcpStream::connect(chaos::route_to_port(port_c).addr()).await.unwrap();
         let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let (fc, _hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let ta = task::spawn(fa);
@@ -362,7 +364,7 @@ fn a_sparse_rust_peer_takes_the_newest_entries_from_js() {
     let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
     let mf = Multifeed::in_memory().unwrap();
     let report = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
         let mut opts = ReplicateOptions::new(true).shared_key(KEY);
         opts.selection = kappa_protocol::Selection::Newest(100);
         mf.replicate(stream, opts).await
@@ -392,7 +394,8 @@ fn chain_rust_js_rust_carries_feeds_both_ways_through_a_js_bridge() {
     let bridge_dir = tmp.path().join("bridge");
     let (a_feeds, c_feeds, bridge_done) = task::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let c_addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let route = chaos::route_to_port(listener.local_addr().unwrap().port());
+        let c_addr = route.addr().to_string();
         let mut bridge = js::Peer::spawn(
             &harness,
             "bridge-peer.js",
@@ -414,7 +417,7 @@ fn chain_rust_js_rust_carries_feeds_both_ways_through_a_js_bridge() {
         let port = bridge.until("listening")["port"].as_u64().unwrap() as u16;
         let (sc, _) = listener.accept().await.unwrap();
         let (fc, hc) = c.session(sc, ReplicateOptions::new(false).shared_key(KEY).live(true)).unwrap();
-        let sa = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let sa = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
         let (fa, ha) = a.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let (ta, tc) = (task::spawn(fa), task::spawn(fc));
         // A new feed on A while connected travels A -> JS -> C.

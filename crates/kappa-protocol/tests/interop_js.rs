@@ -10,7 +10,7 @@ use async_std::task;
 use kappa_log::storage::DirectoryProvider;
 use kappa_log::{Feed, KeyPair, SharedFeed};
 use kappa_protocol::{EndReason, FeedOptions, ProtocolOptions, Session, SessionReport};
-use kappa_testkit::{content_digest, js};
+use kappa_testkit::{chaos, content_digest, js};
 
 const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
@@ -76,7 +76,7 @@ fn rust_downloads_from_js_as_initiator_and_responder() {
         let port = listening["port"].as_u64().unwrap();
         let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
         let report = task::block_on(async {
-            let stream = TcpStream::connect(("127.0.0.1", port as u16)).await.unwrap();
+            let stream = TcpStream::connect(chaos::route_to_port(port as u16).addr()).await.unwrap();
             run(stream, rust_initiates, false, r.clone(), FeedOptions::default()).await
         });
         assert_eq!(report.end, EndReason::Finished, "{report:?}");
@@ -100,7 +100,7 @@ fn js_downloads_from_rust_as_initiator_and_responder() {
         let key = w.public_key().to_hex();
         let report = task::block_on(async {
             let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let port = listener.local_addr().unwrap().port().to_string();
+            let route = chaos::route_to_port(listener.local_addr().unwrap().port());
             let role = if rust_initiates { "--responder" } else { "--initiator" };
             let js_dir = tmp.path().join("js");
             let mut peer = spawn(
@@ -109,7 +109,7 @@ fn js_downloads_from_rust_as_initiator_and_responder() {
                     "--dir",
                     js_dir.to_str().unwrap(),
                     "--connect",
-                    &format!("127.0.0.1:{port}"),
+                    &route.addr().to_string(),
                     role,
                     "--key",
                     &key,
@@ -143,7 +143,7 @@ fn live_both_ways_with_appends() {
     let key = w.public_key().to_hex();
     let report = task::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let route = chaos::route_to_port(listener.local_addr().unwrap().port());
         let js_dir = tmp.path().join("js");
         let mut peer = spawn(
             &harness,
@@ -151,7 +151,7 @@ fn live_both_ways_with_appends() {
                 "--dir",
                 js_dir.to_str().unwrap(),
                 "--connect",
-                &format!("127.0.0.1:{port}"),
+                &route.addr().to_string(),
                 "--initiator",
                 "--live",
                 "--key",
@@ -204,7 +204,7 @@ fn live_both_ways_with_appends() {
     let port = listening["port"].as_u64().unwrap() as u16;
     let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
     let report = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
         let (s, h) = Session::new(stream, ProtocolOptions::new(true).live(true));
         h.open_feed(r.clone(), FeedOptions::default());
         let session = task::spawn(s.run());
@@ -249,7 +249,7 @@ fn sparse_both_ways() {
     let port = listening["port"].as_u64().unwrap() as u16;
     let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
     let report = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
         run(stream, true, false, r.clone(), FeedOptions::sparse_range(100..200)).await
     });
     peer.until("done");
@@ -265,7 +265,7 @@ fn sparse_both_ways() {
     let key = w.public_key().to_hex();
     let report = task::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let route = chaos::route_to_port(listener.local_addr().unwrap().port());
         let js_dir = tmp.path().join("js");
         let mut peer = spawn(
             &harness,
@@ -273,7 +273,7 @@ fn sparse_both_ways() {
                 "--dir",
                 js_dir.to_str().unwrap(),
                 "--connect",
-                &format!("127.0.0.1:{port}"),
+                &route.addr().to_string(),
                 "--initiator",
                 "--key",
                 &key,
