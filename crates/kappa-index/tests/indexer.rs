@@ -314,15 +314,22 @@ fn live_appends_and_new_feeds_wake_the_indexer() {
     let mf = Multifeed::in_memory().unwrap();
     let sum = sum_view(&MemoryStore::new());
     let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
+    let mut events = ix.subscribe();
     mf.writer("a").unwrap().append(num(2)).unwrap();
     mf.writer("b").unwrap().append(num(3)).unwrap();
-    // Nobody calls ready: the indexer gets there by itself.
-    for _ in 0..200 {
-        if sum.get().unwrap() == 5.0 {
-            break;
+    // Nobody calls ready: the indexer gets there by itself. Its events say
+    // when it changed state (the sum is committed before its status goes back
+    // to idle, so the sum alone does not say it is done).
+    block_on(async {
+        loop {
+            let st = ix.state();
+            if (st.indexed, st.status) == (2, Status::Idle) {
+                break;
+            }
+            let next = async_std::future::timeout(Duration::from_secs(60), events.next()).await;
+            assert!(matches!(next, Ok(Some(_))), "the indexer stopped short: {st:?}");
         }
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    });
     assert_eq!(sum.get().unwrap(), 5.0);
     let st = ix.state();
     assert_eq!((st.indexed, st.total, st.status), (2, 2, Status::Idle));
