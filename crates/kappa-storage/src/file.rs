@@ -1,8 +1,51 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::{end_of, BoxedStorage, LockGuard, Provider, RandomAccess, StorageError};
+
+static WRITES: AtomicU64 = AtomicU64::new(0);
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+static OPENED_FOR_WRITING: AtomicU64 = AtomicU64::new(0);
+static OPENED_FOR_READING: AtomicU64 = AtomicU64::new(0);
+
+/// What every [`FileStorage`] of this process did so far (see [`io_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    /// Positioned writes and truncates.
+    pub writes: u64,
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Files opened for writing.
+    pub opened_for_writing: u64,
+    /// Files opened for reading only.
+    pub opened_for_reading: u64,
+}
+
+impl std::ops::Sub for IoCounts {
+    type Output = IoCounts;
+    fn sub(self, o: IoCounts) -> IoCounts {
+        IoCounts {
+            writes: self.writes - o.writes,
+            syncs: self.syncs - o.syncs,
+            opened_for_writing: self.opened_for_writing - o.opened_for_writing,
+            opened_for_reading: self.opened_for_reading - o.opened_for_reading,
+        }
+    }
+}
+
+/// The writes, syncs and opens of every [`FileStorage`] in this process so far
+/// (relaxed counters, for tests and for `KAPPA_IO_COUNTS` reports: what a
+/// command costs must not creep up unnoticed).
+pub fn io_counts() -> IoCounts {
+    IoCounts {
+        writes: WRITES.load(Relaxed),
+        syncs: SYNCS.load(Relaxed),
+        opened_for_writing: OPENED_FOR_WRITING.load(Relaxed),
+        opened_for_reading: OPENED_FOR_READING.load(Relaxed),
+    }
+}
 
 /// One flat file, accessed with positioned I/O. The file (and its parent
 /// directories) is created at the first write or truncate; until then it reads as
@@ -43,7 +86,10 @@ impl FileStorage {
     fn existing(&mut self) -> Result<Option<&File>, StorageError> {
         if !self.opened {
             match OpenOptions::new().read(true).write(true).open(&self.path) {
-                Ok(f) => self.file = Some(f),
+                Ok(f) => {
+                    OPENED_FOR_WRITING.fetch_add(1, Relaxed);
+                    self.file = Some(f)
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io("open", e)),
             }
@@ -65,6 +111,7 @@ impl FileStorage {
                 .truncate(false)
                 .open(&self.path)
                 .map_err(|e| self.io("create", e))?;
+            OPENED_FOR_WRITING.fetch_add(1, Relaxed);
             self.file = Some(f);
         }
         match &self.file {
@@ -121,6 +168,7 @@ impl RandomAccess for FileStorage {
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         end_of(offset, data.len())?;
         let f = self.created()?;
+        WRITES.fetch_add(1, Relaxed);
         write_at(f, data, offset).map_err(|e| self.io("write", e))
     }
 
@@ -133,13 +181,17 @@ impl RandomAccess for FileStorage {
 
     fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
         let f = self.created()?;
+        WRITES.fetch_add(1, Relaxed);
         f.set_len(len).map_err(|e| self.io("truncate", e))
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
         match self.existing()? {
             None => Ok(()),
-            Some(f) => f.sync_data().map_err(|e| self.io("sync", e)),
+            Some(f) => {
+                SYNCS.fetch_add(1, Relaxed);
+                f.sync_data().map_err(|e| self.io("sync", e))
+            }
         }
     }
 }

@@ -8,8 +8,8 @@ mod memory;
 mod prefixed;
 
 pub use error::StorageError;
-pub use fault::{Fault, FaultyProvider, FaultyStorage};
-pub use file::{DirectoryProvider, FileStorage};
+pub use fault::{Fault, FaultyProvider, FaultyStorage, Op};
+pub use file::{io_counts, DirectoryProvider, FileStorage, IoCounts};
 pub use memory::{MemoryProvider, MemoryStorage};
 pub use prefixed::Prefixed;
 
