@@ -175,6 +175,35 @@ const READ_AHEAD: u64 = 64 * 1024;
 /// Entries in the node cache (a power of two).
 const NODE_CACHE: usize = 1 << 13;
 
+/// The tree writes of an append: the nodes from `base` on (in `tail`, 40 bytes
+/// each) and the parents left of it, as runs of adjacent nodes, one write each
+/// (a parent just left of `base` joins the tail's write).
+fn node_runs(base: u64, tail: Vec<u8>, mut left: Vec<Node>) -> Vec<(u64, Vec<u8>)> {
+    left.sort_unstable_by_key(|n| std::cmp::Reverse(n.index));
+    left.dedup_by_key(|n| n.index);
+    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+    let (mut first, mut run) = (base, tail);
+    for n in left {
+        if n.index + 1 == first && !run.is_empty() {
+            let mut joined = Vec::with_capacity(run.len() + 40);
+            joined.extend_from_slice(&n.encode());
+            joined.extend_from_slice(&run);
+            run = joined;
+        } else {
+            if !run.is_empty() {
+                runs.push((first, std::mem::take(&mut run)));
+            }
+            run = n.encode().to_vec();
+        }
+        first = n.index;
+    }
+    if !run.is_empty() {
+        runs.push((first, run));
+    }
+    // Lowest offset last, as before: the nodes at the end first.
+    runs
+}
+
 impl Drop for Feed {
     fn drop(&mut self) {
         // Deferred puts not flushed yet: write them now (best effort; a failure
@@ -880,11 +909,11 @@ impl Feed {
         let signature = key_pair.sign(&tree_hash(&roots));
         let byte_length = self.byte_length;
 
+        let tree_runs = node_runs(base, tree_buf, left_nodes);
         self.guarded(|feed| {
             feed.files.data.write(byte_length, &data)?;
-            feed.files.tree.write(HEADER_LEN + 40 * base, &tree_buf)?;
-            for n in &left_nodes {
-                feed.files.tree.write(HEADER_LEN + 40 * n.index, &n.encode())?;
+            for (first, bytes) in &tree_runs {
+                feed.files.tree.write(HEADER_LEN + 40 * first, bytes)?;
             }
             feed.files.signatures.write(HEADER_LEN + 64 * (new_length - 1), &signature.0)?;
             if feed.sync == SyncPolicy::PerBatch {
@@ -928,10 +957,12 @@ impl Feed {
         Ok(start..new_length)
     }
 
-    /// Writes every changed bitfield page, whole.
+    /// Writes the changed bytes of every changed bitfield page (a page the file
+    /// does not hold yet, whole): the file's bytes are exactly those of
+    /// hypercore 8, which writes whole pages.
     pub(crate) fn flush_bitfield(&mut self) -> Result<(), LogError> {
-        for (p, page) in self.bitfield.take_dirty() {
-            self.files.bitfield.write(HEADER_LEN + (PAGE_SIZE * p) as u64, &page)?;
+        for (p, at, bytes) in self.bitfield.take_dirty_ranges() {
+            self.files.bitfield.write(HEADER_LEN + (PAGE_SIZE * p + at) as u64, &bytes)?;
         }
         Ok(())
     }

@@ -404,7 +404,7 @@ impl Feed {
             // Entries were lost: the bitfield on disk is one of the two records
             // (with the head) of what was signed. Correct it in memory only.
             self.bitfield.rebuild_index();
-            let _ = self.bitfield.take_dirty();
+            self.bitfield.discard_dirty();
         } else if repaired {
             self.recovery.repaired.push("bitfield corrected from the tree and data files".into());
             self.bitfield.rebuild_index();
@@ -412,7 +412,7 @@ impl Feed {
             self.files.bitfield.sync()?;
         } else {
             // Loading only reads; nothing needs writing back.
-            let _ = self.bitfield.take_dirty();
+            self.bitfield.discard_dirty();
         }
         self.contiguous = self.bitfield.contiguous_length();
         if self.key_pair.is_some() || self.recovery.secret_key.is_some() {
@@ -766,7 +766,8 @@ impl Feed {
             for (p, page) in f.bitfield.all_pages() {
                 f.files.bitfield.write(HEADER_LEN + (crate::bitfield::PAGE_SIZE * p) as u64, &page)?;
             }
-            let _ = f.bitfield.take_dirty();
+            f.bitfield.discard_dirty();
+            f.bitfield.set_all_written();
             match signature {
                 Some(sig) => {
                     f.files.head.truncate(0)?;
