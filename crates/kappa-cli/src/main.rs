@@ -39,7 +39,19 @@ fn main() -> ExitCode {
             report(info);
         }
     }));
-    match async_std::task::block_on(run(cli, out)) {
+    // Commands that touch no network run on this thread alone: async-std's
+    // runtime (its executor and I/O threads) starts only for those that do.
+    let networked = match &cli.command {
+        Command::Demo | Command::Serve { .. } | Command::Sync { .. } => true,
+        Command::Get { from, .. } | Command::Repair { from, .. } => from.is_some(),
+        _ => false,
+    };
+    let done = if networked {
+        async_std::task::block_on(run(cli, out))
+    } else {
+        futures::executor::block_on(run(cli, out))
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, CliError::BrokenPipe) {

@@ -34,6 +34,10 @@ async fn with_bar<T>(
     mut update: impl FnMut(&ProgressBar),
 ) -> T {
     futures::pin_mut!(work);
+    // Work that is already done needs no timer (and no timer thread).
+    if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
+        return out;
+    }
     let start = Instant::now();
     let mut shown: Option<ProgressBar> = None;
     loop {

@@ -905,7 +905,10 @@ impl Feed {
     /// Returns one result per batch. A batch that cannot be appended (a block too
     /// large, a read-only feed) fails alone; when a write fails, the first batch
     /// of the group gets the error and the others [`LogError::Poisoned`].
-    pub fn append_batches<B, V>(&mut self, batches: impl IntoIterator<Item = B>) -> Vec<Result<Range<u64>, LogError>>
+    pub fn append_batches<B, V>(
+        &mut self,
+        batches: impl IntoIterator<Item = B>,
+    ) -> Vec<Result<Range<u64>, LogError>>
     where
         B: IntoIterator<Item = V>,
         V: AsRef<[u8]>,
@@ -920,7 +923,8 @@ impl Feed {
                 Ok(p) if p.count() == 0 => results.push(Ok(tip.length..tip.length)),
                 Ok(p) => {
                     results.push(Ok(p.range()));
-                    tip = Tip { length: p.new_length, byte_length: p.new_byte_length, roots: p.roots.clone() };
+                    tip =
+                        Tip { length: p.new_length, byte_length: p.new_byte_length, roots: p.roots.clone() };
                     owners.push(results.len() - 1);
                     prepared.push(p);
                 }
@@ -1035,7 +1039,9 @@ impl Feed {
             nodes.extend_from_slice(&b.nodes);
             let slot = b.new_length - 1;
             match signatures.last_mut() {
-                Some((s, bytes)) if *s + (bytes.len() / 64) as u64 == slot => bytes.extend_from_slice(&b.signature.0),
+                Some((s, bytes)) if *s + (bytes.len() / 64) as u64 == slot => {
+                    bytes.extend_from_slice(&b.signature.0)
+                }
                 _ => signatures.push((slot, b.signature.0.to_vec())),
             }
         }

@@ -285,7 +285,6 @@ impl SharedFeed {
         }
     }
 
-
     /// Like [`put`](Self::put) with [`Feed::put_deferred`]; call
     /// [`flush_deferred`](Self::flush_deferred) after a burst.
     pub fn put_deferred(&self, index: u64, data: &[u8], proof: &Proof) -> Result<PutOutcome, LogError> {

@@ -65,12 +65,18 @@ pub struct FileStorage {
     path: PathBuf,
     file: Option<File>,
     opened: bool,
+    /// Whether `file` was opened for writing (it is opened read-only until the
+    /// first write, so a process that only reads opens nothing for writing).
+    writable: bool,
+    /// Whether anything was written since the last sync (a sync with nothing
+    /// to flush is skipped).
+    unsynced: bool,
 }
 
 impl FileStorage {
     /// A storage backed by the file at `path` (not touched until used).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStorage { path: path.into(), file: None, opened: false }
+        FileStorage { path: path.into(), file: None, opened: false, writable: false, unsynced: false }
     }
 
     /// The path of the file.
@@ -82,12 +88,12 @@ impl FileStorage {
         StorageError::Io { op, path: self.path.display().to_string(), source }
     }
 
-    /// The file if it exists, opened read-write.
+    /// The file if it exists (opened read-only unless it was written).
     fn existing(&mut self) -> Result<Option<&File>, StorageError> {
         if !self.opened {
-            match OpenOptions::new().read(true).write(true).open(&self.path) {
+            match OpenOptions::new().read(true).open(&self.path) {
                 Ok(f) => {
-                    OPENED_FOR_WRITING.fetch_add(1, Relaxed);
+                    OPENED_FOR_READING.fetch_add(1, Relaxed);
                     self.file = Some(f)
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -98,11 +104,13 @@ impl FileStorage {
         Ok(self.file.as_ref())
     }
 
-    /// The file, created if needed.
+    /// The file opened for writing, created if needed.
     fn created(&mut self) -> Result<&File, StorageError> {
-        if self.existing()?.is_none() {
-            if let Some(dir) = self.path.parent() {
-                fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
+        if !self.writable {
+            if self.existing()?.is_none() {
+                if let Some(dir) = self.path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
+                }
             }
             let f = OpenOptions::new()
                 .read(true)
@@ -113,7 +121,9 @@ impl FileStorage {
                 .map_err(|e| self.io("create", e))?;
             OPENED_FOR_WRITING.fetch_add(1, Relaxed);
             self.file = Some(f);
+            self.writable = true;
         }
+        self.unsynced = true;
         match &self.file {
             Some(f) => Ok(f),
             None => Err(self.io("open", io::Error::other("file vanished"))),
@@ -185,12 +195,19 @@ impl RandomAccess for FileStorage {
         f.set_len(len).map_err(|e| self.io("truncate", e))
     }
 
+    /// Syncs what this storage wrote since its last sync; with nothing
+    /// written, it does nothing (a reader syncs nothing).
     fn sync(&mut self) -> Result<(), StorageError> {
-        match self.existing()? {
+        if !self.unsynced {
+            return Ok(());
+        }
+        match &self.file {
             None => Ok(()),
             Some(f) => {
                 SYNCS.fetch_add(1, Relaxed);
-                f.sync_data().map_err(|e| self.io("sync", e))
+                f.sync_data().map_err(|e| self.io("sync", e))?;
+                self.unsynced = false;
+                Ok(())
             }
         }
     }
@@ -260,13 +277,16 @@ impl Provider for DirectoryProvider {
                 source,
             })?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| StorageError::Io { op: "open lock", path: display.clone(), source })?;
+        // flock needs no write access: an existing file is opened read-only.
+        let file = match OpenOptions::new().read(true).open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                OPENED_FOR_WRITING.fetch_add(1, Relaxed);
+                OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|source| StorageError::Io { op: "open lock", path: display.clone(), source })?;
         match file.try_lock() {
             Ok(()) => Ok(LockGuard::file(file)),
             Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path: display }),
@@ -297,6 +317,26 @@ mod tests {
         f.truncate(3).unwrap();
         assert_eq!(f.len().unwrap(), 3);
         f.sync().unwrap();
+    }
+
+    #[test]
+    fn reading_opens_read_only_and_a_clean_sync_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let mut f = FileStorage::new(&path);
+        assert_eq!(f.read(0, 3).unwrap(), b"abc");
+        assert!(!f.writable);
+        f.sync().unwrap();
+        assert!(!f.unsynced);
+        f.write(3, b"d").unwrap();
+        assert!(f.writable && f.unsynced);
+        assert_eq!(f.read(0, 4).unwrap(), b"abcd");
+        f.sync().unwrap();
+        assert!(!f.unsynced);
+        f.truncate(1).unwrap();
+        assert!(f.unsynced);
+        assert_eq!(std::fs::read(&path).unwrap(), b"a");
     }
 
     #[test]
