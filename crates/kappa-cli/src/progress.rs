@@ -34,7 +34,11 @@ async fn with_bar<T>(
     mut update: impl FnMut(&ProgressBar),
 ) -> T {
     futures::pin_mut!(work);
-    // Work that is already done needs no timer (and no timer thread).
+    // Without a bar to draw, or for work already done, no timer (and so no
+    // timer thread).
+    if !show {
+        return work.await;
+    }
     if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
         return out;
     }
