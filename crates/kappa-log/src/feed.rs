@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kappa_storage::{BoxedStorage, DirectoryProvider, LockGuard, MemoryProvider, Provider, RandomAccess};
 
 use crate::bitfield::{Bitfield, PAGE_SIZE};
+use crate::cache::BlockCache;
 use crate::crypto::{tree_hash, KeyPair, PublicKey, Signature};
 use crate::error::{CorruptError, LogError};
 use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
@@ -51,6 +52,7 @@ pub struct FeedBuilder {
     sync: SyncPolicy,
     store_secret_key: bool,
     repair_headers: bool,
+    block_cache: usize,
 }
 
 impl std::fmt::Debug for FeedBuilder {
@@ -105,6 +107,14 @@ impl FeedBuilder {
         self
     }
 
+    /// How many bytes of recently read blocks to keep in memory, verified
+    /// (default [`DEFAULT_BLOCK_CACHE`]; 0 turns the cache off). Blocks up to
+    /// 64 KiB are cached; a cached block is served without a system call.
+    pub fn block_cache(mut self, bytes: usize) -> Self {
+        self.block_cache = bytes;
+        self
+    }
+
     /// Opens (or creates) the feed.
     pub fn open(self) -> Result<Feed, LogError> {
         Feed::open_with(self)
@@ -148,6 +158,8 @@ pub struct Feed {
     /// Data, nodes and signatures of deferred puts, written (coalesced) by
     /// `flush_deferred` before the bitfield. Reads look here first.
     pub(crate) pending: Pending,
+    /// Verified blocks read recently.
+    pub(crate) blocks: BlockCache,
     /// A read-ahead window of the data file: (offset, bytes).
     pub(crate) read_cache: Option<(u64, Vec<u8>)>,
     /// Where the previous small read ended (to detect sequential reading).
@@ -171,6 +183,9 @@ pub(crate) struct Pending {
 const MAX_PENDING: usize = 1 << 20;
 /// Size of the read-ahead window for small blocks.
 const READ_AHEAD: u64 = 64 * 1024;
+
+/// The default size of a feed's block cache ([`FeedBuilder::block_cache`]).
+pub const DEFAULT_BLOCK_CACHE: usize = 8 * 1024 * 1024;
 
 /// Entries in the node cache (a power of two).
 const NODE_CACHE: usize = 1 << 13;
@@ -275,6 +290,7 @@ impl Feed {
             sync: SyncPolicy::None,
             store_secret_key: true,
             repair_headers: false,
+            block_cache: DEFAULT_BLOCK_CACHE,
         }
     }
 
@@ -447,6 +463,7 @@ impl Feed {
             bitfield_pending: false,
             pending: Pending::default(),
             read_cache: None,
+            blocks: BlockCache::new(b.block_cache),
             last_read_end: u64::MAX,
             recovery,
             // The next record goes beside the newest one, so a torn write keeps it.
@@ -614,6 +631,9 @@ impl Feed {
         if !self.has(index) {
             return Ok(None);
         }
+        if let Some(v) = self.blocks.get(index) {
+            return Ok(Some(v.to_vec()));
+        }
         let (offset, size) = match self.block_range(index) {
             Ok(r) => r,
             // A node needed to place the block is gone: it cannot be read
@@ -643,7 +663,10 @@ impl Feed {
             },
         };
         match self.node(2 * index)? {
-            Some(leaf) if leaf == Node::leaf(index, &data) => Ok(Some(data)),
+            Some(leaf) if leaf == Node::leaf(index, &data) => {
+                self.blocks.insert(index, &data);
+                Ok(Some(data))
+            }
             Some(leaf) => self.resolve_mismatch(index, leaf, offset),
             None => self.lose_block(index),
         }
@@ -715,6 +738,7 @@ impl Feed {
 
     /// A stored block turned out damaged or gone: it becomes a hole.
     pub(crate) fn lose_block(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        self.blocks.remove(index);
         self.guarded(|f| {
             f.bitfield.set_block(index, false);
             f.flush_bitfield()

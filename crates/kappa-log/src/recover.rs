@@ -760,6 +760,7 @@ impl Feed {
             f.files.signatures.truncate(HEADER_LEN + 64 * length)?;
             f.files.tree.truncate(HEADER_LEN + 40 * (2 * length).saturating_sub(1))?;
             f.files.data.truncate(f.byte_length)?;
+            f.blocks.clear();
             // The bitfield on disk was kept as it was, as a record of what was
             // signed: now it says what is left.
             f.files.bitfield.truncate(HEADER_LEN)?;
