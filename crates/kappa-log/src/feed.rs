@@ -216,6 +216,10 @@ fn node_runs(mut nodes: Vec<Node>, fresh: u64) -> Vec<(u64, Vec<u8>)> {
 /// Syncs two files at once: two `fdatasync`s in flight share the disk's
 /// flush rather than waiting one after the other.
 fn sync_both(a: &mut BoxedStorage, b: &mut BoxedStorage) -> Result<(), LogError> {
+    if !a.needs_sync() || !b.needs_sync() {
+        a.sync()?;
+        return Ok(b.sync()?);
+    }
     let (ra, rb) = std::thread::scope(|s| {
         let other = s.spawn(|| b.sync());
         let ra = a.sync();
@@ -459,7 +463,9 @@ impl Feed {
             contiguous: 0,
             sync: b.sync,
             poisoned: false,
-            node_cache: vec![None; NODE_CACHE],
+            // Allocated at the first node read: a feed opened only to list
+            // it costs no cache.
+            node_cache: Vec::new(),
             bitfield_pending: false,
             pending: Pending::default(),
             read_cache: None,
@@ -563,7 +569,7 @@ impl Feed {
             return Ok(Some(*n));
         }
         let slot = (index as usize) & (NODE_CACHE - 1);
-        if let Some(n) = self.node_cache[slot] {
+        if let Some(Some(n)) = self.node_cache.get(slot).copied() {
             if n.index == index {
                 return Ok(Some(n));
             }
@@ -578,7 +584,7 @@ impl Feed {
         })?;
         let node = Node::decode(index, &buf);
         match node {
-            Some(_) => self.node_cache[slot] = node,
+            Some(n) => self.cache_node(n),
             // The bitfield claims a node the tree file does not hold (damage):
             // it is missing.
             None => {
@@ -708,12 +714,17 @@ impl Feed {
 
     /// Puts a node just written into the node cache.
     pub(crate) fn cache_node(&mut self, n: Node) {
+        if self.node_cache.is_empty() {
+            self.node_cache = vec![None; NODE_CACHE];
+        }
         self.node_cache[(n.index as usize) & (NODE_CACHE - 1)] = Some(n);
     }
 
     /// Drops what is cached from tree node `x` (it was rewritten or dropped).
     pub(crate) fn forget_node(&mut self, x: u64) {
-        self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
+        if let Some(slot) = self.node_cache.get_mut((x as usize) & (NODE_CACHE - 1)) {
+            *slot = None;
+        }
         let first_block = flat::left_span(x) / 2;
         self.offsets.truncate(first_block as usize + 1);
     }
@@ -1135,14 +1146,40 @@ impl Feed {
         self.guarded(Feed::sync_files)
     }
 
+    /// Syncs every file written since its last sync, all at once (one round of
+    /// `fdatasync`s in flight together rather than one after the other; under
+    /// `SyncPolicy::None` no order of them guards anything, the operating
+    /// system writes back in any order anyway).
     pub(crate) fn sync_files(&mut self) -> Result<(), LogError> {
-        self.files.data.sync()?;
-        self.files.tree.sync()?;
-        self.files.signatures.sync()?;
-        self.files.bitfield.sync()?;
-        self.files.key.sync()?;
-        self.files.secret_key.sync()?;
-        self.files.head.sync()?;
+        let f = &mut self.files;
+        let mut dirty: Vec<&mut BoxedStorage> = [
+            &mut f.data,
+            &mut f.tree,
+            &mut f.signatures,
+            &mut f.bitfield,
+            &mut f.key,
+            &mut f.secret_key,
+            &mut f.head,
+        ]
+        .into_iter()
+        .filter(|s| s.needs_sync())
+        .collect();
+        let Some(first) = dirty.pop() else { return Ok(()) };
+        if dirty.is_empty() {
+            return Ok(first.sync()?);
+        }
+        let (mine, others) = std::thread::scope(|s| {
+            let handles: Vec<_> = dirty.into_iter().map(|d| s.spawn(move || d.sync())).collect();
+            let mine = first.sync();
+            (mine, handles.into_iter().map(|h| h.join()).collect::<Vec<_>>())
+        });
+        mine?;
+        for r in others {
+            match r {
+                Ok(r) => r?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
         Ok(())
     }
 

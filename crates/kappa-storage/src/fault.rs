@@ -236,6 +236,10 @@ impl RandomAccess for FaultyStorage {
         self.inner.truncate(len)
     }
 
+    fn needs_sync(&self) -> bool {
+        self.inner.needs_sync()
+    }
+
     fn sync(&mut self) -> Result<(), StorageError> {
         {
             let mut s = self.state();

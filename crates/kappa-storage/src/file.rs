@@ -195,6 +195,10 @@ impl RandomAccess for FileStorage {
         f.set_len(len).map_err(|e| self.io("truncate", e))
     }
 
+    fn needs_sync(&self) -> bool {
+        self.unsynced
+    }
+
     /// Syncs what this storage wrote since its last sync; with nothing
     /// written, it does nothing (a reader syncs nothing).
     fn sync(&mut self) -> Result<(), StorageError> {
