@@ -4,7 +4,8 @@
 //! cargo xtask ci            fmt check, clippy -D warnings, tests (with fuzz corpus replay
 //!                           and JS interop), doc build
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
-//! cargo xtask bench         criterion benches and the JS figures measured side by side,
+//! cargo xtask bench [log]   criterion benches and the JS figures measured side by side
+//!                           (log: only the kappa-log section, with the CLI loops),
 //!                           written to docs/benchmarks.md
 //! cargo xtask soak <CAMPAIGN> [N]
 //!                           long randomized campaigns (kills, damage, all; exchange and
@@ -32,7 +33,7 @@ fn main() -> ExitCode {
         Some("bench") => bench::run_bench(&args[1..]),
         Some("soak") => soak::soak(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench | soak CAMPAIGN [N]>");
+            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench [log] | soak CAMPAIGN [N]>");
             return ExitCode::from(2);
         }
     };

@@ -39,7 +39,19 @@ fn main() -> ExitCode {
             report(info);
         }
     }));
-    match async_std::task::block_on(run(cli, out)) {
+    // Commands that touch no network run on this thread alone: async-std's
+    // runtime (its executor and I/O threads) starts only for those that do.
+    let networked = match &cli.command {
+        Command::Demo | Command::Serve { .. } | Command::Sync { .. } => true,
+        Command::Get { from, .. } | Command::Repair { from, .. } => from.is_some(),
+        _ => false,
+    };
+    let done = if networked {
+        async_std::task::block_on(run(cli, out))
+    } else {
+        futures::executor::block_on(run(cli, out))
+    };
+    match done {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !matches!(e, CliError::BrokenPipe) {
@@ -69,8 +81,34 @@ where
 {
     let db = db::open_with(&cli.dir, cli.shared_key, views, cli.views.as_deref())?;
     let (db, result) = f(db).await;
+    let threads = thread_count();
     let closed = db.close();
+    report_io(threads);
     result.and(closed)
+}
+
+/// The threads of this process now (Linux; `None` elsewhere).
+fn thread_count() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok())
+}
+
+/// With `KAPPA_IO_COUNTS` set, reports on standard error what the command cost
+/// the feeds' files (positioned writes, `fdatasync`s, files opened for
+/// writing) and how many threads ran when the command was done, so tests
+/// can hold read-only commands to writing nothing.
+fn report_io(threads: Option<u64>) {
+    if std::env::var_os("KAPPA_IO_COUNTS").is_none() {
+        return;
+    }
+    let c = kappa_core::storage::io_counts();
+    eprintln!(
+        "kappa-io: writes={} syncs={} opened_for_writing={} threads={}",
+        c.writes,
+        c.syncs,
+        c.opened_for_writing,
+        threads.map_or_else(|| "?".to_owned(), |t| t.to_string())
+    );
 }
 
 /// A channel that yields once per Ctrl-C; a second Ctrl-C exits at once.

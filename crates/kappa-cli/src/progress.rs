@@ -34,6 +34,14 @@ async fn with_bar<T>(
     mut update: impl FnMut(&ProgressBar),
 ) -> T {
     futures::pin_mut!(work);
+    // Without a bar to draw, or for work already done, no timer (and so no
+    // timer thread).
+    if !show {
+        return work.await;
+    }
+    if let std::task::Poll::Ready(out) = futures::poll!(work.as_mut()) {
+        return out;
+    }
     let start = Instant::now();
     let mut shown: Option<ProgressBar> = None;
     loop {

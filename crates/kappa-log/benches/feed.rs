@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use kappa_log::{Feed, KeyPair};
+use kappa_log::{Feed, KeyPair, SyncPolicy};
 
 const ENTRY: &[u8; 30] = b"{\"key\":\"k123456\",\"value\":1234}";
 
@@ -34,6 +34,44 @@ fn append(c: &mut Criterion) {
             })
         });
     }
+    g.finish();
+}
+
+/// Ed25519 signing alone: the floor of single appends (one signature each).
+fn sign(c: &mut Criterion) {
+    let kp = KeyPair::from_seed(&[1; 32]);
+    let mut g = c.benchmark_group("crypto");
+    g.throughput(Throughput::Elements(1));
+    let mut msg = [7u8; 32];
+    g.bench_function("sign", |b| {
+        b.iter(|| {
+            msg[0] = msg[0].wrapping_add(1);
+            kp.sign(&msg)
+        })
+    });
+    g.finish();
+}
+
+/// Single appends that are on disk when `append` returns (`SyncPolicy::PerBatch`).
+fn durable(c: &mut Criterion) {
+    let mut g = c.benchmark_group("append");
+    g.throughput(Throughput::Elements(1));
+    g.sample_size(10);
+    g.bench_function(BenchmarkId::new("file", "durable_single"), |b| {
+        b.iter_custom(|iters| {
+            let dir = tempfile::tempdir().unwrap();
+            let mut feed = Feed::builder(kappa_log::storage::DirectoryProvider::new(dir.path()))
+                .key_pair(KeyPair::from_seed(&[1; 32]))
+                .sync(SyncPolicy::PerBatch)
+                .open()
+                .unwrap();
+            let start = Instant::now();
+            for _ in 0..iters {
+                feed.append(ENTRY).unwrap();
+            }
+            start.elapsed()
+        })
+    });
     g.finish();
 }
 
@@ -67,6 +105,6 @@ fn get(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
-    targets = append, get
+    targets = sign, append, durable, get
 }
 criterion_main!(benches);

@@ -65,6 +65,12 @@ pub struct Bitfield {
     pages: Vec<Option<Box<[u8; PAGE_SIZE]>>>,
     dirty: Vec<usize>,
     is_dirty: Vec<bool>,
+    /// Per page: the first and one past the last byte changed since it was
+    /// last taken (meaningful while the page is dirty).
+    changed: Vec<(u16, u16)>,
+    /// Per page: whether the file holds the whole page, equal to memory outside
+    /// its changed bytes (then only those need writing).
+    on_file: Vec<bool>,
 }
 
 impl std::fmt::Debug for Bitfield {
@@ -92,6 +98,9 @@ impl Bitfield {
             bf.ensure_len(p + 1);
             bf.pages[p] = Some(page);
         }
+        let whole = body.len() / PAGE_SIZE;
+        bf.ensure_len(whole);
+        bf.on_file[..whole].fill(true);
         bf
     }
 
@@ -113,6 +122,48 @@ impl Bitfield {
         out
     }
 
+    /// The changes since the last call, per changed page: its number, the byte
+    /// offset in the page where the bytes to write start, and those bytes. Only
+    /// the changed bytes of a page the file holds whole are given (the file's
+    /// bytes end up exactly as if the whole page were written); a page the file
+    /// does not hold yet, or whose file bytes may differ from memory, is given
+    /// whole. Clears the dirty set.
+    pub fn take_dirty_ranges(&mut self) -> Vec<(usize, usize, Vec<u8>)> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for p in self.dirty.drain(..) {
+            self.is_dirty[p] = false;
+            let (start, end) = if self.on_file[p] {
+                (self.changed[p].0 as usize, self.changed[p].1 as usize)
+            } else {
+                (0, PAGE_SIZE)
+            };
+            if let Some(Some(page)) = self.pages.get(p) {
+                out.push((p, start, page[start..end].to_vec()));
+                self.on_file[p] = true;
+            }
+        }
+        out
+    }
+
+    /// Forgets the changes without writing them: the file keeps its own bytes
+    /// for those pages, so their next write is whole.
+    pub fn discard_dirty(&mut self) {
+        for p in self.dirty.drain(..) {
+            self.is_dirty[p] = false;
+            self.on_file[p] = false;
+        }
+    }
+
+    /// Records that the file now holds exactly the allocated pages of memory
+    /// and no more (after the whole bitfield was written anew, each allocated
+    /// page at its place).
+    pub fn set_all_written(&mut self) {
+        let end = self.pages.iter().rposition(Option::is_some).map_or(0, |p| p + 1);
+        for (p, on) in self.on_file.iter_mut().enumerate() {
+            *on = p < end;
+        }
+    }
+
     /// Every allocated page with its bytes (to write the whole bitfield anew).
     pub fn all_pages(&self) -> Vec<(usize, [u8; PAGE_SIZE])> {
         self.pages.iter().enumerate().filter_map(|(p, page)| page.as_ref().map(|pg| (p, **pg))).collect()
@@ -127,6 +178,8 @@ impl Bitfield {
         if self.pages.len() < n {
             self.pages.resize_with(n, || None);
             self.is_dirty.resize(n, false);
+            self.changed.resize(n, (0, 0));
+            self.on_file.resize(n, false);
         }
     }
 
@@ -158,9 +211,14 @@ impl Bitfield {
             return false;
         }
         page[o] = value;
+        let o = o as u16;
         if !self.is_dirty[p] {
             self.is_dirty[p] = true;
             self.dirty.push(p);
+            self.changed[p] = (o, o + 1);
+        } else {
+            let c = &mut self.changed[p];
+            *c = (c.0.min(o), c.1.max(o + 1));
         }
         true
     }

@@ -188,6 +188,7 @@ impl Feed {
                 }
                 self.contiguous = self.contiguous.min(first / 2);
                 self.read_cache = None;
+                self.blocks.clear();
             }
             self.forget_node(x);
             changed += 1;

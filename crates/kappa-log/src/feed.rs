@@ -4,9 +4,10 @@ use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
-use kappa_storage::{DirectoryProvider, LockGuard, MemoryProvider, Provider, RandomAccess};
+use kappa_storage::{BoxedStorage, DirectoryProvider, LockGuard, MemoryProvider, Provider, RandomAccess};
 
 use crate::bitfield::{Bitfield, PAGE_SIZE};
+use crate::cache::BlockCache;
 use crate::crypto::{tree_hash, KeyPair, PublicKey, Signature};
 use crate::error::{CorruptError, LogError};
 use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
@@ -51,6 +52,7 @@ pub struct FeedBuilder {
     sync: SyncPolicy,
     store_secret_key: bool,
     repair_headers: bool,
+    block_cache: usize,
 }
 
 impl std::fmt::Debug for FeedBuilder {
@@ -105,6 +107,14 @@ impl FeedBuilder {
         self
     }
 
+    /// How many bytes of recently read blocks to keep in memory, verified
+    /// (default [`DEFAULT_BLOCK_CACHE`]; 0 turns the cache off). Blocks up to
+    /// 64 KiB are cached; a cached block is served without a system call.
+    pub fn block_cache(mut self, bytes: usize) -> Self {
+        self.block_cache = bytes;
+        self
+    }
+
     /// Opens (or creates) the feed.
     pub fn open(self) -> Result<Feed, LogError> {
         Feed::open_with(self)
@@ -148,6 +158,8 @@ pub struct Feed {
     /// Data, nodes and signatures of deferred puts, written (coalesced) by
     /// `flush_deferred` before the bitfield. Reads look here first.
     pub(crate) pending: Pending,
+    /// Verified blocks read recently.
+    pub(crate) blocks: BlockCache,
     /// A read-ahead window of the data file: (offset, bytes).
     pub(crate) read_cache: Option<(u64, Vec<u8>)>,
     /// Where the previous small read ended (to detect sequential reading).
@@ -172,8 +184,83 @@ const MAX_PENDING: usize = 1 << 20;
 /// Size of the read-ahead window for small blocks.
 const READ_AHEAD: u64 = 64 * 1024;
 
+/// The default size of a feed's block cache ([`FeedBuilder::block_cache`]).
+pub const DEFAULT_BLOCK_CACHE: usize = 8 * 1024 * 1024;
+
 /// Entries in the node cache (a power of two).
 const NODE_CACHE: usize = 1 << 13;
+
+/// The tree writes of an append: its new nodes as runs of adjacent nodes, one
+/// write each. From `fresh` on (the nodes of the new blocks) a run goes on
+/// over the places of nodes not complete yet, as zeros, which is what the file
+/// holds there anyway.
+fn node_runs(mut nodes: Vec<Node>, fresh: u64) -> Vec<(u64, Vec<u8>)> {
+    nodes.sort_unstable_by_key(|n| n.index);
+    nodes.dedup_by_key(|n| n.index);
+    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+    for n in nodes {
+        match runs.last_mut() {
+            Some((first, bytes)) if *first + (bytes.len() / 40) as u64 == n.index => {
+                bytes.extend_from_slice(&n.encode())
+            }
+            Some((first, bytes)) if *first + (bytes.len() / 40) as u64 >= fresh => {
+                bytes.resize(((n.index - *first) * 40) as usize, 0);
+                bytes.extend_from_slice(&n.encode())
+            }
+            _ => runs.push((n.index, n.encode().to_vec())),
+        }
+    }
+    runs
+}
+
+/// Syncs two files at once: two `fdatasync`s in flight share the disk's
+/// flush rather than waiting one after the other.
+fn sync_both(a: &mut BoxedStorage, b: &mut BoxedStorage) -> Result<(), LogError> {
+    if !a.needs_sync() || !b.needs_sync() {
+        a.sync()?;
+        return Ok(b.sync()?);
+    }
+    let (ra, rb) = std::thread::scope(|s| {
+        let other = s.spawn(|| b.sync());
+        let ra = a.sync();
+        (ra, other.join())
+    });
+    ra?;
+    match rb {
+        Ok(r) => Ok(r?),
+        Err(panic) => std::panic::resume_unwind(panic),
+    }
+}
+
+/// The state an append builds on.
+struct Tip {
+    length: u64,
+    byte_length: u64,
+    roots: Vec<Node>,
+}
+
+/// One batch hashed and signed, not yet written.
+struct Prepared {
+    start: u64,
+    new_length: u64,
+    byte_length: u64,
+    new_byte_length: u64,
+    data: Vec<u8>,
+    sizes: Vec<u64>,
+    nodes: Vec<Node>,
+    roots: Vec<Node>,
+    signature: Signature,
+}
+
+impl Prepared {
+    fn count(&self) -> u64 {
+        self.new_length - self.start
+    }
+
+    fn range(&self) -> Range<u64> {
+        self.start..self.new_length
+    }
+}
 
 impl Drop for Feed {
     fn drop(&mut self) {
@@ -207,6 +294,7 @@ impl Feed {
             sync: SyncPolicy::None,
             store_secret_key: true,
             repair_headers: false,
+            block_cache: DEFAULT_BLOCK_CACHE,
         }
     }
 
@@ -375,10 +463,13 @@ impl Feed {
             contiguous: 0,
             sync: b.sync,
             poisoned: false,
-            node_cache: vec![None; NODE_CACHE],
+            // Allocated at the first node read: a feed opened only to list
+            // it costs no cache.
+            node_cache: Vec::new(),
             bitfield_pending: false,
             pending: Pending::default(),
             read_cache: None,
+            blocks: BlockCache::new(b.block_cache),
             last_read_end: u64::MAX,
             recovery,
             // The next record goes beside the newest one, so a torn write keeps it.
@@ -478,7 +569,7 @@ impl Feed {
             return Ok(Some(*n));
         }
         let slot = (index as usize) & (NODE_CACHE - 1);
-        if let Some(n) = self.node_cache[slot] {
+        if let Some(Some(n)) = self.node_cache.get(slot).copied() {
             if n.index == index {
                 return Ok(Some(n));
             }
@@ -493,7 +584,7 @@ impl Feed {
         })?;
         let node = Node::decode(index, &buf);
         match node {
-            Some(_) => self.node_cache[slot] = node,
+            Some(n) => self.cache_node(n),
             // The bitfield claims a node the tree file does not hold (damage):
             // it is missing.
             None => {
@@ -546,6 +637,9 @@ impl Feed {
         if !self.has(index) {
             return Ok(None);
         }
+        if let Some(v) = self.blocks.get(index) {
+            return Ok(Some(v.to_vec()));
+        }
         let (offset, size) = match self.block_range(index) {
             Ok(r) => r,
             // A node needed to place the block is gone: it cannot be read
@@ -576,7 +670,10 @@ impl Feed {
             },
         };
         match self.node(2 * index)? {
-            Some(leaf) if leaf == Node::leaf(index, &data) => Ok(Some(data)),
+            Some(leaf) if leaf == Node::leaf(index, &data) => {
+                self.blocks.insert(index, &data);
+                Ok(Some(data))
+            }
             Some(leaf) => self.resolve_mismatch(index, leaf, offset),
             None => self.lose_block(index),
         }
@@ -618,12 +715,17 @@ impl Feed {
 
     /// Puts a node just written into the node cache.
     pub(crate) fn cache_node(&mut self, n: Node) {
+        if self.node_cache.is_empty() {
+            self.node_cache = vec![None; NODE_CACHE];
+        }
         self.node_cache[(n.index as usize) & (NODE_CACHE - 1)] = Some(n);
     }
 
     /// Drops what is cached from tree node `x` (it was rewritten or dropped).
     pub(crate) fn forget_node(&mut self, x: u64) {
-        self.node_cache[(x as usize) & (NODE_CACHE - 1)] = None;
+        if let Some(slot) = self.node_cache.get_mut((x as usize) & (NODE_CACHE - 1)) {
+            *slot = None;
+        }
         let first_block = flat::left_span(x) / 2;
         self.offsets.truncate(first_block as usize + 1);
     }
@@ -648,6 +750,7 @@ impl Feed {
 
     /// A stored block turned out damaged or gone: it becomes a hole.
     pub(crate) fn lose_block(&mut self, index: u64) -> Result<Option<Vec<u8>>, LogError> {
+        self.blocks.remove(index);
         self.guarded(|f| {
             f.bitfield.set_block(index, false);
             f.flush_bitfield()
@@ -819,32 +922,85 @@ impl Feed {
         V: AsRef<[u8]>,
     {
         self.check_poisoned()?;
-        if let Some(e) = would_fork(&self.recovery, self.length) {
+        let tip = self.tip();
+        let prepared = self.prepare(&tip, values)?;
+        if prepared.count() == 0 {
+            return Ok(tip.length..tip.length);
+        }
+        let range = prepared.range();
+        self.commit(vec![prepared])?;
+        Ok(range)
+    }
+
+    /// Appends several batches, each signed once as by
+    /// [`append_batch`](Self::append_batch), with the writes and syncs of all of
+    /// them shared: one write per file (per run of adjacent bytes) and, under
+    /// [`SyncPolicy::PerBatch`], one round of syncs for all (group commit, used
+    /// by [`SharedFeed`](crate::SharedFeed) for concurrent appenders).
+    ///
+    /// Returns one result per batch. A batch that cannot be appended (a block too
+    /// large, a read-only feed) fails alone; when a write fails, the first batch
+    /// of the group gets the error and the others [`LogError::Poisoned`].
+    pub fn append_batches<B, V>(
+        &mut self,
+        batches: impl IntoIterator<Item = B>,
+    ) -> Vec<Result<Range<u64>, LogError>>
+    where
+        B: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let mut results: Vec<Result<Range<u64>, LogError>> = Vec::new();
+        let mut prepared = Vec::new();
+        let mut owners = Vec::new();
+        let mut tip = self.tip();
+        for values in batches {
+            let r = self.check_poisoned().and_then(|()| self.prepare(&tip, values));
+            match r {
+                Ok(p) if p.count() == 0 => results.push(Ok(tip.length..tip.length)),
+                Ok(p) => {
+                    results.push(Ok(p.range()));
+                    tip =
+                        Tip { length: p.new_length, byte_length: p.new_byte_length, roots: p.roots.clone() };
+                    owners.push(results.len() - 1);
+                    prepared.push(p);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if prepared.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.commit(prepared) {
+            let mut e = Some(e);
+            for i in owners {
+                results[i] = Err(e.take().unwrap_or(LogError::Poisoned));
+            }
+        }
+        results
+    }
+
+    /// The state appends build on.
+    fn tip(&self) -> Tip {
+        Tip { length: self.length, byte_length: self.byte_length, roots: self.roots.clone() }
+    }
+
+    /// Hashes and signs one batch on top of `tip`, writing nothing.
+    fn prepare<I, V>(&self, tip: &Tip, values: I) -> Result<Prepared, LogError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        if let Some(e) = would_fork(&self.recovery, tip.length) {
             return Err(e);
         }
-        let Some(key_pair) = self.key_pair.clone() else { return Err(LogError::NotWritable) };
-        let start = self.length;
+        let Some(key_pair) = self.key_pair.as_ref() else { return Err(LogError::NotWritable) };
+        let start = tip.length;
         // A writer may have holes (blocks whose data was lost, which a peer can
         // restore): the new roots need only the old roots, not the data.
         let mut data = Vec::new();
-        let mut roots = self.roots.clone();
+        let mut roots = tip.roots.clone();
         let mut sizes = Vec::new();
-        // Nodes at 2·start and beyond go in one contiguous buffer; parents to the
-        // left of it are written one by one.
-        let mut tree_buf: Vec<u8> = Vec::new();
-        let mut left_nodes: Vec<Node> = Vec::new();
-        let base = 2 * start;
-        let place = |n: &Node, tree_buf: &mut Vec<u8>, left_nodes: &mut Vec<Node>| {
-            if n.index >= base {
-                let at = ((n.index - base) * 40) as usize;
-                if tree_buf.len() < at + 40 {
-                    tree_buf.resize(at + 40, 0);
-                }
-                tree_buf[at..at + 40].copy_from_slice(&n.encode());
-            } else {
-                left_nodes.push(*n);
-            }
-        };
+        let mut nodes: Vec<Node> = Vec::new();
         for (k, v) in values.into_iter().enumerate() {
             if k >= MAX_BATCH_ENTRIES {
                 return Err(LogError::TooLarge("more than 2^24 entries in one batch"));
@@ -854,7 +1010,7 @@ impl Feed {
                 return Err(LogError::BlockTooLarge { size: v.len(), max: MAX_BLOCK_SIZE });
             }
             let leaf = Node::leaf(start + k as u64, v);
-            place(&leaf, &mut tree_buf, &mut left_nodes);
+            nodes.push(leaf);
             roots.push(leaf);
             while roots.len() >= 2 {
                 let (a, b) = (roots[roots.len() - 2], roots[roots.len() - 1]);
@@ -863,45 +1019,90 @@ impl Feed {
                 }
                 let p = Node::parent_of(&a, &b).ok_or(LogError::TooLarge("feed byte length overflows"))?;
                 roots.truncate(roots.len() - 2);
-                place(&p, &mut tree_buf, &mut left_nodes);
+                nodes.push(p);
                 roots.push(p);
             }
             data.extend_from_slice(v);
             sizes.push(v.len() as u64);
         }
         let count = sizes.len() as u64;
-        if count == 0 {
-            return Ok(start..start);
-        }
-        let new_length = start + count;
-        let new_byte_length = self
+        let new_byte_length = tip
             .byte_length
             .checked_add(data.len() as u64)
             .ok_or(LogError::TooLarge("feed byte length overflows"))?;
-        let signature = key_pair.sign(&tree_hash(&roots));
-        let byte_length = self.byte_length;
+        let signature = if count == 0 { Signature([0; 64]) } else { key_pair.sign(&tree_hash(&roots)) };
+        Ok(Prepared {
+            start,
+            new_length: start + count,
+            byte_length: tip.byte_length,
+            new_byte_length,
+            data,
+            sizes,
+            nodes,
+            roots,
+            signature,
+        })
+    }
 
+    /// Writes prepared batches (in order, each built on the one before) and
+    /// adopts the newest as the feed's state.
+    ///
+    /// The order is what the crash guarantees rest on (docs/semantics.md):
+    /// data and tree first; under [`SyncPolicy::PerBatch`] both are synced
+    /// before any signature is written, so a signature on disk always has its
+    /// tree and data under it, even after a power loss (a signature without
+    /// them would read as entries signed and lost, and stop the writer with
+    /// `WouldFork`). Then the signatures, synced: once they are on disk the
+    /// batches are, since recovery proves the length from the newest verifying
+    /// signature. The bitfield and the head record follow, not synced: recovery
+    /// rebuilds the bitfield from the tree when it lags, and the head record
+    /// guards against damage, not crashes.
+    fn commit(&mut self, batches: Vec<Prepared>) -> Result<(), LogError> {
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else { return Ok(()) };
+        let byte_length = first.byte_length;
+        let (new_length, new_byte_length) = (last.new_length, last.new_byte_length);
+        let roots = last.roots.clone();
+        let signature = last.signature;
+        let mut data = Vec::new();
+        let mut nodes = Vec::new();
+        let mut signatures: Vec<(u64, Vec<u8>)> = Vec::new();
+        for b in &batches {
+            if data.is_empty() {
+                data = b.data.clone();
+            } else {
+                data.extend_from_slice(&b.data);
+            }
+            nodes.extend_from_slice(&b.nodes);
+            let slot = b.new_length - 1;
+            match signatures.last_mut() {
+                Some((s, bytes)) if *s + (bytes.len() / 64) as u64 == slot => {
+                    bytes.extend_from_slice(&b.signature.0)
+                }
+                _ => signatures.push((slot, b.signature.0.to_vec())),
+            }
+        }
+        let tree_runs = node_runs(nodes, 2 * first.start);
+        let start = first.start;
         self.guarded(|feed| {
             feed.files.data.write(byte_length, &data)?;
-            feed.files.tree.write(HEADER_LEN + 40 * base, &tree_buf)?;
-            for n in &left_nodes {
-                feed.files.tree.write(HEADER_LEN + 40 * n.index, &n.encode())?;
+            for (first, bytes) in &tree_runs {
+                feed.files.tree.write(HEADER_LEN + 40 * first, bytes)?;
             }
-            feed.files.signatures.write(HEADER_LEN + 64 * (new_length - 1), &signature.0)?;
-            if feed.sync == SyncPolicy::PerBatch {
-                feed.files.data.sync()?;
-                feed.files.tree.sync()?;
+            let durable = feed.sync == SyncPolicy::PerBatch;
+            if durable {
+                sync_both(&mut feed.files.data, &mut feed.files.tree)?;
+            }
+            for (slot, bytes) in &signatures {
+                feed.files.signatures.write(HEADER_LEN + 64 * slot, bytes)?;
+            }
+            if durable {
                 feed.files.signatures.sync()?;
             }
             for i in start..new_length {
                 feed.bitfield.set_block(i, true);
                 feed.bitfield.set_node(2 * i);
             }
-            feed.flush_bitfield()?;
-            if feed.sync == SyncPolicy::PerBatch {
-                feed.files.bitfield.sync()?;
-            }
-            Ok(())
+            feed.flush_bitfield()
         })?;
 
         let was_complete = self.contiguous == start;
@@ -911,9 +1112,11 @@ impl Feed {
         }
         if self.offsets.len() as u64 == start + 1 {
             let mut acc = byte_length;
-            for s in sizes {
-                acc += s;
-                self.offsets.push(acc);
+            for b in &batches {
+                for s in &b.sizes {
+                    acc += s;
+                    self.offsets.push(acc);
+                }
             }
         }
         self.roots = roots;
@@ -926,13 +1129,15 @@ impl Feed {
         // the commit point, never synced on its own: it guards against damage,
         // not against crashes, which the order of the writes above covers.
         self.guarded(|feed| feed.write_head(signature))?;
-        Ok(start..new_length)
+        Ok(())
     }
 
-    /// Writes every changed bitfield page, whole.
+    /// Writes the changed bytes of every changed bitfield page (a page the file
+    /// does not hold yet, whole): the file's bytes are exactly those of
+    /// hypercore 8, which writes whole pages.
     pub(crate) fn flush_bitfield(&mut self) -> Result<(), LogError> {
-        for (p, page) in self.bitfield.take_dirty() {
-            self.files.bitfield.write(HEADER_LEN + (PAGE_SIZE * p) as u64, &page)?;
+        for (p, at, bytes) in self.bitfield.take_dirty_ranges() {
+            self.files.bitfield.write(HEADER_LEN + (PAGE_SIZE * p + at) as u64, &bytes)?;
         }
         Ok(())
     }
@@ -942,14 +1147,40 @@ impl Feed {
         self.guarded(Feed::sync_files)
     }
 
+    /// Syncs every file written since its last sync, all at once (one round of
+    /// `fdatasync`s in flight together rather than one after the other; under
+    /// `SyncPolicy::None` no order of them guards anything, the operating
+    /// system writes back in any order anyway).
     pub(crate) fn sync_files(&mut self) -> Result<(), LogError> {
-        self.files.data.sync()?;
-        self.files.tree.sync()?;
-        self.files.signatures.sync()?;
-        self.files.bitfield.sync()?;
-        self.files.key.sync()?;
-        self.files.secret_key.sync()?;
-        self.files.head.sync()?;
+        let f = &mut self.files;
+        let mut dirty: Vec<&mut BoxedStorage> = [
+            &mut f.data,
+            &mut f.tree,
+            &mut f.signatures,
+            &mut f.bitfield,
+            &mut f.key,
+            &mut f.secret_key,
+            &mut f.head,
+        ]
+        .into_iter()
+        .filter(|s| s.needs_sync())
+        .collect();
+        let Some(first) = dirty.pop() else { return Ok(()) };
+        if dirty.is_empty() {
+            return Ok(first.sync()?);
+        }
+        let (mine, others) = std::thread::scope(|s| {
+            let handles: Vec<_> = dirty.into_iter().map(|d| s.spawn(move || d.sync())).collect();
+            let mine = first.sync();
+            (mine, handles.into_iter().map(|h| h.join()).collect::<Vec<_>>())
+        });
+        mine?;
+        for r in others {
+            match r {
+                Ok(r) => r?,
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod bitfield;
+mod cache;
 mod check;
 mod crypto;
 pub mod encoding;
@@ -23,7 +24,7 @@ pub use bitfield::{Bitfield, PAGE_SIZE as BITFIELD_PAGE_SIZE};
 pub use check::CheckReport;
 pub use crypto::{discovery_key, leaf_hash, parent_hash, tree_hash, Hash, KeyPair, PublicKey, Signature};
 pub use error::{CorruptError, KeyError, LogError, ProofError};
-pub use feed::{Feed, FeedBuilder, SyncPolicy, MAX_BLOCK_SIZE};
+pub use feed::{Feed, FeedBuilder, SyncPolicy, DEFAULT_BLOCK_CACHE, MAX_BLOCK_SIZE};
 pub use node::Node;
 pub use proof::{Proof, PutOutcome, RemoteTree};
 pub use ranges::RangeSet;

@@ -404,7 +404,7 @@ impl Feed {
             // Entries were lost: the bitfield on disk is one of the two records
             // (with the head) of what was signed. Correct it in memory only.
             self.bitfield.rebuild_index();
-            let _ = self.bitfield.take_dirty();
+            self.bitfield.discard_dirty();
         } else if repaired {
             self.recovery.repaired.push("bitfield corrected from the tree and data files".into());
             self.bitfield.rebuild_index();
@@ -412,7 +412,7 @@ impl Feed {
             self.files.bitfield.sync()?;
         } else {
             // Loading only reads; nothing needs writing back.
-            let _ = self.bitfield.take_dirty();
+            self.bitfield.discard_dirty();
         }
         self.contiguous = self.bitfield.contiguous_length();
         if self.key_pair.is_some() || self.recovery.secret_key.is_some() {
@@ -760,13 +760,15 @@ impl Feed {
             f.files.signatures.truncate(HEADER_LEN + 64 * length)?;
             f.files.tree.truncate(HEADER_LEN + 40 * (2 * length).saturating_sub(1))?;
             f.files.data.truncate(f.byte_length)?;
+            f.blocks.clear();
             // The bitfield on disk was kept as it was, as a record of what was
             // signed: now it says what is left.
             f.files.bitfield.truncate(HEADER_LEN)?;
             for (p, page) in f.bitfield.all_pages() {
                 f.files.bitfield.write(HEADER_LEN + (crate::bitfield::PAGE_SIZE * p) as u64, &page)?;
             }
-            let _ = f.bitfield.take_dirty();
+            f.bitfield.discard_dirty();
+            f.bitfield.set_all_written();
             match signature {
                 Some(sig) => {
                     f.files.head.truncate(0)?;

@@ -1,12 +1,12 @@
 //! [`SharedFeed`]: a feed many tasks use at once, with change notification.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 
 use event_listener::{Event, EventListener};
 
-use crate::{Feed, LogError, Proof, PublicKey, PutOutcome};
+use crate::{Feed, LogError, Proof, PublicKey, PutOutcome, SyncPolicy};
 
 /// How many recent changes a feed remembers for [`SharedFeed::changes_since`].
 const CHANGE_LOG: usize = 4096;
@@ -24,6 +24,21 @@ struct Inner {
     discovery_key: [u8; 32],
     changed: Event,
     log: Mutex<ChangeLog>,
+    /// Whether appends are durable, so concurrent ones commit together.
+    durable: bool,
+    commits: Mutex<Commits>,
+    committed: Condvar,
+}
+
+/// Durable appends waiting to be committed together (group commit): the
+/// first appender that finds no commit running becomes the leader and
+/// appends every waiting batch with one round of syncs.
+#[derive(Default)]
+struct Commits {
+    next_ticket: u64,
+    waiting: Vec<(u64, Vec<Vec<u8>>)>,
+    done: HashMap<u64, Result<Range<u64>, LogError>>,
+    leading: bool,
 }
 
 /// The watchers still alive (dropping the dead ones).
@@ -75,6 +90,7 @@ impl SharedFeed {
     /// Shares `feed`.
     pub fn new(feed: Feed) -> Self {
         let key = *feed.public_key();
+        let durable = feed.sync_policy() == SyncPolicy::PerBatch;
         SharedFeed {
             inner: Arc::new(Inner {
                 discovery_key: feed.discovery_key(),
@@ -82,6 +98,9 @@ impl SharedFeed {
                 feed: Mutex::new(feed),
                 changed: Event::new(),
                 log: Mutex::new(ChangeLog::default()),
+                durable,
+                commits: Mutex::new(Commits::default()),
+                committed: Condvar::new(),
             }),
         }
     }
@@ -209,26 +228,61 @@ impl SharedFeed {
 
     /// Appends one block and notifies listeners. See [`Feed::append`].
     pub fn append(&self, value: impl AsRef<[u8]>) -> Result<u64, LogError> {
-        let r = self.lock().append(value);
-        if let Ok(i) = r {
-            self.notify_added(i..i + 1);
-        }
-        r
+        self.append_batch([value]).map(|r| r.start)
     }
 
     /// Appends a batch and notifies listeners. See [`Feed::append_batch`].
+    ///
+    /// Under [`SyncPolicy::PerBatch`], appenders on several threads share
+    /// their syncs (group commit): the batches that wait while one commit
+    /// syncs are appended together by the next, each still signed on its own
+    /// ([`Feed::append_batches`]).
     pub fn append_batch<I, V>(&self, values: I) -> Result<std::ops::Range<u64>, LogError>
     where
         I: IntoIterator<Item = V>,
         V: AsRef<[u8]>,
     {
-        let r = self.lock().append_batch(values);
+        let r = if self.inner.durable {
+            self.group_commit(values.into_iter().map(|v| v.as_ref().to_vec()).collect())
+        } else {
+            self.lock().append_batch(values)
+        };
         if let Ok(range) = &r {
             if !range.is_empty() {
                 self.notify_added(range.clone());
             }
         }
         r
+    }
+
+    fn commits(&self) -> MutexGuard<'_, Commits> {
+        self.inner.commits.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `values` and waits until a commit has appended them, leading
+    /// one if none is running.
+    fn group_commit(&self, values: Vec<Vec<u8>>) -> Result<Range<u64>, LogError> {
+        let mut c = self.commits();
+        let ticket = c.next_ticket;
+        c.next_ticket += 1;
+        c.waiting.push((ticket, values));
+        loop {
+            if let Some(r) = c.done.remove(&ticket) {
+                return r;
+            }
+            if c.leading {
+                c = self.inner.committed.wait(c).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            c.leading = true;
+            let batch = std::mem::take(&mut c.waiting);
+            drop(c);
+            let (tickets, values): (Vec<u64>, Vec<Vec<Vec<u8>>>) = batch.into_iter().unzip();
+            let mut lead = Lead { feed: self, tickets, results: Vec::new() };
+            lead.results = self.lock().append_batches(values);
+            drop(lead);
+            c = self.commits();
+        }
     }
 
     /// Like [`put`](Self::put) with [`Feed::put_deferred`]; call
@@ -254,6 +308,26 @@ impl SharedFeed {
             self.notify_added(index..index + 1);
         }
         r
+    }
+}
+
+/// A running commit; when it ends (also by a panic), it hands out the results
+/// (`Poisoned` for batches it did not finish) and lets the next leader start.
+struct Lead<'a> {
+    feed: &'a SharedFeed,
+    tickets: Vec<u64>,
+    results: Vec<Result<Range<u64>, LogError>>,
+}
+
+impl Drop for Lead<'_> {
+    fn drop(&mut self) {
+        let mut c = self.feed.commits();
+        c.leading = false;
+        let mut results = std::mem::take(&mut self.results).into_iter();
+        for t in self.tickets.drain(..) {
+            c.done.insert(t, results.next().unwrap_or(Err(LogError::Poisoned)));
+        }
+        self.feed.inner.committed.notify_all();
     }
 }
 

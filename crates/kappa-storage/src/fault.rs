@@ -24,6 +24,32 @@ pub enum Fault {
     },
 }
 
+/// One operation a [`FaultyProvider`] saw, for tests that count what an
+/// operation costs ([`FaultyProvider::ops`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// A positioned write of `len` bytes at `offset` to the storage `file`.
+    Write {
+        /// The storage's name.
+        file: String,
+        /// Where.
+        offset: u64,
+        /// How many bytes.
+        len: usize,
+    },
+    /// A truncate of `file`.
+    Truncate {
+        /// The storage's name.
+        file: String,
+    },
+    /// A sync of `file`.
+    Sync {
+        /// The storage's name.
+        file: String,
+    },
+}
+
 #[derive(Debug, Default)]
 struct State {
     fault: Option<Fault>,
@@ -32,6 +58,8 @@ struct State {
     crashed: bool,
     /// The size of every write so far, in order.
     write_lens: Vec<usize>,
+    /// Every write, truncate and sync so far, in order.
+    ops: Vec<Op>,
 }
 
 /// Wraps a [`Provider`] and injects one [`Fault`]. After the fault fires, every
@@ -77,6 +105,12 @@ impl<P: Provider> FaultyProvider<P> {
         self.state().syncs
     }
 
+    /// Every write, truncate and sync seen so far, in order, with the name of
+    /// the storage it went to.
+    pub fn ops(&self) -> Vec<Op> {
+        self.state().ops.clone()
+    }
+
     /// Whether the fault has fired.
     pub fn crashed(&self) -> bool {
         self.state().crashed
@@ -92,7 +126,11 @@ impl<P: Provider> Provider for FaultyProvider<P> {
         if self.state().crashed {
             return Err(StorageError::Injected("crashed"));
         }
-        Ok(Box::new(FaultyStorage { inner: self.inner.open(name)?, state: self.state.clone() }))
+        Ok(Box::new(FaultyStorage {
+            inner: self.inner.open(name)?,
+            state: self.state.clone(),
+            name: name.to_owned(),
+        }))
     }
 
     fn exists(&self, name: &str) -> Result<bool, StorageError> {
@@ -111,6 +149,7 @@ impl<P: Provider> Provider for FaultyProvider<P> {
 pub struct FaultyStorage {
     inner: BoxedStorage,
     state: Arc<Mutex<State>>,
+    name: String,
 }
 
 impl std::fmt::Debug for FaultyStorage {
@@ -148,6 +187,7 @@ impl RandomAccess for FaultyStorage {
             let n = s.writes;
             s.writes += 1;
             s.write_lens.push(data.len());
+            s.ops.push(Op::Write { file: self.name.clone(), offset, len: data.len() });
             let keep = match s.fault {
                 Some(Fault::FailWrite(k)) if k == n => Some((0, "write failed")),
                 Some(Fault::TearWrite(k)) if k == n => Some((data.len() / 2, "torn write")),
@@ -186,6 +226,7 @@ impl RandomAccess for FaultyStorage {
             let n = s.writes;
             s.writes += 1;
             s.write_lens.push(0);
+            s.ops.push(Op::Truncate { file: self.name.clone() });
             if matches!(s.fault, Some(Fault::FailWrite(k) | Fault::TearWrite(k) | Fault::TearWriteAt { write: k, .. }) if k == n)
             {
                 s.crashed = true;
@@ -193,6 +234,10 @@ impl RandomAccess for FaultyStorage {
             }
         }
         self.inner.truncate(len)
+    }
+
+    fn needs_sync(&self) -> bool {
+        self.inner.needs_sync()
     }
 
     fn sync(&mut self) -> Result<(), StorageError> {
@@ -203,6 +248,7 @@ impl RandomAccess for FaultyStorage {
             }
             let n = s.syncs;
             s.syncs += 1;
+            s.ops.push(Op::Sync { file: self.name.clone() });
             if s.fault == Some(Fault::FailSync(n)) {
                 s.crashed = true;
                 return Err(StorageError::Injected("sync failed"));

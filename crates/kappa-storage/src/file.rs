@@ -1,8 +1,51 @@
 use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 use crate::{end_of, BoxedStorage, LockGuard, Provider, RandomAccess, StorageError};
+
+static WRITES: AtomicU64 = AtomicU64::new(0);
+static SYNCS: AtomicU64 = AtomicU64::new(0);
+static OPENED_FOR_WRITING: AtomicU64 = AtomicU64::new(0);
+static OPENED_FOR_READING: AtomicU64 = AtomicU64::new(0);
+
+/// What every [`FileStorage`] of this process did so far (see [`io_counts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IoCounts {
+    /// Positioned writes and truncates.
+    pub writes: u64,
+    /// `fdatasync` calls.
+    pub syncs: u64,
+    /// Files opened for writing.
+    pub opened_for_writing: u64,
+    /// Files opened for reading only.
+    pub opened_for_reading: u64,
+}
+
+impl std::ops::Sub for IoCounts {
+    type Output = IoCounts;
+    fn sub(self, o: IoCounts) -> IoCounts {
+        IoCounts {
+            writes: self.writes - o.writes,
+            syncs: self.syncs - o.syncs,
+            opened_for_writing: self.opened_for_writing - o.opened_for_writing,
+            opened_for_reading: self.opened_for_reading - o.opened_for_reading,
+        }
+    }
+}
+
+/// The writes, syncs and opens of every [`FileStorage`] in this process so far
+/// (relaxed counters, for tests and for `KAPPA_IO_COUNTS` reports: what a
+/// command costs must not creep up unnoticed).
+pub fn io_counts() -> IoCounts {
+    IoCounts {
+        writes: WRITES.load(Relaxed),
+        syncs: SYNCS.load(Relaxed),
+        opened_for_writing: OPENED_FOR_WRITING.load(Relaxed),
+        opened_for_reading: OPENED_FOR_READING.load(Relaxed),
+    }
+}
 
 /// One flat file, accessed with positioned I/O. The file (and its parent
 /// directories) is created at the first write or truncate; until then it reads as
@@ -22,12 +65,18 @@ pub struct FileStorage {
     path: PathBuf,
     file: Option<File>,
     opened: bool,
+    /// Whether `file` was opened for writing (it is opened read-only until the
+    /// first write, so a process that only reads opens nothing for writing).
+    writable: bool,
+    /// Whether anything was written since the last sync (a sync with nothing
+    /// to flush is skipped).
+    unsynced: bool,
 }
 
 impl FileStorage {
     /// A storage backed by the file at `path` (not touched until used).
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStorage { path: path.into(), file: None, opened: false }
+        FileStorage { path: path.into(), file: None, opened: false, writable: false, unsynced: false }
     }
 
     /// The path of the file.
@@ -39,11 +88,14 @@ impl FileStorage {
         StorageError::Io { op, path: self.path.display().to_string(), source }
     }
 
-    /// The file if it exists, opened read-write.
+    /// The file if it exists (opened read-only unless it was written).
     fn existing(&mut self) -> Result<Option<&File>, StorageError> {
         if !self.opened {
-            match OpenOptions::new().read(true).write(true).open(&self.path) {
-                Ok(f) => self.file = Some(f),
+            match OpenOptions::new().read(true).open(&self.path) {
+                Ok(f) => {
+                    OPENED_FOR_READING.fetch_add(1, Relaxed);
+                    self.file = Some(f)
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(self.io("open", e)),
             }
@@ -52,11 +104,13 @@ impl FileStorage {
         Ok(self.file.as_ref())
     }
 
-    /// The file, created if needed.
+    /// The file opened for writing, created if needed.
     fn created(&mut self) -> Result<&File, StorageError> {
-        if self.existing()?.is_none() {
-            if let Some(dir) = self.path.parent() {
-                fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
+        if !self.writable {
+            if self.existing()?.is_none() {
+                if let Some(dir) = self.path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
+                }
             }
             let f = OpenOptions::new()
                 .read(true)
@@ -65,8 +119,11 @@ impl FileStorage {
                 .truncate(false)
                 .open(&self.path)
                 .map_err(|e| self.io("create", e))?;
+            OPENED_FOR_WRITING.fetch_add(1, Relaxed);
             self.file = Some(f);
+            self.writable = true;
         }
+        self.unsynced = true;
         match &self.file {
             Some(f) => Ok(f),
             None => Err(self.io("open", io::Error::other("file vanished"))),
@@ -121,6 +178,7 @@ impl RandomAccess for FileStorage {
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         end_of(offset, data.len())?;
         let f = self.created()?;
+        WRITES.fetch_add(1, Relaxed);
         write_at(f, data, offset).map_err(|e| self.io("write", e))
     }
 
@@ -133,13 +191,28 @@ impl RandomAccess for FileStorage {
 
     fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
         let f = self.created()?;
+        WRITES.fetch_add(1, Relaxed);
         f.set_len(len).map_err(|e| self.io("truncate", e))
     }
 
+    fn needs_sync(&self) -> bool {
+        self.unsynced
+    }
+
+    /// Syncs what this storage wrote since its last sync; with nothing
+    /// written, it does nothing (a reader syncs nothing).
     fn sync(&mut self) -> Result<(), StorageError> {
-        match self.existing()? {
+        if !self.unsynced {
+            return Ok(());
+        }
+        match &self.file {
             None => Ok(()),
-            Some(f) => f.sync_data().map_err(|e| self.io("sync", e)),
+            Some(f) => {
+                SYNCS.fetch_add(1, Relaxed);
+                f.sync_data().map_err(|e| self.io("sync", e))?;
+                self.unsynced = false;
+                Ok(())
+            }
         }
     }
 }
@@ -208,13 +281,16 @@ impl Provider for DirectoryProvider {
                 source,
             })?;
         }
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|source| StorageError::Io { op: "open lock", path: display.clone(), source })?;
+        // flock needs no write access: an existing file is opened read-only.
+        let file = match OpenOptions::new().read(true).open(&path) {
+            Ok(f) => Ok(f),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                OPENED_FOR_WRITING.fetch_add(1, Relaxed);
+                OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+            }
+            Err(e) => Err(e),
+        }
+        .map_err(|source| StorageError::Io { op: "open lock", path: display.clone(), source })?;
         match file.try_lock() {
             Ok(()) => Ok(LockGuard::file(file)),
             Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path: display }),
@@ -245,6 +321,26 @@ mod tests {
         f.truncate(3).unwrap();
         assert_eq!(f.len().unwrap(), 3);
         f.sync().unwrap();
+    }
+
+    #[test]
+    fn reading_opens_read_only_and_a_clean_sync_does_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"abc").unwrap();
+        let mut f = FileStorage::new(&path);
+        assert_eq!(f.read(0, 3).unwrap(), b"abc");
+        assert!(!f.writable);
+        f.sync().unwrap();
+        assert!(!f.unsynced);
+        f.write(3, b"d").unwrap();
+        assert!(f.writable && f.unsynced);
+        assert_eq!(f.read(0, 4).unwrap(), b"abcd");
+        f.sync().unwrap();
+        assert!(!f.unsynced);
+        f.truncate(1).unwrap();
+        assert!(f.unsynced);
+        assert_eq!(std::fs::read(&path).unwrap(), b"a");
     }
 
     #[test]

@@ -8,8 +8,8 @@ mod memory;
 mod prefixed;
 
 pub use error::StorageError;
-pub use fault::{Fault, FaultyProvider, FaultyStorage};
-pub use file::{DirectoryProvider, FileStorage};
+pub use fault::{Fault, FaultyProvider, FaultyStorage, Op};
+pub use file::{io_counts, DirectoryProvider, FileStorage, IoCounts};
 pub use memory::{MemoryProvider, MemoryStorage};
 pub use prefixed::Prefixed;
 
@@ -52,6 +52,13 @@ pub trait RandomAccess: Send {
     fn is_empty(&mut self) -> Result<bool, StorageError> {
         Ok(self.len()? == 0)
     }
+
+    /// Whether a [`sync`](RandomAccess::sync) would have anything to do: `false`
+    /// only when nothing was written since the last sync. The default says
+    /// `true` (a sync is then always made).
+    fn needs_sync(&self) -> bool {
+        true
+    }
 }
 
 impl<S: RandomAccess + ?Sized> RandomAccess for Box<S> {
@@ -69,6 +76,9 @@ impl<S: RandomAccess + ?Sized> RandomAccess for Box<S> {
     }
     fn sync(&mut self) -> Result<(), StorageError> {
         (**self).sync()
+    }
+    fn needs_sync(&self) -> bool {
+        (**self).needs_sync()
     }
 }
 
