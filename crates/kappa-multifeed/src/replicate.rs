@@ -27,8 +27,9 @@ use futures::io::{AsyncRead, AsyncWrite};
 use futures::StreamExt;
 use kappa_log::PublicKey;
 use kappa_protocol::{
-    EndReason, Event, FeedOptions, FeedStats, Protocol, ProtocolOptions, Selection, Session, SessionHandle,
-    SessionReport,
+    EndReason, Event, FeedOptions, FeedStats, Generation, Protocol, ProtocolOptions, Selection, Session,
+    SessionHandle,
+    SessionReport, Wire,
 };
 use serde_json::{json, Value};
 
@@ -77,6 +78,13 @@ pub struct ReplicateOptions {
     pub timeout: Duration,
     /// Application data sent in the handshake (`userData`, visible to the peer).
     pub user_data: Option<Value>,
+    /// Which wire generations the connection may speak (default
+    /// [`Wire::Auto`]: as initiator, whichever the peer answers in).
+    pub wire: Wire,
+    /// The generation a responder with [`Wire::Auto`] answers in (default
+    /// kappa-core 6; a server picks it per connection, see
+    /// `kappa_core::GenerationMemory`).
+    pub responder_generation: Generation,
 }
 
 impl std::fmt::Debug for ReplicateOptions {
@@ -87,6 +95,7 @@ impl std::fmt::Debug for ReplicateOptions {
             .field("custom_shared_key", &self.shared_key.is_some())
             .field("download", &self.download)
             .field("upload", &self.upload)
+            .field("wire", &self.wire)
             .finish_non_exhaustive()
     }
 }
@@ -105,7 +114,21 @@ impl ReplicateOptions {
             selection: Selection::All,
             timeout: Duration::from_secs(20),
             user_data: None,
+            wire: Wire::Auto,
+            responder_generation: Generation::KappaCore6,
         }
+    }
+
+    /// Sets [`wire`](Self::wire).
+    pub fn wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// Sets [`responder_generation`](Self::responder_generation).
+    pub fn responder_generation(mut self, generation: Generation) -> Self {
+        self.responder_generation = generation;
+        self
     }
 
     /// Sets `live`.
@@ -166,6 +189,13 @@ pub struct SyncReport {
     pub warnings: Vec<String>,
     /// The peer's handshake object (its `userData` and options).
     pub remote_handshake: Option<Value>,
+    /// The wire generation the peer spoke (`None` if the handshake never
+    /// finished).
+    pub generation: Option<Generation>,
+    /// Our feeds not offered to this peer, and why: a kappa-core 6 peer
+    /// (hypercore 8) cannot verify a head signed in the 40-byte hypercore 9
+    /// form, so such a feed is kept from it.
+    pub withheld: Vec<(PublicKey, String)>,
 }
 
 impl SyncReport {
@@ -257,6 +287,10 @@ pub struct Exchange {
     holding: bool,
     new_feeds: Vec<PublicKey>,
     handshake_done: bool,
+    /// The generation the session speaks, once the handshake is done.
+    generation: Option<Generation>,
+    /// Feeds kept from the peer (see [`SyncReport::withheld`]).
+    withheld: Vec<(PublicKey, String)>,
 }
 
 fn keys_json(keys: &[PublicKey]) -> Vec<Value> {
@@ -321,6 +355,34 @@ impl Exchange {
             holding: false,
             new_feeds: Vec::new(),
             handshake_done: false,
+            generation: None,
+            withheld: Vec::new(),
+        }
+    }
+
+    /// Whether our feed `key` may be offered to this peer: one whose head is
+    /// signed in the 40-byte form is kept from a kappa-core 6 peer, which
+    /// cannot verify it (recorded in [`SyncReport::withheld`]).
+    fn offerable(&mut self, key: &PublicKey) -> bool {
+        if self.generation.is_none_or(Generation::verifies_long_signatures) {
+            return true;
+        }
+        let Some(feed) = self.mf.feed(key) else { return true };
+        let form = feed.lock().signature_form();
+        match form {
+            Ok(Some(form)) if !form.hypercore8_verifies() => {
+                if !self.withheld.iter().any(|(k, _)| k == key) {
+                    self.withheld.push((
+                        *key,
+                        format!(
+                            "its newest signature is in the {form}, which a {} peer cannot verify",
+                            Generation::KappaCore6
+                        ),
+                    ));
+                }
+                false
+            }
+            _ => true,
         }
     }
 
@@ -484,6 +546,7 @@ impl Exchange {
                 p.set_peer_live(v.get("live").and_then(Value::as_bool) == Some(true));
                 self.remote_handshake = Some(v);
                 self.handshake_done = true;
+                self.generation = p.generation();
                 let keys: Vec<PublicKey> = self
                     .mf
                     .feeds()
@@ -491,6 +554,7 @@ impl Exchange {
                     .map(|f| *f.public_key())
                     .filter(|k| self.opts.offer.as_ref().is_none_or(|f| f(k)))
                     .collect();
+                let keys: Vec<PublicKey> = keys.into_iter().filter(|k| self.offerable(k)).collect();
                 self.offered.extend(keys.iter().copied());
                 self.known.extend(keys.iter().copied());
                 self.send(p, now, MANIFEST, &json!({"keys": keys_json(&keys)}));
@@ -598,7 +662,7 @@ impl Exchange {
         if !self.handshake_done || self.known.contains(&key) {
             return None;
         }
-        if !self.opts.offer.as_ref().is_none_or(|f| f(&key)) {
+        if !self.opts.offer.as_ref().is_none_or(|f| f(&key)) || !self.offerable(&key) {
             return None;
         }
         self.known.insert(key);
@@ -629,6 +693,8 @@ impl Exchange {
             duration: session.duration,
             warnings,
             remote_handshake: self.remote_handshake.clone(),
+            generation: session.generation,
+            withheld: self.withheld.clone(),
         }
     }
 }
@@ -680,6 +746,8 @@ impl Multifeed {
         });
         let root = root_key(Some(shared));
         let popts = ProtocolOptions::new(opts.initiator)
+            .wire(opts.wire)
+            .responder_generation(opts.responder_generation)
             .live(opts.live)
             .timeouts(opts.timeout, opts.timeout / 2)
             .extensions(vec![

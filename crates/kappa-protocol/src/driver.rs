@@ -136,6 +136,9 @@ pub struct SessionReport {
     pub duration: Duration,
     /// Why it ended.
     pub end: EndReason,
+    /// The wire generation the session spoke (`None` if the handshake never
+    /// finished).
+    pub generation: Option<crate::noise::Generation>,
 }
 
 impl SessionReport {
@@ -449,6 +452,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         s.protocol.fail_transport(ProtocolError::Closed);
         SessionReport {
+            generation: s.protocol.handshake_result().map(|r| r.generation),
             feeds: s.protocol.stats(),
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
