@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::StreamExt;
-use kappa_log::PublicKey;
+use kappa_log::{PublicKey, SharedFeed};
 use kappa_protocol::{
     EndReason, Event, FeedOptions, FeedStats, Generation, Protocol, ProtocolOptions, Selection, Session,
     SessionHandle,
@@ -291,6 +291,8 @@ pub struct Exchange {
     generation: Option<Generation>,
     /// Feeds kept from the peer (see [`SyncReport::withheld`]).
     withheld: Vec<(PublicKey, String)>,
+    /// Feeds not offered until their signature form is known.
+    deferred: Vec<PublicKey>,
 }
 
 fn keys_json(keys: &[PublicKey]) -> Vec<Value> {
@@ -357,20 +359,29 @@ impl Exchange {
             handshake_done: false,
             generation: None,
             withheld: Vec::new(),
+            deferred: Vec::new(),
         }
     }
 
-    /// Whether our feed `key` may be offered to this peer: one whose head is
-    /// signed in the 40-byte form is kept from a kappa-core 6 peer, which
-    /// cannot verify it (recorded in [`SyncReport::withheld`]).
+    /// Whether our feed `key` may be offered to this peer now. A kappa-core 6
+    /// peer cannot verify a head signed in the 40-byte form: such a feed is
+    /// withheld (recorded in [`SyncReport::withheld`]). A feed whose form is not
+    /// known yet (an empty replica: its first blocks may come from a kappa-core
+    /// 7 peer) is deferred until it has a verified head
+    /// ([`announce_deferred`](Self::announce_deferred)); our own writers sign in
+    /// a known form.
     fn offerable(&mut self, key: &PublicKey) -> bool {
         if self.generation.is_none_or(Generation::verifies_long_signatures) {
             return true;
         }
         let Some(feed) = self.mf.feed(key) else { return true };
-        let form = feed.lock().signature_form();
+        let (form, writable_short) = {
+            let mut f = feed.lock();
+            (f.signature_form(), f.is_writable() && f.signing_form().hypercore8_verifies())
+        };
         match form {
             Ok(Some(form)) if !form.hypercore8_verifies() => {
+                self.deferred.retain(|k| k != key);
                 if !self.withheld.iter().any(|(k, _)| k == key) {
                     self.withheld.push((
                         *key,
@@ -382,8 +393,30 @@ impl Exchange {
                 }
                 false
             }
-            _ => true,
+            Ok(Some(_)) => true,
+            _ if writable_short => true,
+            _ => {
+                if !self.deferred.contains(key) {
+                    self.deferred.push(*key);
+                }
+                false
+            }
         }
+    }
+
+    /// The feeds deferred from this peer until their signature form is known
+    /// (see [`announce_deferred`](Self::announce_deferred)).
+    pub fn deferred_feeds(&self) -> Vec<SharedFeed> {
+        self.deferred.iter().filter_map(|k| self.mf.feed(k)).collect()
+    }
+
+    /// One-key manifests for deferred feeds that may now be offered (send each
+    /// as a `MANIFEST` extension message); call it when a deferred feed
+    /// changed. Feeds whose head turned out to be in the 40-byte form move to
+    /// [`SyncReport::withheld`].
+    pub fn announce_deferred(&mut self) -> Vec<Vec<u8>> {
+        let keys = std::mem::take(&mut self.deferred);
+        keys.into_iter().filter_map(|k| self.announce(k)).collect()
     }
 
     /// The key of the root channel (the shared key).
@@ -770,15 +803,41 @@ impl Multifeed {
             // Registered while running (for on-demand gets), also if dropped early.
             let _registration =
                 Registration { mf: registry.clone(), id: registry.register_session(registered) };
-            // Feeds added during the session are offered to the peer.
+            // Feeds added during the session are offered to the peer, and
+            // feeds deferred until their signature form is known (a
+            // kappa-core 6 peer) once they change.
             let announce = async {
-                while let Some(FeedAdded { feed, .. }) = added.next().await {
-                    let msg = lock(&c3).announce(*feed.public_key());
-                    if let Some(bytes) = msg {
+                let mut ended = false;
+                loop {
+                    // Listen first, then look: no change is missed.
+                    let changed: Vec<_> = lock(&c3).deferred_feeds().iter().map(|f| f.changed()).collect();
+                    for bytes in lock(&c3).announce_deferred() {
                         announcer.send_extension(MANIFEST, bytes);
                     }
+                    let some_changed = async {
+                        if changed.is_empty() {
+                            futures::future::pending::<()>().await;
+                        }
+                        futures::future::select_all(changed).await;
+                    };
+                    let next_added = async {
+                        if ended {
+                            futures::future::pending::<()>().await;
+                        }
+                        added.next().await
+                    };
+                    futures::pin_mut!(some_changed, next_added);
+                    match futures::future::select(next_added, some_changed).await {
+                        futures::future::Either::Left((Some(FeedAdded { feed, .. }), _)) => {
+                            let msg = lock(&c3).announce(*feed.public_key());
+                            if let Some(bytes) = msg {
+                                announcer.send_extension(MANIFEST, bytes);
+                            }
+                        }
+                        futures::future::Either::Left((None, _)) => ended = true,
+                        futures::future::Either::Right(_) => {}
+                    }
                 }
-                futures::future::pending::<()>().await;
             };
             futures::pin_mut!(announce);
             let run = session.run();

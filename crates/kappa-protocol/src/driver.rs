@@ -291,7 +291,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     if n == 0 {
                         s.peer_eof = true;
                         if !s.protocol.is_ended() {
-                            if live {
+                            // A live peer may hang up at any time, but not in the
+                            // middle of the handshake: that is a failure (and, after
+                            // our answer, a sign of the other wire generation).
+                            if live && s.protocol.handshake_result().is_some() {
                                 s.protocol.close(Instant::now());
                             } else {
                                 s.protocol.fail_transport(ProtocolError::UnexpectedEof);
