@@ -110,28 +110,25 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             let newest = *newest;
             with_db(&cli, Views::Stored, |db| async move {
                 let fetched = match peer {
-                    Some((stream, addr)) => {
-                        net::sync_stream(
-                            &db.kappa,
-                            stream,
-                            &addr,
-                            Selection::Newest(newest),
-                            kappa_core::protocol::Wire::Auto,
-                            out.bars(),
-                        )
-                            .await
-                            .and_then(|report| {
-                                if !out.json {
-                                    let line =
-                                        format!("fetched from {addr}: {}", net::report_summary(&report));
-                                    eprintln!("{}", output::escape(&line));
-                                }
-                                match sync_check::incomplete(&db.kappa, &addr, &report) {
-                                    Some(e) => Err(e),
-                                    None => Ok(()),
-                                }
-                            })
-                    }
+                    Some((stream, addr)) => net::sync_stream(
+                        &db.kappa,
+                        stream,
+                        &addr,
+                        Selection::Newest(newest),
+                        kappa_core::protocol::Wire::Auto,
+                        out.bars(),
+                    )
+                    .await
+                    .and_then(|report| {
+                        if !out.json {
+                            let line = format!("fetched from {addr}: {}", net::report_summary(&report));
+                            eprintln!("{}", output::escape(&line));
+                        }
+                        match sync_check::incomplete(&db.kappa, &addr, &report) {
+                            Some(e) => Err(e),
+                            None => Ok(()),
+                        }
+                    }),
                     None => Ok(()),
                 };
                 let r = match fetched {

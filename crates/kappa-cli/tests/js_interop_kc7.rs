@@ -155,7 +155,12 @@ fn the_cli_opens_a_directory_js_kc7_wrote() {
     let log = json_lines(&d, &["log", feeds[0]["key"].as_str().unwrap()]);
     assert_eq!(log[11]["value"], json!({"n": 11, "who": "local"}));
     let o = run(&d, &["check"]);
-    assert!(o.status.success(), "{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
 }
 
 #[test]
@@ -167,8 +172,17 @@ fn kappa_sync_with_js_kc7_peers_live_and_non_live() {
         let js_dir = tmp.path().join("js");
         let key = ok(&b, &["key"]).trim().to_owned();
         ok(&b, &["put", "y", "2"]);
-        let mut args =
-            vec!["--dir", js_dir.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &key, "--write", "local:5"];
+        let mut args = vec![
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &key,
+            "--write",
+            "local:5",
+        ];
         if live {
             args.push("--live");
         }
@@ -203,7 +217,17 @@ fn kappa_sync_with_the_wrong_wire_fails_and_says_so() {
     let mut peer = js::Peer::spawn(
         &harness,
         "multifeed-peer.js",
-        &["--dir", js_dir.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &key, "--write", "local:1"],
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &key,
+            "--write",
+            "local:1",
+        ],
     );
     let port = peer.until("listening")["port"].as_u64().unwrap();
     let o = run(&b, &["sync", "--wire", "6", &format!("127.0.0.1:{port}")]);
@@ -288,7 +312,8 @@ fn one_kappa_serve_syncs_js_kc6_and_kc7_peers_in_turn() {
     assert_eq!(done["complete"], true);
     let ev = server.next(&ended);
     assert_eq!((&ev["event"], &ev["wire"]), (&json!("peer_done"), &json!(7)), "{ev}");
-    let seven = done["feeds"].as_array().unwrap().iter().find(|f| f["localname"] == "seven").unwrap()["key"].clone();
+    let seven =
+        done["feeds"].as_array().unwrap().iter().find(|f| f["localname"] == "seven").unwrap()["key"].clone();
 
     // 3. kappa-core 6 again: one failed attempt (the address is remembered as
     // kappa-core 7), then in, with everything but the kappa-core 7 feed.

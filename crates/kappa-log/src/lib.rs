@@ -22,7 +22,8 @@ pub mod fuzzing;
 pub use bitfield::{Bitfield, PAGE_SIZE as BITFIELD_PAGE_SIZE};
 pub use check::CheckReport;
 pub use crypto::{
-    discovery_key, leaf_hash, parent_hash, signable, tree_hash, Hash, KeyPair, PublicKey, Signature, SignatureForm,
+    discovery_key, leaf_hash, parent_hash, signable, tree_hash, Hash, KeyPair, PublicKey, Signature,
+    SignatureForm,
 };
 pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy, MAX_BLOCK_SIZE};

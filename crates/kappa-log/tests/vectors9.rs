@@ -40,7 +40,14 @@ fn batches(v: &Value) -> Vec<Vec<Vec<u8>>> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| s["appended"].as_array().unwrap().iter().map(|e| e.as_str().unwrap().as_bytes().to_vec()).collect())
+        .map(|s| {
+            s["appended"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e.as_str().unwrap().as_bytes().to_vec())
+                .collect()
+        })
         .collect()
 }
 

@@ -28,8 +28,7 @@ use futures::StreamExt;
 use kappa_log::{PublicKey, SharedFeed};
 use kappa_protocol::{
     EndReason, Event, FeedOptions, FeedStats, Generation, Protocol, ProtocolOptions, Selection, Session,
-    SessionHandle,
-    SessionReport, Wire,
+    SessionHandle, SessionReport, Wire,
 };
 use serde_json::{json, Value};
 

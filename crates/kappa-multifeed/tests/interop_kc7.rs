@@ -115,7 +115,17 @@ fn rust_listens_js_kc7_connects_non_live_and_sparse() {
         let kh = key_hex();
         let mut peer = spawn(
             &harness,
-            &["--dir", js_dir.to_str().unwrap(), "--connect", &addr, "--initiator", "--shared-key", &kh, "--write", "js:20"],
+            &[
+                "--dir",
+                js_dir.to_str().unwrap(),
+                "--connect",
+                &addr,
+                "--initiator",
+                "--shared-key",
+                &kh,
+                "--write",
+                "js:20",
+            ],
         );
         let (stream, _) = listener.accept().await.unwrap();
         let report = mf.replicate(stream, opts(false)).await;
@@ -138,7 +148,19 @@ fn rust_listens_js_kc7_connects_non_live_and_sparse() {
     let kh = key_hex();
     let mut peer = spawn(
         &harness,
-        &["--dir", js_dir.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &kh, "--write", "a:50", "--write", "b:8"],
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &kh,
+            "--write",
+            "a:50",
+            "--write",
+            "b:8",
+        ],
     );
     let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
@@ -264,7 +286,17 @@ fn a_kc6_peer_is_not_offered_a_feed_only_kc7_can_verify() {
         let d = tmp.path().join(dir);
         let mut peer = spawn(
             harness,
-            &["--dir", d.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &kh, "--write", write],
+            &[
+                "--dir",
+                d.to_str().unwrap(),
+                "--listen",
+                "0",
+                "--responder",
+                "--shared-key",
+                &kh,
+                "--write",
+                write,
+            ],
         );
         let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
         let report = task::block_on(async {
@@ -421,8 +453,12 @@ fn a_js_kc7_folder_opens_in_rust_and_back() {
     drop((local, mf));
 
     let read = &js::run(&harness, "multifeed-tool.js", &["read", d])[0];
-    let feeds: HashMap<String, Value> =
-        read["feeds"].as_array().unwrap().iter().map(|f| (f["key"].as_str().unwrap().to_owned(), f.clone())).collect();
+    let feeds: HashMap<String, Value> = read["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["key"].as_str().unwrap().to_owned(), f.clone()))
+        .collect();
     assert_eq!(feeds.len(), 2);
     assert_eq!(feeds[&local_key]["length"], 31);
     assert_eq!(feeds[&local_key]["digest"], want.as_str());

@@ -107,12 +107,15 @@ fn session_in(generation: Generation, data: &[u8]) {
     use kappa_log::storage::MemoryProvider;
     use kappa_log::{Feed, KeyPair as FeedKeyPair, SharedFeed};
 
-
     use crate::session::{FeedOptions, Protocol, ProtocolOptions};
 
     let now = Instant::now();
-    let hs_a =
-        Handshake::new_initiator_for(Wire::Auto, KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]), [3; 24]);
+    let hs_a = Handshake::new_initiator_for(
+        Wire::Auto,
+        KeyPair::from_seed(&[1; 32]),
+        KeyPair::from_seed(&[2; 32]),
+        [3; 24],
+    );
     let hs_b = Handshake::new_responder_for(
         generation,
         KeyPair::from_seed(&[4; 32]),

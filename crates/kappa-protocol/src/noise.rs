@@ -543,7 +543,13 @@ impl std::fmt::Debug for Handshake {
 }
 
 impl Handshake {
-    fn new(generation: Generation, is_initiator: bool, s: KeyPair, e: KeyPair, nonce: [u8; NONCE_LEN]) -> Self {
+    fn new(
+        generation: Generation,
+        is_initiator: bool,
+        s: KeyPair,
+        e: KeyPair,
+        nonce: [u8; NONCE_LEN],
+    ) -> Self {
         Handshake {
             is_initiator,
             generation,

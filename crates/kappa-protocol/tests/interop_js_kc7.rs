@@ -113,7 +113,11 @@ fn rust_downloads_from_js_as_initiator_and_responder() {
 #[test]
 fn js_downloads_from_rust_as_initiator_and_responder() {
     let Some(harness) = js::harness_kc7() else { return };
-    let cases = [(true, SignatureForm::TreeHash), (false, SignatureForm::TreeHash), (true, SignatureForm::TreeHashAndLength)];
+    let cases = [
+        (true, SignatureForm::TreeHash),
+        (false, SignatureForm::TreeHash),
+        (true, SignatureForm::TreeHashAndLength),
+    ];
     for (rust_initiates, form) in cases {
         let tmp = tempfile::tempdir().unwrap();
         let w = writer_in(&tmp.path().join("rust"), 2500, form);

@@ -158,7 +158,10 @@ fn one_generation_only_fails_on_the_other_and_auto_names_both_causes() {
     let err = a.receive(&m2).unwrap_err();
     assert_eq!(
         err,
-        HandshakeError::BothGenerations { kc6: Box::new(HandshakeError::BadMac), kc7: Box::new(HandshakeError::BadMac) }
+        HandshakeError::BothGenerations {
+            kc6: Box::new(HandshakeError::BadMac),
+            kc7: Box::new(HandshakeError::BadMac)
+        }
     );
     let text = err.to_string();
     assert!(text.contains("kappa-core 6") && text.contains("kappa-core 7"), "{text}");

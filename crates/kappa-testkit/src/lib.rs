@@ -61,7 +61,9 @@ pub mod js {
         if std::env::var_os("CI").is_some() {
             panic!("interop/kc7/node_modules is missing: run interop/setup.sh (cargo xtask ci does)");
         }
-        eprintln!("\n*** SKIPPING JS interop test: interop/kc7/node_modules missing; run interop/setup.sh ***\n");
+        eprintln!(
+            "\n*** SKIPPING JS interop test: interop/kc7/node_modules missing; run interop/setup.sh ***\n"
+        );
         None
     }
 
