@@ -169,7 +169,7 @@ fn rust_replication(r: &Replication, tmp: &Path, wire: &str) -> Result<(f64, f64
         let _ = server.wait();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("fetch output {:?}: {e}", String::from_utf8_lossy(&out.stderr)))?;
-        if v["wire"].to_string() != wire {
+        if v["wire"].as_u64().map(|n| n.to_string()).as_deref() != Some(wire) {
             return Err(format!("fetch spoke wire {} instead of {wire}", v["wire"]));
         }
         runs.push((v["entries_per_s"].as_f64().unwrap_or(0.0), v["mb_per_s"].as_f64().unwrap_or(0.0)));
