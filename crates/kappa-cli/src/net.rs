@@ -547,4 +547,28 @@ mod tests {
             e.to_string().starts_with("replication with p failed: ") && !e.to_string().contains("shared key")
         );
     }
+
+    #[test]
+    fn handshake_failures_name_the_wire_generations() {
+        use kappa_core::multifeed::MultifeedError;
+        use kappa_core::protocol::{Generation, HandshakeError as H, ProtocolError as P};
+        let hint_of =
+            |pe: P| hint(&KappaError::Multifeed(MultifeedError::Replication(pe))).unwrap_or_default();
+        // One generation only: the other one is the likely cause.
+        let h = hint_of(P::Handshake(H::BadMac));
+        assert!(h.contains("another wire generation") && h.contains("--wire auto"), "{h}");
+        assert!(!h.contains("same shared key"), "{h}");
+        // Both failed: both generations named, and why the shared key is not it.
+        let both = P::Handshake(H::BothGenerations { kc6: Box::new(H::BadMac), kc7: Box::new(H::BadMac) });
+        let message = both.to_string();
+        assert!(message.contains("kappa-core 6") && message.contains("kappa-core 7"), "{message}");
+        let h = hint_of(both);
+        assert!(h.contains("both wire generations") && h.contains("another shared key gets through"), "{h}");
+        // A peer that hung up on our answer is answered in the other one next time.
+        let abandoned =
+            P::HandshakeAbandoned { answered_in: Generation::KappaCore6, source: Box::new(P::UnexpectedEof) };
+        let h = hint_of(abandoned.clone());
+        assert!(h.contains("kappa-core 7") && h.contains("connects again"), "{h}");
+        assert!(abandoned.to_string().contains("other wire generation"), "{abandoned}");
+    }
 }

@@ -278,4 +278,43 @@ mod tests {
         assert_eq!(gate.open(), 0);
         assert!(lock(&gate.counts).by_address.is_empty());
     }
+
+    fn abandoned(g: Generation) -> Result<SyncReport, KappaError> {
+        Err(KappaError::Multifeed(MultifeedError::Replication(ProtocolError::HandshakeAbandoned {
+            answered_in: g,
+            source: Box::new(ProtocolError::UnexpectedEof),
+        })))
+    }
+
+    #[test]
+    fn an_address_that_hung_up_on_our_answer_is_answered_in_the_other_generation() {
+        use Generation::{KappaCore6 as KC6, KappaCore7 as KC7};
+        let m = GenerationMemory::for_options(&ServeOptions::default());
+        let (a, b): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        assert_eq!((m.answer_for(Some(a)), m.answer_for(None)), (KC6, KC6));
+        m.record(Some(a), &abandoned(KC6));
+        assert_eq!((m.answer_for(Some(a)), m.answer_for(Some(b))), (KC7, KC6));
+        // It flips back when a peer of the other generation hangs up in turn.
+        m.record(Some(a), &abandoned(KC7));
+        assert_eq!(m.answer_for(Some(a)), KC6);
+        assert!(m.lock().by_address.is_empty(), "the default is not stored");
+        // Other failures change nothing; an unknown address is never stored.
+        m.record(
+            Some(b),
+            &Err(KappaError::Multifeed(MultifeedError::Replication(ProtocolError::UnexpectedEof))),
+        );
+        m.record(None, &abandoned(KC6));
+        assert_eq!((m.answer_for(Some(b)), m.answer_for(None)), (KC6, KC6));
+        // A fixed wire answers every peer in it and remembers nothing.
+        let only = GenerationMemory::new(Wire::Only(KC7), KC6);
+        only.record(Some(a), &abandoned(KC7));
+        assert_eq!(only.answer_for(Some(a)), KC7);
+        // Bounded: the oldest address goes first.
+        for i in 0..GENERATION_MEMORY_SIZE as u32 + 10 {
+            m.record(Some(IpAddr::from(i.to_be_bytes())), &abandoned(KC6));
+        }
+        assert_eq!(m.lock().by_address.len(), GENERATION_MEMORY_SIZE);
+        assert_eq!(m.answer_for(Some(IpAddr::from(0u32.to_be_bytes()))), KC6);
+        assert_eq!(m.answer_for(Some(IpAddr::from((GENERATION_MEMORY_SIZE as u32 + 9).to_be_bytes()))), KC7);
+    }
 }
