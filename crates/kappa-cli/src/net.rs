@@ -412,6 +412,15 @@ fn handle_msg(
             *active = active.saturating_sub(1);
             *finished += 1;
             match result {
+                // A live session with a peer that hung up on our handshake answer
+                // ends without an error, but nothing was exchanged: say why.
+                Ok(SyncReport { generation: None, handshake_abandoned: Some(answered_in), .. }) => {
+                    let e = kappa_core::protocol::ProtocolError::HandshakeAbandoned {
+                        answered_in,
+                        source: Box::new(kappa_core::protocol::ProtocolError::UnexpectedEof),
+                    };
+                    on_event(ServeEvent::Failed { peer, error: e.to_string() })?
+                }
                 Ok(report) => on_event(ServeEvent::Done { peer, report })?,
                 Err(e) => on_event(ServeEvent::Failed { peer, error: e.to_string() })?,
             }

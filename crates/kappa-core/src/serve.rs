@@ -84,7 +84,8 @@ pub const GENERATION_MEMORY_SIZE: usize = 4096;
 /// answer just hangs up (JS cannot tell why, and retries later, as hyperswarm
 /// and Cabal do). The rule: a peer address not seen before is answered in the
 /// default generation; a peer that hangs up on our answer
-/// ([`ProtocolError::HandshakeAbandoned`]) is answered in the other generation
+/// ([`ProtocolError::HandshakeAbandoned`], or in a live session
+/// `SyncReport::handshake_abandoned`) is answered in the other generation
 /// on its next connection; a handshake that finishes pins the generation it
 /// spoke for that address. So a JS kappa-core 7 peer gets in on its second
 /// attempt against a kappa-core 6 default, and every attempt after that. Peers
@@ -133,7 +134,10 @@ impl GenerationMemory {
     pub fn record(&self, peer: Option<IpAddr>, outcome: &Result<SyncReport, KappaError>) {
         let (Some(ip), Wire::Auto) = (peer, self.wire) else { return };
         let next = match outcome {
-            Ok(report) => report.generation,
+            Ok(report) => match report.handshake_abandoned {
+                Some(answered_in) => Some(answered_in.other()),
+                None => report.generation,
+            },
             Err(KappaError::Multifeed(MultifeedError::Replication(ProtocolError::HandshakeAbandoned {
                 answered_in,
                 ..

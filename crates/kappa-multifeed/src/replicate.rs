@@ -191,6 +191,10 @@ pub struct SyncReport {
     /// The wire generation the peer spoke (`None` if the handshake never
     /// finished).
     pub generation: Option<Generation>,
+    /// We answered the peer's handshake in this generation and it hung up
+    /// before finishing it (a live session ends without an error then): most
+    /// likely a peer of the other generation.
+    pub handshake_abandoned: Option<Generation>,
     /// Our feeds not offered to this peer, and why: a kappa-core 6 peer
     /// (hypercore 8) cannot verify a head signed in the 40-byte hypercore 9
     /// form, so such a feed is kept from it.
@@ -726,6 +730,7 @@ impl Exchange {
             warnings,
             remote_handshake: self.remote_handshake.clone(),
             generation: session.generation,
+            handshake_abandoned: session.handshake_abandoned,
             withheld: self.withheld.clone(),
         }
     }

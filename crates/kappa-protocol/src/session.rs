@@ -693,6 +693,12 @@ impl Protocol {
         self.result.is_none() && self.handshake.as_ref().is_some_and(|hs| hs.answered())
     }
 
+    /// The generation we answered the peer's handshake in, if
+    /// [`answered_unfinished_handshake`](Self::answered_unfinished_handshake).
+    pub fn abandoned_handshake(&self) -> Option<Generation> {
+        self.generation().filter(|_| self.answered_unfinished_handshake())
+    }
+
     /// How many bytes wait in [`poll_transmit`](Self::poll_transmit).
     pub fn pending_transmit_len(&self) -> usize {
         self.out.len()
