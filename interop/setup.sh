@@ -6,7 +6,8 @@
 #     ones that are missing (dpkg -s); `apt-get update` runs only when something must be
 #     installed.
 #  2. Runs `npm ci` only if node_modules is missing, older than package-lock.json, or
-#     its native modules fail to load (e.g. after a node upgrade).
+#     its native modules fail to load (e.g. after a node upgrade), here (kappa-core 6)
+#     and in kc7/ (kappa-core 7).
 #
 # Usage: interop/setup.sh            (from any directory)
 # Env:   INTEROP_FORCE_NPM_CI=1      always run npm ci
@@ -90,30 +91,39 @@ if [ -z "${npm_config_nodedir:-}" ] && [ -z "$(npm config get nodedir 2>/dev/nul
   fi
 fi
 
+# npm_ci_if_needed DIR: `npm ci` in DIR only if its node_modules is missing, older than
+# its package-lock.json, or its native modules fail to load.
 native_ok () {
-  node -e "require('sodium-native'); require('hypercore'); require('kappa-core'); require('leveldown')" >/dev/null 2>&1
+  (cd "$1" && node -e "require('sodium-native'); require('hypercore'); require('kappa-core'); require('leveldown')") >/dev/null 2>&1
 }
 
-NEED_CI=0
-REASON=""
-if [ "${INTEROP_FORCE_NPM_CI:-0}" = 1 ]; then
-  NEED_CI=1; REASON="INTEROP_FORCE_NPM_CI=1"
-elif [ ! -d node_modules ] || [ ! -f node_modules/.package-lock.json ]; then
-  NEED_CI=1; REASON="node_modules missing"
-elif [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  NEED_CI=1; REASON="node_modules older than package-lock.json"
-elif ! native_ok; then
-  NEED_CI=1; REASON="installed modules fail to load (node upgraded?)"
-fi
+npm_ci_if_needed () {
+  local dir="$1" need=0 reason=""
+  [ -f "$dir/package-lock.json" ] || die "package-lock.json not found in $dir"
+  if [ "${INTEROP_FORCE_NPM_CI:-0}" = 1 ]; then
+    need=1; reason="INTEROP_FORCE_NPM_CI=1"
+  elif [ ! -d "$dir/node_modules" ] || [ ! -f "$dir/node_modules/.package-lock.json" ]; then
+    need=1; reason="node_modules missing"
+  elif [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
+    need=1; reason="node_modules older than package-lock.json"
+  elif ! native_ok "$dir"; then
+    need=1; reason="installed modules fail to load (node upgraded?)"
+  fi
 
-if [ "$NEED_CI" = 1 ]; then
-  log "running npm ci ($REASON); sodium-native compiles libsodium, this takes about a minute"
-  npm ci --no-audit --no-fund >&2 || die "npm ci failed (see output above)"
-  touch node_modules/.package-lock.json
-  native_ok || die "npm ci finished but sodium-native/hypercore/leveldown do not load: $(node -e "require('sodium-native')" 2>&1 | head -3)"
-  log "npm ci done"
-else
-  log "node_modules up to date"
-fi
+  if [ "$need" = 1 ]; then
+    log "running npm ci in $dir ($reason); this can take about a minute"
+    (cd "$dir" && npm ci --no-audit --no-fund >&2) || die "npm ci in $dir failed (see output above)"
+    touch "$dir/node_modules/.package-lock.json"
+    native_ok "$dir" || die "npm ci in $dir finished but sodium-native/hypercore/leveldown do not load: $(cd "$dir" && node -e "require('sodium-native')" 2>&1 | head -3)"
+    log "npm ci in $dir done"
+  else
+    log "$dir/node_modules up to date"
+  fi
+}
 
-log "ok ($(node -v), hypercore $(node -p "require('hypercore/package.json').version"), kappa-core $(node -p "require('kappa-core/package.json').version"))"
+# The kappa-core 6 stack (hypercore 8, hypercore-protocol 7) here, the kappa-core 7 stack
+# (hypercore 9, hypercore-protocol 8, noise-protocol pinned to 3.0.1) in kc7/.
+npm_ci_if_needed "$HERE"
+npm_ci_if_needed "$HERE/kc7"
+
+log "ok ($(node -v), hypercore $(node -p "require('hypercore/package.json').version"), kappa-core $(node -p "require('kappa-core/package.json').version"); kc7: hypercore $(cd kc7 && node -p "require('hypercore/package.json').version"), hypercore-protocol $(cd kc7 && node -p "require('hypercore-protocol/package.json').version"), noise-protocol $(cd kc7 && node -p "require('noise-protocol/package.json').version"), kappa-core $(cd kc7 && node -p "require('kappa-core/package.json').version"))"

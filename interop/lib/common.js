@@ -22,7 +22,18 @@ function keyPairFromSeed (seedHex) {
 // u32be(len(entry)) || entry, for every entry in order.
 class ContentDigest {
   constructor () {
-    this._h = sodium.crypto_generichash_instance(null, 32)
+    // sodium-native 2 (kappa-core 6 stack) has instances; sodium-native 3 (the kappa-core 7
+    // stack in kc7/) has init/update/final on a state buffer.
+    if (sodium.crypto_generichash_instance) {
+      this._h = sodium.crypto_generichash_instance(null, 32)
+    } else {
+      const state = Buffer.alloc(sodium.crypto_generichash_STATEBYTES)
+      sodium.crypto_generichash_init(state, null, 32)
+      this._h = {
+        update: (buf) => sodium.crypto_generichash_update(state, buf),
+        final: (out) => sodium.crypto_generichash_final(state, out)
+      }
+    }
     this._len = Buffer.alloc(4)
   }
 

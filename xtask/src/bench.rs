@@ -156,8 +156,9 @@ fn first_line(child: &mut std::process::Child) -> Result<String, String> {
     Ok(line)
 }
 
-/// Rust: (entries/s, MB/s), median of three runs.
-fn rust_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
+/// Rust: (entries/s, MB/s), median of three runs; the server answers in wire
+/// generation `wire` ("6" or "7"), the fetcher detects it.
+fn rust_replication(r: &Replication, tmp: &Path, wire: &str) -> Result<(f64, f64), String> {
     let bin = root().join("target/release/examples/replicate");
     let bin = bin.to_str().ok_or("path")?;
     let w = tmp.join(format!("rust-w-{}", r.size));
@@ -169,7 +170,7 @@ fn rust_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
     let mut runs = Vec::new();
     for run in 0..3 {
         let mut server = Command::new(bin)
-            .args(["serve", w.to_str().ok_or("path")?, "0"])
+            .args(["serve", w.to_str().ok_or("path")?, "0", wire])
             .stdout(Stdio::piped())
             .spawn()
             .map_err(|e| e.to_string())?;
@@ -184,18 +185,24 @@ fn rust_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
         let _ = server.wait();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("fetch output {:?}: {e}", String::from_utf8_lossy(&out.stderr)))?;
+        if v["wire"].as_u64().map(|n| n.to_string()).as_deref() != Some(wire) {
+            return Err(format!("fetch spoke wire {} instead of {wire}", v["wire"]));
+        }
         runs.push((v["entries_per_s"].as_f64().unwrap_or(0.0), v["mb_per_s"].as_f64().unwrap_or(0.0)));
     }
     runs.sort_by(|a, b| a.0.total_cmp(&b.0));
     Ok(runs[1])
 }
 
-/// JS kappa-core 6 stack (hypercore 8 + hypercore-protocol 7): (entries/s, MB/s).
-fn js_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
+/// JS kappa-core 6 stack (hypercore 8 + hypercore-protocol 7) with `harness` =
+/// "interop", or the kappa-core 7 stack (hypercore 9 + hypercore-protocol 8)
+/// with "interop/kc7": (entries/s, MB/s).
+fn js_replication(r: &Replication, tmp: &Path, harness: &str) -> Result<(f64, f64), String> {
     let seed = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
-    let w = tmp.join(format!("js-w-{}", r.size));
+    let script = format!("{harness}/replicate-peer.js");
+    let w = tmp.join(format!("js-w-{}-{}", r.size, harness.len()));
     let mut writer = Command::new("node")
-        .arg("interop/replicate-peer.js")
+        .arg(&script)
         .args(["--dir", w.to_str().ok_or("path")?, "--listen", "0", "--responder", "--seed", seed])
         .args([
             "--append",
@@ -211,9 +218,9 @@ fn js_replication(r: &Replication, tmp: &Path) -> Result<(f64, f64), String> {
         .map_err(|e| e.to_string())?;
     let listening: serde_json::Value =
         serde_json::from_str(&first_line(&mut writer)?).map_err(|e| e.to_string())?;
-    let r_dir = tmp.join(format!("js-r-{}", r.size));
+    let r_dir = tmp.join(format!("js-r-{}-{}", r.size, harness.len()));
     let out = Command::new("node")
-        .arg("interop/replicate-peer.js")
+        .arg(&script)
         .args([
             "--dir",
             r_dir.to_str().ok_or("path")?,
@@ -522,13 +529,19 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
     );
     md.push_str(&log_section(&js, &dir)?);
     let _ = writeln!(md, "## kappa-protocol (replication between two processes, loopback TCP)\n");
-    let _ = writeln!(md, "| workload | kappa-rs | JS kappa-core 6 stack | ratio | target |");
+    let _ = writeln!(md, "| workload | kappa-rs | JS stack of that generation | ratio | target |");
     let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
     let tmp = std::env::temp_dir().join(format!("kappa-bench-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
-    for r in REPLICATIONS {
-        let rust = rust_replication(r, &tmp)?;
-        let js_r = js_replication(r, &tmp)?;
+    let generations = [
+        ("6", "interop", "kappa-core 6 wire (hypercore-protocol 7)"),
+        ("7", "interop/kc7", "kappa-core 7 wire (hypercore-protocol 8; JS: kappa-core 7 stack)"),
+    ];
+    for (r, (wire, harness, wire_name)) in
+        REPLICATIONS.iter().flat_map(|r| generations.iter().map(move |g| (r, g)))
+    {
+        let rust = rust_replication(r, &tmp, wire)?;
+        let js_r = js_replication(r, &tmp, harness)?;
         let (rust_fig, js_fig, ratio) = if r.size >= 1024 {
             (format!("{:.0} MB/s", rust.1), format!("{:.0} MB/s", js_r.1), rust.1 / js_r.1)
         } else {
@@ -540,10 +553,10 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
         };
         let _ = writeln!(
             md,
-            "| {} ({} Rust / {} JS entries) | {rust_fig} | {js_fig} | **{ratio:.1}×** | {} |",
+            "| {}, {wire_name} ({} Rust / {} JS entries) | {rust_fig} | {js_fig} | **{ratio:.1}×** | {} |",
             r.what, r.rust_entries, r.js_entries, r.target
         );
-        eprintln!("{}: rust {rust_fig} js {js_fig} ratio {ratio:.1}", r.what);
+        eprintln!("{} ({wire_name}): rust {rust_fig} js {js_fig} ratio {ratio:.1}", r.what);
     }
     let _ = writeln!(
         md,

@@ -135,6 +135,12 @@ pub(crate) enum Command {
         /// Most peer sessions at once from one IP address.
         #[arg(long, value_name = "N", default_value_t = 16)]
         max_per_address: usize,
+        /// Wire generation: `6` (kappa-core 6: hypercore 8, hypercore-protocol
+        /// 7), `7` (kappa-core 7: hypercore 9, hypercore-protocol 8) or `auto`:
+        /// both, a new peer answered in kappa-core 6 and, if it hangs up on that
+        /// answer, in kappa-core 7 when it connects again.
+        #[arg(long, value_name = "auto|6|7", default_value = "auto")]
+        wire: kappa_core::protocol::Wire,
     },
     /// Replicates once with the peer at ADDR: exits when both sides have
     /// everything, printing what moved.
@@ -148,6 +154,10 @@ pub(crate) enum Command {
         /// Give up connecting after this many milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         connect_timeout_ms: u64,
+        /// Wire generation: `6` (kappa-core 6), `7` (kappa-core 7) or `auto`
+        /// (whichever the peer answers in).
+        #[arg(long, value_name = "auto|6|7", default_value = "auto")]
+        wire: kappa_core::protocol::Wire,
     },
     /// Shows the whole system end to end in a temporary folder: two databases,
     /// writes, TCP replication on loopback, a fork and its merge, a view rebuilt

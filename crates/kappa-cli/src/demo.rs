@@ -121,8 +121,15 @@ async fn sync(
 ) -> Result<()> {
     n.cmd("bob", &format!("sync {addr}"))?;
     let stream = net::connect(addr, Duration::from_secs(10)).await?;
-    let report =
-        net::sync_stream(&bob.kappa, stream, addr, kappa_core::protocol::Selection::All, false).await?;
+    let report = net::sync_stream(
+        &bob.kappa,
+        stream,
+        addr,
+        kappa_core::protocol::Selection::All,
+        kappa_core::protocol::Wire::Auto,
+        false,
+    )
+    .await?;
     n.say(format!("bob: synced with {addr}: {}", net::report_summary(&report)))?;
     for line in net::report_feed_lines(&bob.kappa, &report) {
         n.out.text(format!("  {line}"))?;

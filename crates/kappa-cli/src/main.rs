@@ -148,21 +148,25 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             let newest = *newest;
             with_db(&cli, Views::Stored, |db| async move {
                 let fetched = match peer {
-                    Some((stream, addr)) => {
-                        net::sync_stream(&db.kappa, stream, &addr, Selection::Newest(newest), out.bars())
-                            .await
-                            .and_then(|report| {
-                                if !out.json {
-                                    let line =
-                                        format!("fetched from {addr}: {}", net::report_summary(&report));
-                                    eprintln!("{}", output::escape(&line));
-                                }
-                                match sync_check::incomplete(&db.kappa, &addr, &report) {
-                                    Some(e) => Err(e),
-                                    None => Ok(()),
-                                }
-                            })
-                    }
+                    Some((stream, addr)) => net::sync_stream(
+                        &db.kappa,
+                        stream,
+                        &addr,
+                        Selection::Newest(newest),
+                        kappa_core::protocol::Wire::Auto,
+                        out.bars(),
+                    )
+                    .await
+                    .and_then(|report| {
+                        if !out.json {
+                            let line = format!("fetched from {addr}: {}", net::report_summary(&report));
+                            eprintln!("{}", output::escape(&line));
+                        }
+                        match sync_check::incomplete(&db.kappa, &addr, &report) {
+                            Some(e) => Err(e),
+                            None => Ok(()),
+                        }
+                    }),
                     None => Ok(()),
                 };
                 let r = match fetched {
@@ -241,14 +245,15 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Serve { listen, max_peers, exit_when_idle_ms, max_connections, max_per_address } => {
+        Command::Serve { listen, max_peers, exit_when_idle_ms, max_connections, max_per_address, wire } => {
             net::resolve(listen)?;
             let limits = net::ServeLimits {
                 max_peers: *max_peers,
                 idle: exit_when_idle_ms.map(Duration::from_millis),
                 caps: kappa_core::ServeOptions::default()
                     .max_connections(*max_connections)
-                    .max_per_address(*max_per_address),
+                    .max_per_address(*max_per_address)
+                    .wire(*wire),
             };
             let listen = listen.clone();
             with_db(&cli, Views::Stored, |db| async move {
@@ -261,13 +266,14 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Sync { addr, newest, connect_timeout_ms } => {
+        Command::Sync { addr, newest, connect_timeout_ms, wire } => {
             // Connect first: an unreachable peer changes nothing here.
             let stream = net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?;
             let addr = addr.clone();
             let selection = newest.map_or(Selection::All, Selection::Newest);
+            let wire = *wire;
             with_db(&cli, Views::None, |db| async move {
-                let r = sync(&db, &out, stream, &addr, selection).await;
+                let r = sync(&db, &out, stream, &addr, selection, wire).await;
                 (db, r)
             })
             .await
@@ -281,8 +287,9 @@ async fn sync(
     stream: async_std::net::TcpStream,
     addr: &str,
     selection: Selection,
+    wire: kappa_core::protocol::Wire,
 ) -> Result<()> {
-    let report = net::sync_stream(&db.kappa, stream, addr, selection, out.bars()).await?;
+    let report = net::sync_stream(&db.kappa, stream, addr, selection, wire, out.bars()).await?;
     for w in &report.warnings {
         eprintln!("kappa: warning: {}", output::escape(w));
     }

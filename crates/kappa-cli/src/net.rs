@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use async_std::net::{TcpListener, TcpStream};
 use futures::channel::mpsc;
 use futures::StreamExt;
-use kappa_core::protocol::{Selection, SessionHandle};
+use kappa_core::protocol::{Generation, Selection, SessionHandle, Wire};
 use kappa_core::{Kappa, KappaError, ReplicateOptions, SyncReport};
 use serde_json::{json, Value};
 
@@ -77,6 +77,8 @@ pub(crate) fn report_json(kappa: &Kappa, r: &SyncReport) -> Value {
         "bytes_sent": r.bytes_sent,
         "duration_ms": r.duration.as_millis() as u64,
         "feeds": feeds,
+        "wire": generation_json(r.generation),
+        "withheld": r.withheld.iter().map(|(k, why)| json!({"key": k.to_hex(), "reason": why})).collect::<Vec<_>>(),
     })
 }
 
@@ -90,8 +92,12 @@ fn plural(n: u64, what: &str) -> String {
 
 /// What moved in a session, in one line.
 pub(crate) fn report_summary(r: &SyncReport) -> String {
+    let wire = match r.generation {
+        Some(g) => format!(", over the {g} wire"),
+        None => String::new(),
+    };
     format!(
-        "received {}, sent {}, {} ({:.2}s)",
+        "received {}, sent {}, {} ({:.2}s{wire})",
         plural(r.blocks_received(), "block"),
         plural(r.blocks_sent(), "block"),
         plural(r.new_feeds.len() as u64, "new feed"),
@@ -99,9 +105,15 @@ pub(crate) fn report_summary(r: &SyncReport) -> String {
     )
 }
 
+/// The generation a session spoke, for JSON: `6`, `7` or `null`.
+fn generation_json(g: Option<Generation>) -> Value {
+    g.map_or(Value::Null, |g| json!(g.number()))
+}
+
 /// Per feed that something moved on, one line.
 pub(crate) fn report_feed_lines(kappa: &Kappa, r: &SyncReport) -> Vec<String> {
-    r.feeds
+    let mut lines: Vec<String> = r
+        .feeds
         .iter()
         .filter(|(_, s)| s.blocks_down > 0 || s.blocks_up > 0)
         .map(|(k, s)| {
@@ -114,7 +126,12 @@ pub(crate) fn report_feed_lines(kappa: &Kappa, r: &SyncReport) -> Vec<String> {
                 s.blocks_up
             )
         })
-        .collect()
+        .collect();
+    for (k, why) in &r.withheld {
+        let name = kappa.multifeed().name_of(k).unwrap_or_else(|| "remote".into());
+        lines.push(format!("  feed {} ({name}): not offered to this peer: {why}", short_id(&k.to_hex())));
+    }
+    lines
 }
 
 /// Explains a failed replication, with a hint that matches its cause.
@@ -155,7 +172,19 @@ pub(crate) fn hint(e: &KappaError) -> Option<String> {
         P::EndedUnverified { .. } => {
             format!("the peer hung up before proving the shared key: it may use another one ({KEY_HINT})")
         }
-        P::Handshake(_) => "the encrypted handshake failed: is the address a kappa peer?".to_owned(),
+        P::Handshake(kappa_core::protocol::HandshakeError::BothGenerations { .. }) => {
+            "the peer's handshake answer fails in both wire generations (kappa-core 6 and 7): it is not a \
+             kappa peer, or the bytes were damaged on the way (a peer with another shared key gets through \
+             the handshake)"
+                .to_owned()
+        }
+        P::Handshake(_) => "the encrypted handshake failed: the peer may speak another wire generation \
+             (`--wire auto` tries kappa-core 6 and 7), or not be a kappa peer"
+            .to_owned(),
+        P::HandshakeAbandoned { answered_in, .. } => format!(
+            "the peer may speak {}: it is answered in that generation when it connects again",
+            answered_in.other()
+        ),
         P::Timeout(_) | P::Stalled { .. } => {
             "the peer stopped answering: check the network and try again".to_owned()
         }
@@ -265,6 +294,8 @@ pub(crate) async fn serve_loop(
     let (tx, mut rx) = mpsc::unbounded::<Msg>();
     let handles: Handles = Arc::new(Mutex::new(HashMap::new()));
     let gate = kappa_core::ConnectionGate::new(limits.caps.clone());
+    let memory = kappa_core::GenerationMemory::for_options(&limits.caps);
+    let wire = limits.caps.wire;
     let accept = {
         let tx = tx.clone();
         let handles = handles.clone();
@@ -287,14 +318,20 @@ pub(crate) async fn serve_loop(
                         let id = next_id;
                         let _ = stream.set_nodelay(true);
                         let _ = tx.unbounded_send(Msg::Started { peer });
-                        match kappa.replicate_session(stream, ReplicateOptions::new(false).live(true)) {
+                        let ropts = ReplicateOptions::new(false)
+                            .live(true)
+                            .wire(wire)
+                            .responder_generation(memory.answer_for(Some(peer.ip())));
+                        match kappa.replicate_session(stream, ropts) {
                             Ok((fut, handle)) => {
                                 lock(&handles).insert(id, handle);
                                 let tx = tx.clone();
                                 let handles = handles.clone();
+                                let memory = memory.clone();
                                 async_std::task::spawn(async move {
                                     let result = fut.await;
                                     drop(permit);
+                                    memory.record(Some(peer.ip()), &result);
                                     lock(&handles).remove(&id);
                                     let _ = tx.unbounded_send(Msg::Ended { peer, result });
                                 });
@@ -378,6 +415,15 @@ fn handle_msg(
             *active = active.saturating_sub(1);
             *finished += 1;
             match result {
+                // A live session with a peer that hung up on our handshake answer
+                // ends without an error, but nothing was exchanged: say why.
+                Ok(SyncReport { generation: None, handshake_abandoned: Some(answered_in), .. }) => {
+                    let e = kappa_core::protocol::ProtocolError::HandshakeAbandoned {
+                        answered_in,
+                        source: Box::new(kappa_core::protocol::ProtocolError::UnexpectedEof),
+                    };
+                    on_event(ServeEvent::Failed { peer, error: e.to_string() })?
+                }
                 Ok(report) => on_event(ServeEvent::Done { peer, report })?,
                 Err(e) => on_event(ServeEvent::Failed { peer, error: e.to_string() })?,
             }
@@ -450,9 +496,10 @@ pub(crate) async fn sync_stream(
     stream: TcpStream,
     peer: &str,
     selection: Selection,
+    wire: Wire,
     bars: bool,
 ) -> Result<SyncReport> {
-    let mut opts = ReplicateOptions::new(true);
+    let mut opts = ReplicateOptions::new(true).wire(wire);
     opts.selection = selection;
     let (session, _handle) =
         kappa.replicate_session(stream, opts).map_err(|e| replication_error(peer, &e))?;
@@ -511,5 +558,29 @@ mod tests {
         assert!(
             e.to_string().starts_with("replication with p failed: ") && !e.to_string().contains("shared key")
         );
+    }
+
+    #[test]
+    fn handshake_failures_name_the_wire_generations() {
+        use kappa_core::multifeed::MultifeedError;
+        use kappa_core::protocol::{Generation, HandshakeError as H, ProtocolError as P};
+        let hint_of =
+            |pe: P| hint(&KappaError::Multifeed(MultifeedError::Replication(pe))).unwrap_or_default();
+        // One generation only: the other one is the likely cause.
+        let h = hint_of(P::Handshake(H::BadMac));
+        assert!(h.contains("another wire generation") && h.contains("--wire auto"), "{h}");
+        assert!(!h.contains("same shared key"), "{h}");
+        // Both failed: both generations named, and why the shared key is not it.
+        let both = P::Handshake(H::BothGenerations { kc6: Box::new(H::BadMac), kc7: Box::new(H::BadMac) });
+        let message = both.to_string();
+        assert!(message.contains("kappa-core 6") && message.contains("kappa-core 7"), "{message}");
+        let h = hint_of(both);
+        assert!(h.contains("both wire generations") && h.contains("another shared key gets through"), "{h}");
+        // A peer that hung up on our answer is answered in the other one next time.
+        let abandoned =
+            P::HandshakeAbandoned { answered_in: Generation::KappaCore6, source: Box::new(P::UnexpectedEof) };
+        let h = hint_of(abandoned.clone());
+        assert!(h.contains("kappa-core 7") && h.contains("connects again"), "{h}");
+        assert!(abandoned.to_string().contains("other wire generation"), "{abandoned}");
     }
 }

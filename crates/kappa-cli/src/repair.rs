@@ -203,7 +203,15 @@ pub(crate) async fn repair(
         }
     }
     if let Some((stream, addr)) = from {
-        let report = crate::net::sync_stream(&db.kappa, stream, &addr, Selection::All, out.bars()).await?;
+        let report = crate::net::sync_stream(
+            &db.kappa,
+            stream,
+            &addr,
+            Selection::All,
+            kappa_core::protocol::Wire::Auto,
+            out.bars(),
+        )
+        .await?;
         out.text(format!("fetched from {addr}: {}", crate::net::report_summary(&report)))?;
     }
     if accept_loss {

@@ -26,7 +26,7 @@ pub use kappa_log::encoding::ValueEncoding;
 pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
 pub use kappa_multifeed::{ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY};
 pub use kappa_view::{Entry, View, ViewStore};
-pub use serve::{ConnectionGate, Permit, Refusal, ServeOptions};
+pub use serve::{ConnectionGate, GenerationMemory, Permit, Refusal, ServeOptions, GENERATION_MEMORY_SIZE};
 
 mod serve;
 
@@ -115,6 +115,7 @@ pub struct KappaBuilder {
     shared_key: Option<[u8; 32]>,
     views: Option<ViewStorage>,
     sync: SyncPolicy,
+    signature_form: kappa_log::SignatureForm,
 }
 
 impl KappaBuilder {
@@ -149,10 +150,21 @@ impl KappaBuilder {
         self
     }
 
+    /// The form our writers sign appends in: the 32-byte hypercore 8 form by
+    /// default, which kappa-core 6 and 7 peers both verify, so one database
+    /// serves both generations; [`SignatureForm::TreeHashAndLength`](kappa_log::SignatureForm)
+    /// is what JS kappa-core 7 writes, and kappa-core 6 peers cannot verify it
+    /// (such feeds are not offered to them). Both forms are always verified.
+    pub fn signature_form(mut self, form: kappa_log::SignatureForm) -> Self {
+        self.signature_form = form;
+        self
+    }
+
     /// Opens (or creates) the database.
     pub fn open(self) -> Result<Kappa, KappaError> {
         let mut mf_opts = MultifeedOptions::default();
         mf_opts.sync = self.sync;
+        mf_opts.signature_form = self.signature_form;
         let (mf, default_views) = match &self.dir {
             Some(dir) => {
                 check_database_dir(dir)?;
@@ -409,6 +421,7 @@ impl Kappa {
             shared_key: None,
             views: None,
             sync: SyncPolicy::None,
+            signature_form: kappa_log::SignatureForm::TreeHash,
         }
     }
 
@@ -734,7 +747,8 @@ impl Kappa {
         I: futures::Stream<Item = std::io::Result<(S, Option<std::net::IpAddr>)>>,
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let gate = ConnectionGate::new(opts);
+        let memory = GenerationMemory::for_options(&opts);
+        let gate = ConnectionGate::new(opts.clone());
         let mut sessions = futures::stream::FuturesUnordered::new();
         let mut incoming = std::pin::pin!(incoming.fuse());
         loop {
@@ -742,11 +756,16 @@ impl Kappa {
                 conn = incoming.next() => match conn {
                     Some(Ok((stream, peer))) => match gate.admit(peer) {
                         Ok(permit) => {
-                            let (fut, _handle) =
-                                self.replicate_session(stream, ReplicateOptions::new(false).live(true))?;
+                            let ropts = ReplicateOptions::new(false)
+                                .live(true)
+                                .wire(opts.wire)
+                                .responder_generation(memory.answer_for(peer));
+                            let (fut, _handle) = self.replicate_session(stream, ropts)?;
+                            let memory = memory.clone();
                             sessions.push(async move {
                                 let r = fut.await;
                                 drop(permit);
+                                memory.record(peer, &r);
                                 r
                             });
                         }

@@ -105,7 +105,7 @@ impl Feed {
     fn slot_verifies(&mut self, slot: u64) -> Result<bool, LogError> {
         let Some(sig) = self.signature_slot(slot)? else { return Ok(true) };
         match self.roots_of(slot + 1)? {
-            Some(roots) => Ok(self.key.verify(&crate::crypto::tree_hash(&roots), &sig)),
+            Some(roots) => Ok(self.key.verify_roots(&roots, &sig).is_some()),
             // Its roots are not stored (holes): nothing to check it against.
             None => Ok(true),
         }
@@ -198,7 +198,7 @@ impl Feed {
             // deterministic), so a writer restores the original signature; a
             // replica, which needs only the newest one, blanks it.
             let sig = match (self.key_pair.clone(), self.roots_of(slot + 1)?) {
-                (Some(kp), Some(roots)) => kp.sign(&crate::crypto::tree_hash(&roots)).0,
+                (Some(kp), Some(roots)) => kp.sign_roots(&roots, self.sign_form).0,
                 _ => [0u8; 64],
             };
             self.guarded(|f| Ok(f.files.signatures.write(HEADER_LEN + 64 * slot, &sig)?))?;

@@ -52,6 +52,52 @@ pub fn tree_hash<'a>(roots: impl IntoIterator<Item = &'a Node>) -> Hash {
     h.finalize().into()
 }
 
+/// What a signature of a feed covers: the two forms hypercore has used.
+///
+/// hypercore 8 (kappa-core 6) signs the 32-byte [`tree_hash`] of the roots and
+/// can verify only that. hypercore 9 (kappa-core 7) signs [`signable`]: the tree
+/// hash followed by the length as `u64be` (40 bytes), and verifies that form
+/// first, then the 32-byte one, signature by signature. So a 32-byte signature
+/// is read by both generations and a 40-byte one only by hypercore 9.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SignatureForm {
+    /// hypercore 8: `tree_hash(roots)` (32 bytes). Both generations verify it.
+    #[default]
+    TreeHash,
+    /// hypercore 9: `tree_hash(roots) ‖ u64be(length)` (40 bytes). hypercore 8
+    /// cannot verify it.
+    TreeHashAndLength,
+}
+
+impl SignatureForm {
+    /// Whether a hypercore 8 (kappa-core 6) peer can verify a signature of this form.
+    pub fn hypercore8_verifies(self) -> bool {
+        self == SignatureForm::TreeHash
+    }
+}
+
+impl fmt::Display for SignatureForm {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SignatureForm::TreeHash => "32-byte (hypercore 8) form",
+            SignatureForm::TreeHashAndLength => "40-byte (hypercore 9) form",
+        })
+    }
+}
+
+/// hypercore 9's `signable(roots, length)`: `tree_hash(roots) ‖ u64be(length)`.
+pub fn signable<'a>(roots: impl IntoIterator<Item = &'a Node>, length: u64) -> [u8; 40] {
+    let mut out = [0u8; 40];
+    out[..32].copy_from_slice(&tree_hash(roots));
+    out[32..].copy_from_slice(&length.to_be_bytes());
+    out
+}
+
+/// The feed length the full roots `roots` describe (0 for none).
+fn roots_length(roots: &[Node]) -> u64 {
+    roots.last().map_or(0, |r| crate::flat::right_span(r.index) / 2 + 1)
+}
+
 /// `BLAKE2b-256("hypercore", key = public key)`: the name a feed is found by on the
 /// network, which does not reveal the key.
 pub fn discovery_key(public_key: &[u8; 32]) -> Hash {
@@ -121,6 +167,22 @@ impl PublicKey {
         match VerifyingKey::from_bytes(&self.0) {
             Ok(vk) => vk.verify(message, &ed25519_dalek::Signature::from_bytes(&signature.0)).is_ok(),
             Err(_) => false,
+        }
+    }
+
+    /// Which form of signature over the full roots `roots` `signature` is, if it
+    /// verifies in either: the 40-byte hypercore 9 form is tried first, then the
+    /// 32-byte one, as hypercore 9 does.
+    pub fn verify_roots(&self, roots: &[Node], signature: &Signature) -> Option<SignatureForm> {
+        let Ok(vk) = VerifyingKey::from_bytes(&self.0) else { return None };
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        let long = signable(roots, roots_length(roots));
+        if vk.verify(&long, &sig).is_ok() {
+            Some(SignatureForm::TreeHashAndLength)
+        } else if vk.verify(&long[..32], &sig).is_ok() {
+            Some(SignatureForm::TreeHash)
+        } else {
+            None
         }
     }
 }
@@ -246,6 +308,15 @@ impl KeyPair {
     /// Signs `message`.
     pub fn sign(&self, message: &[u8]) -> Signature {
         Signature(self.signing.sign(message).to_bytes())
+    }
+
+    /// Signs the full roots `roots` in `form`.
+    pub fn sign_roots(&self, roots: &[Node], form: SignatureForm) -> Signature {
+        let long = signable(roots, roots_length(roots));
+        match form {
+            SignatureForm::TreeHash => self.sign(&long[..32]),
+            SignatureForm::TreeHashAndLength => self.sign(&long),
+        }
     }
 }
 

@@ -8,7 +8,7 @@ use kappa_storage::{BoxedStorage, DirectoryProvider, LockGuard, MemoryProvider, 
 
 use crate::bitfield::{Bitfield, PAGE_SIZE};
 use crate::cache::BlockCache;
-use crate::crypto::{tree_hash, KeyPair, PublicKey, Signature};
+use crate::crypto::{KeyPair, PublicKey, Signature, SignatureForm};
 use crate::error::{CorruptError, LogError};
 use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
 use crate::flat;
@@ -53,6 +53,7 @@ pub struct FeedBuilder {
     store_secret_key: bool,
     repair_headers: bool,
     block_cache: usize,
+    signature_form: SignatureForm,
 }
 
 impl std::fmt::Debug for FeedBuilder {
@@ -115,6 +116,15 @@ impl FeedBuilder {
         self
     }
 
+    /// The form this writer signs its appends in (default
+    /// [`SignatureForm::TreeHash`], which hypercore 8 and 9 both verify;
+    /// [`SignatureForm::TreeHashAndLength`] is what hypercore 9 writes, and only
+    /// hypercore 9 peers can verify it). Verification accepts both forms always.
+    pub fn signature_form(mut self, form: SignatureForm) -> Self {
+        self.signature_form = form;
+        self
+    }
+
     /// Opens (or creates) the feed.
     pub fn open(self) -> Result<Feed, LogError> {
         Feed::open_with(self)
@@ -168,6 +178,8 @@ pub struct Feed {
     pub(crate) recovery: Recovery,
     /// The head record slot the next write goes to.
     pub(crate) head_slot: u64,
+    /// The form appends are signed in.
+    pub(crate) sign_form: SignatureForm,
     _lock: LockGuard,
 }
 
@@ -295,6 +307,7 @@ impl Feed {
             store_secret_key: true,
             repair_headers: false,
             block_cache: DEFAULT_BLOCK_CACHE,
+            signature_form: SignatureForm::TreeHash,
         }
     }
 
@@ -474,6 +487,7 @@ impl Feed {
             recovery,
             // The next record goes beside the newest one, so a torn write keeps it.
             head_slot: head.as_ref().map_or(0, |(_, slot)| slot ^ 1),
+            sign_form: b.signature_form,
             _lock: lock,
         };
         feed.recover(head.map(|(h, _)| h), head_damaged)?;
@@ -623,6 +637,20 @@ impl Feed {
             return Ok(None);
         }
         self.signature_slot(self.length - 1)
+    }
+
+    /// The form of the signature of the current state (slot `len − 1` over the
+    /// roots of [`len`](Self::len)): `None` for an empty feed or one whose
+    /// newest signature does not verify. A feed whose head is in the 40-byte
+    /// form cannot be verified by a hypercore 8 (kappa-core 6) peer.
+    pub fn signature_form(&mut self) -> Result<Option<SignatureForm>, LogError> {
+        let Some(sig) = self.signature()? else { return Ok(None) };
+        Ok(self.key.verify_roots(&self.roots, &sig))
+    }
+
+    /// The form this feed signs its appends in ([`FeedBuilder::signature_form`]).
+    pub fn signing_form(&self) -> SignatureForm {
+        self.sign_form
     }
 
     // ----- reading -----------------------------------------------------------
@@ -1030,7 +1058,7 @@ impl Feed {
             .byte_length
             .checked_add(data.len() as u64)
             .ok_or(LogError::TooLarge("feed byte length overflows"))?;
-        let signature = if count == 0 { Signature([0; 64]) } else { key_pair.sign(&tree_hash(&roots)) };
+        let signature = if count == 0 { Signature([0; 64]) } else { key_pair.sign_roots(&roots, self.sign_form) };
         Ok(Prepared {
             start,
             new_length: start + count,
@@ -1322,7 +1350,7 @@ impl Feed {
             file: "signatures",
             reason: format!("no signature for length {}", self.length),
         })?;
-        if !self.key.verify(&tree_hash(&self.roots), &sig) {
+        if self.key.verify_roots(&self.roots, &sig).is_none() {
             return Err(
                 CorruptError { file: "signatures", reason: "signature does not verify".into() }.into()
             );

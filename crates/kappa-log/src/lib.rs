@@ -22,7 +22,10 @@ pub mod fuzzing;
 
 pub use bitfield::{Bitfield, PAGE_SIZE as BITFIELD_PAGE_SIZE};
 pub use check::CheckReport;
-pub use crypto::{discovery_key, leaf_hash, parent_hash, tree_hash, Hash, KeyPair, PublicKey, Signature};
+pub use crypto::{
+    discovery_key, leaf_hash, parent_hash, signable, tree_hash, Hash, KeyPair, PublicKey, Signature,
+    SignatureForm,
+};
 pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Feed, FeedBuilder, SyncPolicy, DEFAULT_BLOCK_CACHE, MAX_BLOCK_SIZE};
 pub use node::Node;

@@ -1,7 +1,7 @@
 //! Proofs: what an uploader sends with a block, and how a downloader checks it
 //! (spec §3.11).
 
-use crate::crypto::{tree_hash, Signature};
+use crate::crypto::Signature;
 use crate::error::{LogError, ProofError};
 use crate::feed::{Feed, SyncPolicy};
 use crate::files::HEADER_LEN;
@@ -383,7 +383,7 @@ impl Feed {
                             return Err(reject(index, ProofError::MissingNode { node: r }));
                         }
                     }
-                    if !self.public_key().verify(&tree_hash(&roots), &sig) {
+                    if self.public_key().verify_roots(&roots, &sig).is_none() {
                         return Err(reject(index, ProofError::BadSignature));
                     }
                     proven.append(&mut pending);

@@ -15,7 +15,7 @@
 
 use kappa_storage::RandomAccess;
 
-use crate::crypto::{tree_hash, KeyPair, PublicKey, Signature};
+use crate::crypto::{KeyPair, PublicKey, Signature};
 use crate::error::{CorruptError, LogError};
 use crate::feed::Feed;
 use crate::files::{Files, HEADER_LEN};
@@ -200,10 +200,9 @@ impl Feed {
         if roots.iter().try_fold(0u64, |acc, r| acc.checked_add(r.size)).is_none() {
             return Ok(None);
         }
-        let hash = tree_hash(&roots);
         let candidates = [signature, self.raw_signature(length - 1)?];
         for sig in candidates.into_iter().flatten() {
-            if self.key.verify(&hash, &sig) {
+            if self.key.verify_roots(&roots, &sig).is_some() {
                 return Ok(Some(Proven { length, roots, signature: sig }));
             }
         }
@@ -217,7 +216,7 @@ impl Feed {
             return None;
         }
         head.roots.iter().try_fold(0u64, |acc, r| acc.checked_add(r.size))?;
-        self.key.verify(&tree_hash(&head.roots), &head.signature).then(|| Proven {
+        self.key.verify_roots(&head.roots, &head.signature).is_some().then(|| Proven {
             length: head.length,
             roots: head.roots.clone(),
             signature: head.signature,
@@ -293,7 +292,7 @@ impl Feed {
         if signed > length {
             if let Some(kp) = self.key_pair.clone() {
                 if let Some(roots) = self.whole_tree_consistent(signed)? {
-                    let signature = kp.sign(&tree_hash(&roots));
+                    let signature = kp.sign_roots(&roots, self.sign_form);
                     best = Some(Proven { length: signed, roots, signature });
                     length = signed;
                     self.recovery.repaired.push(format!(

@@ -129,6 +129,10 @@ pub struct FeedAdded {
 pub struct MultifeedOptions {
     /// Sync policy of every feed (default: none).
     pub sync: SyncPolicy,
+    /// The form our writers sign appends in (default the 32-byte hypercore 8
+    /// form, which kappa-core 6 and 7 peers both verify; see
+    /// [`kappa_log::SignatureForm`]). Received blocks are verified in both forms.
+    pub signature_form: kappa_log::SignatureForm,
 }
 
 struct Entry {
@@ -221,6 +225,7 @@ impl Multifeed {
             let opened = Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
                 .create(false)
                 .sync(options.sync)
+                .signature_form(options.signature_form)
                 .open();
             if matches!(opened, Err(LogError::NotFound)) {
                 // A creation cut short (a name written, no key yet, no entries):
@@ -360,6 +365,7 @@ impl Multifeed {
         let builder = Feed::builder(Prefixed::new(self.inner.provider.clone(), dir.to_string()));
         let feed = key(builder)
             .sync(self.inner.options.sync)
+            .signature_form(self.inner.options.signature_form)
             .open()
             .map_err(|source| MultifeedError::Feed { dir, source })?;
         Ok(SharedFeed::new(feed))
@@ -428,6 +434,7 @@ impl Multifeed {
                 .create(false)
                 .repair_headers(true)
                 .sync(self.inner.options.sync)
+                .signature_form(self.inner.options.signature_form)
                 .open();
             match opened {
                 Ok(feed) => {

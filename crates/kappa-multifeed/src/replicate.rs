@@ -25,10 +25,10 @@ use std::time::{Duration, Instant};
 
 use futures::io::{AsyncRead, AsyncWrite};
 use futures::StreamExt;
-use kappa_log::PublicKey;
+use kappa_log::{PublicKey, SharedFeed};
 use kappa_protocol::{
-    EndReason, Event, FeedOptions, FeedStats, Protocol, ProtocolOptions, Selection, Session, SessionHandle,
-    SessionReport,
+    EndReason, Event, FeedOptions, FeedStats, Generation, Protocol, ProtocolOptions, Selection, Session,
+    SessionHandle, SessionReport, Wire,
 };
 use serde_json::{json, Value};
 
@@ -77,6 +77,13 @@ pub struct ReplicateOptions {
     pub timeout: Duration,
     /// Application data sent in the handshake (`userData`, visible to the peer).
     pub user_data: Option<Value>,
+    /// Which wire generations the connection may speak (default
+    /// [`Wire::Auto`]: as initiator, whichever the peer answers in).
+    pub wire: Wire,
+    /// The generation a responder with [`Wire::Auto`] answers in (default
+    /// kappa-core 6; a server picks it per connection, see
+    /// `kappa_core::GenerationMemory`).
+    pub responder_generation: Generation,
 }
 
 impl std::fmt::Debug for ReplicateOptions {
@@ -87,6 +94,7 @@ impl std::fmt::Debug for ReplicateOptions {
             .field("custom_shared_key", &self.shared_key.is_some())
             .field("download", &self.download)
             .field("upload", &self.upload)
+            .field("wire", &self.wire)
             .finish_non_exhaustive()
     }
 }
@@ -105,7 +113,21 @@ impl ReplicateOptions {
             selection: Selection::All,
             timeout: Duration::from_secs(20),
             user_data: None,
+            wire: Wire::Auto,
+            responder_generation: Generation::KappaCore6,
         }
+    }
+
+    /// Sets [`wire`](Self::wire).
+    pub fn wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// Sets [`responder_generation`](Self::responder_generation).
+    pub fn responder_generation(mut self, generation: Generation) -> Self {
+        self.responder_generation = generation;
+        self
     }
 
     /// Sets `live`.
@@ -166,6 +188,17 @@ pub struct SyncReport {
     pub warnings: Vec<String>,
     /// The peer's handshake object (its `userData` and options).
     pub remote_handshake: Option<Value>,
+    /// The wire generation the peer spoke (`None` if the handshake never
+    /// finished).
+    pub generation: Option<Generation>,
+    /// We answered the peer's handshake in this generation and it hung up
+    /// before finishing it (a live session ends without an error then): most
+    /// likely a peer of the other generation.
+    pub handshake_abandoned: Option<Generation>,
+    /// Our feeds not offered to this peer, and why: a kappa-core 6 peer
+    /// (hypercore 8) cannot verify a head signed in the 40-byte hypercore 9
+    /// form, so such a feed is kept from it.
+    pub withheld: Vec<(PublicKey, String)>,
 }
 
 impl SyncReport {
@@ -262,6 +295,12 @@ pub struct Exchange {
     holding: bool,
     new_feeds: Vec<PublicKey>,
     handshake_done: bool,
+    /// The generation the session speaks, once the handshake is done.
+    generation: Option<Generation>,
+    /// Feeds kept from the peer (see [`SyncReport::withheld`]).
+    withheld: Vec<(PublicKey, String)>,
+    /// Feeds not offered until their signature form is known.
+    deferred: Vec<PublicKey>,
 }
 
 fn keys_json(keys: &[PublicKey]) -> Vec<Value> {
@@ -328,7 +367,66 @@ impl Exchange {
             holding: false,
             new_feeds: Vec::new(),
             handshake_done: false,
+            generation: None,
+            withheld: Vec::new(),
+            deferred: Vec::new(),
         }
+    }
+
+    /// Whether our feed `key` may be offered to this peer now. A kappa-core 6
+    /// peer cannot verify a head signed in the 40-byte form: such a feed is
+    /// withheld (recorded in [`SyncReport::withheld`]). A feed whose form is not
+    /// known yet (an empty replica: its first blocks may come from a kappa-core
+    /// 7 peer) is deferred until it has a verified head
+    /// ([`announce_deferred`](Self::announce_deferred)); our own writers sign in
+    /// a known form.
+    fn offerable(&mut self, key: &PublicKey) -> bool {
+        if self.generation.is_none_or(Generation::verifies_long_signatures) {
+            return true;
+        }
+        let Some(feed) = self.mf.feed(key) else { return true };
+        let (form, writable_short) = {
+            let mut f = feed.lock();
+            (f.signature_form(), f.is_writable() && f.signing_form().hypercore8_verifies())
+        };
+        match form {
+            Ok(Some(form)) if !form.hypercore8_verifies() => {
+                self.deferred.retain(|k| k != key);
+                if !self.withheld.iter().any(|(k, _)| k == key) {
+                    self.withheld.push((
+                        *key,
+                        format!(
+                            "its newest signature is in the {form}, which a {} peer cannot verify",
+                            Generation::KappaCore6
+                        ),
+                    ));
+                }
+                false
+            }
+            Ok(Some(_)) => true,
+            _ if writable_short => true,
+            _ => {
+                if !self.deferred.contains(key) {
+                    self.deferred.push(*key);
+                }
+                false
+            }
+        }
+    }
+
+    /// The feeds deferred from this peer until their signature form is known
+    /// (see [`announce_deferred`](Self::announce_deferred)).
+    pub fn deferred_feeds(&self) -> Vec<SharedFeed> {
+        self.deferred.iter().filter_map(|k| self.mf.feed(k)).collect()
+    }
+
+    /// One-key manifests for deferred feeds that may now be offered (send each
+    /// as a `MANIFEST` extension message); call it when a deferred feed
+    /// changed. Feeds whose head turned out to be in the 40-byte form move to
+    /// [`SyncReport::withheld`].
+    pub fn announce_deferred(&mut self) -> Vec<Vec<u8>> {
+        let keys = std::mem::take(&mut self.deferred);
+        keys.into_iter().filter_map(|k| self.announce(k)).collect()
     }
 
     /// The key of the root channel (the shared key).
@@ -511,6 +609,7 @@ impl Exchange {
                 p.set_peer_live(v.get("live").and_then(Value::as_bool) == Some(true));
                 self.remote_handshake = Some(v);
                 self.handshake_done = true;
+                self.generation = p.generation();
                 let keys: Vec<PublicKey> = self
                     .mf
                     .feeds()
@@ -518,6 +617,7 @@ impl Exchange {
                     .map(|f| *f.public_key())
                     .filter(|k| self.opts.offer.as_ref().is_none_or(|f| f(k)))
                     .collect();
+                let keys: Vec<PublicKey> = keys.into_iter().filter(|k| self.offerable(k)).collect();
                 self.offered.extend(keys.iter().copied());
                 self.known.extend(keys.iter().copied());
                 self.send(p, now, MANIFEST, &json!({"keys": keys_json(&keys)}));
@@ -627,7 +727,7 @@ impl Exchange {
         if !self.handshake_done || self.known.contains(&key) {
             return None;
         }
-        if !self.opts.offer.as_ref().is_none_or(|f| f(&key)) {
+        if !self.opts.offer.as_ref().is_none_or(|f| f(&key)) || !self.offerable(&key) {
             return None;
         }
         self.known.insert(key);
@@ -658,6 +758,9 @@ impl Exchange {
             duration: session.duration,
             warnings,
             remote_handshake: self.remote_handshake.clone(),
+            generation: session.generation,
+            handshake_abandoned: session.handshake_abandoned,
+            withheld: self.withheld.clone(),
         }
     }
 }
@@ -709,6 +812,8 @@ impl Multifeed {
         });
         let root = root_key(Some(shared));
         let popts = ProtocolOptions::new(opts.initiator)
+            .wire(opts.wire)
+            .responder_generation(opts.responder_generation)
             .live(opts.live)
             .timeouts(opts.timeout, opts.timeout / 2)
             .extensions(vec![
@@ -731,15 +836,41 @@ impl Multifeed {
             // Registered while running (for on-demand gets), also if dropped early.
             let _registration =
                 Registration { mf: registry.clone(), id: registry.register_session(registered) };
-            // Feeds added during the session are offered to the peer.
+            // Feeds added during the session are offered to the peer, and
+            // feeds deferred until their signature form is known (a
+            // kappa-core 6 peer) once they change.
             let announce = async {
-                while let Some(FeedAdded { feed, .. }) = added.next().await {
-                    let msg = lock(&c3).announce(*feed.public_key());
-                    if let Some(bytes) = msg {
+                let mut ended = false;
+                loop {
+                    // Listen first, then look: no change is missed.
+                    let changed: Vec<_> = lock(&c3).deferred_feeds().iter().map(|f| f.changed()).collect();
+                    for bytes in lock(&c3).announce_deferred() {
                         announcer.send_extension(MANIFEST, bytes);
                     }
+                    let some_changed = async {
+                        if changed.is_empty() {
+                            futures::future::pending::<()>().await;
+                        }
+                        futures::future::select_all(changed).await;
+                    };
+                    let next_added = async {
+                        if ended {
+                            futures::future::pending::<()>().await;
+                        }
+                        added.next().await
+                    };
+                    futures::pin_mut!(some_changed, next_added);
+                    match futures::future::select(next_added, some_changed).await {
+                        futures::future::Either::Left((Some(FeedAdded { feed, .. }), _)) => {
+                            let msg = lock(&c3).announce(*feed.public_key());
+                            if let Some(bytes) = msg {
+                                announcer.send_extension(MANIFEST, bytes);
+                            }
+                        }
+                        futures::future::Either::Left((None, _)) => ended = true,
+                        futures::future::Either::Right(_) => {}
+                    }
                 }
-                futures::future::pending::<()>().await;
             };
             futures::pin_mut!(announce);
             let run = session.run();

@@ -136,6 +136,14 @@ pub struct SessionReport {
     pub duration: Duration,
     /// Why it ended.
     pub end: EndReason,
+    /// The wire generation the session spoke (`None` if the handshake never
+    /// finished).
+    pub generation: Option<crate::noise::Generation>,
+    /// We answered the peer's handshake in this generation and it hung up
+    /// before finishing it: most likely a peer of the other generation (see
+    /// [`ProtocolError::HandshakeAbandoned`]; a live session ends without an
+    /// error then, as any live peer may hang up).
+    pub handshake_abandoned: Option<crate::noise::Generation>,
 }
 
 impl SessionReport {
@@ -170,6 +178,8 @@ struct Shared {
     bytes_sent: u64,
     bytes_received: u64,
     peer_eof: bool,
+    /// A live peer hung up on our handshake answer in this generation.
+    abandoned: Option<crate::noise::Generation>,
 }
 
 /// A replication session over a byte stream; see the module docs.
@@ -231,6 +241,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             bytes_sent: 0,
             bytes_received: 0,
             peer_eof: false,
+            abandoned: None,
         });
         let wake_writer = Notify::new();
         let drained = Notify::new();
@@ -289,6 +300,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         s.peer_eof = true;
                         if !s.protocol.is_ended() {
                             if live {
+                                // A live peer may hang up at any time; one that hangs up
+                                // on our handshake answer is noted in the report.
+                                s.abandoned = s.abandoned.or(s.protocol.abandoned_handshake());
                                 s.protocol.close(Instant::now());
                             } else {
                                 s.protocol.fail_transport(ProtocolError::UnexpectedEof);
@@ -447,8 +461,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             (None, _) if live => EndReason::Disconnected,
             (None, _) => EndReason::Failed(ProtocolError::UnexpectedEof),
         };
+        let abandoned = s.abandoned.or(match s.protocol.error() {
+            Some(ProtocolError::HandshakeAbandoned { answered_in, .. }) => Some(*answered_in),
+            _ => None,
+        });
         s.protocol.fail_transport(ProtocolError::Closed);
         SessionReport {
+            handshake_abandoned: abandoned,
+            generation: s.protocol.handshake_result().map(|r| r.generation),
             feeds: s.protocol.stats(),
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,

@@ -3,7 +3,7 @@
 
 use crate::frame::{Decoded, FrameDecoder};
 use crate::message::{self, Message};
-use crate::noise::{Handshake, KeyPair};
+use crate::noise::{Generation, Handshake, KeyPair, Wire};
 
 /// Feeds `data` to a [`FrameDecoder`] in uneven chunks and decodes every frame.
 pub fn frame_decoder(data: &[u8]) {
@@ -56,21 +56,36 @@ fn feed(hs: &mut Handshake, data: &[u8]) {
     let _ = hs.take_leftover();
 }
 
-/// Feeds `data` to a responder as if it came from an initiator.
+/// Feeds `data` to a responder as if it came from an initiator, once per
+/// wire generation.
 pub fn handshake_responder(data: &[u8]) {
-    let (s, e) = fixed_keys();
-    let mut hs = Handshake::new_responder(s, e, [1; 24]);
-    feed(&mut hs, data);
+    for generation in Generation::ALL {
+        let (s, e) = fixed_keys();
+        let mut hs = Handshake::new_responder_for(generation, s, e, [1; 24]);
+        feed(&mut hs, data);
+    }
 }
 
-/// Feeds `data` to an initiator as if it came from a responder.
+/// Feeds `data` to an initiator as if it came from a responder: one of each
+/// generation, and one detecting the generation ([`Wire::Auto`], both states
+/// side by side), which must agree with the one of its generation that
+/// finished.
 pub fn handshake_initiator(data: &[u8]) {
-    let (s, e) = fixed_keys();
-    let mut hs = Handshake::new_initiator(s, e, [2; 24]);
-    feed(&mut hs, data);
+    let mut finished = Vec::new();
+    for wire in [Wire::Only(Generation::KappaCore6), Wire::Only(Generation::KappaCore7), Wire::Auto] {
+        let (s, e) = fixed_keys();
+        let mut hs = Handshake::new_initiator_for(wire, s, e, [2; 24]);
+        feed(&mut hs, data);
+        finished.push(hs.result().cloned());
+    }
+    if let Some(auto) = &finished[2] {
+        let same = finished[..2].iter().flatten().any(|r| r == auto);
+        assert!(same, "an auto initiator finished where its generation's own state did not");
+    }
 }
 
-/// A full session fed arbitrary frames after a valid handshake and channel open.
+/// A full session fed arbitrary frames after a valid handshake and channel open,
+/// once per wire generation.
 ///
 /// Two protocols handshake with fixed keys; `a` serves a 10-block writer and `b`
 /// opens a replica of it; once the channel is open on both sides, `data` is sent
@@ -80,17 +95,33 @@ pub fn handshake_initiator(data: &[u8]) {
 /// reach message handling more often. `b` must never panic, and every block `b`
 /// stores must be the writer's.
 pub fn session(data: &[u8]) {
+    for generation in Generation::ALL {
+        session_in(generation, data);
+    }
+}
+
+/// [`session`] with the handshake in one generation (`a` detects it).
+fn session_in(generation: Generation, data: &[u8]) {
     use std::time::{Duration, Instant};
 
     use kappa_log::storage::MemoryProvider;
     use kappa_log::{Feed, KeyPair as FeedKeyPair, SharedFeed};
 
-    use crate::noise::{Handshake, KeyPair};
     use crate::session::{FeedOptions, Protocol, ProtocolOptions};
 
     let now = Instant::now();
-    let hs_a = Handshake::new_initiator(KeyPair::from_seed(&[1; 32]), KeyPair::from_seed(&[2; 32]), [3; 24]);
-    let hs_b = Handshake::new_responder(KeyPair::from_seed(&[4; 32]), KeyPair::from_seed(&[5; 32]), [6; 24]);
+    let hs_a = Handshake::new_initiator_for(
+        Wire::Auto,
+        KeyPair::from_seed(&[1; 32]),
+        KeyPair::from_seed(&[2; 32]),
+        [3; 24],
+    );
+    let hs_b = Handshake::new_responder_for(
+        generation,
+        KeyPair::from_seed(&[4; 32]),
+        KeyPair::from_seed(&[5; 32]),
+        [6; 24],
+    );
     let mut a = Protocol::with_handshake(now, ProtocolOptions::new(true), hs_a);
     let mut b = Protocol::with_handshake(now, ProtocolOptions::new(false), hs_b);
 

@@ -22,7 +22,7 @@ pub use message::{
     Cancel, Close, Data, DataNode, DecodeError, Extension, Have, Message, NoisePayload, Open, Options,
     Request, Status, Unhave, Unwant, Want,
 };
-pub use noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
+pub use noise::{Generation, Handshake, HandshakeError, HandshakeResult, KeyPair, Wire};
 pub use rle::RleError;
 pub use session::{
     Event, FeedOptions, FeedStats, PeerLimits, Protocol, ProtocolError, ProtocolOptions, Selection,

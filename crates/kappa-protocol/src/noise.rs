@@ -1,16 +1,30 @@
-//! The Noise handshake of hypercore-protocol 7 (spec 3.2) as a sans-IO state
-//! machine.
+//! The Noise handshakes of hypercore-protocol 7 (spec 3.2) and hypercore-protocol
+//! 8 as one sans-IO state machine. Which one a connection speaks is its
+//! [`Generation`].
 //!
-//! The suite is called `Noise_XX_25519_XChaChaPoly_BLAKE2b` but is not the
-//! standard one:
+//! **kappa-core 6** (hypercore-protocol 7, noise-protocol 1.0.0): the suite is
+//! called `Noise_XX_25519_XChaChaPoly_BLAKE2b` but is not the standard one:
 //!
 //! * DH results are 64 bytes, derived like libsodium `crypto_kx`:
 //!   `K = BLAKE2b-512(X25519(sk, pk) || pkI || pkR)`, `DH = K[32..] || K[..32]`,
 //!   where `pkI` / `pkR` are the initiator-side / responder-side public keys of
 //!   the token.
 //! * The AEAD is XChaCha20-Poly1305 with nonce `16 zero bytes || u64le(n)`.
-//! * HASH is BLAKE2b-512, HMAC is HMAC-BLAKE2b-512 (128-byte block), HKDF is the
-//!   Noise HKDF on top of it. The prologue is empty.
+//!
+//! **kappa-core 7** (hypercore-protocol 8, noise-protocol 3.0.1): the standard
+//! `Noise_XX_25519_ChaChaPoly_BLAKE2b`: plain 32-byte X25519 results, and
+//! ChaCha20-Poly1305 (IETF) with nonce `4 zero bytes || u64le(n)`.
+//!
+//! In both, HASH is BLAKE2b-512, HMAC is HMAC-BLAKE2b-512 (128-byte block), HKDF
+//! is the Noise HKDF on top of it, and the prologue is empty. Everything after the
+//! handshake (the XSalsa20 transport, capabilities, messages) is the same.
+//!
+//! Message 1 (`-> e`, payload) is sent before any key exists, so it is the same
+//! bytes in both suites: an initiator that does not know which generation the
+//! peer speaks ([`Wire::Auto`]) runs both handshake states on the same ephemeral
+//! key and nonce, and keeps the one whose message 2 decrypts
+//! ([`Handshake::generation`] then says which). A responder has to answer
+//! message 1 in one suite, chosen by whoever creates it.
 //!
 //! Each handshake message travels as `varint(len) || message`. Every message
 //! carries the payload [`NoisePayload`] `{ nonce }` with the sender's 24-byte
@@ -27,13 +41,119 @@ use crate::varint::{self, VarintError};
 use blake2::digest::Digest;
 use blake2::Blake2b512;
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
-use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use chacha20poly1305::{ChaCha20Poly1305, Nonce, XChaCha20Poly1305, XNonce};
 use rand_core::{OsRng, RngCore};
 use thiserror::Error;
 use x25519_dalek::{PublicKey as XPublicKey, StaticSecret};
 
-/// The protocol name hashed into the initial state.
+/// The protocol name hashed into the initial state (kappa-core 6).
 pub const PROTOCOL_NAME: &[u8] = b"Noise_XX_25519_XChaChaPoly_BLAKE2b";
+
+/// The protocol name of hypercore-protocol 8 (kappa-core 7).
+pub const PROTOCOL_NAME_8: &[u8] = b"Noise_XX_25519_ChaChaPoly_BLAKE2b";
+
+/// A wire generation: which Noise suite a connection speaks. Everything else on
+/// the wire is the same in both; the feeds differ only in the signatures
+/// hypercore 9 writes (see `kappa_log::SignatureForm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Generation {
+    /// kappa-core 6: hypercore 8, hypercore-protocol 7, multifeed 5 (what JS
+    /// kappa-core 6 and cabal-core 13 speak).
+    #[default]
+    KappaCore6,
+    /// kappa-core 7: hypercore 9, hypercore-protocol 8, multifeed 6 (cabal-core
+    /// 14 to 16).
+    KappaCore7,
+}
+
+impl Generation {
+    /// Both generations, the older first.
+    pub const ALL: [Generation; 2] = [Generation::KappaCore6, Generation::KappaCore7];
+
+    /// The other generation.
+    pub fn other(self) -> Generation {
+        match self {
+            Generation::KappaCore6 => Generation::KappaCore7,
+            Generation::KappaCore7 => Generation::KappaCore6,
+        }
+    }
+
+    /// The Noise protocol name of this generation.
+    pub fn protocol_name(self) -> &'static [u8] {
+        match self {
+            Generation::KappaCore6 => PROTOCOL_NAME,
+            Generation::KappaCore7 => PROTOCOL_NAME_8,
+        }
+    }
+
+    /// The kappa-core major version (6 or 7), as `--wire` spells it.
+    pub fn number(self) -> u8 {
+        match self {
+            Generation::KappaCore6 => 6,
+            Generation::KappaCore7 => 7,
+        }
+    }
+
+    /// Whether a peer of this generation can verify signatures in the 40-byte
+    /// (hypercore 9) form.
+    pub fn verifies_long_signatures(self) -> bool {
+        self == Generation::KappaCore7
+    }
+}
+
+impl std::fmt::Display for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Generation::KappaCore6 => "kappa-core 6 (hypercore-protocol 7)",
+            Generation::KappaCore7 => "kappa-core 7 (hypercore-protocol 8)",
+        })
+    }
+}
+
+/// Which generations a connection may speak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Wire {
+    /// Either: an initiator detects the peer's from message 2; a responder
+    /// answers in the generation it is given per connection (see
+    /// `ProtocolOptions::responder_generation`).
+    #[default]
+    Auto,
+    /// Only this one.
+    Only(Generation),
+}
+
+impl Wire {
+    /// Whether `generation` is allowed.
+    pub fn allows(self, generation: Generation) -> bool {
+        match self {
+            Wire::Auto => true,
+            Wire::Only(g) => g == generation,
+        }
+    }
+}
+
+impl std::fmt::Display for Wire {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Wire::Auto => f.write_str("auto"),
+            Wire::Only(g) => write!(f, "{}", g.number()),
+        }
+    }
+}
+
+impl std::str::FromStr for Wire {
+    type Err = String;
+
+    /// `auto`, `6` or `7` (also `kc6`, `kc7`).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "auto" => Ok(Wire::Auto),
+            "6" | "kc6" | "kappa-core-6" => Ok(Wire::Only(Generation::KappaCore6)),
+            "7" | "kc7" | "kappa-core-7" => Ok(Wire::Only(Generation::KappaCore7)),
+            other => Err(format!("unknown wire generation {other:?}: expected auto, 6 or 7")),
+        }
+    }
+}
 
 /// Length of the transport nonce carried in the payload.
 pub const NONCE_LEN: usize = 24;
@@ -83,6 +203,15 @@ pub enum HandshakeError {
     /// An earlier error made the handshake unusable.
     #[error("handshake already failed: {0}")]
     Failed(Box<HandshakeError>),
+    /// Message 2 failed in both generations' suites (an initiator with
+    /// [`Wire::Auto`]): the peer speaks neither, or its bytes were damaged.
+    #[error("the peer's answer fails in both wire generations (kappa-core 6: {kc6}; kappa-core 7: {kc7})")]
+    BothGenerations {
+        /// Why the kappa-core 6 suite failed.
+        kc6: Box<HandshakeError>,
+        /// Why the kappa-core 7 suite failed.
+        kc7: Box<HandshakeError>,
+    },
 }
 
 /// An X25519 key pair as libsodium `crypto_kx` uses it.
@@ -160,12 +289,15 @@ pub struct HandshakeResult {
     pub remote_nonce: [u8; NONCE_LEN],
     /// The peer's static Noise public key.
     pub remote_static_key: [u8; 32],
+    /// The generation the handshake was made in.
+    pub generation: Generation,
 }
 
 impl std::fmt::Debug for HandshakeResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HandshakeResult")
             .field("is_initiator", &self.is_initiator)
+            .field("generation", &self.generation)
             .field("remote_static_key", &Hex(&self.remote_static_key))
             .finish_non_exhaustive()
     }
@@ -234,19 +366,24 @@ fn hkdf(ck: &[u8; HASHLEN], ikm: &[u8]) -> ([u8; HASHLEN], [u8; HASHLEN]) {
     (o1, o2)
 }
 
-/// The 64-byte crypto_kx-style DH.
+/// The DH of a generation: kappa-core 6's 64-byte crypto_kx-style result, or
+/// kappa-core 7's plain 32-byte X25519.
 fn dh(
+    generation: Generation,
     own: &KeyPair,
     remote: &[u8; 32],
     pk_i: &[u8; 32],
     pk_r: &[u8; 32],
-) -> Result<[u8; 64], HandshakeError> {
+) -> Result<Vec<u8>, HandshakeError> {
     let q = StaticSecret::from(own.secret).diffie_hellman(&XPublicKey::from(*remote));
     if !q.was_contributory() {
         return Err(HandshakeError::WeakPublicKey);
     }
+    if generation == Generation::KappaCore7 {
+        return Ok(q.as_bytes().to_vec());
+    }
     let k = hash(&[q.as_bytes(), pk_i, pk_r]);
-    let mut out = [0u8; 64];
+    let mut out = vec![0u8; 64];
     out[..32].copy_from_slice(&k[32..]);
     out[32..].copy_from_slice(&k[..32]);
     Ok(out)
@@ -258,7 +395,39 @@ fn aead_nonce(n: u64) -> XNonce {
     XNonce::from(nonce)
 }
 
+/// ChaCha20-Poly1305 (IETF): `4 zero bytes || u64le(n)`.
+fn ietf_nonce(n: u64) -> Nonce {
+    let mut nonce = [0u8; 12];
+    nonce[4..].copy_from_slice(&n.to_le_bytes());
+    Nonce::from(nonce)
+}
+
+fn aead_encrypt(generation: Generation, k: &[u8; 32], n: u64, payload: Payload<'_, '_>) -> Vec<u8> {
+    // Encryption with a valid key and nonce cannot fail for handshake-sized
+    // inputs; fall back to an empty vector.
+    match generation {
+        Generation::KappaCore6 => XChaCha20Poly1305::new(k.into()).encrypt(&aead_nonce(n), payload),
+        Generation::KappaCore7 => ChaCha20Poly1305::new(k.into()).encrypt(&ietf_nonce(n), payload),
+    }
+    .unwrap_or_default()
+}
+
+fn aead_decrypt(
+    generation: Generation,
+    k: &[u8; 32],
+    n: u64,
+    payload: Payload<'_, '_>,
+) -> Result<Vec<u8>, HandshakeError> {
+    match generation {
+        Generation::KappaCore6 => XChaCha20Poly1305::new(k.into()).decrypt(&aead_nonce(n), payload),
+        Generation::KappaCore7 => ChaCha20Poly1305::new(k.into()).decrypt(&ietf_nonce(n), payload),
+    }
+    .map_err(|_| HandshakeError::BadMac)
+}
+
+#[derive(Clone)]
 struct SymmetricState {
+    generation: Generation,
     ck: [u8; HASHLEN],
     h: [u8; HASHLEN],
     k: Option<[u8; 32]>,
@@ -266,10 +435,11 @@ struct SymmetricState {
 }
 
 impl SymmetricState {
-    fn new() -> Self {
+    fn new(generation: Generation) -> Self {
+        let name = generation.protocol_name();
         let mut h = [0u8; HASHLEN];
-        h[..PROTOCOL_NAME.len()].copy_from_slice(PROTOCOL_NAME);
-        let mut s = SymmetricState { ck: h, h, k: None, n: 0 };
+        h[..name.len()].copy_from_slice(name);
+        let mut s = SymmetricState { generation, ck: h, h, k: None, n: 0 };
         s.mix_hash(&[]); // empty prologue
         s
     }
@@ -291,11 +461,8 @@ impl SymmetricState {
         let out = match &self.k {
             None => plaintext.to_vec(),
             Some(k) => {
-                let cipher = XChaCha20Poly1305::new(k.into());
                 let payload = Payload { msg: plaintext, aad: &self.h };
-                // Encryption with a valid key and nonce cannot fail for
-                // handshake-sized inputs; fall back to an empty vector.
-                let c = cipher.encrypt(&aead_nonce(self.n), payload).unwrap_or_default();
+                let c = aead_encrypt(self.generation, k, self.n, payload);
                 self.n += 1;
                 c
             }
@@ -308,9 +475,8 @@ impl SymmetricState {
         let out = match &self.k {
             None => ciphertext.to_vec(),
             Some(k) => {
-                let cipher = XChaCha20Poly1305::new(k.into());
                 let payload = Payload { msg: ciphertext, aad: &self.h };
-                let p = cipher.decrypt(&aead_nonce(self.n), payload).map_err(|_| HandshakeError::BadMac)?;
+                let p = aead_decrypt(self.generation, k, self.n, payload)?;
                 self.n += 1;
                 p
             }
@@ -347,6 +513,10 @@ enum Step {
 /// The handshake state machine for one side of a connection.
 pub struct Handshake {
     is_initiator: bool,
+    generation: Generation,
+    /// An initiator with [`Wire::Auto`]: the kappa-core 7 state run beside this
+    /// (kappa-core 6) one until message 2 decides.
+    alt: Option<Box<Handshake>>,
     step: Step,
     sym: SymmetricState,
     s: KeyPair,
@@ -366,17 +536,26 @@ impl std::fmt::Debug for Handshake {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Handshake")
             .field("is_initiator", &self.is_initiator)
+            .field("generation", &self.generation())
             .field("step", &self.step)
             .finish_non_exhaustive()
     }
 }
 
 impl Handshake {
-    fn new(is_initiator: bool, s: KeyPair, e: KeyPair, nonce: [u8; NONCE_LEN]) -> Self {
+    fn new(
+        generation: Generation,
+        is_initiator: bool,
+        s: KeyPair,
+        e: KeyPair,
+        nonce: [u8; NONCE_LEN],
+    ) -> Self {
         Handshake {
             is_initiator,
+            generation,
+            alt: None,
             step: if is_initiator { Step::AwaitMessage2 } else { Step::AwaitMessage1 },
-            sym: SymmetricState::new(),
+            sym: SymmetricState::new(generation),
             s,
             e,
             re: [0; 32],
@@ -391,39 +570,100 @@ impl Handshake {
         }
     }
 
-    /// An initiator with the given static key pair, ephemeral key pair and
-    /// transport nonce. Message 1 is ready in [`take_outgoing`](Self::take_outgoing)
-    /// immediately.
+    /// A kappa-core 6 initiator with the given static key pair, ephemeral key
+    /// pair and transport nonce. Message 1 is ready in
+    /// [`take_outgoing`](Self::take_outgoing) immediately.
     pub fn new_initiator(static_keypair: KeyPair, ephemeral: KeyPair, nonce: [u8; NONCE_LEN]) -> Self {
-        let mut hs = Self::new(true, static_keypair, ephemeral, nonce);
-        // -> e, payload
-        let mut msg = hs.e.public.to_vec();
-        hs.sym.mix_hash(&hs.e.public);
-        let payload = hs.payload();
-        msg.extend(hs.sym.encrypt_and_hash(&payload));
-        hs.push_message(&msg);
-        hs
+        Self::new_initiator_for(Wire::Only(Generation::KappaCore6), static_keypair, ephemeral, nonce)
     }
 
-    /// A responder with the given static key pair, ephemeral key pair and
-    /// transport nonce. It sends nothing until message 1 arrives.
+    /// An initiator for `wire`: with [`Wire::Auto`] both generations' states run
+    /// on the same keys and nonce until message 2 shows which one the peer speaks.
+    pub fn new_initiator_for(
+        wire: Wire,
+        static_keypair: KeyPair,
+        ephemeral: KeyPair,
+        nonce: [u8; NONCE_LEN],
+    ) -> Self {
+        let start = |generation| {
+            let mut hs = Self::new(generation, true, static_keypair.clone(), ephemeral.clone(), nonce);
+            // -> e, payload
+            let mut msg = hs.e.public.to_vec();
+            hs.sym.mix_hash(&hs.e.public);
+            let payload = hs.payload();
+            msg.extend(hs.sym.encrypt_and_hash(&payload));
+            hs.push_message(&msg);
+            hs
+        };
+        match wire {
+            Wire::Only(g) => start(g),
+            Wire::Auto => {
+                let mut hs = start(Generation::KappaCore6);
+                let mut alt = start(Generation::KappaCore7);
+                // Message 1 carries no ciphertext yet: the same bytes in both.
+                debug_assert_eq!(alt.outgoing, hs.outgoing);
+                alt.outgoing.clear();
+                hs.alt = Some(Box::new(alt));
+                hs
+            }
+        }
+    }
+
+    /// A kappa-core 6 responder with the given static key pair, ephemeral key
+    /// pair and transport nonce. It sends nothing until message 1 arrives.
     pub fn new_responder(static_keypair: KeyPair, ephemeral: KeyPair, nonce: [u8; NONCE_LEN]) -> Self {
-        Self::new(false, static_keypair, ephemeral, nonce)
+        Self::new_responder_for(Generation::KappaCore6, static_keypair, ephemeral, nonce)
     }
 
-    /// An initiator with a random ephemeral key and nonce.
+    /// A responder that answers in `generation`.
+    pub fn new_responder_for(
+        generation: Generation,
+        static_keypair: KeyPair,
+        ephemeral: KeyPair,
+        nonce: [u8; NONCE_LEN],
+    ) -> Self {
+        Self::new(generation, false, static_keypair, ephemeral, nonce)
+    }
+
+    /// A kappa-core 6 initiator with a random ephemeral key and nonce.
     pub fn initiator(static_keypair: KeyPair) -> Self {
         Self::new_initiator(static_keypair, KeyPair::generate(), random_nonce())
     }
 
-    /// A responder with a random ephemeral key and nonce.
+    /// A kappa-core 6 responder with a random ephemeral key and nonce.
     pub fn responder(static_keypair: KeyPair) -> Self {
         Self::new_responder(static_keypair, KeyPair::generate(), random_nonce())
+    }
+
+    /// An initiator for `wire` with a random ephemeral key and nonce.
+    pub fn initiator_for(wire: Wire, static_keypair: KeyPair) -> Self {
+        Self::new_initiator_for(wire, static_keypair, KeyPair::generate(), random_nonce())
+    }
+
+    /// A responder in `generation` with a random ephemeral key and nonce.
+    pub fn responder_for(generation: Generation, static_keypair: KeyPair) -> Self {
+        Self::new_responder_for(generation, static_keypair, KeyPair::generate(), random_nonce())
     }
 
     /// Whether this side is the initiator.
     pub fn is_initiator(&self) -> bool {
         self.is_initiator
+    }
+
+    /// The generation this handshake speaks; `None` while an initiator with
+    /// [`Wire::Auto`] has not yet seen message 2.
+    pub fn generation(&self) -> Option<Generation> {
+        if self.alt.is_some() {
+            None
+        } else {
+            Some(self.generation)
+        }
+    }
+
+    /// Whether message 1 has been answered by us (a responder waiting for
+    /// message 3): a peer that hangs up now may speak the other generation.
+    pub fn answered(&self) -> bool {
+        !self.is_initiator && self.step == Step::AwaitMessage3
     }
 
     /// Our static public key.
@@ -458,6 +698,29 @@ impl Handshake {
     /// transport data. After an error every call fails with
     /// [`HandshakeError::Failed`].
     pub fn receive(&mut self, data: &[u8]) -> Result<(), HandshakeError> {
+        let Some(mut alt) = self.alt.take() else { return self.receive_one(data) };
+        let main = self.receive_one(data);
+        let other = alt.receive_one(data);
+        match (main, other) {
+            // Message 2 is not whole yet in either.
+            (Ok(()), Ok(())) if !self.is_finished() && !alt.is_finished() => {
+                self.alt = Some(alt);
+                Ok(())
+            }
+            (Ok(()), _) => Ok(()),
+            (Err(_), Ok(())) => {
+                *self = *alt;
+                Ok(())
+            }
+            (Err(kc6), Err(kc7)) => {
+                let err = HandshakeError::BothGenerations { kc6: Box::new(kc6), kc7: Box::new(kc7) };
+                self.error = Some(err.clone());
+                Err(err)
+            }
+        }
+    }
+
+    fn receive_one(&mut self, data: &[u8]) -> Result<(), HandshakeError> {
         if let Some(err) = &self.error {
             return Err(HandshakeError::Failed(Box::new(err.clone())));
         }
@@ -538,11 +801,11 @@ impl Handshake {
 
         let mut out = self.e.public.to_vec();
         self.sym.mix_hash(&self.e.public);
-        let ee = dh(&self.e, &self.re, &self.re, &self.e.public)?;
+        let ee = dh(self.generation, &self.e, &self.re, &self.re, &self.e.public)?;
         self.sym.mix_key(&ee);
         let s_pub = self.s.public;
         out.extend(self.sym.encrypt_and_hash(&s_pub));
-        let es = dh(&self.s, &self.re, &self.re, &self.s.public)?;
+        let es = dh(self.generation, &self.s, &self.re, &self.re, &self.s.public)?;
         self.sym.mix_key(&es);
         let payload = self.payload();
         out.extend(self.sym.encrypt_and_hash(&payload));
@@ -556,18 +819,18 @@ impl Handshake {
         Self::check_len(2, msg, PKLEN + PKLEN + TAGLEN + TAGLEN)?;
         self.re.copy_from_slice(&msg[..PKLEN]);
         self.sym.mix_hash(&self.re);
-        let ee = dh(&self.e, &self.re, &self.e.public, &self.re)?;
+        let ee = dh(self.generation, &self.e, &self.re, &self.e.public, &self.re)?;
         self.sym.mix_key(&ee);
         let rs = self.sym.decrypt_and_hash(&msg[PKLEN..2 * PKLEN + TAGLEN])?;
         self.rs.copy_from_slice(&rs);
-        let es = dh(&self.e, &self.rs, &self.e.public, &self.rs)?;
+        let es = dh(self.generation, &self.e, &self.rs, &self.e.public, &self.rs)?;
         self.sym.mix_key(&es);
         let payload = self.sym.decrypt_and_hash(&msg[2 * PKLEN + TAGLEN..])?;
         self.remote_nonce = self.read_payload(&payload)?;
 
         let s_pub = self.s.public;
         let mut out = self.sym.encrypt_and_hash(&s_pub);
-        let se = dh(&self.s, &self.re, &self.s.public, &self.re)?;
+        let se = dh(self.generation, &self.s, &self.re, &self.s.public, &self.re)?;
         self.sym.mix_key(&se);
         let payload = self.payload();
         out.extend(self.sym.encrypt_and_hash(&payload));
@@ -581,7 +844,7 @@ impl Handshake {
         Self::check_len(3, msg, PKLEN + TAGLEN + TAGLEN)?;
         let rs = self.sym.decrypt_and_hash(&msg[..PKLEN + TAGLEN])?;
         self.rs.copy_from_slice(&rs);
-        let se = dh(&self.e, &self.rs, &self.rs, &self.e.public)?;
+        let se = dh(self.generation, &self.e, &self.rs, &self.rs, &self.e.public)?;
         self.sym.mix_key(&se);
         let payload = self.sym.decrypt_and_hash(&msg[PKLEN + TAGLEN..])?;
         // The initiator repeats its message-1 payload; it must be present.
@@ -600,6 +863,7 @@ impl Handshake {
             local_nonce: self.local_nonce,
             remote_nonce: self.remote_nonce,
             remote_static_key: self.rs,
+            generation: self.generation,
         });
         self.step = Step::Finished;
     }

@@ -41,7 +41,7 @@ use kappa_log::{PublicKey, SharedFeed};
 use crate::cipher::TransportCipher;
 use crate::frame::{encode_frame, Decoded, FrameDecoder};
 use crate::message::{Close, Extension, Message, Open, Options};
-use crate::noise::{Handshake, HandshakeError, HandshakeResult, KeyPair};
+use crate::noise::{Generation, Handshake, HandshakeError, HandshakeResult, KeyPair, Wire};
 use crate::replicate::Replicator;
 
 /// The stream extension kappa-rs peers announce (in their channel-0 Options) to
@@ -110,6 +110,20 @@ pub enum ProtocolError {
         /// The limit.
         limit: usize,
     },
+    /// We are the responder, answered the peer's message 1 in `answered_in`,
+    /// and the peer hung up before message 3: what a JS peer of the other
+    /// generation does when it cannot decrypt our answer (it cannot tell
+    /// why either). A server answers that address in the other generation
+    /// next time.
+    #[error("the peer hung up on our handshake answer in {answered_in}: it may speak the other wire generation ({source})")]
+    HandshakeAbandoned {
+        /// The generation we answered in.
+        answered_in: Generation,
+        /// What ended it ([`UnexpectedEof`](Self::UnexpectedEof) or
+        /// [`Io`](Self::Io)).
+        #[source]
+        source: Box<ProtocolError>,
+    },
     /// The stream ended or failed before the peer proved a key (see
     /// [`PeerLimits`]). After the Noise handshake this is how a peer with
     /// another shared key hangs up; during it, how a server at its connection
@@ -167,6 +181,15 @@ pub struct ProtocolOptions {
     pub extensions: Vec<String>,
     /// What a peer may cost us, before and after it proves a key.
     pub limits: PeerLimits,
+    /// Which wire generations this connection may speak (default
+    /// [`Wire::Auto`]). An initiator with `Auto` detects the peer's; a
+    /// responder with `Auto` answers in
+    /// [`responder_generation`](Self::responder_generation).
+    pub wire: Wire,
+    /// The generation a responder with [`Wire::Auto`] answers message 1 in
+    /// (default kappa-core 6). A server picks it per connection (e.g. the other
+    /// one for an address whose last handshake the peer hung up on).
+    pub responder_generation: Generation,
 }
 
 /// Bounds on what one peer can make a session hold; see the module docs.
@@ -245,6 +268,28 @@ impl ProtocolOptions {
             max_in_flight: 1024,
             extensions: Vec::new(),
             limits: PeerLimits::default(),
+            wire: Wire::Auto,
+            responder_generation: Generation::KappaCore6,
+        }
+    }
+
+    /// Sets [`wire`](Self::wire).
+    pub fn wire(mut self, wire: Wire) -> Self {
+        self.wire = wire;
+        self
+    }
+
+    /// Sets [`responder_generation`](Self::responder_generation).
+    pub fn responder_generation(mut self, generation: Generation) -> Self {
+        self.responder_generation = generation;
+        self
+    }
+
+    /// The generation a responder with these options answers in.
+    pub fn answers_in(&self) -> Generation {
+        match self.wire {
+            Wire::Only(g) => g,
+            Wire::Auto => self.responder_generation,
         }
     }
 
@@ -516,8 +561,11 @@ impl Protocol {
     /// A new session at time `now`.
     pub fn new(now: Instant, opts: ProtocolOptions) -> Protocol {
         let static_kp = opts.key_pair.clone().unwrap_or_else(KeyPair::generate);
-        let hs =
-            if opts.initiator { Handshake::initiator(static_kp) } else { Handshake::responder(static_kp) };
+        let hs = if opts.initiator {
+            Handshake::initiator_for(opts.wire, static_kp)
+        } else {
+            Handshake::responder_for(opts.answers_in(), static_kp)
+        };
         Self::with_handshake(now, opts, hs)
     }
 
@@ -638,6 +686,31 @@ impl Protocol {
         self.result.as_ref()
     }
 
+    /// The generation this session speaks: known once the handshake is done,
+    /// and for a responder from the start; `None` for an initiator with
+    /// [`Wire::Auto`] before message 2.
+    pub fn generation(&self) -> Option<Generation> {
+        match (&self.result, &self.handshake) {
+            (Some(r), _) => Some(r.generation),
+            (None, Some(hs)) => hs.generation(),
+            (None, None) => None,
+        }
+    }
+
+    /// Whether we are a responder that answered the peer's message 1 and the
+    /// handshake did not finish: a peer that hangs up then most likely speaks
+    /// the other generation (JS cannot tell, and hangs up on a message 2 it
+    /// cannot decrypt).
+    pub fn answered_unfinished_handshake(&self) -> bool {
+        self.result.is_none() && self.handshake.as_ref().is_some_and(|hs| hs.answered())
+    }
+
+    /// The generation we answered the peer's handshake in, if
+    /// [`answered_unfinished_handshake`](Self::answered_unfinished_handshake).
+    pub fn abandoned_handshake(&self) -> Option<Generation> {
+        self.generation().filter(|_| self.answered_unfinished_handshake())
+    }
+
     /// How many bytes wait in [`poll_transmit`](Self::poll_transmit).
     pub fn pending_transmit_len(&self) -> usize {
         self.out.len()
@@ -659,6 +732,13 @@ impl Protocol {
     /// Ends the session with a transport-level error (used by drivers: the socket
     /// failed or closed early). No effect if it already ended.
     pub fn fail_transport(&mut self, e: ProtocolError) {
+        let answered_in = self.generation().filter(|_| self.answered_unfinished_handshake());
+        let e = match (e, answered_in) {
+            (e @ (ProtocolError::UnexpectedEof | ProtocolError::Io(_)), Some(answered_in)) => {
+                ProtocolError::HandshakeAbandoned { answered_in, source: Box::new(e) }
+            }
+            (e, _) => e,
+        };
         let e = match e {
             ProtocolError::UnexpectedEof | ProtocolError::Io(_) if !self.verified => {
                 ProtocolError::EndedUnverified {

@@ -47,6 +47,26 @@ pub mod js {
         None
     }
 
+    /// The kappa-core 7 harness, `interop/kc7/` (hypercore 9, hypercore-protocol
+    /// 8), if its packages are installed; like [`harness`] otherwise. Its
+    /// scripts take the same arguments as the kappa-core 6 ones.
+    ///
+    /// # Panics
+    /// Under CI when the packages are missing.
+    pub fn harness_kc7() -> Option<PathBuf> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/kc7");
+        if dir.join("node_modules/hypercore").is_dir() && dir.join("node_modules/multifeed").is_dir() {
+            return Some(dir);
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!("interop/kc7/node_modules is missing: run interop/setup.sh (cargo xtask ci does)");
+        }
+        eprintln!(
+            "\n*** SKIPPING JS interop test: interop/kc7/node_modules missing; run interop/setup.sh ***\n"
+        );
+        None
+    }
+
     /// A long-running JS peer (`interop/<script>`), whose stdout is one JSON event
     /// per line (`{"event": ...}`).
     pub struct Peer {

@@ -1,0 +1,504 @@
+//! Feed sets with real JS kappa-core 7 (multifeed 6, hypercore 9,
+//! hypercore-protocol 8) from `interop/kc7/`: over loopback TCP in both roles,
+//! non-live and live, sparse; folders written by either side opened by the
+//! other; the one-way signature rule (a feed whose head is signed in the
+//! 40-byte hypercore 9 form is not offered to a kappa-core 6 peer); and the
+//! bridge kappa-core 6 JS ↔ Rust ↔ kappa-core 7 JS, live. The kappa-core 6
+//! twins are `interop_tcp.rs` and `interop_disk.rs`.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use async_std::net::{TcpListener, TcpStream};
+use async_std::task;
+use kappa_log::encoding::{Codec, Json};
+use kappa_log::SignatureForm;
+use kappa_multifeed::{Multifeed, ReplicateOptions};
+use kappa_protocol::Generation;
+use kappa_testkit::{content_digest, js};
+use serde_json::{json, Value};
+
+const KEY: [u8; 32] = [0x33; 32];
+const KC6: Generation = Generation::KappaCore6;
+const KC7: Generation = Generation::KappaCore7;
+
+fn key_hex() -> String {
+    hex::encode(KEY)
+}
+
+fn spawn(harness: &Path, args: &[&str]) -> js::Peer {
+    js::Peer::spawn(harness, "multifeed-peer.js", args)
+}
+
+fn summary(mf: &Multifeed) -> HashMap<String, (u64, String)> {
+    mf.feeds().iter().map(|f| (f.public_key().to_hex(), (f.len(), content_digest(&mut f.lock())))).collect()
+}
+
+fn js_summary(report: &Value) -> HashMap<String, (u64, String)> {
+    report["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                f["key"].as_str().unwrap().to_owned(),
+                (f["length"].as_u64().unwrap(), f["digest"].as_str().unwrap().to_owned()),
+            )
+        })
+        .collect()
+}
+
+fn rust_writer(mf: &Multifeed, name: &str, n: u64) {
+    let codec = Json::<Value>::new();
+    let w = mf.writer(name).unwrap();
+    w.append_batch((0..n).map(|i| codec.encode(&json!({"n": i, "who": name})).unwrap())).unwrap();
+}
+
+/// Rust's options against a kappa-core 7 peer: an initiator detects it; a
+/// responder answers in it.
+fn opts(initiator: bool) -> ReplicateOptions {
+    ReplicateOptions::new(initiator).shared_key(KEY).responder_generation(KC7)
+}
+
+fn form(mf: &Multifeed, key: &str) -> Option<SignatureForm> {
+    let key = kappa_log::PublicKey::from_hex(key).unwrap();
+    mf.feed(&key).unwrap().lock().signature_form().unwrap()
+}
+
+#[test]
+fn js_kc7_1000_and_rust_500_end_identical_both_roles() {
+    let Some(harness) = js::harness_kc7() else { return };
+    for js_listens_as_initiator in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let js_dir = tmp.path().join("js");
+        let role = if js_listens_as_initiator { "--initiator" } else { "--responder" };
+        let kh = key_hex();
+        let args = ["--dir", js_dir.to_str().unwrap(), "--listen", "0", role, "--shared-key", &kh];
+        let mut peer = spawn(&harness, &[&args[..], &["--write", "local:1000"]].concat());
+        let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+        let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+        rust_writer(&mf, "local", 500);
+        let report = task::block_on(async {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            mf.replicate(stream, opts(!js_listens_as_initiator)).await
+        })
+        .unwrap();
+        let done = peer.until("done");
+        assert!(peer.finish().success());
+        assert_eq!(report.generation, Some(KC7));
+        assert!(report.withheld.is_empty(), "{report:?}");
+        assert_eq!(report.blocks_received(), 1000);
+        assert_eq!(report.blocks_sent(), 500);
+        let ours = summary(&mf);
+        assert_eq!(ours, js_summary(&done), "both sides hold identical feeds");
+        // The JS feed is signed in the 40-byte form, ours in the 32-byte one.
+        for (key, _) in ours {
+            let theirs = report.new_feeds.iter().any(|k| k.to_hex() == key);
+            let want = if theirs { SignatureForm::TreeHashAndLength } else { SignatureForm::TreeHash };
+            assert_eq!(form(&mf, &key), Some(want));
+        }
+    }
+}
+
+#[test]
+fn rust_listens_js_kc7_connects_non_live_and_sparse() {
+    let Some(harness) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "local", 300);
+    rust_writer(&mf, "second", 7);
+    let (report, done) = task::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let js_dir = tmp.path().join("js");
+        let kh = key_hex();
+        let mut peer = spawn(
+            &harness,
+            &[
+                "--dir",
+                js_dir.to_str().unwrap(),
+                "--connect",
+                &addr,
+                "--initiator",
+                "--shared-key",
+                &kh,
+                "--write",
+                "js:20",
+            ],
+        );
+        let (stream, _) = listener.accept().await.unwrap();
+        let report = mf.replicate(stream, opts(false)).await;
+        let done = task::spawn_blocking(move || {
+            let d = peer.until("done");
+            assert!(peer.finish().success());
+            d
+        })
+        .await;
+        (report, done)
+    });
+    let report = report.unwrap();
+    assert_eq!(report.generation, Some(KC7));
+    assert_eq!(summary(&mf), js_summary(&done));
+    assert_eq!(mf.feeds().len(), 3);
+
+    // Sparse: a fresh Rust peer takes only the newest 5 of each JS feed.
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let kh = key_hex();
+    let mut peer = spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &kh,
+            "--write",
+            "a:50",
+            "--write",
+            "b:8",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "mine", 1);
+    let mut o = opts(true);
+    o.selection = kappa_protocol::Selection::Newest(5);
+    let report = task::block_on(async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        mf.replicate(stream, o).await
+    })
+    .unwrap();
+    peer.until("done");
+    assert!(peer.finish().success());
+    assert_eq!(report.generation, Some(KC7));
+    assert_eq!(report.blocks_received(), 10);
+    for f in mf.feeds() {
+        let f = f.lock();
+        let len = f.len();
+        assert!(len == 1 || len == 50 || len == 8, "{len}");
+        if len > 1 {
+            assert_eq!(f.downloaded(0..len), 5);
+            assert!((len - 5..len).all(|i| f.has(i)));
+        }
+    }
+}
+
+#[test]
+fn live_new_feeds_both_ways_with_js_kc7() {
+    let Some(harness) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let kh = key_hex();
+    let mut peer = spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--write",
+            "local:10",
+            "--write-during-live",
+            "late:20",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "mine", 3);
+    let result = task::block_on(async {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        let (session, handle) = mf.session(stream, opts(true).live(true)).unwrap();
+        let running = task::spawn(session);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !(mf.feeds().len() == 3 && mf.feeds().iter().map(|f| f.len()).sum::<u64>() == 33) {
+            assert!(Instant::now() < deadline, "the live JS feed did not arrive");
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        handle.close();
+        running.await
+    });
+    assert_eq!(result.unwrap().generation, Some(KC7));
+    peer.until("done");
+    assert!(peer.finish().success());
+
+    let tmp = tempfile::tempdir().unwrap();
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "local", 5);
+    let done = task::block_on(async {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
+        let js_dir = tmp.path().join("js");
+        let mut peer = spawn(
+            &harness,
+            &[
+                "--dir",
+                js_dir.to_str().unwrap(),
+                "--connect",
+                &addr,
+                "--initiator",
+                "--live",
+                "--shared-key",
+                &kh,
+                "--expect-feeds",
+                "2",
+                "--expect-total",
+                "25",
+            ],
+        );
+        let (stream, _) = listener.accept().await.unwrap();
+        let (session, _handle) = mf.session(stream, opts(false).live(true)).unwrap();
+        let running = task::spawn(session);
+        task::sleep(Duration::from_millis(300)).await;
+        rust_writer(&mf, "late", 20);
+        let done = task::spawn_blocking(move || {
+            let d = peer.until("done");
+            assert!(peer.finish().success());
+            d
+        })
+        .await;
+        let _ = running.await; // the JS peer hung up
+        done
+    });
+    assert_eq!(js_summary(&done), summary(&mf));
+}
+
+/// A Rust set holding a feed from JS kappa-core 7 (40-byte signatures) syncs
+/// with a JS kappa-core 6 peer: that feed is withheld, with the reason, and
+/// everything else travels; a kappa-core 7 peer gets it all.
+#[test]
+fn a_kc6_peer_is_not_offered_a_feed_only_kc7_can_verify() {
+    let Some(kc6) = js::harness() else { return };
+    let Some(kc7) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = key_hex();
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "local", 4);
+
+    let sync = |harness: &Path, dir: &str, write: &str| {
+        let d = tmp.path().join(dir);
+        let mut peer = spawn(
+            harness,
+            &[
+                "--dir",
+                d.to_str().unwrap(),
+                "--listen",
+                "0",
+                "--responder",
+                "--shared-key",
+                &kh,
+                "--write",
+                write,
+            ],
+        );
+        let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+        let report = task::block_on(async {
+            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
+        })
+        .unwrap();
+        let done = peer.until("done");
+        assert!(peer.finish().success());
+        (report, done)
+    };
+    let (r7, _) = sync(&kc7, "js7", "seven:6");
+    assert_eq!(r7.generation, Some(KC7));
+    let seven = r7.new_feeds[0];
+    assert_eq!(form(&mf, &seven.to_hex()), Some(SignatureForm::TreeHashAndLength));
+
+    let (r6, done6) = sync(&kc6, "js6", "six:3");
+    assert_eq!(r6.generation, Some(KC6));
+    assert_eq!(r6.withheld.len(), 1, "{r6:?}");
+    assert_eq!(r6.withheld[0].0, seven);
+    assert!(r6.withheld[0].1.contains("40-byte"), "{}", r6.withheld[0].1);
+    let js6 = js_summary(&done6);
+    assert_eq!(js6.len(), 2, "the kc6 peer holds its own feed and ours, not the kc7 one: {js6:?}");
+    assert!(!js6.contains_key(&seven.to_hex()));
+    assert_eq!(mf.feeds().len(), 3);
+
+    // A second kappa-core 7 peer gets everything, the kappa-core 6 feed included.
+    let (r7b, done7b) = sync(&kc7, "js7b", "again:1");
+    assert!(r7b.withheld.is_empty());
+    assert_eq!(js_summary(&done7b), summary(&mf));
+    assert_eq!(mf.feeds().len(), 4);
+}
+
+/// kc6 JS (A) ↔ Rust (B) ↔ kc7 JS (C), live: A's feeds, also one made during
+/// the session, reach C through B; C's feed, signed in the 40-byte form,
+/// reaches B but is kept from A (the one-way rule), and B's report says so.
+#[test]
+fn bridge_kc6_js_rust_kc7_js_live() {
+    let Some(kc6) = js::harness() else { return };
+    let Some(kc7) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = key_hex();
+    let a_dir = tmp.path().join("a");
+    let c_dir = tmp.path().join("c");
+    let mut a = spawn(
+        &kc6,
+        &[
+            "--dir",
+            a_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--write",
+            "a:10",
+            "--write-during-live",
+            "late:5",
+        ],
+    );
+    // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 4 entries.
+    let mut c = spawn(
+        &kc7,
+        &[
+            "--dir",
+            c_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--write",
+            "c:4",
+            "--expect-feeds",
+            "4",
+            "--expect-total",
+            "20",
+        ],
+    );
+    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
+    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
+    rust_writer(&b, "b", 1);
+    let (c_done, ra, rc) = task::block_on(async {
+        let sa = TcpStream::connect(("127.0.0.1", port_a)).await.unwrap();
+        let sc = TcpStream::connect(("127.0.0.1", port_c)).await.unwrap();
+        let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let (fc, hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let ta = task::spawn(fa);
+        let tc = task::spawn(fc);
+        let done = task::spawn_blocking(move || {
+            let d = loop {
+                let v = c.next_event();
+                if v["event"] == "done" || v["event"] == "timeout" || v["event"] == "error" {
+                    break v;
+                }
+            };
+            let _ = c.finish();
+            d
+        })
+        .await;
+        ha.close();
+        hc.close();
+        let (ra, rc) = (ta.await, tc.await);
+        (done, ra, rc)
+    });
+    let a_done = a.until("done");
+    let _ = a.finish();
+    assert_eq!(c_done["event"], "done", "{c_done}");
+    let ra = ra.unwrap();
+    assert_eq!(ra.generation, Some(KC6));
+    let c_feeds = js_summary(&c_done);
+    assert_eq!(c_feeds.len(), 4);
+    assert_eq!(c_feeds, summary(&b), "C holds exactly what B holds");
+    if let Ok(rc) = rc {
+        assert_eq!(rc.generation, Some(KC7));
+    }
+    // A holds its own two, B's, and not C's.
+    let a_feeds = js_summary(&a_done);
+    let c_key: Vec<&String> = c_feeds.keys().filter(|k| !a_feeds.contains_key(*k)).collect();
+    assert_eq!(a_feeds.len(), 3, "{a_feeds:?}");
+    assert_eq!(c_key.len(), 1);
+    assert_eq!(ra.withheld.len(), 1, "{ra:?}");
+    assert_eq!(&ra.withheld[0].0.to_hex(), c_key[0]);
+    for (k, v) in &a_feeds {
+        assert_eq!(Some(v), c_feeds.get(k));
+    }
+}
+
+#[test]
+fn a_js_kc7_folder_opens_in_rust_and_back() {
+    let Some(harness) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let d = dir.to_str().unwrap();
+    let written = &js::run(&harness, "multifeed-tool.js", &["write", d, "local:30", "second:7"])[0];
+    let codec = Json::<Value>::new();
+    let mf = Multifeed::open_dir(&dir).unwrap();
+    assert_eq!(mf.feeds().len(), 2);
+    assert_eq!(summary(&mf), js_summary(written));
+    for f in mf.feeds() {
+        let mut f = f.lock();
+        assert_eq!(f.audit().unwrap(), f.len());
+        assert_eq!(f.signature_form().unwrap(), Some(SignatureForm::TreeHashAndLength));
+    }
+    // Rust continues JS's writer; the head is then in the 32-byte form.
+    let local = mf.writer("local").unwrap();
+    local.append(codec.encode(&json!({"n": 30, "who": "local"})).unwrap()).unwrap();
+    assert_eq!(local.lock().signature_form().unwrap(), Some(SignatureForm::TreeHash));
+    let want = content_digest(&mut local.lock());
+    let local_key = local.public_key().to_hex();
+    drop((local, mf));
+
+    let read = &js::run(&harness, "multifeed-tool.js", &["read", d])[0];
+    let feeds: HashMap<String, Value> = read["feeds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["key"].as_str().unwrap().to_owned(), f.clone()))
+        .collect();
+    assert_eq!(feeds.len(), 2);
+    assert_eq!(feeds[&local_key]["length"], 31);
+    assert_eq!(feeds[&local_key]["digest"], want.as_str());
+    for f in feeds.values() {
+        assert_eq!(f["verified"], true, "{f}");
+    }
+    // JS kappa-core 6 reads the folder too, the Rust-signed head included; the
+    // untouched feed's 40-byte head it cannot verify.
+    let Some(kc6) = js::harness() else { return };
+    let read6 = &js::run(&kc6, "multifeed-tool.js", &["read", d])[0];
+    for f in read6["feeds"].as_array().unwrap() {
+        let ours = f["key"] == local_key.as_str();
+        assert_eq!(f["verified"], ours, "{f}");
+    }
+}
+
+#[test]
+fn a_rust_folder_opens_in_js_kc7_in_both_signature_forms() {
+    let Some(harness) = js::harness_kc7() else { return };
+    for form in [SignatureForm::TreeHash, SignatureForm::TreeHashAndLength] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("db");
+        let mut o = kappa_multifeed::MultifeedOptions::default();
+        o.signature_form = form;
+        let mf = Multifeed::open(kappa_storage::DirectoryProvider::new(&dir), o).unwrap();
+        rust_writer(&mf, "local", 5);
+        rust_writer(&mf, "other", 3);
+        let ours = summary(&mf);
+        drop(mf);
+        let read = &js::run(&harness, "multifeed-tool.js", &["read", dir.to_str().unwrap()])[0];
+        assert_eq!(js_summary(read), ours);
+        for f in read["feeds"].as_array().unwrap() {
+            assert_eq!(f["verified"], true, "{form}: {f}");
+        }
+        let after = &js::run(&harness, "multifeed-tool.js", &["write", dir.to_str().unwrap(), "local:2"])[0];
+        assert_eq!(js_summary(after).values().map(|(l, _)| *l).sum::<u64>(), 10);
+        let mf = Multifeed::open_dir(&dir).unwrap();
+        for f in mf.feeds() {
+            let mut f = f.lock();
+            assert_eq!(f.audit().unwrap(), f.len());
+        }
+    }
+}
