@@ -1058,7 +1058,8 @@ impl Feed {
             .byte_length
             .checked_add(data.len() as u64)
             .ok_or(LogError::TooLarge("feed byte length overflows"))?;
-        let signature = if count == 0 { Signature([0; 64]) } else { key_pair.sign_roots(&roots, self.sign_form) };
+        let signature =
+            if count == 0 { Signature([0; 64]) } else { key_pair.sign_roots(&roots, self.sign_form) };
         Ok(Prepared {
             start,
             new_length: start + count,
