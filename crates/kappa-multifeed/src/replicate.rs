@@ -301,6 +301,12 @@ pub struct Exchange {
     withheld: Vec<(PublicKey, String)>,
     /// Feeds not offered until their signature form is known.
     deferred: Vec<PublicKey>,
+    /// Notified when a feed joins `deferred`, so whoever waits for deferred
+    /// feeds to change ([`deferrals`](Exchange::deferrals)) watches it too.
+    deferrals: Arc<event_listener::Event>,
+    /// Set while [`announce_deferred`](Exchange::announce_deferred) looks at
+    /// the deferred feeds again (one still deferred is no news).
+    redeferring: bool,
 }
 
 fn keys_json(keys: &[PublicKey]) -> Vec<Value> {
@@ -370,6 +376,8 @@ impl Exchange {
             generation: None,
             withheld: Vec::new(),
             deferred: Vec::new(),
+            deferrals: Arc::new(event_listener::Event::new()),
+            redeferring: false,
         }
     }
 
@@ -408,10 +416,20 @@ impl Exchange {
             _ => {
                 if !self.deferred.contains(key) {
                     self.deferred.push(*key);
+                    if !self.redeferring {
+                        self.deferrals.notify(usize::MAX);
+                    }
                 }
                 false
             }
         }
+    }
+
+    /// Notified whenever a feed is deferred (also while handling the peer's
+    /// messages): listen to it before [`deferred_feeds`](Self::deferred_feeds)
+    /// so that no deferral is missed.
+    pub fn deferrals(&self) -> Arc<event_listener::Event> {
+        self.deferrals.clone()
     }
 
     /// The feeds deferred from this peer until their signature form is known
@@ -426,7 +444,10 @@ impl Exchange {
     /// [`SyncReport::withheld`].
     pub fn announce_deferred(&mut self) -> Vec<Vec<u8>> {
         let keys = std::mem::take(&mut self.deferred);
-        keys.into_iter().filter_map(|k| self.announce(k)).collect()
+        self.redeferring = true;
+        let out = keys.into_iter().filter_map(|k| self.announce(k)).collect();
+        self.redeferring = false;
+        out
     }
 
     /// The key of the root channel (the shared key).
@@ -842,8 +863,14 @@ impl Multifeed {
             let announce = async {
                 let mut ended = false;
                 loop {
-                    // Listen first, then look: no change is missed.
-                    let changed: Vec<_> = lock(&c3).deferred_feeds().iter().map(|f| f.changed()).collect();
+                    // Listen first, then look: no change is missed, and no
+                    // deferral made while the exchange handled a message (its
+                    // manifest at the handshake) either.
+                    let deferrals = lock(&c3).deferrals();
+                    let deferred_more = deferrals.listen();
+                    let mut changed: Vec<_> =
+                        lock(&c3).deferred_feeds().iter().map(|f| f.changed()).collect();
+                    changed.push(deferred_more);
                     for bytes in lock(&c3).announce_deferred() {
                         announcer.send_extension(MANIFEST, bytes);
                     }
