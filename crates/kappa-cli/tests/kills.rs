@@ -238,58 +238,74 @@ fn kill_one(
     (took, false)
 }
 
-/// The campaign for `cmd`: `kills()` kills, alternately of a first command in
-/// a fresh directory and of a later one in a directory that grows.
-fn campaign(cmd: Cmd, salt: u64) {
-    let tmp = tempfile::tempdir().unwrap();
-    let mut rng = Rng(seed(salt));
-    let scratch = tmp.path().join("rebuild");
-    // How long the command takes here, first and later, uninterrupted.
-    let mut model = Model::default();
-    let calib = tmp.path().join("calibrate");
-    let (first_takes, _) = kill_one(cmd, &calib, &mut rng, &mut model, None);
-    let (later_takes, _) = kill_one(cmd, &calib, &mut rng, &mut model, None);
-    check(&calib, &model, &scratch, "uninterrupted");
+/// One command of a campaign in a directory: runs it (killed after the delay,
+/// if given) and updates the model; how long it ran and whether the kill ended it.
+type RunOne<'a> = dyn FnMut(&Path, &mut Rng, &mut Model, Option<Duration>) -> (Duration, bool) + 'a;
 
-    let later = tmp.path().join("later");
+/// The kill loop every campaign shares: `one` is timed uninterrupted (first
+/// in a fresh directory, then later), then `kills()` runs of it are killed at
+/// random moments, alternately of a first command in a fresh directory and of
+/// a later one in a directory that grows; after each, [`check`]. With
+/// `finish`, a last uninterrupted run in the grown directory must complete.
+/// `between` runs after each check (e.g. to assert a server outlived it).
+fn kill_campaign(
+    label: &str,
+    tmp: &Path,
+    rng: &mut Rng,
+    one: &mut RunOne<'_>,
+    between: &mut dyn FnMut(&str),
+    finish: bool,
+) {
+    let scratch = tmp.join("rebuild");
+    let calib = tmp.join("calibrate");
+    let mut model = Model::default();
+    let (first_takes, _) = one(&calib, rng, &mut model, None);
+    let (later_takes, _) = one(&calib, rng, &mut model, None);
+    check(&calib, &model, &scratch, &format!("{label} uninterrupted"));
+
+    let later = tmp.join("later");
     let mut later_model = Model::default();
     let (mut killed, mut early) = (0, 0);
     let n = kills().div_ceil(2);
     for i in 0..n {
         for first in [true, false] {
-            let takes = if first { first_takes } else { later_takes };
-            // A third of the kills in the first 3 ms (opening, creating the
-            // view file), the rest anywhere in the command's usual run.
-            let ms =
-                if rng.below(3) == 0 { rng.below(3_000) } else { rng.below(takes.as_micros() as u64 + 1) };
-            let delay = Duration::from_micros(ms);
-            let (dir, mut fresh_model) = if first {
-                let d = tmp.path().join(format!("first-{i}"));
-                (d, Some(Model::default()))
+            let delay = kill_delay(rng, if first { first_takes } else { later_takes });
+            let mut fresh = Model::default();
+            let (dir, model) = if first {
+                (tmp.join(format!("first-{i}")), &mut fresh)
             } else {
-                (later.clone(), None)
+                (later.clone(), &mut later_model)
             };
-            let model = fresh_model.as_mut().unwrap_or(&mut later_model);
-            let (_, ended_by_kill) = kill_one(cmd, &dir, &mut rng, model, Some(delay));
-            if ended_by_kill {
-                killed += 1;
-            }
-            if delay < Duration::from_millis(3) {
-                early += 1;
-            }
+            let (_, by_kill) = one(&dir, rng, model, Some(delay));
+            killed += u64::from(by_kill);
+            early += u64::from(delay < Duration::from_millis(3));
             let what =
-                format!("{cmd:?} kill {i} ({}, after {delay:?})", if first { "first" } else { "later" });
+                format!("{label} kill {i} ({}, after {delay:?})", if first { "first" } else { "later" });
             check(&dir, model, &scratch, &what);
             if first {
                 let _ = std::fs::remove_dir_all(&dir);
             }
+            between(&what);
         }
     }
+    if finish {
+        // The directory a run of kills left behind still does the job whole.
+        one(&later, rng, &mut later_model, None);
+        check(&later, &later_model, &scratch, &format!("{label} after the kills"));
+    }
     eprintln!(
-        "{cmd:?}: {} commands killed at random moments ({early} in the first 3 ms; first run {first_takes:?}, later {later_takes:?}); {killed} of them ended by the kill (the others had exited 0)",
+        "{label}: {} runs killed at random moments ({early} in the first 3 ms; first run {first_takes:?}, later {later_takes:?}); {killed} of them ended by the kill (the others had exited 0)",
         2 * n
     );
-    assert!(killed >= n / 2, "only {killed} of {} commands were ended by their kill", 2 * n);
+    assert!(killed >= n / 2, "{label}: only {killed} of {} runs were ended by their kill", 2 * n);
+}
+
+/// The campaign for `cmd` (see [`kill_campaign`]).
+fn campaign(cmd: Cmd, salt: u64) {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut rng = Rng(seed(salt));
+    let mut one = |dir: &Path, rng: &mut Rng, model: &mut Model, delay| kill_one(cmd, dir, rng, model, delay);
+    kill_campaign(&format!("{cmd:?}"), tmp.path(), &mut rng, &mut one, &mut |_| {}, false);
 }
 
 #[test]
@@ -384,47 +400,12 @@ fn sigkill_during_sync() {
     let (key, peer) = peer_with(&src, &mut rng, 2000);
     let mut server = common::Server::start(&src, &[]);
     let addr = server.addr.clone();
-    let scratch = tmp.path().join("rebuild");
-
-    let calib = tmp.path().join("calibrate");
-    let mut m = Model::default();
-    let (first_takes, _) = sync_one(&calib, &key, &addr, &peer, &mut rng, &mut m, None);
-    let (later_takes, _) = sync_one(&calib, &key, &addr, &peer, &mut rng, &mut m, None);
-    check(&calib, &m, &scratch, "sync uninterrupted");
-
-    let later = tmp.path().join("later");
-    let mut later_model = Model::default();
-    let (mut killed, mut early) = (0, 0);
-    let n = kills().div_ceil(2);
-    for i in 0..n {
-        for first in [true, false] {
-            let delay = kill_delay(&mut rng, if first { first_takes } else { later_takes });
-            let mut fresh = Model::default();
-            let (dir, model) = if first {
-                (tmp.path().join(format!("first-{i}")), &mut fresh)
-            } else {
-                (later.clone(), &mut later_model)
-            };
-            let (_, by_kill) = sync_one(&dir, &key, &addr, &peer, &mut rng, model, Some(delay));
-            killed += u64::from(by_kill);
-            early += u64::from(delay < Duration::from_millis(3));
-            let what = format!("sync kill {i} ({}, after {delay:?})", if first { "first" } else { "later" });
-            check(&dir, model, &scratch, &what);
-            if first {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-            assert!(server.child.try_wait().unwrap().is_none(), "{what}: kappa serve exited");
-        }
-    }
-    // The database a run of killed syncs left behind still syncs whole.
-    sync_one(&later, &key, &addr, &peer, &mut rng, &mut later_model, None);
-    check(&later, &later_model, &scratch, "sync after the kills");
-    eprintln!(
-        "Sync: {} syncs killed at random moments ({early} in the first 3 ms; first run {first_takes:?}, later {later_takes:?}); {killed} of them ended by the kill",
-        2 * n
-    );
-    assert!(killed >= n / 2, "only {killed} of {} syncs were ended by their kill", 2 * n);
-    drop(server);
+    let mut one = |dir: &Path, rng: &mut Rng, model: &mut Model, delay| {
+        sync_one(dir, &key, &addr, &peer, rng, model, delay)
+    };
+    let mut alive =
+        |what: &str| assert!(server.child.try_wait().unwrap().is_none(), "{what}: kappa serve exited");
+    kill_campaign("Sync", tmp.path(), &mut rng, &mut one, &mut alive, true);
 }
 
 /// One `kappa serve --max-peers 1` in `dir` (after a local `put` when `dir`
@@ -502,42 +483,8 @@ fn sigkill_during_serve() {
     let mut rng = Rng(seed(5));
     let peer_dir = tmp.path().join("peer");
     let (key, peer) = peer_with(&peer_dir, &mut rng, 2000);
-    let scratch = tmp.path().join("rebuild");
-
-    let calib = tmp.path().join("calibrate");
-    let mut m = Model::default();
-    let (first_takes, _) = serve_one(&calib, &key, &peer_dir, &peer, &mut rng, &mut m, None);
-    let (later_takes, _) = serve_one(&calib, &key, &peer_dir, &peer, &mut rng, &mut m, None);
-    check(&calib, &m, &scratch, "serve uninterrupted");
-
-    let later = tmp.path().join("later");
-    let mut later_model = Model::default();
-    let (mut killed, mut early) = (0, 0);
-    let n = kills().div_ceil(2);
-    for i in 0..n {
-        for first in [true, false] {
-            let delay = kill_delay(&mut rng, if first { first_takes } else { later_takes });
-            let mut fresh = Model::default();
-            let (dir, model) = if first {
-                (tmp.path().join(format!("first-{i}")), &mut fresh)
-            } else {
-                (later.clone(), &mut later_model)
-            };
-            let (_, by_kill) = serve_one(&dir, &key, &peer_dir, &peer, &mut rng, model, Some(delay));
-            killed += u64::from(by_kill);
-            early += u64::from(delay < Duration::from_millis(3));
-            let what = format!("serve kill {i} ({}, after {delay:?})", if first { "first" } else { "later" });
-            check(&dir, model, &scratch, &what);
-            if first {
-                let _ = std::fs::remove_dir_all(&dir);
-            }
-        }
-    }
-    serve_one(&later, &key, &peer_dir, &peer, &mut rng, &mut later_model, None);
-    check(&later, &later_model, &scratch, "serve after the kills");
-    eprintln!(
-        "Serve: {} servers killed at random moments ({early} in the first 3 ms; first run {first_takes:?}, later {later_takes:?}); {killed} of them ended by the kill",
-        2 * n
-    );
-    assert!(killed >= n / 2, "only {killed} of {} servers were ended by their kill", 2 * n);
+    let mut one = |dir: &Path, rng: &mut Rng, model: &mut Model, delay| {
+        serve_one(dir, &key, &peer_dir, &peer, rng, model, delay)
+    };
+    kill_campaign("Serve", tmp.path(), &mut rng, &mut one, &mut |_| {}, true);
 }
