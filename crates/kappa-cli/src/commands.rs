@@ -60,6 +60,12 @@ pub(crate) async fn put_entry(
     let entry = json!({"key": key, "value": value, "links": links});
     let w = db.kappa.writer(WRITER)?;
     let seq = w.append(&entry)?;
+    // Indexed before the command ends, so the next command finds the view
+    // current: a `get` or `table` then reads it without writing. The entry
+    // is stored either way: a failure here is only worth a warning.
+    if let Err(e) = progress::index(kv, bars).await {
+        eprintln!("kappa: warning: the entry is stored, but indexing it failed: {}", escape(&e.to_string()));
+    }
     Ok(Put { id: format!("{}@{seq}", w.key().to_hex()), links })
 }
 

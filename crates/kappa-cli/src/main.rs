@@ -82,8 +82,9 @@ where
     let db = db::open_with(&cli.dir, cli.shared_key, views, cli.views.as_deref())?;
     let (db, result) = f(db).await;
     let threads = thread_count();
+    let views_written = db.kappa.views_open_for_writing();
     let closed = db.close();
-    report_io(threads);
+    report_io(threads, views_written);
     result.and(closed)
 }
 
@@ -95,18 +96,20 @@ fn thread_count() -> Option<u64> {
 
 /// With `KAPPA_IO_COUNTS` set, reports on standard error what the command cost
 /// the feeds' files (positioned writes, `fdatasync`s, files opened for
-/// writing) and how many threads ran when the command was done, so tests
-/// can hold read-only commands to writing nothing.
-fn report_io(threads: Option<u64>) {
+/// writing), whether the view file was opened for writing, and how many
+/// threads ran when the command was done, so tests can hold read-only
+/// commands to writing nothing.
+fn report_io(threads: Option<u64>, views_written: bool) {
     if std::env::var_os("KAPPA_IO_COUNTS").is_none() {
         return;
     }
     let c = kappa_core::storage::io_counts();
     eprintln!(
-        "kappa-io: writes={} syncs={} opened_for_writing={} threads={}",
+        "kappa-io: writes={} syncs={} opened_for_writing={} views_opened_for_writing={} threads={}",
         c.writes,
         c.syncs,
         c.opened_for_writing,
+        u8::from(views_written),
         threads.map_or_else(|| "?".to_owned(), |t| t.to_string())
     );
 }

@@ -450,6 +450,17 @@ impl Kappa {
         self.inner.views_moved_aside.as_ref()
     }
 
+    /// Whether the view file has been opened for writing. A `views.redb` that
+    /// a clean close sealed opens read-only, and stays so until a view commits
+    /// (see `kappa_view_redb`): a command that only reads current views writes
+    /// and syncs nothing. `false` for views that are not in a redb file.
+    pub fn views_open_for_writing(&self) -> bool {
+        match &self.inner.views {
+            ViewDb::Redb(db) => db.is_open_for_writing(),
+            _ => false,
+        }
+    }
+
     /// The feed set.
     pub fn multifeed(&self) -> &Multifeed {
         &self.inner.mf

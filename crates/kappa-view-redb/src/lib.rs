@@ -3,6 +3,7 @@
 
 mod create;
 mod error;
+mod handle;
 mod store;
 mod views;
 

@@ -3,9 +3,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kappa_view::{range_is_empty, Batch, KeyRange, Row, StoreError, ViewStore};
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, TableDefinition, TableError};
 
 use crate::error::{guarded, store_err};
+use crate::handle::Handle;
 use crate::views::{ROWS_PREFIX, STATE};
 
 /// How a [`RedbStore`] commits.
@@ -43,14 +44,14 @@ pub enum Durability {
 /// Clones share the view and the [`Durability`] setting.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
-    db: Arc<Database>,
+    db: Arc<Handle>,
     view: Arc<str>,
     rows_table: Arc<str>,
     non_durable: Arc<AtomicBool>,
 }
 
 impl RedbStore {
-    pub(crate) fn new(db: Arc<Database>, view: &str) -> Self {
+    pub(crate) fn new(db: Arc<Handle>, view: &str) -> Self {
         Self {
             db,
             view: view.into(),
@@ -90,7 +91,7 @@ impl RedbStore {
     }
 
     fn begin_write(&self) -> Result<redb::WriteTransaction, StoreError> {
-        let mut tx = self.db.begin_write().map_err(store_err)?;
+        let mut tx = self.db.begin_write()?;
         if self.durability() == Durability::None {
             tx.set_durability(redb::Durability::None).map_err(store_err)?;
         }
@@ -100,14 +101,15 @@ impl RedbStore {
 
 impl RedbStore {
     fn get_(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let table = match tx.open_table(self.rows_def()) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(store_err(e)),
-        };
-        let value = ReadableTable::get(&table, key).map_err(store_err)?.map(|v| v.value().to_vec());
-        Ok(value)
+        self.db.read(|tx| {
+            let table = match tx.open_table(self.rows_def()) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(store_err(e)),
+            };
+            let value = ReadableTable::get(&table, key).map_err(store_err)?.map(|v| v.value().to_vec());
+            Ok(value)
+        })
     }
 
     fn scan_(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
@@ -117,23 +119,24 @@ impl RedbStore {
         if limit == 0 || range_is_empty(&range) {
             return Ok(Vec::new());
         }
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let table = match tx.open_table(self.rows_def()) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-            Err(e) => return Err(store_err(e)),
-        };
-        let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (as_ref(&range.0), as_ref(&range.1));
-        // The trait's range (not ReadOnlyTable's inherent one) borrows the table.
-        let iter = ReadableTable::range::<&[u8]>(&table, bounds).map_err(store_err)?;
-        let row = |entry: redb::Result<(Guard<'_>, Guard<'_>)>| {
-            entry.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(store_err)
-        };
-        if reverse {
-            iter.rev().take(limit).map(row).collect()
-        } else {
-            iter.take(limit).map(row).collect()
-        }
+        self.db.read(|tx| {
+            let table = match tx.open_table(self.rows_def()) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(store_err(e)),
+            };
+            let bounds: (Bound<&[u8]>, Bound<&[u8]>) = (as_ref(&range.0), as_ref(&range.1));
+            // The trait's range (not ReadOnlyTable's inherent one) borrows the table.
+            let iter = ReadableTable::range::<&[u8]>(&table, bounds).map_err(store_err)?;
+            let row = |entry: redb::Result<(Guard<'_>, Guard<'_>)>| {
+                entry.map(|(k, v)| (k.value().to_vec(), v.value().to_vec())).map_err(store_err)
+            };
+            if reverse {
+                iter.rev().take(limit).map(row).collect()
+            } else {
+                iter.take(limit).map(row).collect()
+            }
+        })
     }
 
     fn commit_(&self, batch: Batch) -> Result<(), StoreError> {
@@ -160,14 +163,16 @@ impl RedbStore {
     }
 
     fn state_(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        let table = match tx.open_table(STATE) {
-            Ok(t) => t,
-            Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-            Err(e) => return Err(store_err(e)),
-        };
-        let state = ReadableTable::get(&table, &*self.view).map_err(store_err)?.map(|v| v.value().to_vec());
-        Ok(state)
+        self.db.read(|tx| {
+            let table = match tx.open_table(STATE) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(store_err(e)),
+            };
+            let state =
+                ReadableTable::get(&table, &*self.view).map_err(store_err)?.map(|v| v.value().to_vec());
+            Ok(state)
+        })
     }
 
     fn clear_(&self) -> Result<(), StoreError> {

@@ -3,9 +3,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use kappa_view::StoreError;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle};
+use redb::{
+    Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
+};
 
 use crate::error::{guarded, panic_message, store_err, Location, RedbError};
+use crate::handle::{is_sealed, Handle};
 use crate::store::RedbStore;
 
 /// Marks a file as ours: `FORMAT_KEY` → `FORMAT`.
@@ -27,7 +30,7 @@ const FORMAT: &[u8] = b"kappa-view-redb/1";
 /// Clones share the database.
 #[derive(Debug, Clone)]
 pub struct RedbViews {
-    pub(crate) db: Arc<Database>,
+    pub(crate) db: Arc<Handle>,
     at: Location,
 }
 
@@ -69,12 +72,30 @@ impl RedbViews {
         // redb panics on some damage (see `guarded`): make that an error too.
         std::panic::catch_unwind(AssertUnwindSafe(|| {
             crate::create::ensure_exists(path, cache_bytes)?;
+            if is_sealed(path) {
+                match Database::builder().set_cache_size(cache_bytes).open_read_only(path) {
+                    Ok(db) => {
+                        let tx = db.begin_read().map_err(|e| RedbError::from_redb(at.clone(), e))?;
+                        if check_marker(&tx, &at)? == Marker::Ours {
+                            drop(tx);
+                            let db = Handle::read_only(db, path.to_path_buf(), cache_bytes);
+                            return Ok(Self { db: Arc::new(db), at: at.clone() });
+                        }
+                    }
+                    Err(e) => {
+                        if let e @ RedbError::Locked { .. } = RedbError::from_open(at.clone(), e) {
+                            return Err(e);
+                        }
+                        // Anything else: the full open below says what it is.
+                    }
+                }
+            }
             let mut db = Database::builder()
                 .set_cache_size(cache_bytes)
                 .open(path)
                 .map_err(|e| RedbError::from_open(at.clone(), e))?;
             check_integrity(&mut db, &at)?;
-            Self::init(db, at.clone())
+            Self::init(db, Some(path.to_path_buf()), cache_bytes, at.clone())
         }))
         .unwrap_or_else(|panic| Err(RedbError::Corrupt { at, reason: panic_message(&*panic) }))
     }
@@ -113,56 +134,29 @@ impl RedbViews {
         let db = Database::builder()
             .create_with_backend(redb::backends::InMemoryBackend::new())
             .map_err(|e| RedbError::from_open(at.clone(), e))?;
-        Self::init(db, at)
+        Self::init(db, None, DEFAULT_CACHE_BYTES, at)
     }
 
     /// Checks the format marker, writing it into a new database.
-    pub(crate) fn init(db: Database, at: Location) -> Result<Self, RedbError> {
+    pub(crate) fn init(
+        db: Database,
+        path: Option<PathBuf>,
+        cache_bytes: usize,
+        at: Location,
+    ) -> Result<Self, RedbError> {
         let err = |e: redb::Error| RedbError::from_redb(at.clone(), e);
-        {
-            let tx = db.begin_read().map_err(|e| err(e.into()))?;
-            match tx.open_table(META) {
-                Ok(meta) => {
-                    let format = meta.get(FORMAT_KEY).map_err(|e| err(e.into()))?.map(|v| v.value().to_vec());
-                    return match format {
-                        Some(f) if f == FORMAT => Ok(Self { db: Arc::new(db), at }),
-                        Some(f) => Err(RedbError::Incompatible {
-                            at,
-                            reason: format!(
-                                "format {:?}, this version reads {:?}",
-                                String::from_utf8_lossy(&f),
-                                String::from_utf8_lossy(FORMAT)
-                            ),
-                        }),
-                        None => Err(RedbError::Incompatible { at, reason: "no format marker".into() }),
-                    };
-                }
-                Err(TableError::TableDoesNotExist(_)) => {}
-                Err(e) => return Err(err(e.into())),
+        let tx = db.begin_read().map_err(|e| err(e.into()))?;
+        if check_marker(&tx, &at)? == Marker::Empty {
+            drop(tx);
+            let tx = db.begin_write().map_err(|e| err(e.into()))?;
+            {
+                let mut meta = tx.open_table(META).map_err(|e| err(e.into()))?;
+                meta.insert(FORMAT_KEY, FORMAT).map_err(|e| err(e.into()))?;
+                tx.open_table(STATE).map_err(|e| err(e.into()))?;
             }
-            // No marker: only an empty database may become ours.
-            let tables: Vec<String> =
-                tx.list_tables().map_err(|e| err(e.into()))?.map(|t| t.name().to_string()).collect();
-            let multimaps = tx.list_multimap_tables().map_err(|e| err(e.into()))?.count();
-            if !tables.is_empty() || multimaps > 0 {
-                return Err(RedbError::Incompatible {
-                    at,
-                    reason: format!(
-                        "it holds {} table(s) ({}) but no kappa-view-redb format marker",
-                        tables.len() + multimaps,
-                        tables.join(", ")
-                    ),
-                });
-            }
+            tx.commit().map_err(|e| err(e.into()))?;
         }
-        let tx = db.begin_write().map_err(|e| err(e.into()))?;
-        {
-            let mut meta = tx.open_table(META).map_err(|e| err(e.into()))?;
-            meta.insert(FORMAT_KEY, FORMAT).map_err(|e| err(e.into()))?;
-            tx.open_table(STATE).map_err(|e| err(e.into()))?;
-        }
-        tx.commit().map_err(|e| err(e.into()))?;
-        Ok(Self { db: Arc::new(db), at })
+        Ok(Self { db: Arc::new(Handle::writable(db, path, cache_bytes)), at })
     }
 
     /// The store for the view called `view_name`: its rows and its indexing state.
@@ -176,13 +170,23 @@ impl RedbViews {
         Ok(RedbStore::new(self.db.clone(), view_name))
     }
 
+    /// Whether the file has been opened for writing. A file that a clean close
+    /// sealed opens read-only (no write, no sync) and is reopened for writing
+    /// by the first commit or clear of any of its stores; see the crate docs.
+    pub fn is_open_for_writing(&self) -> bool {
+        self.db.is_writable()
+    }
+
     /// The names of the views that hold rows or an indexing state, in order.
     pub fn views(&self) -> Result<Vec<String>, StoreError> {
         guarded(|| self.views_())
     }
 
     fn views_(&self) -> Result<Vec<String>, StoreError> {
-        let tx = self.db.begin_read().map_err(store_err)?;
+        self.db.read(|tx| Self::view_names(&tx))
+    }
+
+    fn view_names(tx: &ReadTransaction) -> Result<Vec<String>, StoreError> {
         let mut names: Vec<String> = tx
             .list_tables()
             .map_err(store_err)?
@@ -270,7 +274,59 @@ impl std::fmt::Display for MovedAside {
     }
 }
 
-pub(crate) fn sync(db: &Database) -> Result<(), StoreError> {
-    let tx = db.begin_write().map_err(store_err)?;
+/// A durable commit that writes nothing; nothing to do for a database that
+/// nothing wrote since it was opened read-only.
+pub(crate) fn sync(db: &Handle) -> Result<(), StoreError> {
+    if !db.is_writable() {
+        return Ok(());
+    }
+    let tx = db.begin_write()?;
     tx.commit().map_err(store_err)
+}
+
+/// What the format marker of a database says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// Ours.
+    Ours,
+    /// No marker and no tables: a new database, which may become ours.
+    Empty,
+}
+
+/// Checks the format marker: ours, absent in an empty database, or an error.
+fn check_marker(tx: &ReadTransaction, at: &Location) -> Result<Marker, RedbError> {
+    let err = |e: redb::Error| RedbError::from_redb(at.clone(), e);
+    match tx.open_table(META) {
+        Ok(meta) => {
+            let format = meta.get(FORMAT_KEY).map_err(|e| err(e.into()))?.map(|v| v.value().to_vec());
+            return match format {
+                Some(f) if f == FORMAT => Ok(Marker::Ours),
+                Some(f) => Err(RedbError::Incompatible {
+                    at: at.clone(),
+                    reason: format!(
+                        "format {:?}, this version reads {:?}",
+                        String::from_utf8_lossy(&f),
+                        String::from_utf8_lossy(FORMAT)
+                    ),
+                }),
+                None => Err(RedbError::Incompatible { at: at.clone(), reason: "no format marker".into() }),
+            };
+        }
+        Err(TableError::TableDoesNotExist(_)) => {}
+        Err(e) => return Err(err(e.into())),
+    }
+    let tables: Vec<String> =
+        tx.list_tables().map_err(|e| err(e.into()))?.map(|t| t.name().to_string()).collect();
+    let multimaps = tx.list_multimap_tables().map_err(|e| err(e.into()))?.count();
+    if !tables.is_empty() || multimaps > 0 {
+        return Err(RedbError::Incompatible {
+            at: at.clone(),
+            reason: format!(
+                "it holds {} table(s) ({}) but no kappa-view-redb format marker",
+                tables.len() + multimaps,
+                tables.join(", ")
+            ),
+        });
+    }
+    Ok(Marker::Empty)
 }

@@ -424,6 +424,122 @@ fn an_empty_file_or_a_killed_creation_leaves_nothing_in_the_way() {
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(names, ["views.redb"], "the leftover is gone, the empty file replaced");
+    // The seal a clean close writes beside the file (see the crate docs).
+    let mut names = names;
+    names.sort();
+    assert_eq!(names, ["views.redb", "views.redb.seal"], "the leftover is gone, the empty file replaced");
     assert_eq!(all(&RedbViews::open(&path).unwrap().store("v").unwrap()).len(), 1);
+}
+
+/// A file a clean close left, with one view of 100 rows.
+fn sealed_file(path: &Path) {
+    let views = RedbViews::open(path).unwrap();
+    assert!(views.is_open_for_writing(), "a new file is written at once");
+    let s = views.store("kv").unwrap();
+    commit(&s, (0..100u32).map(|i| put(&i.to_be_bytes(), b"v")).collect(), Some(b"st-1"));
+}
+
+#[test]
+fn a_sealed_file_opens_read_only_until_the_first_write() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    sealed_file(&path);
+    let before = std::fs::read(&path).unwrap();
+    {
+        let views = RedbViews::open(&path).unwrap();
+        assert!(!views.is_open_for_writing());
+        let s = views.store("kv").unwrap();
+        assert_eq!(all(&s).len(), 100);
+        assert_eq!(s.state().unwrap(), Some(b"st-1".to_vec()));
+        assert_eq!(views.views().unwrap(), ["kv"]);
+        s.sync().unwrap();
+        views.sync().unwrap();
+        assert!(!views.is_open_for_writing(), "a sync with nothing to sync writes nothing");
+    }
+    assert_eq!(std::fs::read(&path).unwrap(), before, "reading changed not one byte of the file");
+    {
+        let views = RedbViews::open(&path).unwrap();
+        assert!(!views.is_open_for_writing(), "still sealed");
+        let s = views.store("kv").unwrap();
+        commit(&s, vec![put(b"new", b"row")], Some(b"st-2"));
+        assert!(views.is_open_for_writing(), "the first commit reopened it for writing");
+        assert_eq!(s.get(b"new").unwrap(), Some(b"row".to_vec()));
+        assert_eq!(all(&s).len(), 101);
+    }
+    let views = RedbViews::open(&path).unwrap();
+    assert!(!views.is_open_for_writing(), "sealed again by the clean close");
+    let s = views.store("kv").unwrap();
+    assert_eq!(s.state().unwrap(), Some(b"st-2".to_vec()));
+    assert_eq!(all(&s).len(), 101);
+    s.clear().unwrap();
+    assert!(views.is_open_for_writing(), "a clear writes too");
+    assert_eq!(all(&s).len(), 0);
+}
+
+#[test]
+fn readers_in_flight_survive_the_reopen_for_writing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    sealed_file(&path);
+    let views = RedbViews::open(&path).unwrap();
+    assert!(!views.is_open_for_writing());
+    let s = views.store("kv").unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (s, stop) = (s.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut reads = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) || reads < 100 {
+                    let rows = all(&s);
+                    assert!(rows.len() == 100 || rows.len() == 101, "{}", rows.len());
+                    assert_eq!(s.get(&7u32.to_be_bytes()).unwrap(), Some(b"v".to_vec()));
+                    reads += 1;
+                }
+                reads
+            })
+        })
+        .collect();
+    commit(&s, vec![put(b"new", b"row")], Some(b"st-2"));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for r in readers {
+        assert!(r.join().unwrap() >= 100);
+    }
+    assert!(views.is_open_for_writing());
+}
+
+#[test]
+fn a_damaged_sealed_file_gets_the_full_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    sealed_file(&path);
+    // A byte of a row value (they are all "v") turned into "w".
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at = bytes.windows(5).rposition(|w| w == [0, 0, 0, 99, b'v']).map(|i| i + 4);
+    let at = at.unwrap_or_else(|| bytes.iter().rposition(|&b| b == b'v').unwrap());
+    bytes[at] = b'w';
+    std::fs::write(&path, &bytes).unwrap();
+    let err = RedbViews::open(&path).unwrap_err();
+    assert!(matches!(err, RedbError::Corrupt { .. }), "{err:?}");
+}
+
+#[test]
+fn readers_share_a_sealed_file_and_a_writer_needs_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("views.redb");
+    sealed_file(&path);
+    let first = RedbViews::open(&path).unwrap();
+    let second = RedbViews::open(&path).unwrap();
+    assert!(!first.is_open_for_writing() && !second.is_open_for_writing());
+    assert_eq!(all(&second.store("kv").unwrap()).len(), 100);
+    // Neither can write while the other has the file open.
+    let err =
+        second.store("kv").unwrap().commit(Batch { ops: vec![put(b"x", b"y")], state: None }).unwrap_err();
+    assert!(err.to_string().contains("already open"), "{err}");
+    assert_eq!(all(&second.store("kv").unwrap()).len(), 100, "the refused writer still reads");
+    drop(second);
+    commit(&first.store("kv").unwrap(), vec![put(b"x", b"y")], None);
+    assert_eq!(all(&first.store("kv").unwrap()).len(), 101);
+    // And a writer keeps every other open out.
+    assert!(matches!(RedbViews::open(&path), Err(RedbError::Locked { .. })));
 }
