@@ -178,6 +178,13 @@ pub struct Feed {
     pub(crate) recovery: Recovery,
     /// The head record slot the next write goes to.
     pub(crate) head_slot: u64,
+    /// The head record of an append under [`SyncPolicy::None`] not written
+    /// yet: the signature and the length it signs (written by
+    /// `flush_deferred` if the feed is still at that length).
+    pub(crate) head_pending: Option<(Signature, u64)>,
+    /// Entries appended under [`SyncPolicy::None`] since the bitfield bytes
+    /// and the head record were last written.
+    pub(crate) appends_unflushed: u64,
     /// The form appends are signed in.
     pub(crate) sign_form: SignatureForm,
     _lock: LockGuard,
@@ -193,6 +200,14 @@ pub(crate) struct Pending {
 
 /// Pending deferred writes above this many bytes are flushed at once.
 const MAX_PENDING: usize = 1 << 20;
+
+/// Under [`SyncPolicy::None`], the bitfield bytes and the head record of
+/// appends are written once this many entries have been appended since they
+/// last were (and by every flush, sync and close), not after each append:
+/// both are rebuilt or superseded on open when they lag (docs/semantics.md),
+/// and they were two of the five writes of a single append. A batch of this
+/// many entries or more writes them at once, as before.
+const ENTRIES_PER_BITFIELD_WRITE: u64 = 64;
 /// Size of the read-ahead window for small blocks.
 const READ_AHEAD: u64 = 64 * 1024;
 
@@ -278,7 +293,8 @@ impl Drop for Feed {
     fn drop(&mut self) {
         // Deferred puts not flushed yet: write them now (best effort; a failure
         // leaves the previous, consistent state on disk).
-        if !self.poisoned && (self.bitfield_pending || self.pending.bytes > 0) {
+        if !self.poisoned && (self.bitfield_pending || self.pending.bytes > 0 || self.head_pending.is_some())
+        {
             let _ = self.flush_deferred();
         }
     }
@@ -487,6 +503,8 @@ impl Feed {
             recovery,
             // The next record goes beside the newest one, so a torn write keeps it.
             head_slot: head.as_ref().map_or(0, |(_, slot)| slot ^ 1),
+            head_pending: None,
+            appends_unflushed: 0,
             sign_form: b.signature_form,
             _lock: lock,
         };
@@ -1131,7 +1149,12 @@ impl Feed {
                 feed.bitfield.set_block(i, true);
                 feed.bitfield.set_node(2 * i);
             }
-            feed.flush_bitfield()
+            if durable {
+                feed.flush_bitfield()
+            } else {
+                feed.defer_bitfield();
+                Ok(())
+            }
         })?;
 
         let was_complete = self.contiguous == start;
@@ -1157,7 +1180,17 @@ impl Feed {
         // The second copy of the newest signed state (see `head`); written after
         // the commit point, never synced on its own: it guards against damage,
         // not against crashes, which the order of the writes above covers.
-        self.guarded(|feed| feed.write_head(signature))?;
+        // Under `SyncPolicy::None` it waits, with the bitfield, for every
+        // ENTRIES_PER_BITFIELD_WRITE-th entry or the next flush.
+        if self.sync == SyncPolicy::PerBatch {
+            self.guarded(|feed| feed.write_head(signature))?;
+        } else {
+            self.head_pending = Some((signature, new_length));
+            self.appends_unflushed += new_length - start;
+            if self.appends_unflushed >= ENTRIES_PER_BITFIELD_WRITE {
+                self.flush_deferred()?;
+            }
+        }
         Ok(())
     }
 
@@ -1173,6 +1206,7 @@ impl Feed {
 
     /// Flushes all files to stable storage.
     pub fn sync_all(&mut self) -> Result<(), LogError> {
+        self.flush_deferred()?;
         self.guarded(Feed::sync_files)
     }
 
@@ -1245,12 +1279,17 @@ impl Feed {
     }
 
     /// Writes bitfield pages left unwritten by [`put_deferred`](Self::put_deferred).
+    ///
+    /// Also writes what appends under [`SyncPolicy::None`] left for later: the
+    /// changed bitfield bytes and the head record.
     pub fn flush_deferred(&mut self) -> Result<(), LogError> {
-        if !self.bitfield_pending && self.pending.bytes == 0 {
+        if !self.bitfield_pending && self.pending.bytes == 0 && self.head_pending.is_none() {
             return Ok(());
         }
         self.bitfield_pending = false;
+        self.appends_unflushed = 0;
         let pending = std::mem::take(&mut self.pending);
+        let head = self.head_pending.take();
         self.guarded(|f| {
             f.write_pending(pending)?;
             if f.sync == SyncPolicy::PerBatch {
@@ -1258,7 +1297,13 @@ impl Feed {
                 f.files.tree.sync()?;
                 f.files.signatures.sync()?;
             }
-            f.flush_bitfield()
+            f.flush_bitfield()?;
+            match head {
+                // Only if nothing moved the feed since (a later state wrote
+                // its own head record).
+                Some((signature, length)) if length == f.length => f.write_head(signature),
+                _ => Ok(()),
+            }
         })
     }
 

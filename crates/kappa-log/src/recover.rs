@@ -728,6 +728,8 @@ impl Feed {
     /// Writes the head record of the current state (signed by `signature`) into
     /// the slot not holding the newest one, so a torn write keeps the previous.
     pub(crate) fn write_head(&mut self, signature: Signature) -> Result<(), LogError> {
+        // This record supersedes one an append left for later.
+        self.head_pending = None;
         let head = Head {
             key: self.key,
             writer: self.key_pair.is_some() || self.recovery.secret_key.is_some(),
