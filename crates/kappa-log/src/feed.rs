@@ -216,6 +216,8 @@ pub const DEFAULT_BLOCK_CACHE: usize = 8 * 1024 * 1024;
 
 /// Entries in the node cache (a power of two).
 const NODE_CACHE: usize = 1 << 13;
+/// Nodes read together when one is not cached (5 KiB of the tree file).
+const NODE_WINDOW: u64 = 1 << 7;
 
 /// The tree writes of an append: its new nodes as runs of adjacent nodes, one
 /// write each. From `fresh` on (the nodes of the new blocks) a run goes on
@@ -606,6 +608,9 @@ impl Feed {
                 return Ok(Some(n));
             }
         }
+        if let Some(n) = self.read_node_window(index)? {
+            return Ok(Some(n));
+        }
         let mut buf = [0u8; 40];
         self.files.tree.read_into(HEADER_LEN + 40 * index, &mut buf).map_err(|e| match e {
             kappa_storage::StorageError::OutOfBounds { .. } => LogError::Corrupt(CorruptError {
@@ -624,6 +629,43 @@ impl Feed {
             }
         }
         Ok(node)
+    }
+
+    /// Reads the nodes of the aligned window of [`NODE_WINDOW`] around
+    /// `index` in one read, as far as the last node there the bitfield marks
+    /// present, and caches those present (a sequential reader, such as an
+    /// indexer or `kappa log`, then reads the tree once per window, not once
+    /// per block). `None` when there is nothing around `index` to read with it,
+    /// or the read fails: the caller reads the one node (and reports what is
+    /// wrong with it).
+    fn read_node_window(&mut self, index: u64) -> Result<Option<Node>, LogError> {
+        let start = index & !(NODE_WINDOW - 1);
+        let Some(last) = (start..start + NODE_WINDOW).rev().find(|&i| self.has_node(i)) else {
+            return Ok(None);
+        };
+        if last <= index {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; 40 * (last - start + 1) as usize];
+        if self.files.tree.read_into(HEADER_LEN + 40 * start, &mut buf).is_err() {
+            return Ok(None);
+        }
+        let mut wanted = None;
+        for (i, bytes) in (start..=last).zip(buf.chunks_exact(40)) {
+            if !self.has_node(i) || self.pending.nodes.contains_key(&i) {
+                continue;
+            }
+            let Ok(bytes) = <&[u8; 40]>::try_from(bytes) else { continue };
+            if let Some(n) = Node::decode(i, bytes) {
+                if i == index {
+                    wanted = Some(n);
+                }
+                self.cache_node(n);
+            }
+        }
+        // A node the window does not hold as marked is read alone, which
+        // says what is wrong with it.
+        Ok(wanted)
     }
 
     pub(crate) fn require_node(&mut self, index: u64) -> Result<Node, LogError> {
