@@ -255,6 +255,12 @@ impl SharedFeed {
         r
     }
 
+    /// How many durable append calls are queued for the next group commit
+    /// (waiting while another commit syncs); 0 under [`SyncPolicy::None`].
+    pub fn appends_waiting(&self) -> usize {
+        self.commits().waiting.len()
+    }
+
     fn commits(&self) -> MutexGuard<'_, Commits> {
         self.inner.commits.lock().unwrap_or_else(|e| e.into_inner())
     }

@@ -159,3 +159,43 @@ fn concurrent_durable_appenders_share_their_syncs() {
         assert!(feed.signature_slot(slot).unwrap().is_some(), "slot {slot}");
     }
 }
+
+/// Group commit, deterministically: while one durable append holds the feed
+/// (here the test holds its lock, as a slow sync would), three more queue;
+/// then the first commits alone and the next commits the three together, each
+/// still signed on its own: 6 syncs for 4 appends instead of 12.
+#[test]
+fn appends_queued_behind_a_commit_share_the_next_commits_syncs() {
+    use kappa_log::SharedFeed;
+    let faulty = FaultyProvider::new(MemoryProvider::new(), None);
+    let feed = Feed::builder(faulty.clone())
+        .key_pair(KeyPair::from_seed(&[7; 32]))
+        .sync(SyncPolicy::PerBatch)
+        .open()
+        .unwrap();
+    let shared = SharedFeed::new(feed);
+    let held = shared.lock();
+    let mut mark = 0;
+    std::thread::scope(|s| {
+        for t in 0..4u64 {
+            let f = shared.clone();
+            s.spawn(move || f.append(format!("entry {t}")).unwrap());
+        }
+        // The first appender leads, took its own batch and waits for the
+        // feed; the other three queue behind it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while shared.appends_waiting() < 3 {
+            assert!(std::time::Instant::now() < deadline, "{} queued", shared.appends_waiting());
+            std::thread::yield_now();
+        }
+        mark = faulty.syncs();
+        drop(held);
+        // Leaving the scope joins the appenders.
+    });
+    assert_eq!(faulty.syncs() - mark, 6, "two commits of 3 syncs each");
+    let mut feed = shared.lock();
+    assert_eq!(feed.len(), 4);
+    for slot in 0..4 {
+        assert!(feed.signature_slot(slot).unwrap().is_some(), "slot {slot}");
+    }
+}
