@@ -119,7 +119,13 @@ fn machine() -> String {
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .unwrap_or_default();
-    format!("{cores} cores, {cpu}; node {node}")
+    // Other work on the machine skews every figure (the ratios measured in
+    // the same run less): say how busy it was.
+    let load = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .map_or_else(String::new, |l| format!(", load average {l} when it was written"));
+    format!("{cores} cores, {cpu}; node {node}{load}")
 }
 
 /// A replication workload: entries of one size, measured Rust↔Rust and JS↔JS,
