@@ -78,6 +78,84 @@ impl TempCluster {
     /// `password`, `trust`) for every login and `password` for the `postgres`
     /// superuser.
     pub fn start_with_auth(auth: &str, password: Option<&str>) -> Result<TempCluster, String> {
+        let cluster = Self::init(auth, password)?;
+        cluster.start_on_a_free_port()
+    }
+
+    /// A cluster with TLS on (`ssl = on`) and only TLS logins over TCP
+    /// (`hostssl`, SCRAM-SHA-256 with `password` for `postgres`), its server
+    /// certificate (for the name `localhost` only) signed by a test CA made
+    /// here with `openssl`. Also returns the CA's certificate file and that
+    /// of another CA, which signed nothing of the server's.
+    pub fn start_with_tls(password: &str) -> Result<(TempCluster, PathBuf, PathBuf), String> {
+        let cluster = Self::init("scram-sha-256", Some(password))?;
+        let tls = cluster.dir.join("tls");
+        std::fs::create_dir_all(&tls).map_err(|e| e.to_string())?;
+        let openssl = |args: &[&str]| -> Result<(), String> {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&tls)
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .output()
+                .map_err(|e| format!("openssl: {e}"))?;
+            if out.status.success() {
+                Ok(())
+            } else {
+                Err(format!("openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr).trim()))
+            }
+        };
+        let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"];
+        for (name, cn) in [("ca", "kappa test CA"), ("other-ca", "another test CA")] {
+            let (key, crt, subj) = (format!("{name}.key"), format!("{name}.crt"), format!("/CN={cn}"));
+            let mut args = vec!["req", "-x509", "-days", "2", "-subj", &subj, "-keyout", &key, "-out", &crt];
+            args.extend(ec);
+            openssl(&args)?;
+        }
+        let mut args = vec!["req", "-subj", "/CN=localhost", "-keyout", "server.key", "-out", "server.csr"];
+        args.extend(ec);
+        openssl(&args)?;
+        std::fs::write(tls.join("san.ext"), "subjectAltName=DNS:localhost\n").map_err(|e| e.to_string())?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ])?;
+        let data = cluster.data();
+        for f in ["server.crt", "server.key"] {
+            std::fs::copy(tls.join(f), data.join(f)).map_err(|e| format!("{f}: {e}"))?;
+        }
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+        std::fs::write(
+            data.join("pg_hba.conf"),
+            "local all all trust\nhostssl all all 127.0.0.1/32 scram-sha-256\nhostssl all all ::1/128 scram-sha-256\n",
+        )
+        .map_err(|e| e.to_string())?;
+        if cluster.as_postgres {
+            cluster.run(Command::new("chown").args(["-R", "postgres"]).arg(&data), false)?;
+        }
+        cluster.run(Command::new("chmod").arg("600").arg(data.join("server.key")), false)?;
+        let (ca, other) = (tls.join("ca.crt"), tls.join("other-ca.crt"));
+        Ok((cluster.start_on_a_free_port()?, ca, other))
+    }
+
+    /// `initdb` a new cluster (not started).
+    fn init(auth: &str, password: Option<&str>) -> Result<TempCluster, String> {
         static N: AtomicU32 = AtomicU32::new(0);
         let bin = find_bin()?;
         let as_postgres = is_root();
@@ -88,8 +166,7 @@ impl TempCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let mut cluster =
-            TempCluster { dir, bin, port: 0, as_postgres, password: password.map(str::to_owned) };
+        let cluster = TempCluster { dir, bin, port: 0, as_postgres, password: password.map(str::to_owned) };
         let pwfile = cluster.dir.join("pwfile");
         std::fs::write(&pwfile, password.unwrap_or("")).map_err(|e| e.to_string())?;
         if as_postgres {
@@ -111,11 +188,15 @@ impl TempCluster {
             initdb.arg("--pwfile").arg(&pwfile);
         }
         cluster.run(&mut initdb, true)?;
+        Ok(cluster)
+    }
+
+    fn start_on_a_free_port(mut self) -> Result<TempCluster, String> {
         let mut last = String::new();
         for _ in 0..5 {
-            cluster.port = free_port()?;
-            match cluster.start_again() {
-                Ok(()) => return Ok(cluster),
+            self.port = free_port()?;
+            match self.start_again() {
+                Ok(()) => return Ok(self),
                 Err(e) => last = e,
             }
         }

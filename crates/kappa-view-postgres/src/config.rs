@@ -1,8 +1,39 @@
 //! Connection settings, read from a `postgres://` URL.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::error::PgError;
+
+/// Whether and how to use TLS (`sslmode`, with libpq's meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SslMode {
+    /// Never.
+    Disable,
+    /// TLS if the server offers it, checking no certificate; plain otherwise
+    /// (the default, as in libpq; `allow` is read as this too).
+    #[default]
+    Prefer,
+    /// TLS or no connection; any certificate.
+    Require,
+    /// TLS, with a certificate that chains to a trusted root (`sslrootcert`).
+    VerifyCa,
+    /// Like `VerifyCa`, and the certificate must be for the host connected to.
+    VerifyFull,
+}
+
+impl SslMode {
+    /// The `sslmode` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+}
 
 /// Where the server listens.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +82,17 @@ pub struct Config {
     pub retry_for: Duration,
     /// Sent to the server as `application_name` (default `kappa-rs`).
     pub application_name: String,
+    /// TLS over TCP (`sslmode`; default [`SslMode::Prefer`]). Unix-domain
+    /// sockets never use TLS.
+    pub ssl_mode: SslMode,
+    /// The trusted root certificates (PEM) for `verify-ca` and `verify-full`
+    /// (`sslrootcert`; default `~/.postgresql/root.crt`, as libpq).
+    pub ssl_root_cert: Option<PathBuf>,
+    /// Whether a password may go to the server in the clear or as an MD5 hash
+    /// over TCP without TLS (`insecure_password=allow`; default no: such a
+    /// login fails, naming the setting). SCRAM never sends the password and is
+    /// always allowed; so is a Unix-domain socket.
+    pub insecure_password: bool,
 }
 
 impl std::fmt::Debug for Config {
@@ -71,7 +113,9 @@ impl Config {
     /// (`postgresql://` too). Parameters: `host` (a path starting with `/` is a
     /// Unix-socket directory), `port`, `user`, `password`, `dbname`, `schema`,
     /// `pool_size`, `connect_timeout`, `read_timeout` and `retry_for` (seconds),
-    /// `application_name`. Percent-escapes are decoded. The user defaults to
+    /// `application_name`, `sslmode` (`disable`, `allow`/`prefer`, `require`,
+    /// `verify-ca`, `verify-full`), `sslrootcert` (a PEM file) and
+    /// `insecure_password=allow`. Percent-escapes are decoded. The user defaults to
     /// `$USER` (else `postgres`), the database to the user's name.
     pub fn from_url(url: &str) -> Result<Config, PgError> {
         let bad = |why: &str| PgError::Url(format!("{why} in {}", redact(url)));
@@ -100,6 +144,9 @@ impl Config {
         let mut retry_for = Duration::from_secs(5);
         let mut read_timeout = Duration::from_secs(120);
         let mut application_name = "kappa-rs".to_owned();
+        let mut ssl_mode = SslMode::Prefer;
+        let mut ssl_root_cert = None;
+        let mut insecure_password = false;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             let v = decode(v).map_err(|e| bad(&e))?;
@@ -134,8 +181,24 @@ impl Config {
                 "read_timeout" => read_timeout = positive(secs(&v)?)?,
                 "retry_for" => retry_for = secs(&v)?,
                 "application_name" => application_name = v,
-                // libpq's TLS setting: only a plain connection is spoken here.
-                "sslmode" if v == "disable" || v == "prefer" || v == "allow" => {}
+                "sslmode" => {
+                    ssl_mode = match v.as_str() {
+                        "disable" => SslMode::Disable,
+                        "allow" | "prefer" => SslMode::Prefer,
+                        "require" => SslMode::Require,
+                        "verify-ca" => SslMode::VerifyCa,
+                        "verify-full" => SslMode::VerifyFull,
+                        other => return Err(bad(&format!("unknown sslmode {other:?}"))),
+                    }
+                }
+                "sslrootcert" => ssl_root_cert = Some(PathBuf::from(v)),
+                "insecure_password" => {
+                    insecure_password = match v.as_str() {
+                        "allow" => true,
+                        "refuse" => false,
+                        other => return Err(bad(&format!("insecure_password={other} (allow or refuse)"))),
+                    }
+                }
                 other => return Err(bad(&format!("unknown parameter {other:?}"))),
             }
         }
@@ -162,6 +225,9 @@ impl Config {
             retry_for,
             read_timeout,
             application_name,
+            ssl_mode,
+            ssl_root_cert,
+            insecure_password,
         })
     }
 
@@ -252,7 +318,17 @@ mod tests {
         let c = Config::from_url("postgres://bob@h/d?retry_for=0.5&connect_timeout=2").unwrap();
         assert_eq!(c.retry_for, Duration::from_millis(500));
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
+        assert_eq!((c.ssl_mode, c.insecure_password), (SslMode::Prefer, false));
+        let c = Config::from_url(
+            "postgres://h/d?sslmode=verify-full&sslrootcert=%2Fca.pem&insecure_password=allow",
+        )
+        .unwrap();
+        assert_eq!(c.ssl_mode, SslMode::VerifyFull);
+        assert_eq!(c.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
+        assert!(c.insecure_password);
         for bad in [
+            "postgres://h/d?sslmode=sometimes",
+            "postgres://h/d?insecure_password=yes",
             "mysql://x",
             "postgres://h:notaport/d",
             "postgres://h/d?frobnicate=1",

@@ -15,7 +15,17 @@ pub enum PgError {
         /// What happened.
         reason: String,
     },
-    /// The server refused the login.
+    /// TLS could not be set up as the URL's `sslmode` asks (no TLS on the
+    /// server, a certificate that does not check out, a bad root file).
+    #[error("PostgreSQL at {at}: TLS: {reason}")]
+    Tls {
+        /// The server (without password).
+        at: String,
+        /// What failed.
+        reason: String,
+    },
+    /// The server refused the login (or it would have sent the password
+    /// unprotected).
     #[error("PostgreSQL at {at}: authentication failed: {reason}")]
     Auth {
         /// The server.

@@ -5,9 +5,10 @@ mod config;
 mod error;
 mod pool;
 mod store;
+mod tls;
 mod wire;
 
-pub use config::{Config, Host};
+pub use config::{Config, Host, SslMode};
 pub use error::PgError;
 pub use store::{PgStore, PgViews};
 
@@ -21,7 +22,7 @@ pub mod fuzzing {
     /// (with a password, so every login path is open), runs a two-statement
     /// pipeline, a query and a simple query. Nothing may panic or hang.
     pub fn client(data: &[u8]) {
-        let Ok(cfg) = Config::from_url("postgres://u:pw@h/d") else { return };
+        let Ok(cfg) = Config::from_url("postgres://u:pw@h/d?insecure_password=allow") else { return };
         let Ok(mut conn) = Conn::scripted(&cfg, data.to_vec()) else { return };
         let keys: [&[u8]; 2] = [b"a", b""];
         let stmts = [

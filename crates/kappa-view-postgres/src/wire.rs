@@ -17,8 +17,9 @@ use postgres_protocol::message::frontend;
 use postgres_protocol::types::{self, ArrayDimension};
 use postgres_protocol::IsNull;
 
-use crate::config::{Config, Host};
+use crate::config::{Config, Host, SslMode};
 use crate::error::PgError;
+use crate::tls::{self, Negotiated, TlsStream};
 
 const BYTEA: u32 = 17;
 const TEXT: u32 = 25;
@@ -89,6 +90,7 @@ pub(crate) type PgRow = Vec<Option<Vec<u8>>>;
 
 enum Stream {
     Tcp(TcpStream),
+    Tls(Box<TlsStream>),
     #[cfg(unix)]
     Unix(UnixStream),
     /// A scripted server (fuzzing): reads come from the bytes, writes vanish.
@@ -99,6 +101,7 @@ impl Read for Stream {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.read(buf),
+            Stream::Tls(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
             Stream::Script(s) => s.read(buf),
@@ -110,6 +113,7 @@ impl Write for Stream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             Stream::Tcp(s) => s.write(buf),
+            Stream::Tls(s) => s.write(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.write(buf),
             Stream::Script(_) => Ok(buf.len()),
@@ -118,6 +122,7 @@ impl Write for Stream {
     fn flush(&mut self) -> io::Result<()> {
         match self {
             Stream::Tcp(s) => s.flush(),
+            Stream::Tls(s) => s.flush(),
             #[cfg(unix)]
             Stream::Unix(s) => s.flush(),
             Stream::Script(_) => Ok(()),
@@ -167,7 +172,15 @@ impl Conn {
                 }
                 let s = stream.ok_or_else(|| conn_err(last))?;
                 s.set_nodelay(true).map_err(conn_err)?;
-                Stream::Tcp(s)
+                // Asking for TLS must not hang either.
+                s.set_read_timeout(Some(cfg.connect_timeout)).map_err(conn_err)?;
+                match cfg.ssl_mode {
+                    SslMode::Disable => Stream::Tcp(s),
+                    mode => match tls::negotiate(s, host, mode, cfg.ssl_root_cert.as_deref(), &at)? {
+                        Negotiated::Tls(t) => Stream::Tls(t),
+                        Negotiated::Plain(s) => Stream::Tcp(s),
+                    },
+                }
             }
             #[cfg(unix)]
             Host::Unix(dir, port) => {
@@ -212,6 +225,7 @@ impl Conn {
         // refuses.
         let _ = match &self.stream {
             Stream::Tcp(s) => s.set_read_timeout(t),
+            Stream::Tls(s) => s.sock.set_read_timeout(t),
             #[cfg(unix)]
             Stream::Unix(s) => s.set_read_timeout(t),
             Stream::Script(_) => Ok(()),
@@ -238,16 +252,34 @@ impl Conn {
                 reason: "the server asks for a password and the URL has none".into(),
             })
         };
+        // A password sent in the clear, or as an MD5 hash (which is as good as
+        // the password to whoever reads it), only where nobody can read it.
+        let exposed = matches!(self.stream, Stream::Tcp(_)) && !cfg.insecure_password;
+        let refuse = |how: &str| PgError::Auth {
+            at: at.clone(),
+            reason: format!(
+                "the server asks for the password {how} over a connection without TLS; refused \
+                 (use TLS: sslmode=require or verify-full; or accept the risk with insecure_password=allow)"
+            ),
+        };
         let mut scram: Option<ScramSha256> = None;
         loop {
             match self.read_message()? {
                 Message::AuthenticationOk => {}
                 Message::AuthenticationCleartextPassword => {
+                    if exposed {
+                        self.broken = true;
+                        return Err(refuse("in the clear"));
+                    }
                     let pw = password()?;
                     frontend::password_message(pw.as_bytes(), &mut self.wbuf).map_err(|e| self.io_err(e))?;
                     self.flush()?;
                 }
                 Message::AuthenticationMd5Password(body) => {
+                    if exposed {
+                        self.broken = true;
+                        return Err(refuse("as an MD5 hash"));
+                    }
                     let pw = password()?;
                     let hash = postgres_protocol::authentication::md5_hash(
                         cfg.user.as_bytes(),
@@ -260,19 +292,42 @@ impl Conn {
                 }
                 Message::AuthenticationSasl(body) => {
                     let mut mechanisms = body.mechanisms();
-                    let mut has_scram = false;
+                    let (mut has_scram, mut has_plus) = (false, false);
                     while let Some(m) = mechanisms.next().map_err(|e| self.proto_err(e))? {
                         has_scram |= m == sasl::SCRAM_SHA_256;
+                        has_plus |= m == sasl::SCRAM_SHA_256_PLUS;
                     }
-                    if !has_scram {
+                    if !has_scram && !has_plus {
                         return Err(PgError::Auth {
                             at: self.at.clone(),
                             reason: "the server offers no SASL mechanism this client knows (SCRAM-SHA-256)"
                                 .into(),
                         });
                     }
-                    let s = ScramSha256::new(password()?.as_bytes(), ChannelBinding::unsupported());
-                    frontend::sasl_initial_response(sasl::SCRAM_SHA_256, s.message(), &mut self.wbuf)
+                    // Over TLS, bind the login to the server's certificate
+                    // (SCRAM-SHA-256-PLUS, tls-server-end-point): a man in the
+                    // middle with another certificate cannot relay it.
+                    let end_point = match &self.stream {
+                        Stream::Tls(t) => Some(tls::server_end_point(t)),
+                        _ => None,
+                    };
+                    let (mechanism, binding) = match end_point {
+                        Some(Some(hash)) if has_plus => {
+                            (sasl::SCRAM_SHA_256_PLUS, ChannelBinding::tls_server_end_point(hash))
+                        }
+                        // TLS, but no binding offered (or none defined for the
+                        // certificate): say we could have.
+                        Some(_) if has_scram => (sasl::SCRAM_SHA_256, ChannelBinding::unrequested()),
+                        _ if has_scram => (sasl::SCRAM_SHA_256, ChannelBinding::unsupported()),
+                        _ => {
+                            return Err(PgError::Auth {
+                                at: self.at.clone(),
+                                reason: "the server offers only SCRAM-SHA-256-PLUS, which needs TLS".into(),
+                            })
+                        }
+                    };
+                    let s = ScramSha256::new(password()?.as_bytes(), binding);
+                    frontend::sasl_initial_response(mechanism, s.message(), &mut self.wbuf)
                         .map_err(|e| self.io_err(e))?;
                     scram = Some(s);
                     self.flush()?;

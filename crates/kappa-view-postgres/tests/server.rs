@@ -71,7 +71,20 @@ fn passwords_are_checked_by_scram_and_md5() {
         if auth == "md5" {
             pg.psql("SET password_encryption = 'md5'; ALTER ROLE postgres PASSWORD 's3cret'").unwrap();
         }
-        let url = |pw: &str| format!("postgres://postgres{pw}@127.0.0.1:{}/postgres?schema=auth", pg.port());
+        // This server has no TLS: a cleartext or MD5 password is sent only
+        // when the URL accepts that (SCRAM never sends it).
+        if auth != "scram-sha-256" {
+            let plain = format!("postgres://postgres:s3cret@127.0.0.1:{}/postgres?schema=auth", pg.port());
+            let err = PgViews::open(&plain).unwrap_err();
+            assert!(matches!(err, PgError::Auth { .. }), "{auth}: {err:?}");
+            assert!(err.to_string().contains("insecure_password=allow"), "{auth}: {err}");
+        }
+        let url = |pw: &str| {
+            format!(
+                "postgres://postgres{pw}@127.0.0.1:{}/postgres?schema=auth&insecure_password=allow",
+                pg.port()
+            )
+        };
         let store = PgViews::open(&url(":s3cret")).unwrap().store("v").unwrap();
         store.commit(batch(vec![put("a", "1")], None)).unwrap();
         let err = PgViews::open(&url(":wrong")).unwrap_err();
