@@ -20,9 +20,23 @@ pub mod fuzzing {
 
     /// Everything a server says to a client, as `data`: the client logs in
     /// (with a password, so every login path is open), runs a two-statement
-    /// pipeline, a query and a simple query. Nothing may panic or hang.
+    /// pipeline, a query and a simple query. Then the same script once more
+    /// after asking for TLS (its first byte answers the request; a server
+    /// without TLS goes on with the rest), and once refusing to send the
+    /// password unprotected. Nothing may panic or hang.
     pub fn client(data: &[u8]) {
-        let Ok(cfg) = Config::from_url("postgres://u:pw@h/d?insecure_password=allow") else { return };
+        for url in [
+            "postgres://u:pw@h/d?sslmode=disable&insecure_password=allow",
+            "postgres://u:pw@h/d?sslmode=prefer&insecure_password=allow",
+            "postgres://u:pw@h/d?sslmode=require",
+            "postgres://u:pw@h/d?sslmode=disable",
+        ] {
+            run_script(url, data);
+        }
+    }
+
+    fn run_script(url: &str, data: &[u8]) {
+        let Ok(cfg) = Config::from_url(url) else { return };
         let Ok(mut conn) = Conn::scripted(&cfg, data.to_vec()) else { return };
         let keys: [&[u8]; 2] = [b"a", b""];
         let stmts = [

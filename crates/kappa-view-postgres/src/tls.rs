@@ -43,21 +43,8 @@ pub(crate) fn negotiate(
     at: &str,
 ) -> Result<Negotiated, PgError> {
     let tls_err = |reason: String| PgError::Tls { at: at.to_owned(), reason };
-    let io_err = |e: io::Error| PgError::Connection { at: at.to_owned(), reason: e.to_string() };
-    tcp.write_all(&SSL_REQUEST).map_err(io_err)?;
-    let mut answer = [0u8; 1];
-    tcp.read_exact(&mut answer).map_err(io_err)?;
-    match answer[0] {
-        b'S' => {}
-        b'N' if mode == SslMode::Prefer => return Ok(Negotiated::Plain(tcp)),
-        b'N' => {
-            return Err(tls_err(format!(
-                "the server does not offer TLS, and sslmode={} requires it",
-                mode.as_str()
-            )))
-        }
-        // An error message from a server too old for SSLRequest, or garbage.
-        other => return Err(tls_err(format!("the server answered the TLS request with byte {other:#04x}"))),
+    if !ask_for_tls(&mut tcp, mode, at)? {
+        return Ok(Negotiated::Plain(tcp));
     }
     let config = client_config(mode, root_cert).map_err(tls_err)?;
     let name = ServerName::try_from(host.to_owned())
@@ -76,6 +63,25 @@ pub(crate) fn negotiate(
         })?;
     }
     Ok(Negotiated::Tls(Box::new(stream)))
+}
+
+/// Sends `SSLRequest` and reads the answer: `true` if the server starts TLS,
+/// `false` if it has none and `mode` allows going on without (`prefer`).
+pub(crate) fn ask_for_tls<S: Read + Write>(stream: &mut S, mode: SslMode, at: &str) -> Result<bool, PgError> {
+    let tls_err = |reason: String| PgError::Tls { at: at.to_owned(), reason };
+    let io_err = |e: io::Error| PgError::Connection { at: at.to_owned(), reason: e.to_string() };
+    stream.write_all(&SSL_REQUEST).map_err(io_err)?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).map_err(io_err)?;
+    match answer[0] {
+        b'S' => Ok(true),
+        b'N' if mode == SslMode::Prefer => Ok(false),
+        b'N' => {
+            Err(tls_err(format!("the server does not offer TLS, and sslmode={} requires it", mode.as_str())))
+        }
+        // An error message from a server too old for SSLRequest, or garbage.
+        other => Err(tls_err(format!("the server answered the TLS request with byte {other:#04x}"))),
+    }
 }
 
 /// The rustls configuration for `mode`.

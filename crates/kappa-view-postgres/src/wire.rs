@@ -216,6 +216,10 @@ impl Conn {
     /// `cfg` as far as the script allows.
     pub(crate) fn scripted(cfg: &Config, script: Vec<u8>) -> Result<Conn, PgError> {
         let mut conn = Conn::over(Stream::Script(io::Cursor::new(script)), "script".into());
+        if cfg.ssl_mode != SslMode::Disable && tls::ask_for_tls(&mut conn.stream, cfg.ssl_mode, "script")? {
+            // A script cannot do a TLS handshake (rustls is fuzzed on its own).
+            return Err(PgError::Tls { at: "script".into(), reason: "the script starts TLS".into() });
+        }
         conn.login(cfg)?;
         Ok(conn)
     }
@@ -254,7 +258,7 @@ impl Conn {
         };
         // A password sent in the clear, or as an MD5 hash (which is as good as
         // the password to whoever reads it), only where nobody can read it.
-        let exposed = matches!(self.stream, Stream::Tcp(_)) && !cfg.insecure_password;
+        let exposed = matches!(self.stream, Stream::Tcp(_) | Stream::Script(_)) && !cfg.insecure_password;
         let refuse = |how: &str| PgError::Auth {
             at: at.clone(),
             reason: format!(
