@@ -45,12 +45,43 @@ pub enum Host {
     Unix(String, u16),
 }
 
+/// Which server of several a connection must reach (`target_session_attrs`,
+/// with libpq's meanings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SessionAttrs {
+    /// The first that answers (the default).
+    #[default]
+    Any,
+    /// One whose sessions may write (`transaction_read_only` off): the
+    /// primary, where views are indexed.
+    ReadWrite,
+    /// One whose sessions are read-only.
+    ReadOnly,
+    /// One that is not in recovery.
+    Primary,
+    /// One that is in recovery (a hot standby).
+    Standby,
+}
+
+impl SessionAttrs {
+    /// The `target_session_attrs` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionAttrs::Any => "any",
+            SessionAttrs::ReadWrite => "read-write",
+            SessionAttrs::ReadOnly => "read-only",
+            SessionAttrs::Primary => "primary",
+            SessionAttrs::Standby => "standby",
+        }
+    }
+}
+
 /// How to reach the database and where the views live in it.
 ///
 /// ```
 /// use kappa_view_postgres::{Config, Host};
 /// let c = Config::from_url("postgres://app:s3cret@db.internal:6543/kappa?schema=pub1&pool_size=4")?;
-/// assert_eq!(c.host, Host::Tcp("db.internal".into(), 6543));
+/// assert_eq!(c.hosts, [Host::Tcp("db.internal".into(), 6543)]);
 /// assert_eq!((c.user.as_str(), c.dbname.as_str(), c.schema.as_str()), ("app", "kappa", "pub1"));
 /// assert_eq!(c.pool_size, 4);
 /// # Ok::<(), kappa_view_postgres::PgError>(())
@@ -58,8 +89,12 @@ pub enum Host {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Config {
-    /// The server.
-    pub host: Host,
+    /// The servers, tried in order (at least one): a primary and its standbys,
+    /// say, with [`target_session_attrs`](Self::target_session_attrs) picking
+    /// the one to use.
+    pub hosts: Vec<Host>,
+    /// Which of the hosts a connection must reach (default any).
+    pub target_session_attrs: SessionAttrs,
     /// The role to log in as.
     pub user: String,
     /// Its password, if the server asks for one (cleartext, MD5 or SCRAM-SHA-256).
@@ -98,7 +133,7 @@ pub struct Config {
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Config")
-            .field("host", &self.host)
+            .field("hosts", &self.hosts)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "***"))
             .field("dbname", &self.dbname)
@@ -136,7 +171,14 @@ impl Config {
             user = Some(decode(name).map_err(|e| bad(&e))?).filter(|s| !s.is_empty());
             password = pw.map(decode).transpose().map_err(|e| bad(&e))?;
         }
-        let (mut host, mut port) = split_host_port(hostport).map_err(|e| bad(&e))?;
+        // `h1:5432,h2:5433`: several hosts, each with its port or not.
+        let mut names = Vec::new();
+        let mut ports = Vec::new();
+        for hp in hostport.split(',') {
+            let (h, p) = split_host_port(hp).map_err(|e| bad(&e))?;
+            names.push(h);
+            ports.push(p);
+        }
         let mut dbname = Some(decode(path).map_err(|e| bad(&e))?).filter(|s| !s.is_empty());
         let mut schema = "kappa".to_owned();
         let mut pool_size = 8;
@@ -145,6 +187,7 @@ impl Config {
         let mut read_timeout = Duration::from_secs(120);
         let mut application_name = "kappa-rs".to_owned();
         let mut ssl_mode = SslMode::Prefer;
+        let mut target_session_attrs = SessionAttrs::Any;
         let mut ssl_root_cert = None;
         let mut insecure_password = false;
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -164,8 +207,23 @@ impl Config {
                 }
             };
             match k {
-                "host" => host = Some(v),
-                "port" => port = Some(v.parse().map_err(|_| bad(&format!("port {v:?} is not a port")))?),
+                "host" => names = v.split(',').map(|h| Some(h.to_owned())).collect(),
+                "port" => {
+                    ports = v
+                        .split(',')
+                        .map(|p| p.parse().map(Some).map_err(|_| bad(&format!("port {p:?} is not a port"))))
+                        .collect::<Result<_, _>>()?
+                }
+                "target_session_attrs" => {
+                    target_session_attrs = match v.as_str() {
+                        "any" => SessionAttrs::Any,
+                        "read-write" => SessionAttrs::ReadWrite,
+                        "read-only" => SessionAttrs::ReadOnly,
+                        "primary" => SessionAttrs::Primary,
+                        "standby" => SessionAttrs::Standby,
+                        other => return Err(bad(&format!("unknown target_session_attrs {other:?}"))),
+                    }
+                }
                 "user" => user = Some(v),
                 "password" => password = Some(v),
                 "dbname" => dbname = Some(v),
@@ -208,14 +266,28 @@ impl Config {
         let user = user
             .or_else(|| std::env::var("USER").ok().filter(|u| !u.is_empty()))
             .unwrap_or_else(|| "postgres".to_owned());
-        let port = port.unwrap_or(5432);
-        let host = match host.filter(|h| !h.is_empty()) {
-            Some(h) if h.starts_with('/') => Host::Unix(h, port),
-            Some(h) => Host::Tcp(h, port),
-            None => Host::Tcp("localhost".to_owned(), port),
-        };
+        // One port for every host, or one each (libpq's rule).
+        if ports.len() != 1 && ports.len() != names.len() {
+            return Err(bad(&format!("{} hosts but {} ports", names.len(), ports.len())));
+        }
+        if names.len() > 64 {
+            return Err(bad("more than 64 hosts"));
+        }
+        let hosts = names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let port = ports.get(i).or(ports.first()).copied().flatten().unwrap_or(5432);
+                match name.filter(|h| !h.is_empty()) {
+                    Some(h) if h.starts_with('/') => Host::Unix(h, port),
+                    Some(h) => Host::Tcp(h, port),
+                    None => Host::Tcp("localhost".to_owned(), port),
+                }
+            })
+            .collect();
         Ok(Config {
-            host,
+            hosts,
+            target_session_attrs,
             dbname: dbname.unwrap_or_else(|| user.clone()),
             user,
             password,
@@ -233,11 +305,23 @@ impl Config {
 
     /// The URL without its password, for messages.
     pub fn display(&self) -> String {
-        let host = match &self.host {
+        let hosts: Vec<String> = self.hosts.iter().map(Host::display).collect();
+        format!("postgres://{}@{}/{} (schema {})", self.user, hosts.join(","), self.dbname, self.schema)
+    }
+
+    /// Like [`display`](Self::display), for one of the hosts.
+    pub(crate) fn display_host(&self, host: &Host) -> String {
+        format!("postgres://{}@{}/{} (schema {})", self.user, host.display(), self.dbname, self.schema)
+    }
+}
+
+impl Host {
+    fn display(&self) -> String {
+        match self {
+            Host::Tcp(h, p) if h.contains(':') => format!("[{h}]:{p}"),
             Host::Tcp(h, p) => format!("{h}:{p}"),
             Host::Unix(d, p) => format!("{d}/.s.PGSQL.{p}"),
-        };
-        format!("postgres://{}@{host}/{} (schema {})", self.user, self.dbname, self.schema)
+        }
     }
 }
 
@@ -306,15 +390,27 @@ mod tests {
         let c = Config::from_url("postgresql://u%40x:p%3Aw@127.0.0.1:5433/db%20name").unwrap();
         assert_eq!(c.user, "u@x");
         assert_eq!(c.password.as_deref(), Some("p:w"));
-        assert_eq!(c.host, Host::Tcp("127.0.0.1".into(), 5433));
+        assert_eq!(c.hosts, [Host::Tcp("127.0.0.1".into(), 5433)]);
         assert_eq!(c.dbname, "db name");
         assert_eq!(c.schema, "kappa");
         let c = Config::from_url("postgres://u@/db?host=%2Frun%2Fpostgresql&port=5434").unwrap();
-        assert_eq!(c.host, Host::Unix("/run/postgresql".into(), 5434));
+        assert_eq!(c.hosts, [Host::Unix("/run/postgresql".into(), 5434)]);
         let c = Config::from_url("postgres://[::1]:7000/x").unwrap();
-        assert_eq!(c.host, Host::Tcp("::1".into(), 7000));
+        assert_eq!(c.hosts, [Host::Tcp("::1".into(), 7000)]);
         let c = Config::from_url("postgres://bob@h").unwrap();
-        assert_eq!((c.dbname.as_str(), c.host.clone()), ("bob", Host::Tcp("h".into(), 5432)));
+        assert_eq!((c.dbname.as_str(), c.hosts.clone()), ("bob", vec![Host::Tcp("h".into(), 5432)]));
+        let c =
+            Config::from_url("postgres://u@h1:5433,h2,[::1]:7/d?target_session_attrs=read-write").unwrap();
+        assert_eq!(
+            c.hosts,
+            [Host::Tcp("h1".into(), 5433), Host::Tcp("h2".into(), 5432), Host::Tcp("::1".into(), 7)]
+        );
+        assert_eq!(c.target_session_attrs, SessionAttrs::ReadWrite);
+        assert_eq!(c.display(), "postgres://u@h1:5433,h2:5432,[::1]:7/d (schema kappa)");
+        let c = Config::from_url("postgres://u@/d?host=a,b&port=1,2").unwrap();
+        assert_eq!(c.hosts, [Host::Tcp("a".into(), 1), Host::Tcp("b".into(), 2)]);
+        let c = Config::from_url("postgres://u@/d?host=a,b&port=9").unwrap();
+        assert_eq!(c.hosts, [Host::Tcp("a".into(), 9), Host::Tcp("b".into(), 9)]);
         let c = Config::from_url("postgres://bob@h/d?retry_for=0.5&connect_timeout=2").unwrap();
         assert_eq!(c.retry_for, Duration::from_millis(500));
         assert_eq!(c.connect_timeout, Duration::from_secs(2));
@@ -327,6 +423,8 @@ mod tests {
         assert_eq!(c.ssl_root_cert.as_deref(), Some(std::path::Path::new("/ca.pem")));
         assert!(c.insecure_password);
         for bad in [
+            "postgres://h/d?host=a,b,c&port=1,2",
+            "postgres://h/d?target_session_attrs=leader",
             "postgres://h/d?sslmode=sometimes",
             "postgres://h/d?insecure_password=yes",
             "mysql://x",

@@ -8,7 +8,7 @@ mod store;
 mod tls;
 mod wire;
 
-pub use config::{Config, Host, SslMode};
+pub use config::{Config, Host, SessionAttrs, SslMode};
 pub use error::PgError;
 pub use store::{PgStore, PgViews};
 

@@ -17,7 +17,7 @@ use postgres_protocol::message::frontend;
 use postgres_protocol::types::{self, ArrayDimension};
 use postgres_protocol::IsNull;
 
-use crate::config::{Config, Host, SslMode};
+use crate::config::{Config, Host, SessionAttrs, SslMode};
 use crate::error::PgError;
 use crate::tls::{self, Negotiated, TlsStream};
 
@@ -152,11 +152,42 @@ impl std::fmt::Debug for Conn {
 }
 
 impl Conn {
-    /// Connects and logs in.
+    /// Connects and logs in to the first of the hosts that answers and is
+    /// what `target_session_attrs` asks for.
+    ///
+    /// With one host, its error is the error. With several, a login or TLS
+    /// failure (the URL is wrong for that server) is returned as it is;
+    /// otherwise a connection error that says what each host did, which
+    /// callers retry like a server that is down (a standby not promoted yet).
     pub(crate) fn connect(cfg: &Config) -> Result<Conn, PgError> {
-        let at = cfg.display();
+        let mut failures = Vec::new();
+        let mut refused = None;
+        for host in &cfg.hosts {
+            match Conn::connect_to(cfg, host) {
+                Ok(c) => return Ok(c),
+                Err(e) if cfg.hosts.len() == 1 => return Err(e),
+                Err(e) => {
+                    if refused.is_none() && matches!(e, PgError::Auth { .. } | PgError::Tls { .. }) {
+                        refused = Some(e.clone());
+                    }
+                    failures.push(e.to_string());
+                }
+            }
+        }
+        if let Some(e) = refused {
+            return Err(e);
+        }
+        Err(PgError::Connection {
+            at: cfg.display(),
+            reason: format!("no host would do: {}", failures.join("; ")),
+        })
+    }
+
+    /// Connects to `host`, logs in and checks `target_session_attrs`.
+    fn connect_to(cfg: &Config, host: &Host) -> Result<Conn, PgError> {
+        let at = cfg.display_host(host);
         let conn_err = |e: io::Error| PgError::Connection { at: at.clone(), reason: e.to_string() };
-        let stream = match &cfg.host {
+        let stream = match host {
             Host::Tcp(host, port) => {
                 let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().map_err(conn_err)?.collect();
                 let mut last = io::Error::new(io::ErrorKind::NotFound, "no address for the host");
@@ -195,8 +226,33 @@ impl Conn {
         // Logging in must not hang on a server that accepts and says nothing.
         conn.set_read_timeout(Some(cfg.connect_timeout));
         conn.login(cfg)?;
+        conn.check_session_attrs(cfg.target_session_attrs)?;
         conn.set_read_timeout(Some(cfg.read_timeout));
         Ok(conn)
+    }
+
+    /// Whether this server is what `want` asks for (libpq's checks: the
+    /// session's `transaction_read_only` for read-write and read-only,
+    /// `pg_is_in_recovery()` for primary and standby).
+    fn check_session_attrs(&mut self, want: SessionAttrs) -> Result<(), PgError> {
+        let (sql, yes): (&str, &[u8]) = match want {
+            SessionAttrs::Any => return Ok(()),
+            SessionAttrs::ReadWrite => ("SELECT current_setting('transaction_read_only')", b"off"),
+            SessionAttrs::ReadOnly => ("SELECT current_setting('transaction_read_only')", b"on"),
+            // A binary bool: one byte.
+            SessionAttrs::Primary => ("SELECT pg_is_in_recovery()", &[0]),
+            SessionAttrs::Standby => ("SELECT pg_is_in_recovery()", &[1]),
+        };
+        let rows = self.query(sql, vec![])?;
+        let value = rows.first().and_then(|r| r.first()).cloned().flatten();
+        if value.as_deref() == Some(yes) {
+            return Ok(());
+        }
+        self.broken = true;
+        Err(PgError::Connection {
+            at: self.at.clone(),
+            reason: format!("the server is not {} (target_session_attrs)", want.as_str()),
+        })
     }
 
     fn over(stream: Stream, at: String) -> Conn {

@@ -193,3 +193,41 @@ fn operations_get_over_a_restarted_server() {
     pg.start_again().unwrap();
     assert_eq!(short.get(b"a").unwrap(), Some(b"1".to_vec()));
 }
+
+#[test]
+fn several_hosts_are_tried_in_order_for_the_one_that_may_write() {
+    let Some(a) = cluster_or_skip("several hosts (a)") else { return };
+    let Some(b) = cluster_or_skip("several hosts (b)") else { return };
+    // `a` takes only read-only sessions, as a hot standby does.
+    a.psql("ALTER SYSTEM SET default_transaction_read_only = on").unwrap();
+    a.psql("SELECT pg_reload_conf()").unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = |attrs: &str| {
+        format!(
+            "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{},127.0.0.1:{}/postgres?schema=multi&retry_for=0.5&connect_timeout=2{attrs}",
+            a.port(),
+            b.port()
+        )
+    };
+    // read-write: past the dead host and the read-only one, to `b`.
+    let views = PgViews::open(&url("&target_session_attrs=read-write")).unwrap();
+    let store = views.store("kv").unwrap();
+    store.commit(batch(vec![put("k", "v")], Some("s1"))).unwrap();
+    assert!(b.psql("SELECT count(*) FROM multi.kappa_views").unwrap().trim() == "1");
+    assert!(a.psql("SELECT count(*) FROM pg_namespace WHERE nspname = 'multi'").unwrap().trim() == "0");
+    // read-only readers land on `a`, which has no such schema yet: empty.
+    let reader = PgViews::open_reader(&url("&target_session_attrs=read-only")).unwrap();
+    assert_eq!(reader.store("kv").unwrap().get(b"k").unwrap(), None);
+    // any: the first that answers, `a`, where the writer cannot set up.
+    let err = PgViews::open(&url("")).unwrap_err();
+    assert!(err.to_string().contains("read-only"), "{err}");
+    // No host fits: an error naming each, retried as unavailable.
+    let only_a = format!(
+        "postgres://postgres@127.0.0.1:{dead},127.0.0.1:{}/postgres?schema=multi&retry_for=0.3&target_session_attrs=read-write",
+        a.port()
+    );
+    let err = PgViews::open(&only_a).unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("no host would do") && text.contains("not read-write"), "{text}");
+    assert!(matches!(StoreError::from(err), StoreError::Unavailable(_)), "{text}");
+}
