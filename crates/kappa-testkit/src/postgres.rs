@@ -154,11 +154,28 @@ impl TempCluster {
         Ok((cluster.start_on_a_free_port()?, ca, other))
     }
 
-    /// `initdb` a new cluster (not started).
-    fn init(auth: &str, password: Option<&str>) -> Result<TempCluster, String> {
+    /// A hot standby of this (running) cluster: `pg_basebackup -R` of it into
+    /// a new directory, started on a port of its own, streaming from it.
+    pub fn standby(&self) -> Result<TempCluster, String> {
+        let cluster = Self::new_dir(self.bin.clone(), self.as_postgres, self.password.clone())?;
+        let mut backup = cluster.pg("pg_basebackup");
+        backup
+            .env("PGPASSWORD", self.password.as_deref().unwrap_or(""))
+            .arg("-D")
+            .arg(cluster.data())
+            .args(["-R", "-X", "stream", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()]);
+        cluster.run(&mut backup, true)?;
+        cluster.start_on_a_free_port()
+    }
+
+    /// Promotes a standby to a primary, waiting until it is one.
+    pub fn promote(&self) -> Result<(), String> {
+        self.run(self.pg("pg_ctl").arg("-D").arg(self.data()).args(["-w", "-t", "60", "promote"]), true)
+    }
+
+    /// A new, empty cluster directory (owned by `postgres` when run as root).
+    fn new_dir(bin: PathBuf, as_postgres: bool, password: Option<String>) -> Result<TempCluster, String> {
         static N: AtomicU32 = AtomicU32::new(0);
-        let bin = find_bin()?;
-        let as_postgres = is_root();
         let dir = std::env::temp_dir().join(format!(
             "kappa-pg-{}-{}",
             std::process::id(),
@@ -166,10 +183,20 @@ impl TempCluster {
         ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let cluster = TempCluster { dir, bin, port: 0, as_postgres, password: password.map(str::to_owned) };
+        let cluster = TempCluster { dir, bin, port: 0, as_postgres, password };
+        if as_postgres {
+            cluster.run(Command::new("chown").args(["-R", "postgres"]).arg(&cluster.dir), false)?;
+        }
+        Ok(cluster)
+    }
+
+    /// `initdb` a new cluster (not started).
+    fn init(auth: &str, password: Option<&str>) -> Result<TempCluster, String> {
+        let bin = find_bin()?;
+        let cluster = Self::new_dir(bin, is_root(), password.map(str::to_owned))?;
         let pwfile = cluster.dir.join("pwfile");
         std::fs::write(&pwfile, password.unwrap_or("")).map_err(|e| e.to_string())?;
-        if as_postgres {
+        if cluster.as_postgres {
             cluster.run(Command::new("chown").args(["-R", "postgres"]).arg(&cluster.dir), false)?;
         }
         let data = cluster.data();

@@ -197,3 +197,80 @@ fn a_reader_process_never_sees_half_a_batch() {
         .expect("the reader reports its scans");
     assert!(scans > 5, "the reader scanned only {scans} times while the writer committed");
 }
+
+/// A primary and its streaming standby (`pg_basebackup -R`); an indexer given
+/// both hosts with `target_session_attrs=read-write` indexes 100,000 entries.
+/// Mid-way the primary dies (`pg_ctl stop -m immediate`) and the standby is
+/// promoted: the indexer goes on on the new primary, and every entry is in the
+/// view exactly once (commits the old primary acknowledged but never shipped
+/// are lost with it, and re-indexed: the indexer reloads its progress from the
+/// server after the failure). A reader on the standby sees whole batches
+/// before the failover.
+#[test]
+fn an_indexer_follows_a_failover_to_the_promoted_standby() {
+    let Some(primary) = cluster_or_skip("postgres failover") else { return };
+    let standby = match primary.standby() {
+        Ok(s) => s,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("\n*** SKIPPING failover: cannot make a standby: {e} ***\n");
+            return;
+        }
+        Err(e) => panic!("cannot make a standby: {e}"),
+    };
+    let hosts = format!("127.0.0.1:{},127.0.0.1:{}", primary.port(), standby.port());
+    let url = format!(
+        "postgres://postgres@{hosts}/postgres?schema=failover&target_session_attrs=read-write&retry_for=0.3&connect_timeout=2"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let mf = Multifeed::open_dir(tmp.path().join("feeds")).unwrap();
+    let codec = Json::<serde_json::Value>::new();
+    let w = mf.writer("local").unwrap();
+    let total = 100_000u64;
+    let batch: Vec<Vec<u8>> =
+        (0..total).map(|k| codec.encode(&serde_json::json!({ "key": k })).unwrap()).collect();
+    w.append_batch(batch).unwrap();
+
+    let views = PgViews::open(&url).unwrap();
+    let store: Arc<dyn ViewStore> = Arc::new(views.store("counter").unwrap());
+    let ix = Indexer::start("counter", Arc::new(Counter(store)), &mf).unwrap();
+    let mut events = ix.subscribe();
+    // Mid-way: some of it indexed (a fifth), not all.
+    let mut indexed = 0;
+    while indexed < total as usize / 5 {
+        match futures::executor::block_on(futures::StreamExt::next(&mut events)) {
+            Some(IndexEvent::Indexed { count, .. }) => indexed += count,
+            Some(IndexEvent::Error(e)) => panic!("{e}"),
+            Some(_) => {}
+            None => panic!("the indexer stopped"),
+        }
+    }
+    // A reader on the standby sees whole batches: every row counted once.
+    let reader_url = format!(
+        "postgres://postgres@127.0.0.1:{}/postgres?schema=failover&target_session_attrs=standby",
+        standby.port()
+    );
+    if let Ok(reader) = PgViews::open_reader(&reader_url) {
+        let rows = reader
+            .store("counter")
+            .unwrap()
+            .scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None)
+            .unwrap();
+        assert!(
+            rows.iter().all(|(_, v)| v == &1u64.to_be_bytes().to_vec()),
+            "the standby shows a row counted twice"
+        );
+    }
+    let indexed_before = ix.state().indexed;
+    primary.kill().unwrap();
+    standby.promote().unwrap();
+    futures::executor::block_on(ix.ready()).unwrap();
+    assert_eq!(ix.state().indexed, total);
+    drop(ix);
+    drop(views);
+    let after = format!("postgres://postgres@127.0.0.1:{}/postgres?schema=failover", standby.port());
+    check_once(&after, total);
+    eprintln!(
+        "primary killed after {indexed_before} of {total} entries; all indexed once on the promoted standby"
+    );
+    assert!(indexed_before < total, "the primary died after indexing was done: nothing was tested");
+}
