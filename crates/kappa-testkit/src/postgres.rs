@@ -11,6 +11,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+/// A child process, killed (and reaped) when this is dropped.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A PostgreSQL server of its own, stopped and deleted on drop.
 #[derive(Debug)]
 pub struct TempCluster {
@@ -281,6 +292,20 @@ impl TempCluster {
         } else {
             Err(String::from_utf8_lossy(&out.stderr).into_owned())
         }
+    }
+
+    /// Runs SQL with `psql` in a child process, in the background (killed
+    /// when the returned guard is dropped).
+    pub fn psql_in_background(&self, sql: &str) -> Result<KillOnDrop, String> {
+        let child = Command::new(self.bin.join("psql"))
+            .env("PGPASSWORD", self.password.as_deref().unwrap_or(""))
+            .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres"])
+            .args(["-p", &self.port.to_string(), "-d", "postgres", "-c", sql])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("psql: {e}"))?;
+        Ok(KillOnDrop(child))
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).

@@ -143,6 +143,16 @@ pub(crate) struct Conn {
     status: u8,
     /// A broken connection is never used again.
     broken: bool,
+    /// Where and how to cancel this session's query (from `BackendKeyData`).
+    cancel: Option<Cancel>,
+}
+
+/// What a `CancelRequest` for a session needs.
+struct Cancel {
+    cfg: Config,
+    host: Host,
+    process_id: i32,
+    secret_key: i32,
 }
 
 impl std::fmt::Debug for Conn {
@@ -226,6 +236,10 @@ impl Conn {
         // Logging in must not hang on a server that accepts and says nothing.
         conn.set_read_timeout(Some(cfg.connect_timeout));
         conn.login(cfg)?;
+        if let Some(c) = &mut conn.cancel {
+            c.cfg = cfg.clone();
+            c.host = host.clone();
+        }
         conn.check_session_attrs(cfg.target_session_attrs)?;
         conn.set_read_timeout(Some(cfg.read_timeout));
         Ok(conn)
@@ -265,6 +279,7 @@ impl Conn {
             next_statement: 0,
             status: b'I',
             broken: false,
+            cancel: None,
         }
     }
 
@@ -407,7 +422,16 @@ impl Conn {
                     s.finish(body.data())
                         .map_err(|e| PgError::Auth { at: self.at.clone(), reason: e.to_string() })?;
                 }
-                Message::BackendKeyData(_) | Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
+                Message::BackendKeyData(body) => {
+                    // The host and settings are filled in by `connect_to`.
+                    self.cancel = Some(Cancel {
+                        cfg: cfg.clone(),
+                        host: Host::Tcp(String::new(), 0),
+                        process_id: body.process_id(),
+                        secret_key: body.secret_key(),
+                    });
+                }
+                Message::ParameterStatus(_) | Message::NoticeResponse(_) => {}
                 Message::ReadyForQuery(body) => {
                     self.status = body.status();
                     return Ok(());
@@ -596,10 +620,66 @@ impl Conn {
                 }
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                    // The read timeout: the server is silent, perhaps stuck in
+                    // the query (a lock, a slow plan). Ask it to cancel the
+                    // query, so it does not go on holding what it holds, and
+                    // drop the connection.
+                    self.send_cancel();
+                    return Err(self.io_err(io::Error::new(
+                        e.kind(),
+                        "no answer from the server within read_timeout (the query was cancelled)",
+                    )));
+                }
                 Err(e) => return Err(self.io_err(e)),
             };
             self.rbuf.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Sends PostgreSQL's `CancelRequest` for this session on a connection of
+    /// its own (over TLS if the session's settings ask for it); best effort,
+    /// bounded by the connect timeout.
+    fn send_cancel(&mut self) {
+        let Some(c) = &self.cancel else { return };
+        let mut msg = BytesMut::new();
+        frontend::cancel_request(c.process_id, c.secret_key, &mut msg);
+        let timeout = c.cfg.connect_timeout;
+        let sent = match &c.host {
+            Host::Tcp(name, port) => (name.as_str(), *port).to_socket_addrs().ok().and_then(|mut addrs| {
+                let addr = addrs.next()?;
+                let tcp = TcpStream::connect_timeout(&addr, timeout).ok()?;
+                tcp.set_read_timeout(Some(timeout)).ok()?;
+                tcp.set_write_timeout(Some(timeout)).ok()?;
+                let mut stream = match c.cfg.ssl_mode {
+                    SslMode::Disable => Stream::Tcp(tcp),
+                    mode => match tls::negotiate(tcp, name, mode, c.cfg.ssl_root_cert.as_deref(), &self.at)
+                        .ok()?
+                    {
+                        Negotiated::Tls(t) => Stream::Tls(t),
+                        Negotiated::Plain(t) => Stream::Tcp(t),
+                    },
+                };
+                stream.write_all(&msg).ok()?;
+                stream.flush().ok()?;
+                // The server closes the connection once it has the request.
+                let mut sink = [0u8; 1];
+                let _ = stream.read(&mut sink);
+                Some(())
+            }),
+            #[cfg(unix)]
+            Host::Unix(dir, port) => {
+                UnixStream::connect(format!("{dir}/.s.PGSQL.{port}")).ok().and_then(|mut s| {
+                    s.write_all(&msg).ok()?;
+                    let mut sink = [0u8; 1];
+                    let _ = s.read(&mut sink);
+                    Some(())
+                })
+            }
+            #[cfg(not(unix))]
+            Host::Unix(..) => None,
+        };
+        let _ = sent;
     }
 
     fn io_err(&mut self, e: io::Error) -> PgError {

@@ -231,3 +231,47 @@ fn several_hosts_are_tried_in_order_for_the_one_that_may_write() {
     assert!(text.contains("no host would do") && text.contains("not read-write"), "{text}");
     assert!(matches!(StoreError::from(err), StoreError::Unavailable(_)), "{text}");
 }
+
+#[test]
+fn a_query_that_hangs_is_cancelled_at_the_read_timeout() {
+    let Some(pg) = cluster_or_skip("cancel at the read timeout") else { return };
+    let views = PgViews::open(&pg.url("stuck")).unwrap();
+    views.store("kv").unwrap().commit(batch(vec![put("k", "v")], None)).unwrap();
+    let table = pg.psql("SELECT rows_table FROM stuck.kappa_views WHERE name = 'kv'").unwrap();
+    let table = table.trim().to_owned();
+    assert!(!table.is_empty());
+    // Another session holds the view's table for 20 s.
+    let holder = pg
+        .psql_in_background(&format!(
+            "BEGIN; LOCK TABLE stuck.{table} IN ACCESS EXCLUSIVE MODE; SELECT pg_sleep(20); COMMIT;"
+        ))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while pg.psql("SELECT count(*) FROM pg_locks WHERE mode = 'AccessExclusiveLock' AND relation IS NOT NULL AND granted").unwrap().trim() == "0" {
+        assert!(Instant::now() < deadline, "the lock was never taken");
+        std::thread::yield_now();
+    }
+    let reader = PgViews::open_reader(&format!(
+        "{}&read_timeout=1&retry_for=0&application_name=stuck-reader",
+        pg.url("stuck")
+    ))
+    .unwrap();
+    let started = Instant::now();
+    let err = reader.store("kv").unwrap().get(b"k").unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10), "gave up after {:?}", started.elapsed());
+    assert!(err.to_string().contains("read_timeout"), "{err}");
+    // The server no longer runs the query: cancelled, not left waiting on
+    // the lock until it is released.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let waiting = pg
+            .psql("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'stuck-reader' AND state = 'active'")
+            .unwrap();
+        if waiting.trim() == "0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the stuck query still runs on the server");
+        std::thread::yield_now();
+    }
+    drop(holder);
+}
