@@ -695,6 +695,11 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
             "postgres_index_100k/kv_postgres",
             "≥ 50,000",
         ),
+        (
+            "the same over TLS (rustls, `sslmode=verify-full`, SCRAM-SHA-256-PLUS)",
+            "postgres_index_100k/kv_postgres_tls",
+            "≥ 150,000",
+        ),
         ("kv view on redb, durable commits (same run)", "postgres_index_100k/kv_redb_durable", ""),
     ] {
         match criterion_mean_ns(&dir, bench) {

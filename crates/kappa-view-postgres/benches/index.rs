@@ -1,7 +1,7 @@
 //! Indexing 100,000 small JSON entries `{key, value}` of one feed into the kv
 //! view on PostgreSQL (a throwaway local server on loopback TCP, default
-//! settings: fsync on), against the kv view on redb with durable commits, in the
-//! same run. The indexer commits up to 4,096 entries per transaction (41 `map`
+//! settings: fsync on), the same over TLS (`verify-full`), and the kv view on
+//! redb with durable commits, in the same run. The indexer commits up to 4,096 entries per transaction (41 `map`
 //! batches of 100), each commit one round trip. Skips (with a message) when no
 //! PostgreSQL server can be started.
 #![allow(missing_docs, clippy::unwrap_used)]
@@ -71,6 +71,32 @@ fn bench(c: &mut Criterion) {
                 .sum()
         })
     });
+    // The same over TLS (verify-full, SCRAM-SHA-256-PLUS), on a server of
+    // its own with `ssl = on`.
+    match TempCluster::start_with_tls("bench") {
+        Ok((tls, ca, _)) => {
+            let url = |schema: &str| {
+                format!(
+                    "postgres://postgres:bench@localhost:{}/postgres?schema={schema}&sslmode=verify-full&sslrootcert={}",
+                    tls.port(),
+                    ca.display()
+                )
+            };
+            g.bench_function("kv/postgres_tls", |b| {
+                b.iter_custom(|iters| {
+                    (0..iters)
+                        .map(|_| {
+                            let schema = format!("bench{}", schemas.fetch_add(1, Ordering::SeqCst));
+                            let views = PgViews::open(&url(&schema)).unwrap();
+                            let store = Arc::new(views.store("kv").unwrap());
+                            index_once(&mf, Arc::new(KvView::new(store)))
+                        })
+                        .sum()
+                })
+            });
+        }
+        Err(e) => eprintln!("*** SKIPPING the PostgreSQL-over-TLS benchmark: cannot start a server: {e} ***"),
+    }
     g.bench_function("kv/redb_durable", |b| {
         b.iter_custom(|iters| {
             (0..iters)
