@@ -71,7 +71,12 @@ async fn until_holds(k: &Kappa, n: usize) {
         if feeds.len() >= n && feeds.iter().all(|f| !f.is_empty() && (0..f.len()).all(|i| f.has(i))) {
             return;
         }
-        assert!(Instant::now() < deadline, "{} feeds after 10 s", feeds.len());
+        assert!(
+            Instant::now() < deadline,
+            "{} feeds after 10 s: {:?}",
+            feeds.len(),
+            feeds.iter().map(|f| (f.len(), (0..f.len()).filter(|&i| f.has(i)).count())).collect::<Vec<_>>()
+        );
         async_std::task::sleep(Duration::from_millis(10)).await;
     }
 }
@@ -161,6 +166,7 @@ fn a_dropped_session_is_redialled_until_the_peer_is_back() {
             }
             disc.found(a_addr);
             until_logged(&log, "connected", 1).await;
+            until_holds(&b, 2).await;
             // The peer goes away: its session ends, redials fail.
             serving.cancel().await;
             a.close().unwrap();
