@@ -254,7 +254,13 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             wire,
             discover,
         } => {
-            net::resolve(listen)?;
+            let addrs = net::resolve(listen)?;
+            if *discover && addrs.iter().all(|a| a.ip().is_loopback()) {
+                return Err(CliError::Usage(format!(
+                    "--discover announces the listening port to the LAN, but {listen} is reachable only from \
+                     this machine: listen on 0.0.0.0:PORT or a LAN address"
+                )));
+            }
             let limits = net::ServeLimits {
                 max_peers: *max_peers,
                 idle: exit_when_idle_ms.map(Duration::from_millis),

@@ -235,3 +235,14 @@ fn we_find_a_js_hyperswarm_peer_and_they_replicate() {
     let done = js.wait_for("JS holding both keys", |v| event(v, "done").is_some());
     assert_eq!(done["keys"], serde_json::json!(["j", "r"]));
 }
+
+#[test]
+fn serve_discover_on_loopback_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::fails(
+        tmp.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--discover"],
+        2,
+        "is reachable only from this machine",
+    );
+}
