@@ -6,7 +6,8 @@
 // with every peer found and every peer that connects. kappa-core 6 and hypercore-crypto
 // come from the kappa-core 6 harness in ../node_modules.
 //
-// usage: node kappa-peer.js --dir DIR --shared-key HEX64 [--put KEY=VALUE ...] [--expect-keys N]
+// usage: node kappa-peer.js --dir DIR --shared-key HEX64 [--put KEY=VALUE ...] [--expect-keys N] [--kc7]
+//   --kc7: take kappa-core 7 (multifeed 6, hypercore-protocol 8) from ../kc7/node_modules instead.
 //   --put: appends {key, value, links: []} to the writer 'local' (the kappa-view-kv shape
 //     `kappa put` writes) before joining.
 //   --expect-keys N: once the feeds hold entries of N distinct keys (every block present),
@@ -16,7 +17,9 @@
 const net = require('net')
 const path = require('path')
 const discovery = require('@hyperswarm/discovery')
-const harness = path.join(__dirname, '..', 'node_modules')
+const harness = process.argv.includes('--kc7')
+  ? path.join(__dirname, '..', 'kc7', 'node_modules')
+  : path.join(__dirname, '..', 'node_modules')
 const kappa = require(path.join(harness, 'kappa-core'))
 const crypto = require(path.join(harness, 'hypercore-crypto'))
 const pump = require(path.join(harness, 'pump'))
@@ -33,6 +36,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--shared-key') o.key = Buffer.from(v, 'hex')
   else if (a === '--put') { const [k, ...rest] = v.split('='); o.puts.push([k, rest.join('=')]) }
   else if (a === '--expect-keys') o.expectKeys = Number(v)
+  else if (a === '--kc7') i--
   else fail(new Error('unknown argument ' + a))
 }
 if (!o.dir || !o.key || o.key.length !== 32) fail(new Error('usage: --dir DIR --shared-key HEX64 [--put K=V] [--expect-keys N]'))

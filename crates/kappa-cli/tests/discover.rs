@@ -1,7 +1,7 @@
 //! `kappa serve --discover` and `kappa sync --discover` on test LANs in network
-//! namespaces: Rust peers find each other and replicate; a JS kappa-core 6 peer
-//! on hyperswarm 2's LAN discovery (interop/swarm) finds us and we find it,
-//! and they replicate; a peer of another shared key is never connected; a
+//! namespaces: Rust peers find each other and replicate; a JS kappa-core 6
+//! or 7 peer on hyperswarm 2's LAN discovery (interop/swarm) finds us and we find
+//! it, and they replicate; a peer of another shared key is never connected; a
 //! sync with nobody there exits 1 with a message. Skipped loudly without root
 //! (`ip netns`) or without the JS harness; failing under CI.
 
@@ -203,30 +203,31 @@ fn js_peer(lan: &Lan, host: usize, harness: &Path, dir: &Path, args: &[&str]) ->
     p
 }
 
-#[test]
-fn a_js_hyperswarm_peer_finds_our_server_and_they_replicate() {
-    let test = "a_js_hyperswarm_peer_finds_our_server_and_they_replicate";
+/// JS finds our server (`serve --discover`, both wire generations) and they
+/// replicate, with `stack` = `[]` (kappa-core 6) or `["--kc7"]` (kappa-core 7).
+fn js_finds_our_server(test: &str, stack: &[&str]) {
     let Some(harness) = js_harness(test) else { return };
     let Some(lan) = Lan::new(test, 2) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     put(&a, KEY, "r", "1");
     let _server = serve(&lan, 0, &a, KEY);
-    let mut js = js_peer(&lan, 1, &harness, &tmp.path().join("js"), &["--put", "j=2", "--expect-keys", "2"]);
+    let args = [&["--put", "j=2", "--expect-keys", "2"], stack].concat();
+    let mut js = js_peer(&lan, 1, &harness, &tmp.path().join("js"), &args);
     js.wait_for("JS found us", |v| event(v, "found").is_some_and(peer_of(&lan, 0)));
     let done = js.wait_for("JS holding both keys", |v| event(v, "done").is_some());
     assert_eq!(done["keys"], serde_json::json!(["j", "r"]));
 }
 
-#[test]
-fn we_find_a_js_hyperswarm_peer_and_they_replicate() {
-    let test = "we_find_a_js_hyperswarm_peer_and_they_replicate";
+/// We find a JS peer (`sync --discover`) and they replicate.
+fn we_find_js(test: &str, stack: &[&str]) {
     let Some(harness) = js_harness(test) else { return };
     let Some(lan) = Lan::new(test, 2) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let b = tmp.path().join("b");
     put(&b, KEY, "r", "1");
-    let mut js = js_peer(&lan, 0, &harness, &tmp.path().join("js"), &["--put", "j=2", "--expect-keys", "2"]);
+    let args = [&["--put", "j=2", "--expect-keys", "2"], stack].concat();
+    let mut js = js_peer(&lan, 0, &harness, &tmp.path().join("js"), &args);
     let out = sync_discover(&lan, 1, &b, KEY, 10_000);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
@@ -234,6 +235,26 @@ fn we_find_a_js_hyperswarm_peer_and_they_replicate() {
     assert_eq!(keys(&b, KEY), ["j", "r"]);
     let done = js.wait_for("JS holding both keys", |v| event(v, "done").is_some());
     assert_eq!(done["keys"], serde_json::json!(["j", "r"]));
+}
+
+#[test]
+fn a_js_kappa_core_6_hyperswarm_peer_finds_our_server_and_they_replicate() {
+    js_finds_our_server("a_js_kappa_core_6_hyperswarm_peer_finds_our_server_and_they_replicate", &[]);
+}
+
+#[test]
+fn a_js_kappa_core_7_hyperswarm_peer_finds_our_server_and_they_replicate() {
+    js_finds_our_server("a_js_kappa_core_7_hyperswarm_peer_finds_our_server_and_they_replicate", &["--kc7"]);
+}
+
+#[test]
+fn we_find_a_js_kappa_core_6_hyperswarm_peer_and_they_replicate() {
+    we_find_js("we_find_a_js_kappa_core_6_hyperswarm_peer_and_they_replicate", &[]);
+}
+
+#[test]
+fn we_find_a_js_kappa_core_7_hyperswarm_peer_and_they_replicate() {
+    we_find_js("we_find_a_js_kappa_core_7_hyperswarm_peer_and_they_replicate", &["--kc7"]);
 }
 
 #[test]
