@@ -98,7 +98,7 @@ native_ok () {
 }
 
 npm_ci_if_needed () {
-  local dir="$1" need=0 reason=""
+  local dir="$1" check="${2:-native_ok}" need=0 reason=""
   [ -f "$dir/package-lock.json" ] || die "package-lock.json not found in $dir"
   if [ "${INTEROP_FORCE_NPM_CI:-0}" = 1 ]; then
     need=1; reason="INTEROP_FORCE_NPM_CI=1"
@@ -106,7 +106,7 @@ npm_ci_if_needed () {
     need=1; reason="node_modules missing"
   elif [ "$dir/package-lock.json" -nt "$dir/node_modules/.package-lock.json" ]; then
     need=1; reason="node_modules older than package-lock.json"
-  elif ! native_ok "$dir"; then
+  elif ! "$check" "$dir"; then
     need=1; reason="installed modules fail to load (node upgraded?)"
   fi
 
@@ -114,7 +114,7 @@ npm_ci_if_needed () {
     log "running npm ci in $dir ($reason); this can take about a minute"
     (cd "$dir" && npm ci --no-audit --no-fund >&2) || die "npm ci in $dir failed (see output above)"
     touch "$dir/node_modules/.package-lock.json"
-    native_ok "$dir" || die "npm ci in $dir finished but sodium-native/hypercore/leveldown do not load: $(cd "$dir" && node -e "require('sodium-native')" 2>&1 | head -3)"
+    "$check" "$dir" || die "npm ci in $dir finished but sodium-native/hypercore/leveldown do not load: $(cd "$dir" && node -e "require('sodium-native')" 2>&1 | head -3)"
     log "npm ci in $dir done"
   else
     log "$dir/node_modules up to date"
@@ -125,5 +125,10 @@ npm_ci_if_needed () {
 # (hypercore 9, hypercore-protocol 8, noise-protocol pinned to 3.0.1) in kc7/.
 npm_ci_if_needed "$HERE"
 npm_ci_if_needed "$HERE/kc7"
+# hyperswarm 2's LAN discovery (@hyperswarm/discovery 2.0.1, multicast-dns 7.2.5) in swarm/.
+swarm_ok () {
+  (cd "$1" && node -e "require('@hyperswarm/discovery'); require('multicast-dns')") >/dev/null 2>&1
+}
+npm_ci_if_needed "$HERE/swarm" swarm_ok
 
 log "ok ($(node -v), hypercore $(node -p "require('hypercore/package.json').version"), kappa-core $(node -p "require('kappa-core/package.json').version"); kc7: hypercore $(cd kc7 && node -p "require('hypercore/package.json').version"), hypercore-protocol $(cd kc7 && node -p "require('hypercore-protocol/package.json').version"), noise-protocol $(cd kc7 && node -p "require('noise-protocol/package.json').version"), kappa-core $(cd kc7 && node -p "require('kappa-core/package.json').version"))"

@@ -104,6 +104,7 @@ const FUZZ_TARGETS: &[&str] = &[
     "session",
     "multifeed_extensions",
     "postgres_client",
+    "mdns_packet",
 ];
 
 fn fuzz(seconds: Option<&str>) -> Result<(), String> {

@@ -141,12 +141,28 @@ pub(crate) enum Command {
         /// answer, in kappa-core 7 when it connects again.
         #[arg(long, value_name = "auto|6|7", default_value = "auto")]
         wire: kappa_core::protocol::Wire,
+        /// Also find peers on the LAN (hyperswarm 2's multicast DNS, as Cabal):
+        /// announce this database's topic (the discovery key of the shared key,
+        /// public on the LAN; the shared key is not) with the listening port,
+        /// look it up, and replicate live with every peer found.
+        #[arg(long)]
+        discover: bool,
     },
-    /// Replicates once with the peer at ADDR: exits when both sides have
-    /// everything, printing what moved.
+    /// Replicates once with the peer at ADDR (or, with `--discover`, with the
+    /// first peer found on the LAN): exits when both sides have everything,
+    /// printing what moved.
     Sync {
         /// The peer, e.g. 192.0.2.7:7000.
-        addr: String,
+        #[arg(required_unless_present = "discover", conflicts_with = "discover")]
+        addr: Option<String>,
+        /// Find the peer on the LAN instead (hyperswarm 2's multicast DNS): look
+        /// this database's topic up and sync with the first peer that answers.
+        /// Exits 1 if none is found within `--discover-timeout-ms`.
+        #[arg(long)]
+        discover: bool,
+        /// With `--discover`: how long to look for a peer, in milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "discover")]
+        discover_timeout_ms: u64,
         /// Sparse: download only the newest N entries of each feed (the rest can
         /// follow in a later sync). Default: everything.
         #[arg(long, value_name = "N")]

@@ -248,8 +248,22 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Serve { listen, max_peers, exit_when_idle_ms, max_connections, max_per_address, wire } => {
-            net::resolve(listen)?;
+        Command::Serve {
+            listen,
+            max_peers,
+            exit_when_idle_ms,
+            max_connections,
+            max_per_address,
+            wire,
+            discover,
+        } => {
+            let addrs = net::resolve(listen)?;
+            if *discover && addrs.iter().all(|a| a.ip().is_loopback()) {
+                return Err(CliError::Usage(format!(
+                    "--discover announces the listening port to the LAN, but {listen} is reachable only from \
+                     this machine: listen on 0.0.0.0:PORT or a LAN address"
+                )));
+            }
             let limits = net::ServeLimits {
                 max_peers: *max_peers,
                 idle: exit_when_idle_ms.map(Duration::from_millis),
@@ -259,17 +273,33 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                     .wire(*wire),
             };
             let listen = listen.clone();
+            let discover = *discover;
             with_db(&cli, Views::Stored, |db| async move {
                 // Keep the kv view indexed as entries arrive.
                 let r = match db.kv().and_then(|kv| Ok((kv, db.kappa.writer(db::WRITER)?))) {
-                    Ok(_in_use) => net::serve(db.kappa.clone(), &out, &listen, limits, interrupts()).await,
+                    Ok(_in_use) => {
+                        net::serve(db.kappa.clone(), &out, &listen, limits, interrupts(), discover).await
+                    }
                     Err(e) => Err(e),
                 };
                 (db, r)
             })
             .await
         }
-        Command::Sync { addr, newest, connect_timeout_ms, wire } => {
+        Command::Sync { addr: None, newest, connect_timeout_ms, wire, discover_timeout_ms, .. } => {
+            let selection = newest.map_or(Selection::All, Selection::Newest);
+            let (wire, connect) = (*wire, Duration::from_millis(*connect_timeout_ms));
+            let limit = Duration::from_millis(*discover_timeout_ms);
+            with_db(&cli, Views::None, |db| async move {
+                let r = match net::discover_one(&db.kappa, &out, limit, connect).await {
+                    Ok((stream, addr)) => sync(&db, &out, stream, &addr, selection, wire).await,
+                    Err(e) => Err(e),
+                };
+                (db, r)
+            })
+            .await
+        }
+        Command::Sync { addr: Some(addr), newest, connect_timeout_ms, wire, .. } => {
             // Connect first: an unreachable peer changes nothing here.
             let stream = net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?;
             let addr = addr.clone();

@@ -442,6 +442,7 @@ pub(crate) async fn serve(
     listen: &str,
     limits: ServeLimits,
     stop: Option<mpsc::UnboundedReceiver<()>>,
+    discover: bool,
 ) -> Result<()> {
     let listener = bind(listen).await?;
     let local = listener
@@ -449,8 +450,10 @@ pub(crate) async fn serve(
         .map_err(|e| CliError::Runtime(format!("cannot read the listening address: {e}")))?;
     out.emit(format!("listening on {local}"), || json!({"event": "listening", "addr": local.to_string()}))?;
     out.text("replicating live with every peer that connects (shared key: see `kappa key`); Ctrl-C stops")?;
+    let discovery = if discover { Some(open_discovery(&kappa, out, Some(local.port()))?) } else { None };
+    let wire = limits.caps.wire;
     let k = kappa.clone();
-    serve_loop(kappa, listener, limits, stop, |ev| match ev {
+    let serving = serve_loop(kappa.clone(), listener, limits, stop, |ev| match ev {
         ServeEvent::Connected { peer } => out.emit(
             format!("peer {peer}: connected"),
             || json!({"event": "peer_connected", "peer": peer.to_string()}),
@@ -481,8 +484,167 @@ pub(crate) async fn serve(
         ServeEvent::Stopping(reason) => {
             out.emit(format!("stopping: {reason}"), || json!({"event": "stopping", "reason": reason}))
         }
-    })
-    .await
+    });
+    let Some(discovery) = discovery else { return serving.await };
+    let opts = kappa_core::JoinOptions::default().wire(wire);
+    let joining = kappa.join(&discovery, Some(local.port()), dial, opts, |ev| join_event(&k, out, ev));
+    futures::pin_mut!(serving, joining);
+    match futures::future::select(serving, joining).await {
+        futures::future::Either::Left((served, _)) => served,
+        futures::future::Either::Right((joined, serving)) => {
+            if let Err(e) = joined {
+                out.emit(
+                    format!("discovery stopped: {e}"),
+                    || json!({"event": "discovery_stopped", "error": e.to_string()}),
+                )?;
+            }
+            serving.await
+        }
+    }
+}
+
+/// How long dialling a peer found on the LAN may take.
+const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Dials a peer found on the LAN.
+async fn dial(peer: SocketAddr) -> std::io::Result<TcpStream> {
+    match async_std::future::timeout(DIAL_TIMEOUT, TcpStream::connect(peer)).await {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer within 10 s")),
+    }
+}
+
+/// Opens LAN discovery and says what it reveals.
+fn open_discovery(
+    kappa: &Kappa,
+    out: &crate::output::Out,
+    port: Option<u16>,
+) -> Result<kappa_core::discovery::LanDiscovery> {
+    let d = kappa_core::discovery::LanDiscovery::open().map_err(|e| {
+        let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
+        CliError::Runtime(format!("cannot start LAN discovery: {e}{cause}"))
+    })?;
+    let topic = hex::encode(kappa.topic());
+    let what = match port {
+        Some(p) => format!("announcing port {p} and looking up"),
+        None => "looking up".to_owned(),
+    };
+    out.emit(
+        format!(
+            "discovery: {what} topic {topic} on the LAN (multicast DNS, as hyperswarm 2; the topic is public, the shared key is not)"
+        ),
+        || json!({"event": "discovery", "topic": topic, "port": port}),
+    )?;
+    Ok(d)
+}
+
+/// Prints one step of joining the swarm.
+fn join_event(kappa: &Kappa, out: &crate::output::Out, ev: kappa_core::JoinEvent) {
+    use kappa_core::JoinEvent as J;
+    let retry = |r: Option<Duration>| match r {
+        Some(d) => format!("; dialling again in {:.1}s", d.as_secs_f64()),
+        None => "; given up until it is found again".to_owned(),
+    };
+    let ms = |r: Option<Duration>| r.map(|d| d.as_millis() as u64);
+    let _ = match ev {
+        J::Found(peer) => out.emit(format!("peer {peer}: found on the LAN, dialling"), || {
+            json!({"event": "peer_found", "peer": peer.to_string()})
+        }),
+        J::OverCap(peer) => out.emit(format!("peer {peer}: found, not dialled (at the peer limit)"), || {
+            json!({"event": "peer_over_cap", "peer": peer.to_string()})
+        }),
+        J::Connected(peer) => out.emit(format!("peer {peer}: connected (dialled)"), || {
+            json!({"event": "peer_dialled", "peer": peer.to_string()})
+        }),
+        J::ConnectFailed { peer, error, retry_in } => {
+            out.emit(format!("peer {peer}: cannot connect: {error}{}", retry(retry_in)), || {
+                json!({"event": "peer_unreachable", "peer": peer.to_string(), "error": error.to_string(), "retry_in_ms": ms(retry_in)})
+            })
+        }
+        J::Ended { peer, result: Ok(report), retry_in } => {
+            let r = out.emit(format!("peer {peer}: done, {}{}", report_summary(&report), retry(retry_in)), || {
+                let mut v = report_json(kappa, &report);
+                v["event"] = json!("peer_done");
+                v["peer"] = json!(peer.to_string());
+                v["dialled"] = json!(true);
+                v["retry_in_ms"] = json!(ms(retry_in));
+                v
+            });
+            for line in report_feed_lines(kappa, &report) {
+                let _ = out.text(line);
+            }
+            r
+        }
+        J::Ended { peer, result: Err(e), retry_in } => {
+            out.emit(format!("peer {peer}: failed: {e}{}", retry(retry_in)), || {
+                json!({"event": "peer_failed", "peer": peer.to_string(), "error": e.to_string(), "dialled": true, "retry_in_ms": ms(retry_in)})
+            })
+        }
+        _ => Ok(()),
+    };
+}
+
+/// `kappa sync --discover`: looks this database's topic up on the LAN and
+/// connects to the first peer found that answers, within `limit`.
+pub(crate) async fn discover_one(
+    kappa: &Kappa,
+    out: &crate::output::Out,
+    limit: Duration,
+    connect_timeout: Duration,
+) -> Result<(TcpStream, String)> {
+    use kappa_core::discovery::Discovery;
+    let d = open_discovery(kappa, out, None)?;
+    let topic = kappa.topic();
+    let mut lookup =
+        d.lookup(topic).map_err(|e| CliError::Runtime(format!("cannot look up on the LAN: {e}")))?;
+    let deadline = Instant::now() + limit;
+    let mut tried = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let peer = match async_std::future::timeout(left, lookup.next()).await {
+            Ok(Some(peer)) => peer,
+            _ => break,
+        };
+        if tried.contains(&peer) {
+            continue;
+        }
+        tried.push(peer);
+        out.emit(
+            format!("peer {peer}: found on the LAN"),
+            || json!({"event": "peer_found", "peer": peer.to_string()}),
+        )?;
+        match connect(
+            &peer.to_string(),
+            connect_timeout
+                .min(deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(500))),
+        )
+        .await
+        {
+            Ok(s) => return Ok((s, peer.to_string())),
+            Err(e) => out.emit(
+                format!("peer {peer}: {e}"),
+                || json!({"event": "peer_unreachable", "peer": peer.to_string(), "error": e.to_string()}),
+            )?,
+        }
+    }
+    d.stop(&topic);
+    let topic = hex::encode(topic);
+    Err(CliError::Runtime(if tried.is_empty() {
+        format!(
+            "no peer of this database was found on the LAN within {} ms (topic {topic}): is a peer with the same shared key running `kappa serve --discover` on this network?",
+            limit.as_millis()
+        )
+    } else {
+        format!(
+            "no peer found on the LAN could be reached within {} ms (tried {})",
+            limit.as_millis(),
+            tried.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+        )
+    }))
 }
 
 /// Replicates once (non-live, as the initiator) over `stream`; returns when both

@@ -21,6 +21,8 @@ pub use kappa_view as view;
 pub use kappa_view_postgres as view_postgres;
 pub use kappa_view_redb as view_redb;
 
+pub use join::{JoinEvent, JoinOptions};
+pub use kappa_discovery as discovery;
 pub use kappa_index::{IndexError, IndexEvent, IndexState, Status};
 pub use kappa_log::encoding::ValueEncoding;
 pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
@@ -28,6 +30,7 @@ pub use kappa_multifeed::{ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY};
 pub use kappa_view::{Entry, View, ViewStore};
 pub use serve::{ConnectionGate, GenerationMemory, Permit, Refusal, ServeOptions, GENERATION_MEMORY_SIZE};
 
+mod join;
 mod serve;
 
 use kappa_index::Indexer;
@@ -84,6 +87,9 @@ pub enum KappaError {
     /// Accepting a connection failed ([`Kappa::serve`] goes on).
     #[error("accepting a connection failed: {0}")]
     Accept(#[source] std::io::Error),
+    /// Discovery could not start, announce or look up ([`Kappa::join`]).
+    #[error("discovery: {0}")]
+    Discovery(#[source] kappa_discovery::DiscoveryError),
     /// [`Kappa::serve_with`] closed a connection at once: a cap of
     /// [`ServeOptions`] was reached (it goes on).
     #[error("refused a connection: {0}")]

@@ -10,6 +10,8 @@
 //!   clock), each optionally driven by the layer above it.
 //! - [`mux5`]: a model of multifeed 5's feed exchange (mux.js), to run against
 //!   ours on a [`pair::Pair`].
+//! - [`netns`]: test LANs in network namespaces (veth pairs on a bridge, multicast
+//!   on), deleted on drop; skipped loudly without root, failing under CI.
 //! - [`chaos`]: a loopback TCP relay that splits and delays the byte stream at
 //!   random (seeded), for interop tests with real JS peers.
 
@@ -23,6 +25,7 @@ use serde_json::Value;
 
 pub mod chaos;
 pub mod mux5;
+pub mod netns;
 pub mod pair;
 pub mod postgres;
 
