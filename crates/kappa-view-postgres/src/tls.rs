@@ -92,16 +92,16 @@ fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<ClientConfig
         .map_err(|e| e.to_string())?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         // libpq: encrypt, check nothing about the certificate.
-        SslMode::Prefer | SslMode::Require => Arc::new(AnyCertificate { provider }),
+        SslMode::Prefer | SslMode::Require => Arc::new(Lenient { provider, chain: None }),
         SslMode::VerifyCa | SslMode::VerifyFull => {
             let roots = load_roots(root_cert)?;
-            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
                 .map_err(|e| e.to_string())?;
             if mode == SslMode::VerifyFull {
                 webpki
             } else {
-                Arc::new(AnyName { inner: webpki })
+                Arc::new(Lenient { provider, chain: Some(webpki) })
             }
         }
         SslMode::Disable => return Err("sslmode=disable asks for no TLS".into()),
@@ -134,23 +134,33 @@ fn load_roots(root_cert: Option<&Path>) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// `sslmode=require` (and `prefer`): any certificate, as libpq; the
-/// handshake's signatures are still checked.
+/// The certificate checks of `sslmode=require` and `prefer` (`chain: None`:
+/// any certificate, as libpq) and of `verify-ca` (a chain to a trusted root,
+/// whatever name the certificate is for). The handshake's signatures are
+/// checked either way.
 #[derive(Debug)]
-struct AnyCertificate {
+struct Lenient {
     provider: Arc<rustls::crypto::CryptoProvider>,
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-impl ServerCertVerifier for AnyCertificate {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: UnixTime,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        Ok(ServerCertVerified::assertion())
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::NotValidForName
+                | rustls::CertificateError::NotValidForNameContext { .. },
+            )) => Ok(ServerCertVerified::assertion()),
+            other => other,
+        }
     }
 
     fn verify_tls12_signature(
@@ -183,54 +193,6 @@ impl ServerCertVerifier for AnyCertificate {
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.provider.signature_verification_algorithms.supported_schemes()
-    }
-}
-
-/// `sslmode=verify-ca`: a chain to a trusted root, whatever name the
-/// certificate is for.
-#[derive(Debug)]
-struct AnyName {
-    inner: Arc<WebPkiServerVerifier>,
-}
-
-impl ServerCertVerifier for AnyName {
-    fn verify_server_cert(
-        &self,
-        end_entity: &CertificateDer<'_>,
-        intermediates: &[CertificateDer<'_>],
-        server_name: &ServerName<'_>,
-        ocsp_response: &[u8],
-        now: UnixTime,
-    ) -> Result<ServerCertVerified, rustls::Error> {
-        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
-            Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForName))
-            | Err(rustls::Error::InvalidCertificate(rustls::CertificateError::NotValidForNameContext {
-                ..
-            })) => Ok(ServerCertVerified::assertion()),
-            other => other,
-        }
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.inner.supported_verify_schemes()
     }
 }
 
