@@ -7,13 +7,12 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{ok, KAPPA};
+use kappa_testkit::lines::LineChild;
 use kappa_testkit::netns::Lan;
 use serde_json::Value;
 
@@ -21,63 +20,33 @@ const KEY: &str = "1111111111111111111111111111111111111111111111111111111111111
 const OTHER_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const WAIT: Duration = Duration::from_secs(15);
 
-/// A process in a namespace printing JSON lines; stopped with SIGINT (then
-/// killed) on drop.
-struct Proc {
-    child: Child,
-    lines: mpsc::Receiver<Value>,
-    seen: Vec<Value>,
-}
+/// A process in a namespace printing JSON lines; killed on drop.
+struct Proc(LineChild);
 
 impl Proc {
-    fn start(mut cmd: Command) -> Proc {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let v = serde_json::from_str(&line).unwrap_or(Value::String(line));
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        Proc { child, lines, seen: Vec::new() }
+    fn start(cmd: Command) -> Proc {
+        Proc(LineChild::start(cmd))
     }
 
     /// Waits for a line for which `pred` holds; returns it.
     fn wait_for(&mut self, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
-            return v.clone();
-        }
-        let deadline = Instant::now() + WAIT;
-        loop {
-            match self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(v) => {
-                    self.seen.push(v.clone());
-                    if pred(&v) {
-                        return v;
-                    }
-                }
-                Err(_) => panic!("no {what} within {WAIT:?}; printed {:?}", self.seen),
-            }
-        }
+        json(&self.0.wait_for(what, WAIT, |l| pred(&json(l))))
     }
 
     /// Stops the process with SIGINT (a clean stop) and waits for it.
     fn interrupt(&mut self) {
-        let _ = Command::new("kill").args(["-INT", &self.child.id().to_string()]).status();
-        let _ = self.child.wait();
-        self.seen.extend(self.lines.try_iter());
+        self.0.interrupt();
+    }
+
+    /// Every line printed so far.
+    fn seen(&self) -> Vec<Value> {
+        self.0.seen.iter().map(|l| json(l)).collect()
     }
 }
 
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A printed line as JSON (a string if it is not JSON).
+fn json(line: &str) -> Value {
+    serde_json::from_str(line).unwrap_or_else(|_| Value::String(line.to_owned()))
 }
 
 fn event<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
@@ -175,8 +144,11 @@ fn a_peer_of_another_shared_key_is_never_connected() {
     assert!(err.contains("no peer of this database was found on the LAN within 1500 ms"), "{err}");
     assert!(started.elapsed() < Duration::from_secs(10));
     other.interrupt();
-    let connected: Vec<&Value> =
-        other.seen.iter().filter(|v| v["event"].as_str().is_some_and(|e| e.starts_with("peer_"))).collect();
+    let connected: Vec<Value> = other
+        .seen()
+        .into_iter()
+        .filter(|v| v["event"].as_str().is_some_and(|e| e.starts_with("peer_")))
+        .collect();
     assert!(connected.is_empty(), "{connected:?}");
 }
 

@@ -4,12 +4,11 @@
 //! comes back is found again; many announcers on one topic are all found.
 //! Skipped loudly without root (`ip netns`), failing under CI.
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
+use kappa_testkit::lines::LineChild;
 use kappa_testkit::netns::Lan;
 
 const TOPIC: &str = "ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01ab01";
@@ -17,67 +16,30 @@ const OTHER: &str = "cd02cd02cd02cd02cd02cd02cd02cd02cd02cd02cd02cd02cd02cd02cd0
 const WAIT: Duration = Duration::from_secs(10);
 
 /// A peer process; killed and reaped on drop.
-struct Peer {
-    child: Child,
-    _stdin: ChildStdin,
-    lines: mpsc::Receiver<String>,
-    seen: Vec<String>,
+struct Peer(LineChild);
+
+impl std::ops::Deref for Peer {
+    type Target = LineChild;
+    fn deref(&self) -> &LineChild {
+        &self.0
+    }
 }
 
 impl Peer {
-    fn start(mut cmd: Command) -> Peer {
-        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::inherit());
-        let mut child = cmd.spawn().expect("spawn a peer");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut p = Peer { child, _stdin: stdin, lines, seen: Vec::new() };
+    fn start(cmd: Command) -> Peer {
+        let mut p = Peer(LineChild::start(cmd));
         p.wait_for("ready", WAIT);
         p
     }
 
     /// Waits until a line equal to `want` arrives (or has arrived).
     fn wait_for(&mut self, want: &str, within: Duration) {
-        if self.seen.iter().any(|l| l == want) {
-            return;
-        }
-        let deadline = Instant::now() + within;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    let hit = line == want;
-                    self.seen.push(line);
-                    if hit {
-                        return;
-                    }
-                }
-                Err(_) => panic!("no {want:?} within {within:?}; the peer printed {:?}", self.seen),
-            }
-        }
+        self.0.wait_for(&format!("{want:?}"), within, |l| l == want);
     }
 
     /// Every line printed until now, after `during` more.
     fn lines_after(&mut self, during: Duration) -> &[String] {
-        let deadline = Instant::now() + during;
-        while let Ok(line) = self.lines.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-            self.seen.push(line);
-        }
-        &self.seen
-    }
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.0.lines_after(during)
     }
 }
 

@@ -12,6 +12,7 @@
 //!   ours on a [`pair::Pair`].
 //! - [`netns`]: test LANs in network namespaces (veth pairs on a bridge, multicast
 //!   on), deleted on drop; skipped loudly without root, failing under CI.
+//! - [`lines`]: a child process whose output lines a test waits for.
 //! - [`chaos`]: a loopback TCP relay that splits and delays the byte stream at
 //!   random (seeded), for interop tests with real JS peers.
 
@@ -24,6 +25,7 @@ use kappa_log::Feed;
 use serde_json::Value;
 
 pub mod chaos;
+pub mod lines;
 pub mod mux5;
 pub mod netns;
 pub mod pair;
