@@ -428,6 +428,139 @@ fn bridge_kc6_js_rust_kc7_js_live() {
     }
 }
 
+/// The bridge with a feed that changes form during the session: kc6 JS (A)
+/// ↔ Rust (B) ↔ kc7 JS (C), live. C's feed was written by kappa-core 6 (4
+/// entries, 32-byte signatures) and B holds it; B offers it to A, then C,
+/// now on kappa-core 7, appends 6 entries signed in the 40-byte form while
+/// both sessions run. A keeps the 4 it can verify and never sees a
+/// signature it cannot (it would fail "Remote signature could not be
+/// verified"); C gets everything; B's report to A names the feed and the
+/// first block kept back.
+#[test]
+fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_session() {
+    let Some(kc6) = js::harness() else { return };
+    let Some(kc7) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = key_hex();
+    let a_dir = tmp.path().join("a");
+    let c_dir = tmp.path().join("c");
+    let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
+    rust_writer(&b, "b", 1);
+
+    // C's feed, written by kappa-core 6, reaches B first.
+    let c_args = ["--dir", c_dir.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &kh];
+    let mut c6 = spawn(&kc6, &[&c_args[..], &["--write", "c:4"]].concat());
+    let port = c6.until("listening")["port"].as_u64().unwrap() as u16;
+    let r = task::block_on(async {
+        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        b.replicate(s, ReplicateOptions::new(true).shared_key(KEY)).await.unwrap()
+    });
+    assert_eq!(r.generation, Some(KC6));
+    let c6_done = c6.until("done");
+    let _ = c6.finish();
+    let c_prefix = js_summary(&c6_done);
+    let (c_key, c_at_4) =
+        c_prefix.iter().find(|(_, (len, _))| *len == 4).map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    assert_eq!(form(&b, &c_key), Some(SignatureForm::TreeHash));
+
+    let mut a = spawn(
+        &kc6,
+        &[
+            "--dir",
+            a_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--live",
+            "--shared-key",
+            &kh,
+            "--write",
+            "a:10",
+            "--write-during-live",
+            "late:5",
+        ],
+    );
+    // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 10 entries.
+    let mut c = spawn(
+        &kc7,
+        &[
+            &c_args[..],
+            &["--live", "--write-during-live", "c:6", "--expect-feeds", "4", "--expect-total", "26"],
+        ]
+        .concat(),
+    );
+    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
+    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let (c_done, ra, rc) = task::block_on(async {
+        let sa = TcpStream::connect(("127.0.0.1", port_a)).await.unwrap();
+        let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let ta = task::spawn(fa);
+        // A's session is under way (C's feed offered to A with its 32-byte
+        // head) once A's feed written during it has reached B.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !b.feeds().iter().any(|f| f.len() == 5 && f.lock().is_complete()) {
+            assert!(Instant::now() < deadline, "A's live feed never reached B");
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        let sc = TcpStream::connect(("127.0.0.1", port_c)).await.unwrap();
+        let (fc, hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let tc = task::spawn(fc);
+        let done = task::spawn_blocking(move || {
+            let d = loop {
+                let v = c.next_event();
+                if v["event"] == "done" || v["event"] == "timeout" || v["event"] == "error" {
+                    break v;
+                }
+            };
+            let _ = c.finish();
+            d
+        })
+        .await;
+        hc.close();
+        let rc = tc.await;
+        // C stops once it holds everything, maybe before B has C's newest
+        // blocks: B fetches what it lacks from C's folder, still live with A.
+        let mut c2 = spawn(&kc7, &c_args);
+        let port = c2.until("listening")["port"].as_u64().unwrap() as u16;
+        let s = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+        b.replicate(s, ReplicateOptions::new(true).shared_key(KEY)).await.unwrap();
+        let c2_done = task::spawn_blocking(move || {
+            let d = c2.until("done");
+            let _ = c2.finish();
+            d
+        })
+        .await;
+        assert_eq!(js_summary(&c2_done), js_summary(&done));
+        ha.close();
+        let ra = ta.await;
+        (done, ra, rc)
+    });
+    let a_done = a.until("done");
+    let _ = a.finish();
+    assert_eq!(c_done["event"], "done", "{c_done}");
+    assert_eq!(a_done["event"], "done", "{a_done}");
+    let ra = ra.unwrap();
+    assert_eq!(ra.generation, Some(KC6));
+    let c_feeds = js_summary(&c_done);
+    assert_eq!(c_feeds.len(), 4);
+    assert_eq!(c_feeds, summary(&b), "C holds exactly what B holds");
+    assert_eq!(c_feeds[&c_key].0, 10);
+    assert_eq!(form(&b, &c_key), Some(SignatureForm::TreeHashAndLength));
+    if let Ok(rc) = rc {
+        assert_eq!(rc.generation, Some(KC7));
+    }
+    // A holds its own two and B's whole, and C's as kappa-core 6 wrote it.
+    let a_feeds = js_summary(&a_done);
+    assert_eq!(a_feeds.len(), 4, "{a_feeds:?}");
+    assert_eq!(a_feeds[&c_key], c_at_4, "A holds C's feed up to its 32-byte head");
+    for (k, v) in a_feeds.iter().filter(|(k, _)| **k != c_key) {
+        assert_eq!(Some(v), c_feeds.get(k));
+    }
+    assert_eq!(ra.withheld.len(), 1, "{ra:?}");
+    assert_eq!(ra.withheld[0].0.to_hex(), c_key);
+    assert!(ra.withheld[0].1.contains("from 4 on"), "{}", ra.withheld[0].1);
+}
+
 #[test]
 fn a_js_kc7_folder_opens_in_rust_and_back() {
     let Some(harness) = js::harness_kc7() else { return };
