@@ -81,7 +81,12 @@ fn a_local_close_sends_close_at_once() {
             assert_eq!(closed(&pair.events_b), 1, "B got A's Close");
             // Every channel there was is closed: the live session ends cleanly.
             assert!(pair.drive_to_end(100_000));
-            assert!(pair.a.is_finished() && pair.b.is_finished(), "{:?} / {:?}", pair.a.error(), pair.b.error());
+            assert!(
+                pair.a.is_finished() && pair.b.is_finished(),
+                "{:?} / {:?}",
+                pair.a.error(),
+                pair.b.error()
+            );
         }
     }
 }
