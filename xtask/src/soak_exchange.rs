@@ -32,7 +32,6 @@ pub(crate) const INTEROP_SUITES: &[(&str, &str)] = &[
     ("kappa-multifeed", "interop_tcp"),
     ("kappa-multifeed", "interop_kc7"),
     ("kappa-cli", "js_interop"),
-    ("kappa-cli", "js_interop_kc7"),
 ];
 
 /// One round of [`INTEROP_SUITES`] through chaos proxies seeded from `seed`

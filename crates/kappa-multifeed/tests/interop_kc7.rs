@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use async_std::net::TcpStream;
 use async_std::task;
-use common::{form, js_summary, key_hex, rust_writer, spawn, summary, KC6, KC7, KEY};
+use common::{form, js_summary, key_hex, rust_writer, spawn, spawn_live_writer, summary, KC6, KC7, KEY};
 use kappa_log::encoding::{Codec, Json};
 use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, ReplicateOptions};
@@ -94,23 +94,7 @@ fn bridge_kc6_js_rust_kc7_js_live() {
     let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
-    let mut a = spawn(
-        &kc6,
-        &[
-            "--dir",
-            a_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:10",
-            "--write-during-live",
-            "late:5",
-        ],
-    );
+    let mut a = spawn_live_writer(&kc6, &a_dir);
     // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 4 entries.
     let mut c = spawn(
         &kc7,
@@ -216,23 +200,7 @@ fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_ses
         c_prefix.iter().find(|(_, (len, _))| *len == 4).map(|(k, v)| (k.clone(), v.clone())).unwrap();
     assert_eq!(form(&b, &c_key), Some(SignatureForm::TreeHash));
 
-    let mut a = spawn(
-        &kc6,
-        &[
-            "--dir",
-            a_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:10",
-            "--write-during-live",
-            "late:5",
-        ],
-    );
+    let mut a = spawn_live_writer(&kc6, &a_dir);
     // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 10 entries.
     let mut c = spawn(
         &kc7,

@@ -16,28 +16,14 @@ use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
-use common::{form, harness, js_form, js_summary, key_hex, opts, rust_writer, spawn, summary, KC6, KC7, KEY};
+use common::{form, js_summary, key_hex, opts, rust_writer, spawn, spawn_live_writer, summary, KC6, KEY};
 use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, MultifeedError, ReplicateOptions};
 use kappa_protocol::Generation;
 use kappa_testkit::{chaos, js};
 use serde_json::{json, Value};
 
-/// One `#[test]` per generation for a scenario.
-macro_rules! both_generations {
-    ($($scenario:ident => $kc6:ident, $kc7:ident;)*) => {$(
-        #[test]
-        fn $kc6() {
-            $scenario(KC6);
-        }
-        #[test]
-        fn $kc7() {
-            $scenario(KC7);
-        }
-    )*};
-}
-
-both_generations! {
+kappa_testkit::both_generations! {
     js_1000_and_rust_500_end_identical_both_roles =>
         kc6_js_1000_and_rust_500_end_identical_both_roles,
         kc7_js_1000_and_rust_500_end_identical_both_roles;
@@ -52,7 +38,7 @@ both_generations! {
 }
 
 fn js_1000_and_rust_500_end_identical_both_roles(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     for js_listens_as_initiator in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
@@ -83,14 +69,14 @@ fn js_1000_and_rust_500_end_identical_both_roles(generation: Generation) {
         // The JS feed is signed in its generation's form, ours in the 32-byte one.
         for (key, _) in ours {
             let theirs = report.new_feeds.iter().any(|k| k.to_hex() == key);
-            let want = if theirs { js_form(generation) } else { SignatureForm::TreeHash };
+            let want = if theirs { js::signature_form_of(generation) } else { SignatureForm::TreeHash };
             assert_eq!(form(&mf, &key), Some(want));
         }
     }
 }
 
 fn rust_listens_js_connects_non_live(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "local", 300);
@@ -132,7 +118,7 @@ fn rust_listens_js_connects_non_live(generation: Generation) {
 }
 
 fn a_sparse_rust_peer_takes_the_newest_of_each_js_feed(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     // A fresh Rust peer takes only the newest 5 of each JS feed.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
@@ -179,7 +165,7 @@ fn a_sparse_rust_peer_takes_the_newest_of_each_js_feed(generation: Generation) {
 }
 
 fn a_sparse_rust_peer_takes_the_newest_entries_from_js(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
     let kh = key_hex();
@@ -219,7 +205,7 @@ fn a_sparse_rust_peer_takes_the_newest_entries_from_js(generation: Generation) {
 }
 
 fn live_new_feeds_both_ways(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     // JS creates a writer after connecting; it reaches Rust live.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
@@ -305,7 +291,7 @@ fn live_new_feeds_both_ways(generation: Generation) {
 
 #[test]
 fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
-    let Some(harness) = harness(KC6) else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
     let mut peer = spawn(
@@ -347,30 +333,14 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
 
 #[test]
 fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
-    let Some(harness) = harness(KC6) else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
     // A: writes, and creates a feed once connected. C: expects A's two feeds and
     // Rust's one, all complete.
-    let mut a = spawn(
-        &harness,
-        &[
-            "--dir",
-            a_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:10",
-            "--write-during-live",
-            "late:5",
-        ],
-    );
+    let mut a = spawn_live_writer(&harness, &a_dir);
     let mut c = spawn(
         &harness,
         &[
@@ -420,7 +390,7 @@ fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
 
 #[test]
 fn chain_rust_js_rust_carries_feeds_both_ways_through_a_js_bridge() {
-    let Some(harness) = harness(KC6) else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let kh = key_hex();
     // A and C are Rust; the JS bridge in the middle listens for A and dials C.

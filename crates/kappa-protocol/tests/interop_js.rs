@@ -8,7 +8,7 @@
 //! generation (`kc6_…`, `kc7_…`); every connection goes through the seeded
 //! chaos relay when `KAPPA_CHAOS_SEED` is set (`kappa_testkit::chaos::route`).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
@@ -20,30 +20,12 @@ use kappa_testkit::{chaos, content_digest, js};
 
 const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
-const KC6: Generation = Generation::KappaCore6;
 const KC7: Generation = Generation::KappaCore7;
 
 type JsPeer = js::Peer;
 
-/// The JS harness of `generation` (`None`, and the test skips loudly, if it
-/// is not installed).
-fn harness(generation: Generation) -> Option<PathBuf> {
-    match generation {
-        Generation::KappaCore6 => js::harness(),
-        Generation::KappaCore7 => js::harness_kc7(),
-    }
-}
-
 fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
     js::Peer::spawn(harness, "replicate-peer.js", args)
-}
-
-/// The form a JS writer of `generation` signs in.
-fn js_form(generation: Generation) -> SignatureForm {
-    match generation {
-        Generation::KappaCore6 => SignatureForm::TreeHash,
-        Generation::KappaCore7 => SignatureForm::TreeHashAndLength,
-    }
 }
 
 fn writer(dir: &Path, n: u64) -> SharedFeed {
@@ -90,21 +72,7 @@ fn options(generation: Generation, initiator: bool) -> ProtocolOptions {
     ProtocolOptions::new(initiator).wire(Wire::Auto).responder_generation(generation)
 }
 
-/// One `#[test]` per generation for a scenario.
-macro_rules! both_generations {
-    ($($scenario:ident => $kc6:ident, $kc7:ident;)*) => {$(
-        #[test]
-        fn $kc6() {
-            $scenario(KC6);
-        }
-        #[test]
-        fn $kc7() {
-            $scenario(KC7);
-        }
-    )*};
-}
-
-both_generations! {
+kappa_testkit::both_generations! {
     rust_downloads_from_js_as_initiator_and_responder =>
         kc6_rust_downloads_from_js_as_initiator_and_responder,
         kc7_rust_downloads_from_js_as_initiator_and_responder;
@@ -116,7 +84,7 @@ both_generations! {
 }
 
 fn rust_downloads_from_js_as_initiator_and_responder(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     for rust_initiates in [true, false] {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
@@ -153,12 +121,12 @@ fn rust_downloads_from_js_as_initiator_and_responder(generation: Generation) {
         assert_eq!(f.audit().unwrap(), 3000);
         assert_eq!(content_digest(&mut f), done["digest"].as_str().unwrap());
         // hypercore 9 signed it in the 40-byte form, hypercore 8 in the 32-byte one.
-        assert_eq!(f.signature_form().unwrap(), Some(js_form(generation)));
+        assert_eq!(f.signature_form().unwrap(), Some(js::signature_form_of(generation)));
     }
 }
 
 fn js_downloads_from_rust_as_initiator_and_responder(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     // hypercore 8 cannot read a feed signed in the 40-byte form.
     let mut cases = vec![(true, SignatureForm::TreeHash), (false, SignatureForm::TreeHash)];
     if generation == KC7 {
@@ -207,7 +175,7 @@ fn js_downloads_from_rust_as_initiator_and_responder(generation: Generation) {
 }
 
 fn live_both_ways_with_appends(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     // Rust writer, JS live replica: Rust appends while connected.
     let tmp = tempfile::tempdir().unwrap();
     let w = writer(&tmp.path().join("rust"), 100);
@@ -297,7 +265,7 @@ fn live_both_ways_with_appends(generation: Generation) {
 }
 
 fn sparse_both_ways(generation: Generation) {
-    let Some(harness) = harness(generation) else { return };
+    let Some(harness) = js::harness_for(generation) else { return };
     // Rust sparse replica of a JS writer: only blocks 100..200 travel.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");

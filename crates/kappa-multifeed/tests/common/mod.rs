@@ -5,7 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use kappa_log::encoding::{Codec, Json};
 use kappa_log::SignatureForm;
@@ -22,26 +22,17 @@ pub fn key_hex() -> String {
     hex::encode(KEY)
 }
 
-/// The JS harness of `generation`: `interop/` (kappa-core 6) or
-/// `interop/kc7/` (kappa-core 7); `None` (the test skips loudly) if it is not
-/// installed.
-pub fn harness(generation: Generation) -> Option<PathBuf> {
-    match generation {
-        Generation::KappaCore6 => js::harness(),
-        Generation::KappaCore7 => js::harness_kc7(),
-    }
-}
-
 pub fn spawn(harness: &Path, args: &[&str]) -> js::Peer {
     js::Peer::spawn(harness, "multifeed-peer.js", args)
 }
 
-/// The form a JS writer of `generation` signs in.
-pub fn js_form(generation: Generation) -> SignatureForm {
-    match generation {
-        Generation::KappaCore6 => SignatureForm::TreeHash,
-        Generation::KappaCore7 => SignatureForm::TreeHashAndLength,
-    }
+/// A live JS peer listening as the responder in `dir` that writes `a:10`,
+/// and `late:5` once connected (the far end of a chain through Rust).
+pub fn spawn_live_writer(harness: &Path, dir: &Path) -> js::Peer {
+    let d = dir.to_str().unwrap();
+    let kh = key_hex();
+    let args = ["--dir", d, "--listen", "0", "--responder", "--live", "--shared-key", &kh];
+    spawn(harness, &[&args[..], &["--write", "a:10", "--write-during-live", "late:5"]].concat())
 }
 
 /// Rust's options against a peer of `generation`: an initiator detects it; a
