@@ -161,7 +161,8 @@ fn first_line(child: &mut std::process::Child) -> Result<String, String> {
 fn rust_replication(r: &Replication, tmp: &Path, wire: &str) -> Result<(f64, f64), String> {
     let bin = target_dir().join("release/examples/replicate");
     let bin = bin.to_str().ok_or("path")?;
-    let w = tmp.join(format!("rust-w-{}", r.size));
+    // Each generation writes and fetches into its own directories.
+    let w = tmp.join(format!("rust-w-{}-{wire}", r.size));
     let key = Command::new(bin)
         .args(["create", w.to_str().ok_or("path")?, &r.rust_entries.to_string(), &r.size.to_string()])
         .output()
@@ -177,11 +178,17 @@ fn rust_replication(r: &Replication, tmp: &Path, wire: &str) -> Result<(f64, f64
         let port: serde_json::Value =
             serde_json::from_str(&first_line(&mut server)?).map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{}", port["port"]);
-        let dir = tmp.join(format!("rust-r-{}-{run}", r.size));
+        let dir = tmp.join(format!("rust-r-{}-{wire}-{run}", r.size));
         let out = Command::new(bin)
             .args(["fetch", dir.to_str().ok_or("path")?, &key, &addr])
             .output()
             .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            // A fetch that never connected leaves the server waiting.
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(format!("fetch failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
         let _ = server.wait();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("fetch output {:?}: {e}", String::from_utf8_lossy(&out.stderr)))?;

@@ -27,6 +27,8 @@ pub struct Proof {
 #[derive(Debug, Clone, Default)]
 pub struct RemoteTree {
     bits: Vec<u64>,
+    /// Bits set since [`begin`](RemoteTree::begin), while one is open.
+    journal: Option<Vec<u64>>,
 }
 
 /// Nodes past this index are not remembered (they are simply sent again).
@@ -54,7 +56,35 @@ impl RemoteTree {
         }
         let was = self.bits[w] & (1 << b) != 0;
         self.bits[w] |= 1 << b;
+        if !was {
+            if let Some(j) = &mut self.journal {
+                j.push(x);
+            }
+        }
         !was
+    }
+
+    /// Starts remembering what is recorded from now on, so that a proof made
+    /// and then not sent can be taken back ([`rollback`](Self::rollback));
+    /// [`commit`](Self::commit) keeps it.
+    pub fn begin(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// Keeps what was recorded since [`begin`](Self::begin).
+    pub fn commit(&mut self) {
+        self.journal = None;
+    }
+
+    /// Forgets what was recorded since [`begin`](Self::begin) (the proof was
+    /// not sent).
+    pub fn rollback(&mut self) {
+        for x in self.journal.take().unwrap_or_default() {
+            let (w, b) = ((x / 64) as usize, x % 64);
+            if let Some(word) = self.bits.get_mut(w) {
+                *word &= !(1 << b);
+            }
+        }
     }
 
     /// Records that the peer has node `x`, and every parent whose two children

@@ -158,8 +158,7 @@ impl Replicator {
     /// in the 32-byte form, with that state's signature (or an older 32-byte
     /// one), and never a block past it: the blocks after it are not
     /// announced, requests for them are not answered, and
-    /// [`FeedStats::withheld_from`] says from where. Proofs for it are made
-    /// afresh each time (no [`RemoteTree`]), as for a JS peer. A feed whose
+    /// [`FeedStats::withheld_from`] says from where. A feed whose
     /// newer states are signed in the 40-byte form (appended by hypercore 9,
     /// or replicated from a kappa-core 7 peer during the session) thus stops
     /// growing for this peer, and resumes when a newer state is signed in the
@@ -571,17 +570,22 @@ impl Replicator {
         hash: bool,
     ) -> Result<Option<Proof>, ProtocolError> {
         let storage = |e: LogError| ProtocolError::Storage(e.to_string());
-        if req.index >= self.short_len {
-            self.stats.withheld_from = Some(self.short_len);
+        let short_len = self.short_len;
+        if req.index >= short_len {
+            self.stats.withheld_from = Some(short_len);
             return Ok(None);
         }
         let digest = req.nodes.unwrap_or(0);
-        let (proof, slot) =
-            f.proof_and_slot(req.index, digest, hash, &mut RemoteTree::new()).map_err(storage)?;
+        // As for any peer: compact proofs for a kappa-rs peer, each proof on its
+        // own for a JS one. A proof not sent is taken back from the remote tree.
+        let mut fresh = RemoteTree::new();
+        let remote = if self.compact_proofs { &mut self.remote_tree } else { &mut fresh };
+        remote.begin();
+        let (proof, slot) = f.proof_and_slot(req.index, digest, hash, remote).map_err(storage)?;
         let usable = match slot {
             None => true,
-            Some(s) if s + 1 == self.short_len => true,
-            Some(s) if s + 1 < self.short_len => match self.slot_forms.get(&s) {
+            Some(s) if s + 1 == short_len => true,
+            Some(s) if s + 1 < short_len => match self.slot_forms.get(&s) {
                 Some(&short) => short,
                 None => {
                     let short = f.signature_form_at(s + 1).map_err(storage)? == Some(SignatureForm::TreeHash);
@@ -595,12 +599,15 @@ impl Replicator {
             Some(_) => false,
         };
         if usable {
+            remote.commit();
             return Ok(Some(proof));
         }
         // The proof would carry a 40-byte signature: prove the block against
         // the newest state signed in the 32-byte form instead.
-        let proof =
-            f.proof_at(req.index, digest, hash, &mut RemoteTree::new(), self.short_len).map_err(storage)?;
+        remote.rollback();
+        remote.begin();
+        let proof = f.proof_at(req.index, digest, hash, remote, short_len).map_err(storage)?;
+        remote.commit();
         if proof.is_none() {
             // A sparse replica may lack a node of the way to that state.
             self.stats.withheld_from = Some(self.stats.withheld_from.map_or(req.index, |w| w.min(req.index)));

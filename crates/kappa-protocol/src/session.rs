@@ -394,10 +394,11 @@ pub struct FeedStats {
     pub blocks_down: u64,
     /// Value bytes received and stored.
     pub bytes_down: u64,
-    /// The blocks from this index on were kept from the peer: it speaks
-    /// kappa-core 6 (hypercore 8) and they are signed only in the 40-byte
-    /// hypercore 9 form, which it cannot verify (see `docs/semantics.md`, the
-    /// one-way signature rule).
+    /// The first block kept from the peer: it speaks kappa-core 6 (hypercore
+    /// 8), and the blocks from here on are signed only in the 40-byte
+    /// hypercore 9 form, which it cannot verify (or, on a sparse replica, this
+    /// block could not be proven against a state signed in the 32-byte form).
+    /// See `docs/semantics.md`, the one-way signature rule.
     pub withheld_from: Option<u64>,
 }
 
