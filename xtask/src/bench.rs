@@ -165,9 +165,10 @@ fn first_line(child: &mut std::process::Child) -> Result<String, String> {
 /// Rust: (entries/s, MB/s), median of three runs; the server answers in wire
 /// generation `wire` ("6" or "7"), the fetcher detects it.
 fn rust_replication(r: &Replication, tmp: &Path, wire: &str) -> Result<(f64, f64), String> {
-    let bin = root().join("target/release/examples/replicate");
+    let bin = target_dir().join("release/examples/replicate");
     let bin = bin.to_str().ok_or("path")?;
-    let w = tmp.join(format!("rust-w-{}", r.size));
+    // Each generation writes and fetches into its own directories.
+    let w = tmp.join(format!("rust-w-{}-{wire}", r.size));
     let key = Command::new(bin)
         .args(["create", w.to_str().ok_or("path")?, &r.rust_entries.to_string(), &r.size.to_string()])
         .output()
@@ -183,11 +184,17 @@ fn rust_replication(r: &Replication, tmp: &Path, wire: &str) -> Result<(f64, f64
         let port: serde_json::Value =
             serde_json::from_str(&first_line(&mut server)?).map_err(|e| e.to_string())?;
         let addr = format!("127.0.0.1:{}", port["port"]);
-        let dir = tmp.join(format!("rust-r-{}-{run}", r.size));
+        let dir = tmp.join(format!("rust-r-{}-{wire}-{run}", r.size));
         let out = Command::new(bin)
             .args(["fetch", dir.to_str().ok_or("path")?, &key, &addr])
             .output()
             .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            // A fetch that never connected leaves the server waiting.
+            let _ = server.kill();
+            let _ = server.wait();
+            return Err(format!("fetch failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
         let _ = server.wait();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("fetch output {:?}: {e}", String::from_utf8_lossy(&out.stderr)))?;
@@ -258,7 +265,7 @@ fn js_replication(r: &Replication, tmp: &Path, harness: &str) -> Result<(f64, f6
 
 /// Feed-set sync, Rust: (entries/s), median of three runs.
 fn rust_multifeed_sync(feeds: u64, entries: u64, tmp: &Path) -> Result<f64, String> {
-    let bin = root().join("target/release/examples/sync");
+    let bin = target_dir().join("release/examples/sync");
     let bin = bin.to_str().ok_or("path")?;
     let a = tmp.join("mf-rust-a");
     run(bin, &["create", a.to_str().ok_or("path")?, &feeds.to_string(), &entries.to_string()])?;
@@ -344,12 +351,16 @@ fn js_multifeed_sync_once(feeds: u64, entries: u64, tmp: &Path) -> Result<f64, S
     Ok((feeds * entries) as f64 / secs)
 }
 
-/// Where criterion writes its estimates (`$CARGO_TARGET_DIR/criterion`).
-fn criterion_dir() -> std::path::PathBuf {
+/// Cargo's target directory (`$CARGO_TARGET_DIR`, else `target/`).
+fn target_dir() -> std::path::PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| root().join("target"))
-        .join("criterion")
+}
+
+/// Where criterion writes its estimates (`$CARGO_TARGET_DIR/criterion`).
+fn criterion_dir() -> std::path::PathBuf {
+    target_dir().join("criterion")
 }
 
 /// `write` + `fdatasync` pairs per second on a file in the temporary directory
@@ -372,10 +383,7 @@ fn fdatasync_rate() -> Result<f64, String> {
 /// `kappa put` and `kappa get` processes per second from a shell loop on a
 /// small database (the release binary), and what each costs the feed's files.
 fn cli_rates() -> Result<(f64, f64, String), String> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let kappa = target.join("release/kappa");
+    let kappa = target_dir().join("release/kappa");
     let tmp = std::env::temp_dir().join(format!("kappa-bench-cli-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let db = tmp.join("db");
@@ -519,9 +527,59 @@ fn run_log_bench() -> Result<(), String> {
 
 /// Runs the benches and writes `docs/benchmarks.md` (`log`: only the
 /// kappa-log section).
+/// The replication section's heading and table: each workload of
+/// [`REPLICATIONS`] over both wire generations, Rust↔Rust beside JS↔JS of
+/// that generation, in this run.
+fn replication_rows() -> Result<String, String> {
+    let mut md = String::new();
+    let _ = writeln!(md, "## kappa-protocol (replication between two processes, loopback TCP)\n");
+    let _ = writeln!(md, "| workload | kappa-rs | JS stack of that generation | ratio | target |");
+    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+    let tmp = std::env::temp_dir().join(format!("kappa-bench-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let generations = [
+        ("6", "interop", "kappa-core 6 wire (hypercore-protocol 7)"),
+        ("7", "interop/kc7", "kappa-core 7 wire (hypercore-protocol 8; JS: kappa-core 7 stack)"),
+    ];
+    for (r, (wire, harness, wire_name)) in
+        REPLICATIONS.iter().flat_map(|r| generations.iter().map(move |g| (r, g)))
+    {
+        let rust = rust_replication(r, &tmp, wire)?;
+        let js_r = js_replication(r, &tmp, harness)?;
+        let (rust_fig, js_fig, ratio) = if r.size >= 1024 {
+            (format!("{:.0} MB/s", rust.1), format!("{:.0} MB/s", js_r.1), rust.1 / js_r.1)
+        } else {
+            (
+                format!("{} entries/s", fmt_rate(rust.0)),
+                format!("{} entries/s", fmt_rate(js_r.0)),
+                rust.0 / js_r.0,
+            )
+        };
+        let _ = writeln!(
+            md,
+            "| {}, {wire_name} ({} Rust / {} JS entries) | {rust_fig} | {js_fig} | **{ratio:.1}×** | {} |",
+            r.what, r.rust_entries, r.js_entries, r.target
+        );
+        eprintln!("{} ({wire_name}): rust {rust_fig} js {js_fig} ratio {ratio:.1}", r.what);
+    }
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok(md)
+}
+
+/// `cargo xtask bench replication`: only the replication rows (both wire
+/// generations, each beside its JS stack), printed as markdown.
+fn run_replication_bench() -> Result<(), String> {
+    run("cargo", &["build", "--release", "-p", "kappa-protocol", "--example", "replicate"])?;
+    print!("{}", replication_rows()?);
+    Ok(())
+}
+
 pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
     if args.first().map(String::as_str) == Some("log") {
         return run_log_bench();
+    }
+    if args.first().map(String::as_str) == Some("replication") {
+        return run_replication_bench();
     }
     run("cargo", &["build", "--release", "-p", "kappa-cli"])?;
     run("cargo", &["bench", "-p", "kappa-log", "--bench", "feed"])?;
@@ -553,36 +611,8 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
         machine()
     );
     md.push_str(&log_section(&js, &dir)?);
-    let _ = writeln!(md, "## kappa-protocol (replication between two processes, loopback TCP)\n");
-    let _ = writeln!(md, "| workload | kappa-rs | JS stack of that generation | ratio | target |");
-    let _ = writeln!(md, "| --- | --- | --- | --- | --- |");
+    md.push_str(&replication_rows()?);
     let tmp = std::env::temp_dir().join(format!("kappa-bench-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&tmp);
-    let generations = [
-        ("6", "interop", "kappa-core 6 wire (hypercore-protocol 7)"),
-        ("7", "interop/kc7", "kappa-core 7 wire (hypercore-protocol 8; JS: kappa-core 7 stack)"),
-    ];
-    for (r, (wire, harness, wire_name)) in
-        REPLICATIONS.iter().flat_map(|r| generations.iter().map(move |g| (r, g)))
-    {
-        let rust = rust_replication(r, &tmp, wire)?;
-        let js_r = js_replication(r, &tmp, harness)?;
-        let (rust_fig, js_fig, ratio) = if r.size >= 1024 {
-            (format!("{:.0} MB/s", rust.1), format!("{:.0} MB/s", js_r.1), rust.1 / js_r.1)
-        } else {
-            (
-                format!("{} entries/s", fmt_rate(rust.0)),
-                format!("{} entries/s", fmt_rate(js_r.0)),
-                rust.0 / js_r.0,
-            )
-        };
-        let _ = writeln!(
-            md,
-            "| {}, {wire_name} ({} Rust / {} JS entries) | {rust_fig} | {js_fig} | **{ratio:.1}×** | {} |",
-            r.what, r.rust_entries, r.js_entries, r.target
-        );
-        eprintln!("{} ({wire_name}): rust {rust_fig} js {js_fig} ratio {ratio:.1}", r.what);
-    }
     let _ = writeln!(
         md,
         "\nRust figures: `crates/kappa-protocol/examples/replicate.rs` (`create`, `serve`, `fetch`), \
@@ -670,7 +700,7 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
         );
         eprintln!("{what}: rust {rust:.0} js {js_rate:.0}");
     }
-    let bin = root().join("target/release/examples/index_1m");
+    let bin = target_dir().join("release/examples/index_1m");
     let out = Command::new(&bin).output().map_err(|e| format!("{}: {e}", bin.display()))?;
     let line = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().to_owned();
     let _ = writeln!(
@@ -723,7 +753,7 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
          settings). `crates/kappa-view-postgres/benches/index.rs`.\n"
     );
     // Partial replication.
-    let bin = root().join("target/release/examples/first_answer");
+    let bin = target_dir().join("release/examples/first_answer");
     let out = Command::new(&bin).output().map_err(|e| format!("{}: {e}", bin.display()))?;
     let fa: Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default())

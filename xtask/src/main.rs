@@ -4,9 +4,11 @@
 //! cargo xtask ci            fmt check, clippy -D warnings, tests (with fuzz corpus replay
 //!                           and JS interop), doc build
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
-//! cargo xtask bench [log]   criterion benches and the JS figures measured side by side
-//!                           (log: only the kappa-log section, with the CLI loops),
-//!                           written to docs/benchmarks.md
+//! cargo xtask bench [log | replication]
+//!                           criterion benches and the JS figures measured side by side,
+//!                           written to docs/benchmarks.md (log: only the kappa-log
+//!                           section, with the CLI loops; replication: only the
+//!                           replication rows of both wire generations, printed)
 //! cargo xtask soak <CAMPAIGN> [N]
 //!                           long randomized campaigns (kills, damage, all; exchange and
 //!                           interop in soak_exchange.rs); see soak.rs
@@ -33,7 +35,9 @@ fn main() -> ExitCode {
         Some("bench") => bench::run_bench(&args[1..]),
         Some("soak") => soak::soak(&args[1..]),
         _ => {
-            eprintln!("usage: cargo xtask <ci | fuzz [SECONDS] | bench [log] | soak CAMPAIGN [N]>");
+            eprintln!(
+                "usage: cargo xtask <ci | fuzz [SECONDS] | bench [log | replication] | soak CAMPAIGN [N]>"
+            );
             return ExitCode::from(2);
         }
     };

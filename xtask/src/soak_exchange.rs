@@ -27,8 +27,12 @@ fn cargo_test(test: &str, env: &[(&str, String)]) -> Result<(), String> {
 
 /// The JS interop suites that run through chaos proxies when
 /// `KAPPA_CHAOS_SEED` is set: (package, test target).
-pub(crate) const INTEROP_SUITES: &[(&str, &str)] =
-    &[("kappa-protocol", "interop_js"), ("kappa-multifeed", "interop_tcp"), ("kappa-cli", "js_interop")];
+pub(crate) const INTEROP_SUITES: &[(&str, &str)] = &[
+    ("kappa-protocol", "interop_js"),
+    ("kappa-multifeed", "interop_tcp"),
+    ("kappa-multifeed", "interop_kc7"),
+    ("kappa-cli", "js_interop"),
+];
 
 /// One round of [`INTEROP_SUITES`] through chaos proxies seeded from `seed`
 /// (one cargo run over the workspace, so nothing is built again with other

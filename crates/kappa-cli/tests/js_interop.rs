@@ -1,19 +1,41 @@
-//! The `kappa` binary with real JS kappa-core 6 (multifeed 5, kappa-view-kv 2)
-//! over loopback TCP and on disk. Skipped (loudly) when `interop/node_modules` is
-//! missing, except under CI.
+//! The `kappa` binary with real JS peers of both generations over loopback
+//! TCP and on disk: kappa-core 6 (multifeed 5, kappa-view-kv 2) from
+//! `interop/`, kappa-core 7 (multifeed 6, hypercore 9, hypercore-protocol 8,
+//! kappa-view-kv 2) from `interop/kc7/`. For both, one body per scenario
+//! (`kc6_…`, `kc7_…`): a JS kv view over the CLI's table, `kappa sync` with
+//! live and non-live JS peers. kappa-core 6 only: a live JS peer with `kappa
+//! serve`. kappa-core 7 only: a directory JS wrote, the wrong `--wire`, and
+//! one `kappa serve` that JS kappa-core 6 and 7 peers sync with in turn.
+//! Skipped (loudly) when a harness is missing, except under CI. Every
+//! connection goes through the seeded chaos relay when `KAPPA_CHAOS_SEED` is
+//! set.
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use kappa_core::protocol::Generation;
 use kappa_testkit::{chaos, js};
 use serde_json::{json, Value};
 
+const KC6: Generation = Generation::KappaCore6;
+
+kappa_testkit::both_generations! {
+    a_js_kv_view_sees_the_cli_table => kc6_a_js_kv_view_sees_the_cli_table, kc7_a_js_kv_view_sees_the_cli_table;
+    kappa_sync_with_js_peers_live_and_non_live =>
+        kc6_kappa_sync_with_js_peers_live_and_non_live,
+        kc7_kappa_sync_with_js_peers_live_and_non_live;
+}
+
 const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
 
+fn run(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().unwrap()
+}
+
 fn ok(dir: &Path, args: &[&str]) -> String {
-    let o = Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().unwrap();
+    let o = run(dir, args);
     assert!(
         o.status.success(),
         "kappa {args:?}: {}{}",
@@ -29,7 +51,7 @@ fn json_lines(dir: &Path, args: &[&str]) -> Vec<Value> {
     ok(dir, &all).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
 
-/// `kappa serve --json --listen 127.0.0.1:0 --max-peers 1` on `dir`.
+/// `kappa serve --json --listen 127.0.0.1:0 --max-peers N` on `dir`.
 struct Server {
     child: Child,
     out: BufReader<ChildStdout>,
@@ -37,11 +59,13 @@ struct Server {
 }
 
 impl Server {
-    fn start(dir: &Path) -> Server {
+    fn start(dir: &Path, max_peers: usize, extra: &[&str]) -> Server {
+        let max = max_peers.to_string();
         let mut child = Command::new(KAPPA)
             .arg("--dir")
             .arg(dir)
-            .args(["--json", "serve", "--listen", "127.0.0.1:0", "--max-peers", "1"])
+            .args(["--json", "serve", "--listen", "127.0.0.1:0", "--max-peers", &max])
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap();
@@ -53,7 +77,19 @@ impl Server {
         Server { child, out, addr }
     }
 
-    /// Waits for the exit; returns the logged events.
+    /// The next event the server logged whose kind is one of `kinds`.
+    fn next(&mut self, kinds: &[&str]) -> Value {
+        loop {
+            let mut line = String::new();
+            assert!(self.out.read_line(&mut line).unwrap() > 0, "kappa serve ended");
+            let v: Value = serde_json::from_str(&line).unwrap();
+            if kinds.contains(&v["event"].as_str().unwrap_or("")) {
+                return v;
+            }
+        }
+    }
+
+    /// Waits for the exit; returns the events not read yet.
     fn wait(mut self) -> Vec<Value> {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -77,7 +113,7 @@ impl Drop for Server {
     }
 }
 
-/// Runs the JS kv app (`tests/js/kv-table.js`) over `dir`.
+/// Runs the JS kv app (`tests/js/kv-table.js`) over `dir` on the stack of `harness`.
 fn js_kv(harness: &Path, dir: &Path, key: &str, keys: &[&str]) -> Vec<Value> {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/js/kv-table.js");
     let o = Command::new("node")
@@ -98,9 +134,10 @@ fn cli_heads(dir: &Path, key: &str) -> Value {
     json_lines(dir, &["get", key]).remove(0)["heads"].clone()
 }
 
-#[test]
-fn a_js_kv_view_sees_the_cli_table() {
-    let Some(harness) = js::harness() else { return };
+/// The CLI's table as JS kappa-view-kv sees it from the same directory
+/// (kappa-core 7 opens the directory the CLI wrote too), fork and merge.
+fn a_js_kv_view_sees_the_cli_table(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let b = tmp.path().join("b");
@@ -110,7 +147,7 @@ fn a_js_kv_view_sees_the_cli_table() {
     ok(&a, &["put", "tuesday", "5"]);
     ok(&a, &["put", "tuesday", r#"{"n":6}"#]);
     ok(&b, &["put", "monday", "salad"]);
-    let server = Server::start(&a);
+    let server = Server::start(&a, 1, &[]);
     ok(&b, &["sync", &server.addr]);
     server.wait();
 
@@ -133,15 +170,63 @@ fn a_js_kv_view_sees_the_cli_table() {
     assert_eq!(seen[0]["heads"][0]["value"], "both");
 }
 
+fn kappa_sync_with_js_peers_live_and_non_live(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
+    for live in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let b = tmp.path().join("b");
+        let js_dir = tmp.path().join("js");
+        let key = ok(&b, &["key"]).trim().to_owned();
+        ok(&b, &["put", "y", "2"]);
+        let mut args = vec![
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &key,
+            "--write",
+            "local:5",
+        ];
+        if live {
+            args.push("--live");
+        }
+        let mut peer = js::Peer::spawn(&harness, "multifeed-peer.js", &args);
+        let port = peer.until("listening")["port"].as_u64().unwrap();
+        let route = chaos::route_to_port(port as u16);
+        let addr = route.addr().to_string();
+        let report = json_lines(&b, &["sync", &addr]).remove(0);
+        assert_eq!(report["blocks_received"], 5, "live {live}: {report}");
+        assert_eq!(report["blocks_sent"], 1, "live {live}: {report}");
+        let wire = if generation == KC6 { 6 } else { 7 };
+        assert_eq!(report["wire"], wire, "live {live}: {report}");
+        let done = peer.until("done");
+        assert_eq!(done["feedCount"], 2, "live {live}: {done}");
+        assert_eq!(done["totalLength"], 6, "live {live}: {done}");
+        assert_eq!(done["complete"], true, "live {live}: {done}");
+        assert!(peer.finish().success());
+        let feeds = json_lines(&b, &["feeds"]);
+        assert_eq!(feeds.iter().map(|f| f["length"].as_u64().unwrap()).sum::<u64>(), 6);
+        // The text report says which generation the peer spoke.
+        let mut peer = js::Peer::spawn(&harness, "multifeed-peer.js", &args);
+        let port = peer.until("listening")["port"].as_u64().unwrap();
+        let text = ok(&b, &["sync", &chaos::route_to_port(port as u16).addr().to_string()]);
+        assert!(text.contains(&format!("over the {generation} wire")), "{text}");
+        peer.until("done");
+        assert!(peer.finish().success());
+    }
+}
+
 #[test]
 fn a_live_js_peer_replicates_with_kappa_serve() {
-    let Some(harness) = js::harness() else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let js_dir = tmp.path().join("js");
     let key = ok(&a, &["key"]).trim().to_owned();
     ok(&a, &["put", "x", "1"]);
-    let server = Server::start(&a);
+    let server = Server::start(&a, 1, &[]);
     let route = chaos::route(server.addr.parse().unwrap());
     let mut peer = js::Peer::spawn(
         &harness,
@@ -190,15 +275,37 @@ fn a_live_js_peer_replicates_with_kappa_serve() {
 }
 
 #[test]
-fn kappa_sync_with_js_peers_live_and_non_live() {
-    let Some(harness) = js::harness() else { return };
-    for live in [false, true] {
-        let tmp = tempfile::tempdir().unwrap();
-        let b = tmp.path().join("b");
-        let js_dir = tmp.path().join("js");
-        let key = ok(&b, &["key"]).trim().to_owned();
-        ok(&b, &["put", "y", "2"]);
-        let mut args = vec![
+fn the_cli_opens_a_directory_js_kc7_wrote() {
+    let Some(harness) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("db");
+    let written = &js::run(&harness, "multifeed-tool.js", &["write", d.to_str().unwrap(), "local:12"])[0];
+    let feeds = json_lines(&d, &["feeds"]);
+    assert_eq!(feeds.len(), 1);
+    assert_eq!(feeds[0]["key"], written["feeds"][0]["key"]);
+    assert_eq!(feeds[0]["length"], 12);
+    let log = json_lines(&d, &["log", feeds[0]["key"].as_str().unwrap()]);
+    assert_eq!(log[11]["value"], json!({"n": 11, "who": "local"}));
+    let o = run(&d, &["check"]);
+    assert!(
+        o.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn kappa_sync_with_the_wrong_wire_fails_and_says_so() {
+    let Some(harness) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let b = tmp.path().join("b");
+    let key = ok(&b, &["key"]).trim().to_owned();
+    let js_dir = tmp.path().join("js");
+    let mut peer = js::Peer::spawn(
+        &harness,
+        "multifeed-peer.js",
+        &[
             "--dir",
             js_dir.to_str().unwrap(),
             "--listen",
@@ -207,24 +314,112 @@ fn kappa_sync_with_js_peers_live_and_non_live() {
             "--shared-key",
             &key,
             "--write",
-            "local:5",
-        ];
-        if live {
-            args.push("--live");
-        }
-        let mut peer = js::Peer::spawn(&harness, "multifeed-peer.js", &args);
-        let port = peer.until("listening")["port"].as_u64().unwrap();
-        let route = chaos::route_to_port(port as u16);
-        let addr = route.addr().to_string();
-        let report = json_lines(&b, &["sync", &addr]).remove(0);
-        assert_eq!(report["blocks_received"], 5, "live {live}: {report}");
-        assert_eq!(report["blocks_sent"], 1, "live {live}: {report}");
-        let done = peer.until("done");
-        assert_eq!(done["feedCount"], 2, "live {live}: {done}");
-        assert_eq!(done["totalLength"], 6, "live {live}: {done}");
-        assert_eq!(done["complete"], true, "live {live}: {done}");
-        assert!(peer.finish().success());
-        let feeds = json_lines(&b, &["feeds"]);
-        assert_eq!(feeds.iter().map(|f| f["length"].as_u64().unwrap()).sum::<u64>(), 6);
-    }
+            "local:1",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap();
+    let o = run(&b, &["sync", "--wire", "6", &format!("127.0.0.1:{port}")]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("another wire generation") && err.contains("--wire auto"), "{err}");
+    assert!(!err.contains("same shared key"), "{err}");
+    let _ = peer.finish();
+    let o = run(&b, &["sync", "--wire", "8", "127.0.0.1:1"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("expected auto, 6 or 7"));
+}
+
+/// One `kappa serve` (answering new peers in kappa-core 6) synced by a JS
+/// kappa-core 6 peer, then a JS kappa-core 7 peer (whose first attempt the
+/// server answers in kappa-core 6: it hangs up, and is answered in kappa-core 7
+/// when it tries again, as JS apps do), then another kappa-core 6 peer (one
+/// failed attempt: the address is now remembered as kappa-core 7). Each ends
+/// with everything it may have: the kappa-core 6 peer never gets the feed
+/// hypercore 9 signed in the 40-byte form, and the server's log says why.
+#[test]
+fn one_kappa_serve_syncs_js_kc6_and_kc7_peers_in_turn() {
+    let Some(kc6) = js::harness() else { return };
+    let Some(kc7) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    let key = ok(&a, &["key"]).trim().to_owned();
+    ok(&a, &["put", "x", "1"]);
+    let mut server = Server::start(&a, 5, &[]);
+    let route = chaos::route(server.addr.parse().unwrap());
+    let addr = route.addr().to_string();
+    // A live JS peer in a fresh folder that writes `write`, and hangs up once it
+    // holds `feeds` feeds and `total` entries and the server acked its own.
+    let peer = |harness: &Path, dir: &str, write: &str, feeds: u64, total: u64| {
+        let d = tmp.path().join(dir);
+        let (feeds, total) = (feeds.to_string(), total.to_string());
+        let mut p = js::Peer::spawn(
+            harness,
+            "multifeed-peer.js",
+            &[
+                "--dir",
+                d.to_str().unwrap(),
+                "--connect",
+                &addr,
+                "--initiator",
+                "--live",
+                "--shared-key",
+                &key,
+                "--write",
+                write,
+                "--expect-feeds",
+                &feeds,
+                "--expect-total",
+                &total,
+                "--await-acks",
+            ],
+        );
+        let v = loop {
+            let e = p.next_event();
+            if ["done", "error", "timeout"].contains(&e["event"].as_str().unwrap()) {
+                break e;
+            }
+        };
+        (v, p.finish().success())
+    };
+    let ended = ["peer_done", "peer_failed"];
+
+    // 1. kappa-core 6: the server's feed and its own.
+    let (done, success) = peer(&kc6, "six", "six:3", 2, 4);
+    assert!(success, "{done}");
+    let ev = server.next(&ended);
+    assert_eq!((&ev["event"], &ev["wire"]), (&json!("peer_done"), &json!(6)), "{ev}");
+
+    // 2. kappa-core 7: the first attempt is answered in kappa-core 6 and fails.
+    let (done, success) = peer(&kc7, "seven-a", "seven:2", 3, 6);
+    assert!(!success && done["event"] == "error", "{done}");
+    let ev = server.next(&ended);
+    assert_eq!(ev["event"], "peer_failed", "{ev}");
+    assert!(ev["error"].as_str().unwrap().contains("hung up on our handshake answer"), "{ev}");
+    // The next attempt gets in, with every feed.
+    let (done, success) = peer(&kc7, "seven-b", "seven:2", 3, 6);
+    assert!(success, "{done}");
+    assert_eq!(done["complete"], true);
+    let ev = server.next(&ended);
+    assert_eq!((&ev["event"], &ev["wire"]), (&json!("peer_done"), &json!(7)), "{ev}");
+    let seven =
+        done["feeds"].as_array().unwrap().iter().find(|f| f["localname"] == "seven").unwrap()["key"].clone();
+
+    // 3. kappa-core 6 again: one failed attempt (the address is remembered as
+    // kappa-core 7), then in, with everything but the kappa-core 7 feed.
+    let (done, success) = peer(&kc6, "six-b", "six:1", 3, 5);
+    assert!(!success, "{done}");
+    assert_eq!(server.next(&ended)["event"], "peer_failed");
+    let (done, success) = peer(&kc6, "six-c", "six:1", 3, 5);
+    assert!(success, "{done}");
+    let ev = server.next(&ended);
+    assert_eq!((&ev["event"], &ev["wire"]), (&json!("peer_done"), &json!(6)), "{ev}");
+    assert_eq!(ev["withheld"][0]["key"], seven, "{ev}");
+    assert!(ev["withheld"][0]["reason"].as_str().unwrap().contains("40-byte"), "{ev}");
+    let got: Vec<&Value> = done["feeds"].as_array().unwrap().iter().map(|f| &f["key"]).collect();
+    assert_eq!(got.len(), 3);
+    assert!(!got.contains(&&seven));
+    server.wait();
+    let feeds = json_lines(&a, &["feeds"]);
+    assert_eq!(feeds.len(), 4);
+    assert_eq!(feeds.iter().map(|f| f["length"].as_u64().unwrap()).sum::<u64>(), 1 + 3 + 2 + 1);
 }

@@ -1,7 +1,7 @@
 //! Proofs: what an uploader sends with a block, and how a downloader checks it
 //! (spec §3.11).
 
-use crate::crypto::Signature;
+use crate::crypto::{Signature, SignatureForm};
 use crate::error::{LogError, ProofError};
 use crate::feed::{Feed, SyncPolicy};
 use crate::files::HEADER_LEN;
@@ -27,6 +27,8 @@ pub struct Proof {
 #[derive(Debug, Clone, Default)]
 pub struct RemoteTree {
     bits: Vec<u64>,
+    /// Bits set since [`begin`](RemoteTree::begin), while one is open.
+    journal: Option<Vec<u64>>,
 }
 
 /// Nodes past this index are not remembered (they are simply sent again).
@@ -54,7 +56,35 @@ impl RemoteTree {
         }
         let was = self.bits[w] & (1 << b) != 0;
         self.bits[w] |= 1 << b;
+        if !was {
+            if let Some(j) = &mut self.journal {
+                j.push(x);
+            }
+        }
         !was
+    }
+
+    /// Starts remembering what is recorded from now on, so that a proof made
+    /// and then not sent can be taken back ([`rollback`](Self::rollback));
+    /// [`commit`](Self::commit) keeps it.
+    pub fn begin(&mut self) {
+        self.journal = Some(Vec::new());
+    }
+
+    /// Keeps what was recorded since [`begin`](Self::begin).
+    pub fn commit(&mut self) {
+        self.journal = None;
+    }
+
+    /// Forgets what was recorded since [`begin`](Self::begin) (the proof was
+    /// not sent).
+    pub fn rollback(&mut self) {
+        for x in self.journal.take().unwrap_or_default() {
+            let (w, b) = ((x / 64) as usize, x % 64);
+            if let Some(word) = self.bits.get_mut(w) {
+                *word &= !(1 << b);
+            }
+        }
     }
 
     /// Records that the peer has node `x`, and every parent whose two children
@@ -146,6 +176,20 @@ impl Feed {
         hash_only: bool,
         remote: &mut RemoteTree,
     ) -> Result<Proof, LogError> {
+        self.proof_and_slot(index, digest, hash_only, remote).map(|(p, _)| p)
+    }
+
+    /// Like [`proof_for`](Self::proof_for), and the signature slot the proof's
+    /// signature comes from (`None` when it carries none): the signature is
+    /// over the roots of length `slot + 1` (see
+    /// [`signature_form_at`](Self::signature_form_at)).
+    pub fn proof_and_slot(
+        &mut self,
+        index: u64,
+        digest: u64,
+        hash_only: bool,
+        remote: &mut RemoteTree,
+    ) -> Result<(Proof, Option<u64>), LogError> {
         if !self.has(index) {
             return Err(LogError::BlockNotAvailable { index, length: self.len() });
         }
@@ -155,8 +199,58 @@ impl Feed {
             wanted.push(x);
         }
         if digest == 1 {
-            return self.load_proof(wanted, None);
+            return Ok((self.load_proof(wanted, None)?, None));
         }
+        self.note_digest(x, digest, remote);
+
+        let mut next = x;
+        let mut used_slot = None;
+        let result = loop {
+            if remote.has(next) || next >= flat::MAX_NODE {
+                break self.load_proof(wanted, None);
+            }
+            let sib = flat::sibling(next);
+            if !self.has_node(sib) {
+                // `next` is a local root: add the other roots and the signature.
+                let verified_by = self.verified_by(next);
+                let mut slot = (verified_by / 2).saturating_sub(1);
+                let mut signature = self.signature_slot(slot)?;
+                let mut end = verified_by;
+                if signature.is_none() {
+                    // hypercore looks forward for the next signature; it covers a
+                    // longer tree whose roots we then also need to send.
+                    while slot + 1 < self.len() && signature.is_none() {
+                        slot += 1;
+                        signature = self.signature_slot(slot)?;
+                    }
+                    end = 2 * (slot + 1);
+                }
+                used_slot = signature.is_some().then_some(slot);
+                for r in flat::full_roots(end) {
+                    if r != next && !remote.has(r) && !wanted.contains(&r) {
+                        wanted.push(r);
+                    }
+                }
+                break self.load_proof(wanted, signature);
+            }
+            if !remote.has(sib) {
+                wanted.push(sib);
+            }
+            next = flat::parent(next);
+        };
+        // The peer will hold the leaf and everything this proof carries.
+        if let Ok(p) = &result {
+            remote.set(x);
+            for n in &p.nodes {
+                remote.set(n.index);
+            }
+        }
+        Ok((result?, used_slot))
+    }
+
+    /// Records in `remote` the nodes a requester's `digest` for leaf `x` says
+    /// it has.
+    fn note_digest(&self, x: u64, digest: u64, remote: &mut RemoteTree) {
         let has_root = digest & 1 == 1;
         let mut d = digest >> 1;
         let mut next = x;
@@ -182,48 +276,110 @@ impl Feed {
             next = flat::parent(next);
             d >>= 1;
         }
+    }
 
-        let mut next = x;
-        let result = loop {
-            if remote.has(next) || next >= flat::MAX_NODE {
-                break self.load_proof(wanted, None);
+    /// The form of the signature in slot `length − 1` over the roots of the
+    /// state of length `length`: `None` if that slot is blank, a root of that
+    /// state is not stored here, or the signature does not verify.
+    pub fn signature_form_at(&mut self, length: u64) -> Result<Option<SignatureForm>, LogError> {
+        if length == 0 || length > self.len() {
+            return Ok(None);
+        }
+        let Some(sig) = self.signature_slot(length - 1)? else { return Ok(None) };
+        let mut roots = Vec::new();
+        for r in flat::full_roots(2 * length) {
+            if !self.has_node(r) {
+                return Ok(None);
             }
+            roots.push(self.require_node(r)?);
+        }
+        Ok(self.key.verify_roots(&roots, &sig))
+    }
+
+    /// The newest length in `above + 1 ..= len()` whose state is signed in
+    /// `form` (see [`signature_form_at`](Self::signature_form_at)), looked at
+    /// newest first. A hypercore 8 peer can verify the states signed in
+    /// [`SignatureForm::TreeHash`] only.
+    pub fn newest_length_signed_in(
+        &mut self,
+        form: SignatureForm,
+        above: u64,
+    ) -> Result<Option<u64>, LogError> {
+        let mut n = self.len();
+        while n > above {
+            if self.signature_form_at(n)? == Some(form) {
+                return Ok(Some(n));
+            }
+            n -= 1;
+        }
+        Ok(None)
+    }
+
+    /// A proof of block `index` against the older (or current) state of
+    /// length `length`, with that state's signature (slot `length − 1`),
+    /// leaving out what `remote` and the requester's `digest` say it has: what
+    /// a peer that can verify only that state's signature can check (a
+    /// hypercore 8 peer, when newer states are signed in the 40-byte form).
+    /// `None` when this feed cannot make it: `index` is not below `length`,
+    /// the slot is blank, or a node of the way is not stored (a sparse
+    /// replica).
+    pub fn proof_at(
+        &mut self,
+        index: u64,
+        digest: u64,
+        hash_only: bool,
+        remote: &mut RemoteTree,
+        length: u64,
+    ) -> Result<Option<Proof>, LogError> {
+        if !self.has(index) {
+            return Err(LogError::BlockNotAvailable { index, length: self.len() });
+        }
+        if index >= length || length > self.len() {
+            return Ok(None);
+        }
+        let x = 2 * index;
+        let mut wanted: Vec<u64> = Vec::new();
+        if hash_only {
+            wanted.push(x);
+        }
+        let end = 2 * length;
+        let mut signature = None;
+        if digest == 1 {
+            return Ok(Some(self.load_proof(wanted, None)?));
+        }
+        self.note_digest(x, digest, remote);
+        let mut next = x;
+        while !remote.has(next) && next < flat::MAX_NODE {
             let sib = flat::sibling(next);
-            if !self.has_node(sib) {
-                // `next` is a local root: add the other roots and the signature.
-                let verified_by = self.verified_by(next);
-                let mut slot = (verified_by / 2).saturating_sub(1);
-                let mut signature = self.signature_slot(slot)?;
-                let mut end = verified_by;
-                if signature.is_none() {
-                    // hypercore looks forward for the next signature; it covers a
-                    // longer tree whose roots we then also need to send.
-                    while slot + 1 < self.len() && signature.is_none() {
-                        slot += 1;
-                        signature = self.signature_slot(slot)?;
-                    }
-                    end = 2 * (slot + 1);
-                }
+            if flat::right_span(sib) >= end {
+                // `next` is a root of that state: add its other roots and the
+                // state's signature.
+                let Some(sig) = self.signature_slot(length - 1)? else { return Ok(None) };
                 for r in flat::full_roots(end) {
                     if r != next && !remote.has(r) && !wanted.contains(&r) {
+                        if !self.has_node(r) {
+                            return Ok(None);
+                        }
                         wanted.push(r);
                     }
                 }
-                break self.load_proof(wanted, signature);
+                signature = Some(sig);
+                break;
+            }
+            if !self.has_node(sib) {
+                return Ok(None);
             }
             if !remote.has(sib) {
                 wanted.push(sib);
             }
             next = flat::parent(next);
-        };
-        // The peer will hold the leaf and everything this proof carries.
-        if let Ok(p) = &result {
-            remote.set(x);
-            for n in &p.nodes {
-                remote.set(n.index);
-            }
         }
-        result
+        let proof = self.load_proof(wanted, signature)?;
+        remote.set(x);
+        for n in &proof.nodes {
+            remote.set(n.index);
+        }
+        Ok(Some(proof))
     }
 
     fn load_proof(&mut self, indexes: Vec<u64>, signature: Option<Signature>) -> Result<Proof, LogError> {

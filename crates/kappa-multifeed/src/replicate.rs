@@ -195,9 +195,12 @@ pub struct SyncReport {
     /// before finishing it (a live session ends without an error then): most
     /// likely a peer of the other generation.
     pub handshake_abandoned: Option<Generation>,
-    /// Our feeds not offered to this peer, and why: a kappa-core 6 peer
-    /// (hypercore 8) cannot verify a head signed in the 40-byte hypercore 9
-    /// form, so such a feed is kept from it.
+    /// Our feeds not offered to this peer, or offered and not served whole,
+    /// and why: a kappa-core 6 peer (hypercore 8) cannot verify a signature
+    /// in the 40-byte hypercore 9 form, so a feed whose head is in that form
+    /// is not offered to it, and an offered feed is served to it only up to
+    /// its newest state signed in the 32-byte form (the reason then names
+    /// the first block kept back; see [`FeedStats::withheld_from`]).
     pub withheld: Vec<(PublicKey, String)>,
 }
 
@@ -768,6 +771,21 @@ impl Exchange {
                 (*k, stats)
             })
             .collect();
+        let mut withheld = self.withheld.clone();
+        for (k, stats) in &feeds {
+            if let Some(from) = stats.withheld_from {
+                if !withheld.iter().any(|(w, _)| w == k) {
+                    withheld.push((
+                        *k,
+                        format!(
+                            "its blocks from {from} on are signed only in the {}, which a {} peer cannot verify",
+                            kappa_log::SignatureForm::TreeHashAndLength,
+                            Generation::KappaCore6
+                        ),
+                    ));
+                }
+            }
+        }
         SyncReport {
             feeds,
             new_feeds: self.new_feeds.clone(),
@@ -781,7 +799,7 @@ impl Exchange {
             remote_handshake: self.remote_handshake.clone(),
             generation: session.generation,
             handshake_abandoned: session.handshake_abandoned,
-            withheld: self.withheld.clone(),
+            withheld,
         }
     }
 }

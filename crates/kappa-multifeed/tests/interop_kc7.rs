@@ -1,274 +1,27 @@
-//! Feed sets with real JS kappa-core 7 (multifeed 6, hypercore 9,
-//! hypercore-protocol 8) from `interop/kc7/`: over loopback TCP in both roles,
-//! non-live and live, sparse; folders written by either side opened by the
-//! other; the one-way signature rule (a feed whose head is signed in the
-//! 40-byte hypercore 9 form is not offered to a kappa-core 6 peer); and the
-//! bridge kappa-core 6 JS ↔ Rust ↔ kappa-core 7 JS, live. The kappa-core 6
-//! twins are `interop_tcp.rs` and `interop_disk.rs`.
+//! What only kappa-core 7 brings to feed sets, with real JS peers (the
+//! scenarios both generations share run for both in `interop_tcp.rs`): the
+//! one-way signature rule (a feed whose head is signed in the 40-byte
+//! hypercore 9 form is not offered to a kappa-core 6 peer, and an offered
+//! feed is served to it only up to its newest 32-byte state); the bridge
+//! kappa-core 6 JS ↔ Rust ↔ kappa-core 7 JS, live; folders written by JS
+//! kappa-core 7 opened by Rust and the reverse, in both signature forms (the
+//! kappa-core 6 twin is `interop_disk.rs`). Every connection goes through the
+//! seeded chaos relay when `KAPPA_CHAOS_SEED` is set.
+
+mod common;
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use async_std::net::{TcpListener, TcpStream};
+use async_std::net::TcpStream;
 use async_std::task;
+use common::{form, js_summary, key_hex, rust_writer, spawn, spawn_live_writer, summary, KC6, KC7, KEY};
 use kappa_log::encoding::{Codec, Json};
 use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, ReplicateOptions};
-use kappa_protocol::Generation;
-use kappa_testkit::{content_digest, js};
+use kappa_testkit::{chaos, content_digest, js};
 use serde_json::{json, Value};
-
-const KEY: [u8; 32] = [0x33; 32];
-const KC6: Generation = Generation::KappaCore6;
-const KC7: Generation = Generation::KappaCore7;
-
-fn key_hex() -> String {
-    hex::encode(KEY)
-}
-
-fn spawn(harness: &Path, args: &[&str]) -> js::Peer {
-    js::Peer::spawn(harness, "multifeed-peer.js", args)
-}
-
-fn summary(mf: &Multifeed) -> HashMap<String, (u64, String)> {
-    mf.feeds().iter().map(|f| (f.public_key().to_hex(), (f.len(), content_digest(&mut f.lock())))).collect()
-}
-
-fn js_summary(report: &Value) -> HashMap<String, (u64, String)> {
-    report["feeds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["key"].as_str().unwrap().to_owned(),
-                (f["length"].as_u64().unwrap(), f["digest"].as_str().unwrap().to_owned()),
-            )
-        })
-        .collect()
-}
-
-fn rust_writer(mf: &Multifeed, name: &str, n: u64) {
-    let codec = Json::<Value>::new();
-    let w = mf.writer(name).unwrap();
-    w.append_batch((0..n).map(|i| codec.encode(&json!({"n": i, "who": name})).unwrap())).unwrap();
-}
-
-/// Rust's options against a kappa-core 7 peer: an initiator detects it; a
-/// responder answers in it.
-fn opts(initiator: bool) -> ReplicateOptions {
-    ReplicateOptions::new(initiator).shared_key(KEY).responder_generation(KC7)
-}
-
-fn form(mf: &Multifeed, key: &str) -> Option<SignatureForm> {
-    let key = kappa_log::PublicKey::from_hex(key).unwrap();
-    mf.feed(&key).unwrap().lock().signature_form().unwrap()
-}
-
-#[test]
-fn js_kc7_1000_and_rust_500_end_identical_both_roles() {
-    let Some(harness) = js::harness_kc7() else { return };
-    for js_listens_as_initiator in [false, true] {
-        let tmp = tempfile::tempdir().unwrap();
-        let js_dir = tmp.path().join("js");
-        let role = if js_listens_as_initiator { "--initiator" } else { "--responder" };
-        let kh = key_hex();
-        let args = ["--dir", js_dir.to_str().unwrap(), "--listen", "0", role, "--shared-key", &kh];
-        let mut peer = spawn(&harness, &[&args[..], &["--write", "local:1000"]].concat());
-        let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
-        let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
-        rust_writer(&mf, "local", 500);
-        let report = task::block_on(async {
-            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-            mf.replicate(stream, opts(!js_listens_as_initiator)).await
-        })
-        .unwrap();
-        let done = peer.until("done");
-        assert!(peer.finish().success());
-        assert_eq!(report.generation, Some(KC7));
-        assert!(report.withheld.is_empty(), "{report:?}");
-        assert_eq!(report.blocks_received(), 1000);
-        assert_eq!(report.blocks_sent(), 500);
-        let ours = summary(&mf);
-        assert_eq!(ours, js_summary(&done), "both sides hold identical feeds");
-        // The JS feed is signed in the 40-byte form, ours in the 32-byte one.
-        for (key, _) in ours {
-            let theirs = report.new_feeds.iter().any(|k| k.to_hex() == key);
-            let want = if theirs { SignatureForm::TreeHashAndLength } else { SignatureForm::TreeHash };
-            assert_eq!(form(&mf, &key), Some(want));
-        }
-    }
-}
-
-#[test]
-fn rust_listens_js_kc7_connects_non_live_and_sparse() {
-    let Some(harness) = js::harness_kc7() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
-    rust_writer(&mf, "local", 300);
-    rust_writer(&mf, "second", 7);
-    let (report, done) = task::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let js_dir = tmp.path().join("js");
-        let kh = key_hex();
-        let mut peer = spawn(
-            &harness,
-            &[
-                "--dir",
-                js_dir.to_str().unwrap(),
-                "--connect",
-                &addr,
-                "--initiator",
-                "--shared-key",
-                &kh,
-                "--write",
-                "js:20",
-            ],
-        );
-        let (stream, _) = listener.accept().await.unwrap();
-        let report = mf.replicate(stream, opts(false)).await;
-        let done = task::spawn_blocking(move || {
-            let d = peer.until("done");
-            assert!(peer.finish().success());
-            d
-        })
-        .await;
-        (report, done)
-    });
-    let report = report.unwrap();
-    assert_eq!(report.generation, Some(KC7));
-    assert_eq!(summary(&mf), js_summary(&done));
-    assert_eq!(mf.feeds().len(), 3);
-
-    // Sparse: a fresh Rust peer takes only the newest 5 of each JS feed.
-    let tmp = tempfile::tempdir().unwrap();
-    let js_dir = tmp.path().join("js");
-    let kh = key_hex();
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:50",
-            "--write",
-            "b:8",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
-    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
-    rust_writer(&mf, "mine", 1);
-    let mut o = opts(true);
-    o.selection = kappa_protocol::Selection::Newest(5);
-    let report = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        mf.replicate(stream, o).await
-    })
-    .unwrap();
-    peer.until("done");
-    assert!(peer.finish().success());
-    assert_eq!(report.generation, Some(KC7));
-    assert_eq!(report.blocks_received(), 10);
-    for f in mf.feeds() {
-        let f = f.lock();
-        let len = f.len();
-        assert!(len == 1 || len == 50 || len == 8, "{len}");
-        if len > 1 {
-            assert_eq!(f.downloaded(0..len), 5);
-            assert!((len - 5..len).all(|i| f.has(i)));
-        }
-    }
-}
-
-#[test]
-fn live_new_feeds_both_ways_with_js_kc7() {
-    let Some(harness) = js::harness_kc7() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let js_dir = tmp.path().join("js");
-    let kh = key_hex();
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "local:10",
-            "--write-during-live",
-            "late:20",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
-    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
-    rust_writer(&mf, "mine", 3);
-    let result = task::block_on(async {
-        let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-        let (session, handle) = mf.session(stream, opts(true).live(true)).unwrap();
-        let running = task::spawn(session);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !(mf.feeds().len() == 3 && mf.feeds().iter().map(|f| f.len()).sum::<u64>() == 33) {
-            assert!(Instant::now() < deadline, "the live JS feed did not arrive");
-            task::sleep(Duration::from_millis(20)).await;
-        }
-        handle.close();
-        running.await
-    });
-    assert_eq!(result.unwrap().generation, Some(KC7));
-    peer.until("done");
-    assert!(peer.finish().success());
-
-    let tmp = tempfile::tempdir().unwrap();
-    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
-    rust_writer(&mf, "local", 5);
-    let done = task::block_on(async {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = format!("127.0.0.1:{}", listener.local_addr().unwrap().port());
-        let js_dir = tmp.path().join("js");
-        let mut peer = spawn(
-            &harness,
-            &[
-                "--dir",
-                js_dir.to_str().unwrap(),
-                "--connect",
-                &addr,
-                "--initiator",
-                "--live",
-                "--shared-key",
-                &kh,
-                "--expect-feeds",
-                "2",
-                "--expect-total",
-                "25",
-            ],
-        );
-        let (stream, _) = listener.accept().await.unwrap();
-        let (session, _handle) = mf.session(stream, opts(false).live(true)).unwrap();
-        let running = task::spawn(session);
-        task::sleep(Duration::from_millis(300)).await;
-        rust_writer(&mf, "late", 20);
-        let done = task::spawn_blocking(move || {
-            let d = peer.until("done");
-            assert!(peer.finish().success());
-            d
-        })
-        .await;
-        let _ = running.await; // the JS peer hung up
-        done
-    });
-    assert_eq!(js_summary(&done), summary(&mf));
-}
 
 /// A Rust set holding a feed from JS kappa-core 7 (40-byte signatures) syncs
 /// with a JS kappa-core 6 peer: that feed is withheld, with the reason, and
@@ -300,7 +53,7 @@ fn a_kc6_peer_is_not_offered_a_feed_only_kc7_can_verify() {
         );
         let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
         let report = task::block_on(async {
-            let stream = TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
             mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
         })
         .unwrap();
@@ -341,23 +94,7 @@ fn bridge_kc6_js_rust_kc7_js_live() {
     let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
-    let mut a = spawn(
-        &kc6,
-        &[
-            "--dir",
-            a_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:10",
-            "--write-during-live",
-            "late:5",
-        ],
-    );
+    let mut a = spawn_live_writer(&kc6, &a_dir);
     // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 4 entries.
     let mut c = spawn(
         &kc7,
@@ -383,8 +120,8 @@ fn bridge_kc6_js_rust_kc7_js_live() {
     let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
     rust_writer(&b, "b", 1);
     let (c_done, ra, rc) = task::block_on(async {
-        let sa = TcpStream::connect(("127.0.0.1", port_a)).await.unwrap();
-        let sc = TcpStream::connect(("127.0.0.1", port_c)).await.unwrap();
+        let sa = TcpStream::connect(chaos::route_to_port(port_a).addr()).await.unwrap();
+        let sc = TcpStream::connect(chaos::route_to_port(port_c).addr()).await.unwrap();
         let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let (fc, hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let ta = task::spawn(fa);
@@ -426,6 +163,123 @@ fn bridge_kc6_js_rust_kc7_js_live() {
     for (k, v) in &a_feeds {
         assert_eq!(Some(v), c_feeds.get(k));
     }
+}
+
+/// The bridge with a feed that changes form during the session: kc6 JS (A)
+/// ↔ Rust (B) ↔ kc7 JS (C), live. C's feed was written by kappa-core 6 (4
+/// entries, 32-byte signatures) and B holds it; B offers it to A, then C,
+/// now on kappa-core 7, appends 6 entries signed in the 40-byte form while
+/// both sessions run. A keeps the 4 it can verify and never sees a
+/// signature it cannot (it would fail "Remote signature could not be
+/// verified"); C gets everything; B's report to A names the feed and the
+/// first block kept back.
+#[test]
+fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_session() {
+    let Some(kc6) = js::harness() else { return };
+    let Some(kc7) = js::harness_kc7() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let kh = key_hex();
+    let a_dir = tmp.path().join("a");
+    let c_dir = tmp.path().join("c");
+    let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
+    rust_writer(&b, "b", 1);
+
+    // C's feed, written by kappa-core 6, reaches B first.
+    let c_args = ["--dir", c_dir.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &kh];
+    let mut c6 = spawn(&kc6, &[&c_args[..], &["--write", "c:4"]].concat());
+    let port = c6.until("listening")["port"].as_u64().unwrap() as u16;
+    let r = task::block_on(async {
+        let s = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        b.replicate(s, ReplicateOptions::new(true).shared_key(KEY)).await.unwrap()
+    });
+    assert_eq!(r.generation, Some(KC6));
+    let c6_done = c6.until("done");
+    let _ = c6.finish();
+    let c_prefix = js_summary(&c6_done);
+    let (c_key, c_at_4) =
+        c_prefix.iter().find(|(_, (len, _))| *len == 4).map(|(k, v)| (k.clone(), v.clone())).unwrap();
+    assert_eq!(form(&b, &c_key), Some(SignatureForm::TreeHash));
+
+    let mut a = spawn_live_writer(&kc6, &a_dir);
+    // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 10 entries.
+    let mut c = spawn(
+        &kc7,
+        &[
+            &c_args[..],
+            &["--live", "--write-during-live", "c:6", "--expect-feeds", "4", "--expect-total", "26"],
+        ]
+        .concat(),
+    );
+    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
+    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let (c_done, ra, rc) = task::block_on(async {
+        let sa = TcpStream::connect(chaos::route_to_port(port_a).addr()).await.unwrap();
+        let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let ta = task::spawn(fa);
+        // A's session is under way (C's feed offered to A with its 32-byte
+        // head) once A's feed written during it has reached B.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !b.feeds().iter().any(|f| f.len() == 5 && f.lock().is_complete()) {
+            assert!(Instant::now() < deadline, "A's live feed never reached B");
+            task::sleep(Duration::from_millis(20)).await;
+        }
+        let sc = TcpStream::connect(chaos::route_to_port(port_c).addr()).await.unwrap();
+        let (fc, hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let tc = task::spawn(fc);
+        let done = task::spawn_blocking(move || {
+            let d = loop {
+                let v = c.next_event();
+                if v["event"] == "done" || v["event"] == "timeout" || v["event"] == "error" {
+                    break v;
+                }
+            };
+            let _ = c.finish();
+            d
+        })
+        .await;
+        hc.close();
+        let rc = tc.await;
+        // C stops once it holds everything, maybe before B has C's newest
+        // blocks: B fetches what it lacks from C's folder, still live with A.
+        let mut c2 = spawn(&kc7, &c_args);
+        let port = c2.until("listening")["port"].as_u64().unwrap() as u16;
+        let s = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        b.replicate(s, ReplicateOptions::new(true).shared_key(KEY)).await.unwrap();
+        let c2_done = task::spawn_blocking(move || {
+            let d = c2.until("done");
+            let _ = c2.finish();
+            d
+        })
+        .await;
+        assert_eq!(js_summary(&c2_done), js_summary(&done));
+        ha.close();
+        let ra = ta.await;
+        (done, ra, rc)
+    });
+    let a_done = a.until("done");
+    let _ = a.finish();
+    assert_eq!(c_done["event"], "done", "{c_done}");
+    assert_eq!(a_done["event"], "done", "{a_done}");
+    let ra = ra.unwrap();
+    assert_eq!(ra.generation, Some(KC6));
+    let c_feeds = js_summary(&c_done);
+    assert_eq!(c_feeds.len(), 4);
+    assert_eq!(c_feeds, summary(&b), "C holds exactly what B holds");
+    assert_eq!(c_feeds[&c_key].0, 10);
+    assert_eq!(form(&b, &c_key), Some(SignatureForm::TreeHashAndLength));
+    if let Ok(rc) = rc {
+        assert_eq!(rc.generation, Some(KC7));
+    }
+    // A holds its own two and B's whole, and C's as kappa-core 6 wrote it.
+    let a_feeds = js_summary(&a_done);
+    assert_eq!(a_feeds.len(), 4, "{a_feeds:?}");
+    assert_eq!(a_feeds[&c_key], c_at_4, "A holds C's feed up to its 32-byte head");
+    for (k, v) in a_feeds.iter().filter(|(k, _)| **k != c_key) {
+        assert_eq!(Some(v), c_feeds.get(k));
+    }
+    assert_eq!(ra.withheld.len(), 1, "{ra:?}");
+    assert_eq!(ra.withheld[0].0.to_hex(), c_key);
+    assert!(ra.withheld[0].1.contains("from 4 on"), "{}", ra.withheld[0].1);
 }
 
 #[test]

@@ -1,89 +1,63 @@
-//! Feed-set replication with real JS kappa-core 6 (multifeed 5) over loopback
-//! TCP, with the pinned peer `interop/multifeed-peer.js`: both roles, non-live
-//! and live, feeds created after connecting, a shared-key mismatch, and a chain
-//! JS ↔ Rust ↔ JS through which a new feed reaches the far end, and a chain
-//! Rust ↔ JS ↔ Rust through the JS `interop/bridge-peer.js`.
+//! Feed-set replication with real JS multifeed peers over loopback TCP, with
+//! the pinned `interop/multifeed-peer.js` of both generations (kappa-core 6:
+//! multifeed 5 over hypercore-protocol 7; kappa-core 7: multifeed 6 over
+//! hypercore-protocol 8, `interop/kc7/`). For both, one body per scenario
+//! (`kc6_…`, `kc7_…`): both roles, non-live and live, feeds created after
+//! connecting, sparse. kappa-core 6 only: a shared-key mismatch, a chain JS ↔
+//! Rust ↔ JS through which a new feed reaches the far end, and a chain Rust ↔
+//! JS ↔ Rust through the JS `interop/bridge-peer.js`. What only kappa-core 7
+//! has (signature forms, the bridge between generations) is in
+//! `interop_kc7.rs`. Every connection goes through the seeded chaos relay when
+//! `KAPPA_CHAOS_SEED` is set.
 
-use std::collections::HashMap;
-use std::path::Path;
+mod common;
+
 use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
-use kappa_log::encoding::{Codec, Json};
+use common::{form, js_summary, key_hex, opts, rust_writer, spawn, spawn_live_writer, summary, KC6, KEY};
+use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, MultifeedError, ReplicateOptions};
-use kappa_testkit::{chaos, content_digest, js};
+use kappa_protocol::Generation;
+use kappa_testkit::{chaos, js};
 use serde_json::{json, Value};
 
-const KEY: [u8; 32] = [0x33; 32];
-
-fn key_hex() -> String {
-    hex::encode(KEY)
+kappa_testkit::both_generations! {
+    js_1000_and_rust_500_end_identical_both_roles =>
+        kc6_js_1000_and_rust_500_end_identical_both_roles,
+        kc7_js_1000_and_rust_500_end_identical_both_roles;
+    rust_listens_js_connects_non_live => kc6_rust_listens_js_connects_non_live, kc7_rust_listens_js_connects_non_live;
+    live_new_feeds_both_ways => kc6_live_new_feeds_both_ways, kc7_live_new_feeds_both_ways;
+    a_sparse_rust_peer_takes_the_newest_entries_from_js =>
+        kc6_a_sparse_rust_peer_takes_the_newest_entries_from_js,
+        kc7_a_sparse_rust_peer_takes_the_newest_entries_from_js;
+    a_sparse_rust_peer_takes_the_newest_of_each_js_feed =>
+        kc6_a_sparse_rust_peer_takes_the_newest_of_each_js_feed,
+        kc7_a_sparse_rust_peer_takes_the_newest_of_each_js_feed;
 }
 
-type JsPeer = js::Peer;
-
-fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
-    js::Peer::spawn(harness, "multifeed-peer.js", args)
-}
-
-/// Every feed of `mf` as key → (length, digest).
-fn summary(mf: &Multifeed) -> HashMap<String, (u64, String)> {
-    mf.feeds().iter().map(|f| (f.public_key().to_hex(), (f.len(), content_digest(&mut f.lock())))).collect()
-}
-
-fn js_summary(report: &Value) -> HashMap<String, (u64, String)> {
-    report["feeds"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| {
-            (
-                f["key"].as_str().unwrap().to_owned(),
-                (f["length"].as_u64().unwrap(), f["digest"].as_str().unwrap().to_owned()),
-            )
-        })
-        .collect()
-}
-
-fn rust_writer(mf: &Multifeed, name: &str, n: u64) {
-    let codec = Json::<Value>::new();
-    let w = mf.writer(name).unwrap();
-    w.append_batch((0..n).map(|i| codec.encode(&json!({"n": i, "who": name})).unwrap())).unwrap();
-}
-
-#[test]
-fn js_1000_and_rust_500_end_identical_both_roles() {
-    let Some(harness) = js::harness() else { return };
+fn js_1000_and_rust_500_end_identical_both_roles(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     for js_listens_as_initiator in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
         let role = if js_listens_as_initiator { "--initiator" } else { "--responder" };
         let kh = key_hex();
-        let mut peer = spawn(
-            &harness,
-            &[
-                "--dir",
-                js_dir.to_str().unwrap(),
-                "--listen",
-                "0",
-                role,
-                "--shared-key",
-                &kh,
-                "--write",
-                "local:1000",
-            ],
-        );
+        let args = ["--dir", js_dir.to_str().unwrap(), "--listen", "0", role, "--shared-key", &kh];
+        let mut peer = spawn(&harness, &[&args[..], &["--write", "local:1000"]].concat());
         let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
         let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
         rust_writer(&mf, "local", 500);
         let report = task::block_on(async {
             let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
-            mf.replicate(stream, ReplicateOptions::new(!js_listens_as_initiator).shared_key(KEY)).await
+            mf.replicate(stream, opts(generation, !js_listens_as_initiator)).await
         })
         .unwrap();
         let done = peer.until("done");
         assert!(peer.finish().success());
+        assert_eq!(report.generation, Some(generation));
+        assert!(report.withheld.is_empty(), "{report:?}");
         assert_eq!(report.blocks_received(), 1000);
         assert_eq!(report.blocks_sent(), 500);
         let ours = summary(&mf);
@@ -92,23 +66,27 @@ fn js_1000_and_rust_500_end_identical_both_roles() {
         let mut lengths: Vec<u64> = ours.values().map(|(l, _)| *l).collect();
         lengths.sort();
         assert_eq!(lengths, vec![500, 1000]);
+        // The JS feed is signed in its generation's form, ours in the 32-byte one.
+        for (key, _) in ours {
+            let theirs = report.new_feeds.iter().any(|k| k.to_hex() == key);
+            let want = if theirs { js::signature_form_of(generation) } else { SignatureForm::TreeHash };
+            assert_eq!(form(&mf, &key), Some(want));
+        }
     }
 }
 
-#[test]
-fn rust_listens_js_connects_non_live() {
-    let Some(harness) = js::harness() else { return };
+fn rust_listens_js_connects_non_live(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "local", 300);
     rust_writer(&mf, "second", 7);
     let (report, done) = task::block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
+        let route = chaos::route_to_port(listener.local_addr().unwrap().port());
+        let addr = route.addr().to_string();
         let js_dir = tmp.path().join("js");
         let kh = key_hex();
-        let route = chaos::route_to_port(port);
-        let addr = route.addr().to_string();
         let mut peer = spawn(
             &harness,
             &[
@@ -124,7 +102,7 @@ fn rust_listens_js_connects_non_live() {
             ],
         );
         let (stream, _) = listener.accept().await.unwrap();
-        let report = mf.replicate(stream, ReplicateOptions::new(false).shared_key(KEY)).await;
+        let report = mf.replicate(stream, opts(generation, false)).await;
         let done = task::spawn_blocking(move || {
             let d = peer.until("done");
             assert!(peer.finish().success());
@@ -133,14 +111,101 @@ fn rust_listens_js_connects_non_live() {
         .await;
         (report, done)
     });
-    report.unwrap();
+    let report = report.unwrap();
+    assert_eq!(report.generation, Some(generation));
     assert_eq!(summary(&mf), js_summary(&done));
     assert_eq!(mf.feeds().len(), 3);
 }
 
-#[test]
-fn live_new_feeds_both_ways() {
-    let Some(harness) = js::harness() else { return };
+fn a_sparse_rust_peer_takes_the_newest_of_each_js_feed(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
+    // A fresh Rust peer takes only the newest 5 of each JS feed.
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let kh = key_hex();
+    let mut peer = spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &kh,
+            "--write",
+            "a:50",
+            "--write",
+            "b:8",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
+    rust_writer(&mf, "mine", 1);
+    let mut o = opts(generation, true);
+    o.selection = kappa_protocol::Selection::Newest(5);
+    let report = task::block_on(async {
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        mf.replicate(stream, o).await
+    })
+    .unwrap();
+    peer.until("done");
+    assert!(peer.finish().success());
+    assert_eq!(report.generation, Some(generation));
+    assert_eq!(report.blocks_received(), 10);
+    for f in mf.feeds() {
+        let f = f.lock();
+        let len = f.len();
+        assert!(len == 1 || len == 50 || len == 8, "{len}");
+        if len > 1 {
+            assert_eq!(f.downloaded(0..len), 5);
+            assert!((len - 5..len).all(|i| f.has(i)));
+        }
+    }
+}
+
+fn a_sparse_rust_peer_takes_the_newest_entries_from_js(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let js_dir = tmp.path().join("js");
+    let kh = key_hex();
+    let mut peer = spawn(
+        &harness,
+        &[
+            "--dir",
+            js_dir.to_str().unwrap(),
+            "--listen",
+            "0",
+            "--responder",
+            "--shared-key",
+            &kh,
+            "--write",
+            "local:1000",
+        ],
+    );
+    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let mf = Multifeed::in_memory().unwrap();
+    let report = task::block_on(async {
+        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let mut o = opts(generation, true);
+        o.selection = kappa_protocol::Selection::Newest(100);
+        mf.replicate(stream, o).await
+    })
+    .unwrap();
+    peer.until("done");
+    assert!(peer.finish().success());
+    assert_eq!(report.generation, Some(generation));
+    assert_eq!(report.blocks_received(), 100, "{report:?}");
+    let feed = &mf.feeds()[0];
+    assert_eq!(feed.len(), 1000);
+    assert_eq!((0..1000).filter(|&i| feed.has(i)).collect::<Vec<_>>(), (900..1000).collect::<Vec<_>>());
+    feed.lock().verify().unwrap();
+    let v: Value = serde_json::from_slice(&feed.get(999).unwrap().unwrap()).unwrap();
+    assert_eq!(v, json!({"n": 999, "who": "local"}));
+}
+
+fn live_new_feeds_both_ways(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     // JS creates a writer after connecting; it reaches Rust live.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
@@ -167,8 +232,7 @@ fn live_new_feeds_both_ways() {
     rust_writer(&mf, "mine", 3);
     let result = task::block_on(async {
         let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
-        let (session, handle) =
-            mf.session(stream, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let (session, handle) = mf.session(stream, opts(generation, true).live(true)).unwrap();
         let running = task::spawn(session);
         let deadline = Instant::now() + Duration::from_secs(10);
         while !(mf.feeds().len() == 3 && mf.feeds().iter().map(|f| f.len()).sum::<u64>() == 33) {
@@ -178,7 +242,7 @@ fn live_new_feeds_both_ways() {
         handle.close();
         running.await
     });
-    result.unwrap();
+    assert_eq!(result.unwrap().generation, Some(generation));
     peer.until("done");
     assert!(peer.finish().success());
 
@@ -209,8 +273,7 @@ fn live_new_feeds_both_ways() {
             ],
         );
         let (stream, _) = listener.accept().await.unwrap();
-        let (session, _handle) =
-            mf.session(stream, ReplicateOptions::new(false).shared_key(KEY).live(true)).unwrap();
+        let (session, _handle) = mf.session(stream, opts(generation, false).live(true)).unwrap();
         let running = task::spawn(session);
         task::sleep(Duration::from_millis(300)).await;
         rust_writer(&mf, "late", 20);
@@ -228,7 +291,7 @@ fn live_new_feeds_both_ways() {
 
 #[test]
 fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
-    let Some(harness) = js::harness() else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
     let mut peer = spawn(
@@ -270,30 +333,14 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
 
 #[test]
 fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
-    let Some(harness) = js::harness() else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
     // A: writes, and creates a feed once connected. C: expects A's two feeds and
     // Rust's one, all complete.
-    let mut a = spawn(
-        &harness,
-        &[
-            "--dir",
-            a_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:10",
-            "--write-during-live",
-            "late:5",
-        ],
-    );
+    let mut a = spawn_live_writer(&harness, &a_dir);
     let mut c = spawn(
         &harness,
         &[
@@ -342,48 +389,8 @@ fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
 }
 
 #[test]
-fn a_sparse_rust_peer_takes_the_newest_entries_from_js() {
-    let Some(harness) = js::harness() else { return };
-    let tmp = tempfile::tempdir().unwrap();
-    let js_dir = tmp.path().join("js");
-    let kh = key_hex();
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &kh,
-            "--write",
-            "local:1000",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
-    let mf = Multifeed::in_memory().unwrap();
-    let report = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
-        let mut opts = ReplicateOptions::new(true).shared_key(KEY);
-        opts.selection = kappa_protocol::Selection::Newest(100);
-        mf.replicate(stream, opts).await
-    })
-    .unwrap();
-    peer.until("done");
-    assert!(peer.finish().success());
-    assert_eq!(report.blocks_received(), 100, "{report:?}");
-    let feed = &mf.feeds()[0];
-    assert_eq!(feed.len(), 1000);
-    assert_eq!((0..1000).filter(|&i| feed.has(i)).collect::<Vec<_>>(), (900..1000).collect::<Vec<_>>());
-    feed.lock().verify().unwrap();
-    let v: Value = serde_json::from_slice(&feed.get(999).unwrap().unwrap()).unwrap();
-    assert_eq!(v, json!({"n": 999, "who": "local"}));
-}
-
-#[test]
 fn chain_rust_js_rust_carries_feeds_both_ways_through_a_js_bridge() {
-    let Some(harness) = js::harness() else { return };
+    let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let kh = key_hex();
     // A and C are Rust; the JS bridge in the middle listens for A and dials C.

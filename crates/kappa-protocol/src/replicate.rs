@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::Instant;
 
-use kappa_log::{Changes, LogError, Node, Proof, RemoteTree, SharedFeed, Signature};
+use kappa_log::{Changes, Feed, LogError, Node, Proof, RemoteTree, SharedFeed, Signature, SignatureForm};
 
 use crate::message::{Data, DataNode, Have, Message, Options, Request, Status, Want};
 use crate::session::{FeedOptions, FeedStats, ProtocolError, Selection};
@@ -75,6 +75,21 @@ pub(crate) struct Replicator {
     queued_per_index: HashMap<u64, (u32, u32)>,
     /// Queued requests that were cancelled and not popped yet.
     cancelled_total: usize,
+    /// The peer speaks kappa-core 6 (hypercore 8), which cannot verify a
+    /// signature in the 40-byte form: it is served the feed as of its newest
+    /// state signed in the 32-byte form ([`short_len`](Self::short_len)) and
+    /// no further (see [`Replicator::serves_short_only`]).
+    short_only: bool,
+    /// The newest length whose state is signed in the 32-byte form.
+    short_len: u64,
+    /// The feed length up to which signature slots were looked at for
+    /// `short_len`.
+    short_scanned: u64,
+    /// What `short_len` was when the peer last heard of our blocks.
+    short_announced: u64,
+    /// Signature slots below `short_len − 1` found to be in the 32-byte form
+    /// or not (a sparse replica's proofs may carry an older signature).
+    slot_forms: HashMap<u64, bool>,
 }
 
 /// Most unanswered requests a peer may have queued with us; more is a protocol
@@ -129,6 +144,61 @@ impl Replicator {
             queued_per_index: HashMap::new(),
             cancelled_total: 0,
             synced: false,
+            short_only: false,
+            short_len: 0,
+            short_scanned: 0,
+            short_announced: 0,
+            slot_forms: HashMap::new(),
+        }
+    }
+
+    /// Serve this peer only what a hypercore 8 (kappa-core 6) peer can verify.
+    ///
+    /// The rule: such a peer is served the feed as of its newest state signed
+    /// in the 32-byte form, with that state's signature (or an older 32-byte
+    /// one), and never a block past it: the blocks after it are not
+    /// announced, requests for them are not answered, and
+    /// [`FeedStats::withheld_from`] says from where. A feed whose
+    /// newer states are signed in the 40-byte form (appended by hypercore 9,
+    /// or replicated from a kappa-core 7 peer during the session) thus stops
+    /// growing for this peer, and resumes when a newer state is signed in the
+    /// 32-byte form; a feed whose older states are in the 40-byte form and
+    /// whose head is not is served whole, every proof carrying a 32-byte
+    /// signature. Call before [`on_open`](Self::on_open).
+    pub(crate) fn serves_short_only(&mut self) {
+        self.short_only = true;
+        self.refresh_short();
+        self.short_announced = self.short_len;
+    }
+
+    /// The length this peer may be served up to.
+    fn served_len(&self, f: &Feed) -> u64 {
+        if self.short_only {
+            self.short_len.min(f.len())
+        } else {
+            f.len()
+        }
+    }
+
+    /// Looks at the signature slots written since the last look for a newer
+    /// state signed in the 32-byte form.
+    fn refresh_short(&mut self) {
+        if !self.short_only {
+            return;
+        }
+        let mut f = self.feed.lock();
+        let len = f.len();
+        if len > self.short_scanned {
+            // A slot that cannot be read proves nothing to this peer: it is
+            // served the older state (the error shows up for whoever reads the
+            // feed next).
+            if let Ok(Some(n)) = f.newest_length_signed_in(SignatureForm::TreeHash, self.short_scanned) {
+                self.short_len = self.short_len.max(n);
+            }
+            self.short_scanned = len;
+        }
+        if len > self.short_len {
+            self.stats.withheld_from = Some(self.short_len);
         }
     }
 
@@ -451,17 +521,24 @@ impl Replicator {
             return Ok(0);
         }
         let hash = req.hash.unwrap_or(false);
-        let mut f = self.feed.lock();
+        let feed = self.feed.clone();
+        let mut f = feed.lock();
         if !f.has(req.index) {
             return Ok(0);
         }
-        // A JS receiver stores proof nodes asynchronously, so it may not have the
-        // nodes of our previous answer yet: for it, every proof stands alone.
-        let mut fresh = RemoteTree::new();
-        let remote = if self.compact_proofs { &mut self.remote_tree } else { &mut fresh };
-        let proof = f
-            .proof_for(req.index, req.nodes.unwrap_or(0), hash, remote)
-            .map_err(|e| ProtocolError::Storage(e.to_string()))?;
+        let proof = if self.short_only {
+            match self.short_proof(&mut f, &req, hash)? {
+                Some(p) => p,
+                None => return Ok(0),
+            }
+        } else {
+            // A JS receiver stores proof nodes asynchronously, so it may not have the
+            // nodes of our previous answer yet: for it, every proof stands alone.
+            let mut fresh = RemoteTree::new();
+            let remote = if self.compact_proofs { &mut self.remote_tree } else { &mut fresh };
+            f.proof_for(req.index, req.nodes.unwrap_or(0), hash, remote)
+                .map_err(|e| ProtocolError::Storage(e.to_string()))?
+        };
         let value =
             if hash { None } else { f.get(req.index).map_err(|e| ProtocolError::Storage(e.to_string()))? };
         drop(f);
@@ -483,6 +560,61 @@ impl Replicator {
         Ok(size)
     }
 
+    /// A proof for a kappa-core 6 peer (see [`serves_short_only`](Self::serves_short_only)):
+    /// one whose signature, if any, is in the 32-byte form; `None` if the
+    /// block cannot be served to it.
+    fn short_proof(
+        &mut self,
+        f: &mut Feed,
+        req: &Request,
+        hash: bool,
+    ) -> Result<Option<Proof>, ProtocolError> {
+        let storage = |e: LogError| ProtocolError::Storage(e.to_string());
+        let short_len = self.short_len;
+        if req.index >= short_len {
+            self.stats.withheld_from = Some(short_len);
+            return Ok(None);
+        }
+        let digest = req.nodes.unwrap_or(0);
+        // As for any peer: compact proofs for a kappa-rs peer, each proof on its
+        // own for a JS one. A proof not sent is taken back from the remote tree.
+        let mut fresh = RemoteTree::new();
+        let remote = if self.compact_proofs { &mut self.remote_tree } else { &mut fresh };
+        remote.begin();
+        let (proof, slot) = f.proof_and_slot(req.index, digest, hash, remote).map_err(storage)?;
+        let usable = match slot {
+            None => true,
+            Some(s) if s + 1 == short_len => true,
+            Some(s) if s + 1 < short_len => match self.slot_forms.get(&s) {
+                Some(&short) => short,
+                None => {
+                    let short = f.signature_form_at(s + 1).map_err(storage)? == Some(SignatureForm::TreeHash);
+                    if self.slot_forms.len() >= 4096 {
+                        self.slot_forms.clear();
+                    }
+                    self.slot_forms.insert(s, short);
+                    short
+                }
+            },
+            Some(_) => false,
+        };
+        if usable {
+            remote.commit();
+            return Ok(Some(proof));
+        }
+        // The proof would carry a 40-byte signature: prove the block against
+        // the newest state signed in the 32-byte form instead.
+        remote.rollback();
+        remote.begin();
+        let proof = f.proof_at(req.index, digest, hash, remote, short_len).map_err(storage)?;
+        remote.commit();
+        if proof.is_none() {
+            // A sparse replica may lack a node of the way to that state.
+            self.stats.withheld_from = Some(self.stats.withheld_from.map_or(req.index, |w| w.min(req.index)));
+        }
+        Ok(proof)
+    }
+
     /// The remote wants to know what we have in a range.
     pub(crate) fn on_want(&mut self, want: Want, out: &mut Vec<Message>) -> Result<(), ProtocolError> {
         let length = want.length_or_default();
@@ -492,25 +624,26 @@ impl Replicator {
         if !self.uploading || !want.start.is_multiple_of(WANT_ALIGN) || !length.is_multiple_of(WANT_ALIGN) {
             return Ok(());
         }
-        let f = self.feed.lock();
+        self.refresh_short();
+        let feed = self.feed.clone();
+        let f = feed.lock();
         let first = !self.remote_wanted;
         self.remote_wanted = true;
-        let len = f.len();
+        let len = self.served_len(&f);
         if first && len > 0 && f.has(len - 1) {
             out.push(Message::Have(Have { start: len - 1, length: None, bitfield: None, ack: None }));
         }
         // The data bitfield bytes for blocks start .. start+length; bytes past what
         // the feed holds are zero, and the encoder drops trailing zeros anyway.
-        let first_byte = want.start / 8;
-        let last_byte = (want.start + length).div_ceil(8).min(f.bitfield().data_bits() / 8);
-        let bytes: Vec<u8> = (first_byte..last_byte.max(first_byte)).map(|b| f.bitfield_byte(b)).collect();
+        let bytes = served_bits(&f, want.start, want.start + length, len);
         out.push(Message::Have(Have {
             start: want.start,
             length: Some(length),
             bitfield: Some(crate::rle::encode(&bytes)),
             ack: None,
         }));
-        self.seen_version = self.feed.version();
+        self.seen_version = feed.version();
+        self.short_announced = self.short_len;
         Ok(())
     }
 
@@ -530,22 +663,46 @@ impl Replicator {
     pub(crate) fn on_local_change(&mut self, out: &mut Vec<Message>) {
         let (changes, version) = self.feed.changes_since(self.seen_version);
         self.seen_version = version;
+        self.refresh_short();
         if !self.remote_wanted || !self.uploading {
             return;
         }
+        let announced = if self.short_only { self.short_announced } else { u64::MAX };
+        self.short_announced = self.short_len;
         match changes {
             Changes::Ranges(ranges) => {
                 for r in ranges {
-                    if self.received_here.contains_range(&r) {
+                    // What a kappa-core 6 peer may not have yet is announced below.
+                    let r = r.start..r.end.min(announced);
+                    if r.is_empty() || self.received_here.contains_range(&r) {
                         continue; // it came from this peer
                     }
                     let length = if r.end - r.start == 1 { None } else { Some(r.end - r.start) };
                     out.push(Message::Have(Have { start: r.start, length, bitfield: None, ack: None }));
                 }
+                if self.short_only && self.short_len > announced {
+                    // A newer state signed in the 32-byte form: the blocks up to
+                    // it we hold are news to this peer.
+                    let f = self.feed.lock();
+                    let mut i = announced;
+                    while i < self.short_len {
+                        if !f.has(i) {
+                            i += 1;
+                            continue;
+                        }
+                        let start = i;
+                        while i < self.short_len && f.has(i) {
+                            i += 1;
+                        }
+                        let length = if i - start == 1 { None } else { Some(i - start) };
+                        out.push(Message::Have(Have { start, length, bitfield: None, ack: None }));
+                    }
+                }
             }
             Changes::Rescan => {
                 let f = self.feed.lock();
-                let bytes: Vec<u8> = (0..f.bitfield().data_bits() / 8).map(|b| f.bitfield_byte(b)).collect();
+                let served = self.served_len(&f);
+                let bytes = served_bits(&f, 0, f.bitfield().data_bits(), served);
                 let length = (bytes.len() as u64 * 8).div_ceil(WANT_ALIGN).max(1) * WANT_ALIGN;
                 out.push(Message::Have(Have {
                     start: 0,
@@ -625,7 +782,7 @@ impl Replicator {
             return false;
         }
         // What the peer announced, and acked as stored.
-        self.remote_has.contains_range(&(0..f.len()))
+        self.remote_has.contains_range(&(0..self.served_len(&f)))
     }
 
     /// Writes the bitfield pages of blocks stored since the last flush.
@@ -643,6 +800,26 @@ impl Replicator {
     }
 }
 
+/// The data bitfield bytes for blocks `start .. end` (`start` a multiple of
+/// 8), with the bits of blocks from `served` on cleared; bytes past what the
+/// feed holds are left out (the encoder drops trailing zeros anyway).
+fn served_bits(f: &Feed, start: u64, end: u64, served: u64) -> Vec<u8> {
+    let first_byte = start / 8;
+    let last_byte = end.min(served).div_ceil(8).min(f.bitfield().data_bits() / 8);
+    (first_byte..last_byte.max(first_byte))
+        .map(|b| {
+            let byte = f.bitfield_byte(b);
+            let past = (8 * b + 8).saturating_sub(served);
+            if past >= 8 {
+                0
+            } else {
+                // Bit 7 is block 8b: keep the first 8 − past blocks.
+                byte & !((1u16 << past) - 1) as u8
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -658,6 +835,60 @@ mod tests {
 
     fn answered(out: &[Message]) -> Vec<u64> {
         out.iter().filter_map(|m| if let Message::Data(d) = m { Some(d.index) } else { None }).collect()
+    }
+
+    fn downloader(opts: FeedOptions) -> Replicator {
+        let key = KeyPair::from_seed(&[3; 32]).public_key();
+        let f = Feed::builder(MemoryProvider::new()).public_key(key).open().unwrap();
+        Replicator::new(SharedFeed::new(f), opts, false, 16)
+    }
+
+    fn wants(out: &[Message]) -> Vec<(u64, u64)> {
+        out.iter()
+            .filter_map(
+                |m| if let Message::Want(w) = m { Some((w.start, w.length_or_default())) } else { None },
+            )
+            .collect()
+    }
+
+    /// hypercore 9 (as hypercore 8) answers only Wants aligned to 8192 blocks;
+    /// for a list of blocks it sends a Want for each block's window.
+    #[test]
+    fn a_list_of_blocks_gets_one_aligned_want_per_window_of_a_block() {
+        let blocks = [10, 50, 20_000, 3_000_000, 3_000_001];
+        let mut r = downloader(FeedOptions::sparse(blocks.iter().map(|&b| b..b + 1)));
+        let mut out = Vec::new();
+        r.on_open(&mut out);
+        let w = wants(&out);
+        assert_eq!(w, vec![(0, 8192), (16_384, 8192), (2_998_272, 8192)]);
+        for &(start, length) in &w {
+            assert!(start.is_multiple_of(WANT_ALIGN) && length.is_multiple_of(WANT_ALIGN));
+        }
+        for b in blocks {
+            assert_eq!(w.iter().filter(|(s, l)| (*s..s + l).contains(&b)).count(), 1, "block {b}");
+        }
+    }
+
+    #[test]
+    fn want_windows_start_at_the_selections_aligned_start() {
+        // A range: its first window is the one holding its first block.
+        let mut r = downloader(FeedOptions::sparse_range(20_000..30_000));
+        let mut out = Vec::new();
+        r.on_open(&mut out);
+        assert_eq!(wants(&out), vec![(16_384, 16_384)]);
+
+        // From a sequence: the first 1 MiB-block window (hypercore 9 always
+        // asks about it), then, once the peer's length is known, the windows
+        // from the one holding the start to the end.
+        let mut r =
+            downloader(FeedOptions { selection: Selection::From(3_000_000), ..FeedOptions::default() });
+        let mut out = Vec::new();
+        r.on_open(&mut out);
+        assert_eq!(wants(&out), vec![(0, WANT_SPAN)]);
+        out.clear();
+        let have = Have { start: 4_000_000, length: None, bitfield: None, ack: None };
+        r.on_have(Instant::now(), have, &mut out).unwrap();
+        assert_eq!(wants(&out), vec![(2 * WANT_SPAN, WANT_SPAN), (3 * WANT_SPAN, WANT_SPAN)]);
     }
 
     #[test]

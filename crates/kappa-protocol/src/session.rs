@@ -394,6 +394,12 @@ pub struct FeedStats {
     pub blocks_down: u64,
     /// Value bytes received and stored.
     pub bytes_down: u64,
+    /// The first block kept from the peer: it speaks kappa-core 6 (hypercore
+    /// 8), and the blocks from here on are signed only in the 40-byte
+    /// hypercore 9 form, which it cannot verify (or, on a sparse replica, this
+    /// block could not be proven against a state signed in the 32-byte form).
+    /// See `docs/semantics.md`, the one-way signature rule.
+    pub withheld_from: Option<u64>,
 }
 
 /// Something the application should know.
@@ -1113,6 +1119,9 @@ impl Protocol {
         let mut repl = Replicator::new(feed, fopts, live, max);
         repl.compact_proofs = self.compact_proofs;
         repl.peer_live = self.peer_live;
+        if self.result.as_ref().is_some_and(|r| !r.generation.verifies_long_signatures()) {
+            repl.serves_short_only();
+        }
         let mut out = Vec::new();
         repl.on_open(&mut out);
         self.channels[slot].repl = Some(repl);

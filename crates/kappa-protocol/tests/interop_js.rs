@@ -1,6 +1,12 @@
-//! Rust ↔ JS hypercore 8 over hypercore-protocol 7 on loopback TCP, with the
-//! pinned JS peer `interop/replicate-peer.js`: both directions, as initiator and
-//! as responder, non-live, live with appends, and sparse.
+//! Rust ↔ JS over loopback TCP in both wire generations, with the pinned JS
+//! peers `interop/replicate-peer.js` (hypercore 8 over hypercore-protocol 7,
+//! kappa-core 6) and `interop/kc7/replicate-peer.js` (hypercore 9 over
+//! hypercore-protocol 8, kappa-core 7): both directions, as initiator
+//! (detecting the generation, `Wire::Auto`) and as responder (answering in
+//! the peer's generation), non-live, live with appends, and sparse; feeds
+//! signed in both forms for kappa-core 7. One body per scenario, run for each
+//! generation (`kc6_…`, `kc7_…`); every connection goes through the seeded
+//! chaos relay when `KAPPA_CHAOS_SEED` is set (`kappa_testkit::chaos::route`).
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,11 +14,13 @@ use std::time::Duration;
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
 use kappa_log::storage::DirectoryProvider;
-use kappa_log::{Feed, KeyPair, SharedFeed};
-use kappa_protocol::{EndReason, FeedOptions, ProtocolOptions, Session, SessionReport};
+use kappa_log::{Feed, KeyPair, SharedFeed, SignatureForm};
+use kappa_protocol::{EndReason, FeedOptions, Generation, ProtocolOptions, Session, SessionReport, Wire};
 use kappa_testkit::{chaos, content_digest, js};
 
 const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+const KC7: Generation = Generation::KappaCore7;
 
 type JsPeer = js::Peer;
 
@@ -21,8 +29,15 @@ fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
 }
 
 fn writer(dir: &Path, n: u64) -> SharedFeed {
-    let mut f =
-        Feed::builder(DirectoryProvider::new(dir)).key_pair(KeyPair::from_seed(&[0x42; 32])).open().unwrap();
+    writer_in(dir, n, SignatureForm::TreeHash)
+}
+
+fn writer_in(dir: &Path, n: u64, form: SignatureForm) -> SharedFeed {
+    let mut f = Feed::builder(DirectoryProvider::new(dir))
+        .key_pair(KeyPair::from_seed(&[0x42; 32]))
+        .signature_form(form)
+        .open()
+        .unwrap();
     let mut i = 0;
     while i < n {
         let end = (i + 1000).min(n);
@@ -38,20 +53,38 @@ fn replica(dir: &Path, key: &str) -> SharedFeed {
 }
 
 async fn run(
+    generation: Generation,
     stream: TcpStream,
     initiator: bool,
     live: bool,
     feed: SharedFeed,
     fopts: FeedOptions,
 ) -> SessionReport {
-    let (s, h) = Session::new(stream, ProtocolOptions::new(initiator).live(live));
+    let (s, h) = Session::new(stream, options(generation, initiator).live(live));
     h.open_feed(feed, fopts);
-    s.run().await
+    let report = s.run().await;
+    assert_eq!(report.generation, Some(generation), "{report:?}");
+    report
 }
 
-#[test]
-fn rust_downloads_from_js_as_initiator_and_responder() {
-    let Some(harness) = js::harness() else { return };
+/// An initiator detects the generation; a responder answers in the peer's.
+fn options(generation: Generation, initiator: bool) -> ProtocolOptions {
+    ProtocolOptions::new(initiator).wire(Wire::Auto).responder_generation(generation)
+}
+
+kappa_testkit::both_generations! {
+    rust_downloads_from_js_as_initiator_and_responder =>
+        kc6_rust_downloads_from_js_as_initiator_and_responder,
+        kc7_rust_downloads_from_js_as_initiator_and_responder;
+    js_downloads_from_rust_as_initiator_and_responder =>
+        kc6_js_downloads_from_rust_as_initiator_and_responder,
+        kc7_js_downloads_from_rust_as_initiator_and_responder;
+    live_both_ways_with_appends => kc6_live_both_ways_with_appends, kc7_live_both_ways_with_appends;
+    sparse_both_ways => kc6_sparse_both_ways, kc7_sparse_both_ways;
+}
+
+fn rust_downloads_from_js_as_initiator_and_responder(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     for rust_initiates in [true, false] {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
@@ -77,7 +110,7 @@ fn rust_downloads_from_js_as_initiator_and_responder() {
         let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
         let report = task::block_on(async {
             let stream = TcpStream::connect(chaos::route_to_port(port as u16).addr()).await.unwrap();
-            run(stream, rust_initiates, false, r.clone(), FeedOptions::default()).await
+            run(generation, stream, rust_initiates, false, r.clone(), FeedOptions::default()).await
         });
         assert_eq!(report.end, EndReason::Finished, "{report:?}");
         assert_eq!(report.blocks_received(), 3000);
@@ -87,15 +120,21 @@ fn rust_downloads_from_js_as_initiator_and_responder() {
         let mut f = r.lock();
         assert_eq!(f.audit().unwrap(), 3000);
         assert_eq!(content_digest(&mut f), done["digest"].as_str().unwrap());
+        // hypercore 9 signed it in the 40-byte form, hypercore 8 in the 32-byte one.
+        assert_eq!(f.signature_form().unwrap(), Some(js::signature_form_of(generation)));
     }
 }
 
-#[test]
-fn js_downloads_from_rust_as_initiator_and_responder() {
-    let Some(harness) = js::harness() else { return };
-    for rust_initiates in [true, false] {
+fn js_downloads_from_rust_as_initiator_and_responder(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
+    // hypercore 8 cannot read a feed signed in the 40-byte form.
+    let mut cases = vec![(true, SignatureForm::TreeHash), (false, SignatureForm::TreeHash)];
+    if generation == KC7 {
+        cases.push((true, SignatureForm::TreeHashAndLength));
+    }
+    for (rust_initiates, form) in cases {
         let tmp = tempfile::tempdir().unwrap();
-        let w = writer(&tmp.path().join("rust"), 2500);
+        let w = writer_in(&tmp.path().join("rust"), 2500, form);
         let want = content_digest(&mut w.lock());
         let key = w.public_key().to_hex();
         let report = task::block_on(async {
@@ -116,7 +155,8 @@ fn js_downloads_from_rust_as_initiator_and_responder() {
                 ],
             );
             let (stream, _) = listener.accept().await.unwrap();
-            let report = run(stream, rust_initiates, false, w.clone(), FeedOptions::default()).await;
+            let report =
+                run(generation, stream, rust_initiates, false, w.clone(), FeedOptions::default()).await;
             let done = task::spawn_blocking(move || {
                 let d = peer.until("done");
                 peer.finish();
@@ -134,9 +174,8 @@ fn js_downloads_from_rust_as_initiator_and_responder() {
     }
 }
 
-#[test]
-fn live_both_ways_with_appends() {
-    let Some(harness) = js::harness() else { return };
+fn live_both_ways_with_appends(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     // Rust writer, JS live replica: Rust appends while connected.
     let tmp = tempfile::tempdir().unwrap();
     let w = writer(&tmp.path().join("rust"), 100);
@@ -161,7 +200,7 @@ fn live_both_ways_with_appends() {
             ],
         );
         let (stream, _) = listener.accept().await.unwrap();
-        let session = task::spawn(run(stream, false, true, w.clone(), FeedOptions::default()));
+        let session = task::spawn(run(generation, stream, false, true, w.clone(), FeedOptions::default()));
         task::sleep(Duration::from_millis(300)).await;
         for k in 0..10 {
             w.append(format!("live-{k}")).unwrap();
@@ -205,7 +244,7 @@ fn live_both_ways_with_appends() {
     let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
     let report = task::block_on(async {
         let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
-        let (s, h) = Session::new(stream, ProtocolOptions::new(true).live(true));
+        let (s, h) = Session::new(stream, options(generation, true).live(true));
         h.open_feed(r.clone(), FeedOptions::default());
         let session = task::spawn(s.run());
         for _ in 0..400 {
@@ -225,9 +264,8 @@ fn live_both_ways_with_appends() {
     r.lock().audit().unwrap();
 }
 
-#[test]
-fn sparse_both_ways() {
-    let Some(harness) = js::harness() else { return };
+fn sparse_both_ways(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     // Rust sparse replica of a JS writer: only blocks 100..200 travel.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
@@ -250,7 +288,7 @@ fn sparse_both_ways() {
     let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
     let report = task::block_on(async {
         let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
-        run(stream, true, false, r.clone(), FeedOptions::sparse_range(100..200)).await
+        run(generation, stream, true, false, r.clone(), FeedOptions::sparse_range(100..200)).await
     });
     peer.until("done");
     peer.finish();
@@ -282,7 +320,7 @@ fn sparse_both_ways() {
             ],
         );
         let (stream, _) = listener.accept().await.unwrap();
-        let report = run(stream, false, false, w.clone(), FeedOptions::default()).await;
+        let report = run(generation, stream, false, false, w.clone(), FeedOptions::default()).await;
         let done = task::spawn_blocking(move || {
             let d = peer.until("done");
             peer.finish();

@@ -28,6 +28,27 @@ pub mod chaos;
 pub mod lines;
 pub mod mux5;
 pub mod netns;
+
+/// One `#[test]` per wire generation for each scenario: `scenario => kc6_name,
+/// kc7_name;` defines `fn kc6_name()` calling `scenario(Generation::KappaCore6)`
+/// and `fn kc7_name()` calling it with `Generation::KappaCore7` (the interop
+/// suites write each scenario once; see [`js::harness_for`]).
+#[macro_export]
+macro_rules! both_generations {
+    ($($scenario:ident => $kc6:ident, $kc7:ident;)*) => {$(
+        #[test]
+        fn $kc6() {
+            $scenario($crate::Generation::KappaCore6);
+        }
+        #[test]
+        fn $kc7() {
+            $scenario($crate::Generation::KappaCore7);
+        }
+    )*};
+}
+
+#[doc(hidden)]
+pub use kappa_protocol::Generation;
 pub mod pair;
 pub mod postgres;
 
@@ -70,6 +91,28 @@ pub mod js {
             "\n*** SKIPPING JS interop test: interop/kc7/node_modules missing; run interop/setup.sh ***\n"
         );
         None
+    }
+
+    /// The harness of a wire generation: [`harness`] for kappa-core 6,
+    /// [`harness_kc7`] for kappa-core 7 (an interop scenario written once runs
+    /// against both; see [`both_generations!`](crate::both_generations)).
+    ///
+    /// # Panics
+    /// Under CI when the packages are missing.
+    pub fn harness_for(generation: kappa_protocol::Generation) -> Option<PathBuf> {
+        match generation {
+            kappa_protocol::Generation::KappaCore6 => harness(),
+            kappa_protocol::Generation::KappaCore7 => harness_kc7(),
+        }
+    }
+
+    /// The signature form a JS writer of `generation` signs in: hypercore 8's
+    /// 32-byte form, hypercore 9's 40-byte one.
+    pub fn signature_form_of(generation: kappa_protocol::Generation) -> kappa_log::SignatureForm {
+        match generation {
+            kappa_protocol::Generation::KappaCore6 => kappa_log::SignatureForm::TreeHash,
+            kappa_protocol::Generation::KappaCore7 => kappa_log::SignatureForm::TreeHashAndLength,
+        }
     }
 
     /// A long-running JS peer (`interop/<script>`), whose stdout is one JSON event
