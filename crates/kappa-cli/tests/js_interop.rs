@@ -16,6 +16,7 @@ use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use kappa_core::protocol::Generation;
+use kappa_testkit::js::Role;
 use kappa_testkit::{chaos, js};
 use serde_json::{json, Value};
 
@@ -178,23 +179,12 @@ fn kappa_sync_with_js_peers_live_and_non_live(generation: Generation) {
         let js_dir = tmp.path().join("js");
         let key = ok(&b, &["key"]).trim().to_owned();
         ok(&b, &["put", "y", "2"]);
-        let mut args = vec![
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &key,
-            "--write",
-            "local:5",
-        ];
+        let mut args = vec!["--shared-key", &key, "--write", "local:5"];
         if live {
             args.push("--live");
         }
-        let mut peer = js::Peer::spawn(&harness, "multifeed-peer.js", &args);
-        let port = peer.until("listening")["port"].as_u64().unwrap();
-        let route = chaos::route_to_port(port as u16);
+        let (mut peer, route) =
+            js::Peer::listening(&harness, "multifeed-peer.js", &js_dir, Role::Responder, &args);
         let addr = route.addr().to_string();
         let report = json_lines(&b, &["sync", &addr]).remove(0);
         assert_eq!(report["blocks_received"], 5, "live {live}: {report}");
@@ -209,9 +199,9 @@ fn kappa_sync_with_js_peers_live_and_non_live(generation: Generation) {
         let feeds = json_lines(&b, &["feeds"]);
         assert_eq!(feeds.iter().map(|f| f["length"].as_u64().unwrap()).sum::<u64>(), 6);
         // The text report says which generation the peer spoke.
-        let mut peer = js::Peer::spawn(&harness, "multifeed-peer.js", &args);
-        let port = peer.until("listening")["port"].as_u64().unwrap();
-        let text = ok(&b, &["sync", &chaos::route_to_port(port as u16).addr().to_string()]);
+        let (mut peer, route) =
+            js::Peer::listening(&harness, "multifeed-peer.js", &js_dir, Role::Responder, &args);
+        let text = ok(&b, &["sync", &route.addr().to_string()]);
         assert!(text.contains(&format!("over the {generation} wire")), "{text}");
         peer.until("done");
         assert!(peer.finish().success());
@@ -302,23 +292,9 @@ fn kappa_sync_with_the_wrong_wire_fails_and_says_so() {
     let b = tmp.path().join("b");
     let key = ok(&b, &["key"]).trim().to_owned();
     let js_dir = tmp.path().join("js");
-    let mut peer = js::Peer::spawn(
-        &harness,
-        "multifeed-peer.js",
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &key,
-            "--write",
-            "local:1",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap();
-    let o = run(&b, &["sync", "--wire", "6", &format!("127.0.0.1:{port}")]);
+    let extra = ["--shared-key", &key, "--write", "local:1"];
+    let (peer, route) = js::Peer::listening(&harness, "multifeed-peer.js", &js_dir, Role::Responder, &extra);
+    let o = run(&b, &["sync", "--wire", "6", &route.addr().to_string()]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("another wire generation") && err.contains("--wire auto"), "{err}");

@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 
 use async_std::net::TcpStream;
 use async_std::task;
-use common::{form, js_summary, key_hex, rust_writer, spawn, spawn_live_writer, summary, KC6, KC7, KEY};
+use common::{form, js_summary, listening, rust_writer, spawn_live_writer, summary, KC6, KC7, KEY};
 use kappa_log::encoding::{Codec, Json};
 use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, ReplicateOptions};
-use kappa_testkit::{chaos, content_digest, js};
+use kappa_testkit::js::Role;
+use kappa_testkit::{content_digest, js};
 use serde_json::{json, Value};
 
 /// A Rust set holding a feed from JS kappa-core 7 (40-byte signatures) syncs
@@ -31,29 +32,14 @@ fn a_kc6_peer_is_not_offered_a_feed_only_kc7_can_verify() {
     let Some(kc6) = js::harness() else { return };
     let Some(kc7) = js::harness_kc7() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let kh = key_hex();
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "local", 4);
 
     let sync = |harness: &Path, dir: &str, write: &str| {
         let d = tmp.path().join(dir);
-        let mut peer = spawn(
-            harness,
-            &[
-                "--dir",
-                d.to_str().unwrap(),
-                "--listen",
-                "0",
-                "--responder",
-                "--shared-key",
-                &kh,
-                "--write",
-                write,
-            ],
-        );
-        let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+        let (mut peer, route) = listening(harness, &d, Role::Responder, &["--write", write]);
         let report = task::block_on(async {
-            let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+            let stream = TcpStream::connect(route.addr()).await.unwrap();
             mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
         })
         .unwrap();
@@ -91,37 +77,17 @@ fn bridge_kc6_js_rust_kc7_js_live() {
     let Some(kc6) = js::harness() else { return };
     let Some(kc7) = js::harness_kc7() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
-    let mut a = spawn_live_writer(&kc6, &a_dir);
+    let (mut a, route_a) = spawn_live_writer(&kc6, &a_dir);
     // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 4 entries.
-    let mut c = spawn(
-        &kc7,
-        &[
-            "--dir",
-            c_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "c:4",
-            "--expect-feeds",
-            "4",
-            "--expect-total",
-            "20",
-        ],
-    );
-    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
-    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let c_extra = ["--live", "--write", "c:4", "--expect-feeds", "4", "--expect-total", "20"];
+    let (mut c, route_c) = listening(&kc7, &c_dir, Role::Responder, &c_extra);
     let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
     rust_writer(&b, "b", 1);
     let (c_done, ra, rc) = task::block_on(async {
-        let sa = TcpStream::connect(chaos::route_to_port(port_a).addr()).await.unwrap();
-        let sc = TcpStream::connect(chaos::route_to_port(port_c).addr()).await.unwrap();
+        let sa = TcpStream::connect(route_a.addr()).await.unwrap();
+        let sc = TcpStream::connect(route_c.addr()).await.unwrap();
         let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let (fc, hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let ta = task::spawn(fa);
@@ -178,18 +144,15 @@ fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_ses
     let Some(kc6) = js::harness() else { return };
     let Some(kc7) = js::harness_kc7() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
     let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
     rust_writer(&b, "b", 1);
 
     // C's feed, written by kappa-core 6, reaches B first.
-    let c_args = ["--dir", c_dir.to_str().unwrap(), "--listen", "0", "--responder", "--shared-key", &kh];
-    let mut c6 = spawn(&kc6, &[&c_args[..], &["--write", "c:4"]].concat());
-    let port = c6.until("listening")["port"].as_u64().unwrap() as u16;
+    let (mut c6, route) = listening(&kc6, &c_dir, Role::Responder, &["--write", "c:4"]);
     let r = task::block_on(async {
-        let s = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let s = TcpStream::connect(route.addr()).await.unwrap();
         b.replicate(s, ReplicateOptions::new(true).shared_key(KEY)).await.unwrap()
     });
     assert_eq!(r.generation, Some(KC6));
@@ -200,20 +163,12 @@ fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_ses
         c_prefix.iter().find(|(_, (len, _))| *len == 4).map(|(k, v)| (k.clone(), v.clone())).unwrap();
     assert_eq!(form(&b, &c_key), Some(SignatureForm::TreeHash));
 
-    let mut a = spawn_live_writer(&kc6, &a_dir);
+    let (mut a, route_a) = spawn_live_writer(&kc6, &a_dir);
     // C expects A's two feeds, B's and its own: 10 + 5 + 1 + 10 entries.
-    let mut c = spawn(
-        &kc7,
-        &[
-            &c_args[..],
-            &["--live", "--write-during-live", "c:6", "--expect-feeds", "4", "--expect-total", "26"],
-        ]
-        .concat(),
-    );
-    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
-    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let c_extra = ["--live", "--write-during-live", "c:6", "--expect-feeds", "4", "--expect-total", "26"];
+    let (mut c, route_c) = listening(&kc7, &c_dir, Role::Responder, &c_extra);
     let (c_done, ra, rc) = task::block_on(async {
-        let sa = TcpStream::connect(chaos::route_to_port(port_a).addr()).await.unwrap();
+        let sa = TcpStream::connect(route_a.addr()).await.unwrap();
         let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let ta = task::spawn(fa);
         // A's session is under way (C's feed offered to A with its 32-byte
@@ -223,7 +178,7 @@ fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_ses
             assert!(Instant::now() < deadline, "A's live feed never reached B");
             task::sleep(Duration::from_millis(20)).await;
         }
-        let sc = TcpStream::connect(chaos::route_to_port(port_c).addr()).await.unwrap();
+        let sc = TcpStream::connect(route_c.addr()).await.unwrap();
         let (fc, hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let tc = task::spawn(fc);
         let done = task::spawn_blocking(move || {
@@ -241,9 +196,8 @@ fn bridge_kc6_js_rust_kc7_js_live_with_a_feed_signed_in_the_40_byte_form_mid_ses
         let rc = tc.await;
         // C stops once it holds everything, maybe before B has C's newest
         // blocks: B fetches what it lacks from C's folder, still live with A.
-        let mut c2 = spawn(&kc7, &c_args);
-        let port = c2.until("listening")["port"].as_u64().unwrap() as u16;
-        let s = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let (mut c2, route) = listening(&kc7, &c_dir, Role::Responder, &[]);
+        let s = TcpStream::connect(route.addr()).await.unwrap();
         b.replicate(s, ReplicateOptions::new(true).shared_key(KEY)).await.unwrap();
         let c2_done = task::spawn_blocking(move || {
             let d = c2.until("done");

@@ -16,10 +16,13 @@ use std::time::{Duration, Instant};
 
 use async_std::net::{TcpListener, TcpStream};
 use async_std::task;
-use common::{form, js_summary, key_hex, opts, rust_writer, spawn, spawn_live_writer, summary, KC6, KEY};
+use common::{
+    form, js_summary, key_hex, listening, opts, rust_writer, spawn, spawn_live_writer, summary, KC6, KEY,
+};
 use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, MultifeedError, ReplicateOptions};
 use kappa_protocol::Generation;
+use kappa_testkit::js::Role;
 use kappa_testkit::{chaos, js};
 use serde_json::{json, Value};
 
@@ -42,15 +45,12 @@ fn js_1000_and_rust_500_end_identical_both_roles(generation: Generation) {
     for js_listens_as_initiator in [false, true] {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
-        let role = if js_listens_as_initiator { "--initiator" } else { "--responder" };
-        let kh = key_hex();
-        let args = ["--dir", js_dir.to_str().unwrap(), "--listen", "0", role, "--shared-key", &kh];
-        let mut peer = spawn(&harness, &[&args[..], &["--write", "local:1000"]].concat());
-        let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+        let role = if js_listens_as_initiator { Role::Initiator } else { Role::Responder };
+        let (mut peer, route) = listening(&harness, &js_dir, role, &["--write", "local:1000"]);
         let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
         rust_writer(&mf, "local", 500);
         let report = task::block_on(async {
-            let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+            let stream = TcpStream::connect(route.addr()).await.unwrap();
             mf.replicate(stream, opts(generation, !js_listens_as_initiator)).await
         })
         .unwrap();
@@ -122,30 +122,14 @@ fn a_sparse_rust_peer_takes_the_newest_of_each_js_feed(generation: Generation) {
     // A fresh Rust peer takes only the newest 5 of each JS feed.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let kh = key_hex();
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &kh,
-            "--write",
-            "a:50",
-            "--write",
-            "b:8",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let (mut peer, route) =
+        listening(&harness, &js_dir, Role::Responder, &["--write", "a:50", "--write", "b:8"]);
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "mine", 1);
     let mut o = opts(generation, true);
     o.selection = kappa_protocol::Selection::Newest(5);
     let report = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let stream = TcpStream::connect(route.addr()).await.unwrap();
         mf.replicate(stream, o).await
     })
     .unwrap();
@@ -168,25 +152,10 @@ fn a_sparse_rust_peer_takes_the_newest_entries_from_js(generation: Generation) {
     let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let kh = key_hex();
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &kh,
-            "--write",
-            "local:1000",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let (mut peer, route) = listening(&harness, &js_dir, Role::Responder, &["--write", "local:1000"]);
     let mf = Multifeed::in_memory().unwrap();
     let report = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let stream = TcpStream::connect(route.addr()).await.unwrap();
         let mut o = opts(generation, true);
         o.selection = kappa_protocol::Selection::Newest(100);
         mf.replicate(stream, o).await
@@ -209,29 +178,12 @@ fn live_new_feeds_both_ways(generation: Generation) {
     // JS creates a writer after connecting; it reaches Rust live.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let kh = key_hex();
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--write",
-            "local:10",
-            "--write-during-live",
-            "late:20",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let extra = ["--live", "--write", "local:10", "--write-during-live", "late:20"];
+    let (mut peer, route) = listening(&harness, &js_dir, Role::Responder, &extra);
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "mine", 3);
     let result = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let stream = TcpStream::connect(route.addr()).await.unwrap();
         let (session, handle) = mf.session(stream, opts(generation, true).live(true)).unwrap();
         let running = task::spawn(session);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -247,6 +199,7 @@ fn live_new_feeds_both_ways(generation: Generation) {
     assert!(peer.finish().success());
 
     // Rust creates a writer after connecting; it reaches JS live.
+    let kh = key_hex();
     let tmp = tempfile::tempdir().unwrap();
     let mf = Multifeed::open_dir(tmp.path().join("rust")).unwrap();
     rust_writer(&mf, "local", 5);
@@ -294,25 +247,14 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
     let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--shared-key",
-            &"77".repeat(32),
-            "--write",
-            "local:3",
-        ],
-    );
-    let port = peer.until("listening")["port"].as_u64().unwrap() as u16;
+    let other_key = "77".repeat(32);
+    let extra = ["--shared-key", &other_key, "--write", "local:3"];
+    let (mut peer, route) =
+        js::Peer::listening(&harness, "multifeed-peer.js", &js_dir, Role::Responder, &extra);
     let mf = Multifeed::in_memory().unwrap();
     let started = Instant::now();
     let result = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let stream = TcpStream::connect(route.addr()).await.unwrap();
         mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
     });
     let ours = started.elapsed();
@@ -335,36 +277,18 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
 fn chain_js_rust_js_carries_a_new_feed_to_the_far_end() {
     let Some(harness) = js::harness_for(KC6) else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let kh = key_hex();
     let a_dir = tmp.path().join("a");
     let c_dir = tmp.path().join("c");
     // A: writes, and creates a feed once connected. C: expects A's two feeds and
     // Rust's one, all complete.
-    let mut a = spawn_live_writer(&harness, &a_dir);
-    let mut c = spawn(
-        &harness,
-        &[
-            "--dir",
-            c_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--shared-key",
-            &kh,
-            "--expect-feeds",
-            "3",
-            "--expect-total",
-            "16",
-        ],
-    );
-    let port_a = a.until("listening")["port"].as_u64().unwrap() as u16;
-    let port_c = c.until("listening")["port"].as_u64().unwrap() as u16;
+    let (mut a, route_a) = spawn_live_writer(&harness, &a_dir);
+    let c_extra = ["--live", "--expect-feeds", "3", "--expect-total", "16"];
+    let (mut c, route_c) = listening(&harness, &c_dir, Role::Responder, &c_extra);
     let b = Multifeed::open_dir(tmp.path().join("b")).unwrap();
     rust_writer(&b, "b", 1);
     let c_done = task::block_on(async {
-        let sa = TcpStream::connect(chaos::route_to_port(port_a).addr()).await.unwrap();
-        let sc = TcpStream::connect(chaos::route_to_port(port_c).addr()).await.unwrap();
+        let sa = TcpStream::connect(route_a.addr()).await.unwrap();
+        let sc = TcpStream::connect(route_c.addr()).await.unwrap();
         let (fa, ha) = b.session(sa, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let (fc, _hc) = b.session(sc, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
         let ta = task::spawn(fa);

@@ -16,7 +16,9 @@ use async_std::task;
 use kappa_log::storage::DirectoryProvider;
 use kappa_log::{Feed, KeyPair, SharedFeed, SignatureForm};
 use kappa_protocol::{EndReason, FeedOptions, Generation, ProtocolOptions, Session, SessionReport, Wire};
-use kappa_testkit::{chaos, content_digest, js};
+use kappa_testkit::chaos::{self, Route};
+use kappa_testkit::js::Role;
+use kappa_testkit::{content_digest, js};
 
 const SEED: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 
@@ -26,6 +28,21 @@ type JsPeer = js::Peer;
 
 fn spawn(harness: &Path, args: &[&str]) -> JsPeer {
     js::Peer::spawn(harness, "replicate-peer.js", args)
+}
+
+/// A JS writer (the fixed seed's key) in `dir`, listening in `role`, with
+/// `--append N` and `extra`; the route to it, and its key.
+fn listening_writer(
+    harness: &Path,
+    dir: &Path,
+    role: Role,
+    append: &str,
+    extra: &[&str],
+) -> (JsPeer, Route, String) {
+    let args = [&["--seed", SEED, "--append", append][..], extra].concat();
+    let (peer, route) = js::Peer::listening(harness, "replicate-peer.js", dir, role, &args);
+    let key = peer.listened()["key"].as_str().unwrap().to_owned();
+    (peer, route, key)
 }
 
 fn writer(dir: &Path, n: u64) -> SharedFeed {
@@ -88,28 +105,11 @@ fn rust_downloads_from_js_as_initiator_and_responder(generation: Generation) {
     for rust_initiates in [true, false] {
         let tmp = tempfile::tempdir().unwrap();
         let js_dir = tmp.path().join("js");
-        let role = if rust_initiates { "--responder" } else { "--initiator" };
-        let mut peer = spawn(
-            &harness,
-            &[
-                "--dir",
-                js_dir.to_str().unwrap(),
-                "--listen",
-                "0",
-                role,
-                "--seed",
-                SEED,
-                "--append",
-                "3000",
-                "--batch",
-                "7",
-            ],
-        );
-        let listening = peer.until("listening");
-        let port = listening["port"].as_u64().unwrap();
-        let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
+        let role = if rust_initiates { Role::Responder } else { Role::Initiator };
+        let (mut peer, route, key) = listening_writer(&harness, &js_dir, role, "3000", &["--batch", "7"]);
+        let r = replica(&tmp.path().join("rust"), &key);
         let report = task::block_on(async {
-            let stream = TcpStream::connect(chaos::route_to_port(port as u16).addr()).await.unwrap();
+            let stream = TcpStream::connect(route.addr()).await.unwrap();
             run(generation, stream, rust_initiates, false, r.clone(), FeedOptions::default()).await
         });
         assert_eq!(report.end, EndReason::Finished, "{report:?}");
@@ -222,28 +222,11 @@ fn live_both_ways_with_appends(generation: Generation) {
     // JS writer appending live, Rust live replica.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--live",
-            "--seed",
-            SEED,
-            "--append",
-            "50",
-            "--append-during-live",
-            "5",
-        ],
-    );
-    let listening = peer.until("listening");
-    let port = listening["port"].as_u64().unwrap() as u16;
-    let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
+    let extra = ["--live", "--append-during-live", "5"];
+    let (mut peer, route, key) = listening_writer(&harness, &js_dir, Role::Responder, "50", &extra);
+    let r = replica(&tmp.path().join("rust"), &key);
     let report = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let stream = TcpStream::connect(route.addr()).await.unwrap();
         let (s, h) = Session::new(stream, options(generation, true).live(true));
         h.open_feed(r.clone(), FeedOptions::default());
         let session = task::spawn(s.run());
@@ -269,25 +252,10 @@ fn sparse_both_ways(generation: Generation) {
     // Rust sparse replica of a JS writer: only blocks 100..200 travel.
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
-    let mut peer = spawn(
-        &harness,
-        &[
-            "--dir",
-            js_dir.to_str().unwrap(),
-            "--listen",
-            "0",
-            "--responder",
-            "--seed",
-            SEED,
-            "--append",
-            "1000",
-        ],
-    );
-    let listening = peer.until("listening");
-    let port = listening["port"].as_u64().unwrap() as u16;
-    let r = replica(&tmp.path().join("rust"), listening["key"].as_str().unwrap());
+    let (mut peer, route, key) = listening_writer(&harness, &js_dir, Role::Responder, "1000", &[]);
+    let r = replica(&tmp.path().join("rust"), &key);
     let report = task::block_on(async {
-        let stream = TcpStream::connect(chaos::route_to_port(port).addr()).await.unwrap();
+        let stream = TcpStream::connect(route.addr()).await.unwrap();
         run(generation, stream, true, false, r.clone(), FeedOptions::sparse_range(100..200)).await
     });
     peer.until("done");

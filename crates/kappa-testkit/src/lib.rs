@@ -115,11 +115,21 @@ pub mod js {
         }
     }
 
+    /// The Noise role a JS peer takes on its connections.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub enum Role {
+        /// `--initiator`: it writes the first handshake message.
+        Initiator,
+        /// `--responder`: it answers.
+        Responder,
+    }
+
     /// A long-running JS peer (`interop/<script>`), whose stdout is one JSON event
     /// per line (`{"event": ...}`).
     pub struct Peer {
         child: std::process::Child,
         lines: std::io::Lines<std::io::BufReader<std::process::ChildStdout>>,
+        listening: Option<Value>,
     }
 
     impl Peer {
@@ -136,7 +146,7 @@ pub mod js {
                 .spawn()
                 .unwrap_or_else(|e| panic!("cannot run node: {e}"));
             let out = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
-            Peer { child, lines: std::io::BufReader::new(out).lines() }
+            Peer { child, lines: std::io::BufReader::new(out).lines(), listening: None }
         }
 
         /// The next event.
@@ -164,6 +174,43 @@ pub mod js {
                     _ => {}
                 }
             }
+        }
+
+        /// Starts `node interop/<script> --dir DIR --listen 0 ROLE EXTRA…` (the
+        /// arguments every JS peer script takes), waits for its `listening` event
+        /// (kept: [`Peer::listened`]), and returns the peer with the route to its
+        /// port: through the seeded chaos relay when `KAPPA_CHAOS_SEED` is set
+        /// (keep the route alive while connecting through it).
+        ///
+        /// # Panics
+        /// If node cannot start or the peer fails before it listens.
+        pub fn listening(
+            harness: &Path,
+            script: &str,
+            dir: &Path,
+            role: Role,
+            extra: &[&str],
+        ) -> (Peer, crate::chaos::Route) {
+            let dir = dir.to_str().unwrap_or_else(|| panic!("not UTF-8: {}", dir.display()));
+            let role = match role {
+                Role::Initiator => "--initiator",
+                Role::Responder => "--responder",
+            };
+            let args = [&["--dir", dir, "--listen", "0", role][..], extra].concat();
+            let mut peer = Peer::spawn(harness, script, &args);
+            let listening = peer.until("listening");
+            let port = listening["port"]
+                .as_u64()
+                .and_then(|p| u16::try_from(p).ok())
+                .unwrap_or_else(|| panic!("JS peer listened on no port: {listening}"));
+            peer.listening = Some(listening);
+            (peer, crate::chaos::route_to_port(port))
+        }
+
+        /// The `listening` event of a peer started by [`Peer::listening`]
+        /// (`Value::Null` for others).
+        pub fn listened(&self) -> &Value {
+            self.listening.as_ref().unwrap_or(&Value::Null)
         }
 
         /// Waits for the peer to exit.

@@ -11,7 +11,7 @@ use kappa_log::encoding::{Codec, Json};
 use kappa_log::SignatureForm;
 use kappa_multifeed::{Multifeed, ReplicateOptions};
 use kappa_protocol::Generation;
-use kappa_testkit::{content_digest, js};
+use kappa_testkit::{chaos, content_digest, js};
 use serde_json::{json, Value};
 
 pub const KEY: [u8; 32] = [0x33; 32];
@@ -26,13 +26,28 @@ pub fn spawn(harness: &Path, args: &[&str]) -> js::Peer {
     js::Peer::spawn(harness, "multifeed-peer.js", args)
 }
 
+/// A JS multifeed peer in `dir` with the test's shared key, listening in
+/// `role`, and the route to it.
+pub fn listening(harness: &Path, dir: &Path, role: js::Role, extra: &[&str]) -> (js::Peer, chaos::Route) {
+    let key = key_hex();
+    js::Peer::listening(
+        harness,
+        "multifeed-peer.js",
+        dir,
+        role,
+        &[&["--shared-key", &key][..], extra].concat(),
+    )
+}
+
 /// A live JS peer listening as the responder in `dir` that writes `a:10`,
 /// and `late:5` once connected (the far end of a chain through Rust).
-pub fn spawn_live_writer(harness: &Path, dir: &Path) -> js::Peer {
-    let d = dir.to_str().unwrap();
-    let kh = key_hex();
-    let args = ["--dir", d, "--listen", "0", "--responder", "--live", "--shared-key", &kh];
-    spawn(harness, &[&args[..], &["--write", "a:10", "--write-during-live", "late:5"]].concat())
+pub fn spawn_live_writer(harness: &Path, dir: &Path) -> (js::Peer, chaos::Route) {
+    listening(
+        harness,
+        dir,
+        js::Role::Responder,
+        &["--live", "--write", "a:10", "--write-during-live", "late:5"],
+    )
 }
 
 /// Rust's options against a peer of `generation`: an initiator detects it; a
