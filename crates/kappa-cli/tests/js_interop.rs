@@ -3,8 +3,7 @@
 //! `interop/`, kappa-core 7 (multifeed 6, hypercore 9, hypercore-protocol 8,
 //! kappa-view-kv 2) from `interop/kc7/`. For both, one body per scenario
 //! (`kc6_…`, `kc7_…`): a JS kv view over the CLI's table, `kappa sync` with
-//! live and non-live JS peers. kappa-core 6 only: a live JS peer with `kappa
-//! serve`. kappa-core 7 only: a directory JS wrote, the wrong `--wire`, and
+//! live and non-live JS peers, a live JS peer with `kappa serve`. kappa-core 7 only: a directory JS wrote, the wrong `--wire`, and
 //! one `kappa serve` that JS kappa-core 6 and 7 peers sync with in turn.
 //! Skipped (loudly) when a harness is missing, except under CI. Every
 //! connection goes through the seeded chaos relay when `KAPPA_CHAOS_SEED` is
@@ -24,6 +23,9 @@ const KC6: Generation = Generation::KappaCore6;
 
 kappa_testkit::both_generations! {
     a_js_kv_view_sees_the_cli_table => kc6_a_js_kv_view_sees_the_cli_table, kc7_a_js_kv_view_sees_the_cli_table;
+    a_live_js_peer_replicates_with_kappa_serve =>
+        kc6_a_live_js_peer_replicates_with_kappa_serve,
+        kc7_a_live_js_peer_replicates_with_kappa_serve;
     kappa_sync_with_js_peers_live_and_non_live =>
         kc6_kappa_sync_with_js_peers_live_and_non_live,
         kc7_kappa_sync_with_js_peers_live_and_non_live;
@@ -208,15 +210,18 @@ fn kappa_sync_with_js_peers_live_and_non_live(generation: Generation) {
     }
 }
 
-#[test]
-fn a_live_js_peer_replicates_with_kappa_serve() {
-    let Some(harness) = js::harness_for(KC6) else { return };
+fn a_live_js_peer_replicates_with_kappa_serve(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let a = tmp.path().join("a");
     let js_dir = tmp.path().join("js");
     let key = ok(&a, &["key"]).trim().to_owned();
     ok(&a, &["put", "x", "1"]);
-    let server = Server::start(&a, 1, &[]);
+    // A responder cannot tell the generations apart (see
+    // `one_kappa_serve_syncs_js_kc6_and_kc7_peers_in_turn` for what `--wire
+    // auto` does with a new kappa-core 7 peer): pin the wire here.
+    let wire: &[&str] = if generation == KC6 { &[] } else { &["--wire", "7"] };
+    let server = Server::start(&a, 1, wire);
     let route = chaos::route(server.addr.parse().unwrap());
     let mut peer = js::Peer::spawn(
         &harness,

@@ -3,7 +3,7 @@
 //! multifeed 5 over hypercore-protocol 7; kappa-core 7: multifeed 6 over
 //! hypercore-protocol 8, `interop/kc7/`). For both, one body per scenario
 //! (`kc6_…`, `kc7_…`): both roles, non-live and live, feeds created after
-//! connecting, sparse. kappa-core 6 only: a shared-key mismatch, a chain JS ↔
+//! connecting, sparse, a shared-key mismatch. kappa-core 6 only: a chain JS ↔
 //! Rust ↔ JS through which a new feed reaches the far end, and a chain Rust ↔
 //! JS ↔ Rust through the JS `interop/bridge-peer.js`. What only kappa-core 7
 //! has (signature forms, the bridge between generations) is in
@@ -32,6 +32,9 @@ kappa_testkit::both_generations! {
         kc7_js_1000_and_rust_500_end_identical_both_roles;
     rust_listens_js_connects_non_live => kc6_rust_listens_js_connects_non_live, kc7_rust_listens_js_connects_non_live;
     live_new_feeds_both_ways => kc6_live_new_feeds_both_ways, kc7_live_new_feeds_both_ways;
+    a_shared_key_mismatch_fails_on_both_sides_within_a_second =>
+        kc6_a_shared_key_mismatch_fails_on_both_sides_within_a_second,
+        kc7_a_shared_key_mismatch_fails_on_both_sides_within_a_second;
     a_sparse_rust_peer_takes_the_newest_entries_from_js =>
         kc6_a_sparse_rust_peer_takes_the_newest_entries_from_js,
         kc7_a_sparse_rust_peer_takes_the_newest_entries_from_js;
@@ -242,9 +245,8 @@ fn live_new_feeds_both_ways(generation: Generation) {
     assert_eq!(js_summary(&done), summary(&mf));
 }
 
-#[test]
-fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
-    let Some(harness) = js::harness_for(KC6) else { return };
+fn a_shared_key_mismatch_fails_on_both_sides_within_a_second(generation: Generation) {
+    let Some(harness) = js::harness_for(generation) else { return };
     let tmp = tempfile::tempdir().unwrap();
     let js_dir = tmp.path().join("js");
     let other_key = "77".repeat(32);
@@ -255,7 +257,7 @@ fn a_shared_key_mismatch_fails_on_both_sides_within_a_second() {
     let started = Instant::now();
     let result = task::block_on(async {
         let stream = TcpStream::connect(route.addr()).await.unwrap();
-        mf.replicate(stream, ReplicateOptions::new(true).shared_key(KEY)).await
+        mf.replicate(stream, opts(generation, true)).await
     });
     let ours = started.elapsed();
     match result {
