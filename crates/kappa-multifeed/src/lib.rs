@@ -245,6 +245,7 @@ impl Multifeed {
         };
         // Folders marked blocked whose feed the policy does not block.
         let mut marked = Vec::new();
+        let any_blocked = !policy.blocked().is_empty();
         let mut state = State {
             entries: Vec::new(),
             damaged: Vec::new(),
@@ -275,7 +276,7 @@ impl Multifeed {
             }
             // A blocked feed's folder keeps its key only: nothing to open
             // (and whatever else is there, a block cut short left).
-            let key = read_key(&*provider, dir)?;
+            let key = if any_blocked { read_key(&*provider, dir)? } else { None };
             if let Some(key) = key.filter(|k| state.policy.is_blocked(k)) {
                 empty_run = 0;
                 state.next_dir = dir + 1;
