@@ -735,8 +735,8 @@ impl Multifeed {
     /// requested or accepted from one, and never indexed; its files are
     /// removed but for its `key` (JS multifeed stops loading at the first
     /// folder without one) and a `kappa-blocked` marker, its handle leaves the
-    /// set (handles still held elsewhere can no longer write or read its
-    /// files; what they cached stays readable), and every live
+    /// set (handles still held elsewhere can no longer write its files:
+    /// their writes are dropped), and every live
     /// session closes its channel. The key stays in the policy, so the feed
     /// stays blocked however often peers offer it; it may be a key the set
     /// has never held. Blocking a blocked feed changes nothing.

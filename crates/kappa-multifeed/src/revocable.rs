@@ -1,14 +1,17 @@
 //! A feed's storage that can be cut off: once a feed is blocked, every handle
-//! still held somewhere (a session, an indexer, an application) fails to read
-//! or write its files instead of recreating what was just removed.
+//! still held somewhere (a live session, an indexer, an application) can no
+//! longer write its files, so nothing recreates what the block removed. Its
+//! writes are dropped rather than failed: a session that still holds the
+//! feed for a moment (a block arriving while its blocks are on their way)
+//! goes on instead of failing; its reads see what the removed files held
+//! while they stay open (an open file outlives its deletion).
 
-use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kappa_storage::{BoxedStorage, LockGuard, Provider, RandomAccess, StorageError};
 
-/// A provider whose storages stop working once [`revoke`](Revoker::revoke)d.
+/// A provider whose storages stop writing once [`revoke`](Revoker::revoke)d.
 pub(crate) struct Revocable<P> {
     inner: P,
     revoked: Arc<AtomicBool>,
@@ -19,7 +22,7 @@ pub(crate) struct Revocable<P> {
 pub(crate) struct Revoker(Arc<AtomicBool>);
 
 impl Revoker {
-    /// From now on, every storage of the provider fails.
+    /// From now on, every write to a storage of the provider is dropped.
     pub(crate) fn revoke(&self) {
         self.0.store(true, Ordering::SeqCst);
     }
@@ -34,17 +37,14 @@ impl<P: Provider> Revocable<P> {
 
 impl<P: Provider> Provider for Revocable<P> {
     fn open(&self, name: &str) -> Result<BoxedStorage, StorageError> {
-        check(&self.revoked)?;
         Ok(Box::new(RevocableStorage { inner: self.inner.open(name)?, revoked: self.revoked.clone() }))
     }
 
     fn exists(&self, name: &str) -> Result<bool, StorageError> {
-        check(&self.revoked)?;
         self.inner.exists(name)
     }
 
     fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
-        check(&self.revoked)?;
         self.inner.lock(name)
     }
 }
@@ -54,40 +54,39 @@ struct RevocableStorage {
     revoked: Arc<AtomicBool>,
 }
 
-fn check(revoked: &AtomicBool) -> Result<(), StorageError> {
-    if revoked.load(Ordering::Relaxed) {
-        return Err(StorageError::Io {
-            op: "use",
-            path: "a blocked feed's files".into(),
-            source: io::Error::new(io::ErrorKind::PermissionDenied, "the feed was blocked in this database"),
-        });
+impl RevocableStorage {
+    fn revoked(&self) -> bool {
+        self.revoked.load(Ordering::Relaxed)
     }
-    Ok(())
 }
 
 impl RandomAccess for RevocableStorage {
     fn read_into(&mut self, offset: u64, buf: &mut [u8]) -> Result<(), StorageError> {
-        check(&self.revoked)?;
         self.inner.read_into(offset, buf)
     }
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
-        check(&self.revoked)?;
+        if self.revoked() {
+            return Ok(());
+        }
         self.inner.write(offset, data)
     }
     fn len(&mut self) -> Result<u64, StorageError> {
-        check(&self.revoked)?;
         self.inner.len()
     }
     fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
-        check(&self.revoked)?;
+        if self.revoked() {
+            return Ok(());
+        }
         self.inner.truncate(len)
     }
     fn sync(&mut self) -> Result<(), StorageError> {
-        check(&self.revoked)?;
+        if self.revoked() {
+            return Ok(());
+        }
         self.inner.sync()
     }
     fn needs_sync(&self) -> bool {
-        self.inner.needs_sync()
+        !self.revoked() && self.inner.needs_sync()
     }
 }
 
@@ -97,16 +96,18 @@ mod tests {
     use kappa_storage::MemoryProvider;
 
     #[test]
-    fn a_revoked_storage_neither_reads_nor_writes() {
+    fn a_revoked_storage_writes_nothing() {
         let root = MemoryProvider::new();
         let revoker = Revoker::default();
         let p = Revocable::new(root.clone(), &revoker);
         let mut s = p.open("data").unwrap();
         s.write(0, b"abc").unwrap();
         revoker.revoke();
-        assert!(s.write(3, b"d").is_err());
-        assert!(s.read(0, 1).is_err());
-        assert!(p.open("tree").is_err());
+        s.write(3, b"d").unwrap();
+        s.truncate(0).unwrap();
+        p.open("tree").unwrap().write(0, b"x").unwrap();
+        assert_eq!(s.read(0, 3).unwrap(), b"abc");
         assert_eq!(root.storage("data").to_vec(), b"abc");
+        assert!(!root.exists("tree").unwrap());
     }
 }

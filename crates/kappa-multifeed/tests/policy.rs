@@ -538,3 +538,63 @@ fn a_js_peer_holding_a_blocked_feed_syncs_and_keeps_it() {
     assert_eq!(back.len(), 10);
     assert_eq!(content_digest(&mut back.lock()), spam_digest);
 }
+
+// ------------------------------------------------ a live session
+
+/// A feed blocked during a live session: its channel closes, the session
+/// goes on, and the other feeds keep flowing; blocks of the blocked feed
+/// still on their way are dropped, not stored.
+#[test]
+fn a_block_during_a_live_session_closes_the_feed_and_the_session_goes_on() {
+    task::block_on(async {
+        let a = Multifeed::in_memory().unwrap();
+        let spam = writer_with(&a, "spam", 5);
+        let good = writer_with(&a, "good", 1);
+        let b = Multifeed::in_memory().unwrap();
+        let (s1, s2) = UnixStream::pair().unwrap();
+        let (fa, ha) = a.session(s1, ReplicateOptions::new(true).shared_key(KEY).live(true)).unwrap();
+        let (fb, hb) = b.session(s2, ReplicateOptions::new(false).shared_key(KEY).live(true)).unwrap();
+        let ta = task::spawn(fa);
+        let tb = task::spawn(fb);
+        let arrived = |key: PublicKey, n: u64| {
+            let b = b.clone();
+            async move {
+                loop {
+                    if let Some(f) = b.feed(&key) {
+                        let l = f.changed();
+                        if f.lock().downloaded(0..n) == n && f.len() >= n {
+                            return;
+                        }
+                        l.await;
+                    } else {
+                        task::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+            }
+        };
+        arrived(spam, 5).await;
+        arrived(good, 1).await;
+        b.block(&spam).unwrap();
+        // The writer keeps writing both feeds.
+        let (ws, wg) = (a.writer("spam").unwrap(), a.writer("good").unwrap());
+        for i in 0..50 {
+            ws.append(format!("{{\"more\":{i}}}\n").as_bytes()).unwrap();
+            wg.append(format!("{{\"more\":{i}}}\n").as_bytes()).unwrap();
+        }
+        // The session must not end on its own meanwhile (before the
+        // protocol dropped blocks on a closed channel, the put into the
+        // blocked feed's cut-off storage failed it).
+        let mut tb = Box::pin(tb);
+        let waited = futures::future::select(Box::pin(arrived(good, 51)), &mut tb).await;
+        if let futures::future::Either::Right((ended, _)) = waited {
+            panic!("the session ended after the block: {ended:?}");
+        }
+        assert!(b.feed(&spam).is_none());
+        ha.close();
+        hb.close();
+        let (ra, rb) = (ta.await, tb.await);
+        assert!(ra.is_ok(), "{ra:?}");
+        let rb = rb.unwrap();
+        assert!(rb.missing.is_empty(), "{rb:?}");
+    });
+}
