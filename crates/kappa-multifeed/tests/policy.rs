@@ -24,6 +24,15 @@ use kappa_testkit::pair::{Driver, Pair, Rng};
 
 const KEY: [u8; 32] = [0x5a; 32];
 
+/// Held by the tests that spawn processes and by those that reopen a
+/// directory: a process forked by one test thread holds the others' open
+/// files (the `LOCK` of a set) until it execs, so a reopen racing a spawn
+/// would find its own set locked.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 // ------------------------------------------------ the deterministic pair
 
 struct Ours(Exchange);
@@ -213,6 +222,7 @@ fn writer_with(mf: &Multifeed, name: &str, n: u64) -> PublicKey {
 
 #[test]
 fn block_purges_persists_refuses_and_unblock_brings_it_back() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let a = Multifeed::open_dir(tmp.path().join("a")).unwrap();
     let spam = writer_with(&a, "spam", 10);
@@ -316,6 +326,7 @@ fn a_hidden_feed_is_kept_and_replicated_but_not_visible() {
 /// nothing is changed by the failed opens.
 #[test]
 fn a_damaged_or_lost_policy_is_an_error_never_an_unblock() {
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let a = Multifeed::in_memory().unwrap();
     let spam = writer_with(&a, "spam", 4);
@@ -397,6 +408,7 @@ fn sigkill_during_block_and_unblock_leaves_a_set_that_opens() {
         child(Path::new(&dir), &key);
         return;
     }
+    let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
     let a = Multifeed::in_memory().unwrap();
     let spam = writer_with(&a, "spam", 200);
@@ -459,6 +471,7 @@ mod common;
 
 #[test]
 fn a_js_peer_holding_a_blocked_feed_syncs_and_keeps_it() {
+    let _serial = serial();
     use kappa_testkit::{chaos, content_digest, js};
     let Some(harness) = js::harness() else { return };
     let tmp = tempfile::tempdir().unwrap();
@@ -572,8 +585,22 @@ fn a_block_during_a_live_session_closes_the_feed_and_the_session_goes_on() {
                 }
             }
         };
-        arrived(spam, 5).await;
-        arrived(good, 1).await;
+        // Every wait ends with the session, if it ends first.
+        let mut tb = Box::pin(tb);
+        let mut ta = Box::pin(ta);
+        for (key, n) in [(spam, 5), (good, 1)] {
+            match futures::future::select(
+                Box::pin(arrived(key, n)),
+                futures::future::select(&mut ta, &mut tb),
+            )
+            .await
+            {
+                futures::future::Either::Left(_) => {}
+                futures::future::Either::Right((ended, _)) => {
+                    panic!("a session ended early: {:?}", ended.factor_first().0)
+                }
+            }
+        }
         b.block(&spam).unwrap();
         // The writer keeps writing both feeds.
         let (ws, wg) = (a.writer("spam").unwrap(), a.writer("good").unwrap());
@@ -584,10 +611,11 @@ fn a_block_during_a_live_session_closes_the_feed_and_the_session_goes_on() {
         // The session must not end on its own meanwhile (before the
         // protocol dropped blocks on a closed channel, the put into the
         // blocked feed's cut-off storage failed it).
-        let mut tb = Box::pin(tb);
-        let waited = futures::future::select(Box::pin(arrived(good, 51)), &mut tb).await;
+        let waited =
+            futures::future::select(Box::pin(arrived(good, 51)), futures::future::select(&mut ta, &mut tb))
+                .await;
         if let futures::future::Either::Right((ended, _)) = waited {
-            panic!("the session ended after the block: {ended:?}");
+            panic!("a session ended after the block: {:?}", ended.factor_first().0);
         }
         assert!(b.feed(&spam).is_none());
         ha.close();
