@@ -86,8 +86,37 @@ pub(crate) enum Command {
         /// A feed: its key (64 hex), a unique prefix of it, or its local name.
         feed: Option<String>,
     },
-    /// Lists every feed: key, local name, length, downloaded, writable, state.
+    /// Lists every feed: key, local name, length, downloaded, writable, state,
+    /// and what the feed policy says of it (blocked, hidden).
     Feeds,
+    /// Blocks FEED here: never offered to a peer, never accepted from one,
+    /// never shown in a view; its entries are deleted (its key is kept, so it
+    /// stays blocked). Peers keep their copies. Not for local writers.
+    Block {
+        /// A feed: its key (64 hex, also one this database never held), a
+        /// unique prefix of it, or its local name.
+        feed: String,
+    },
+    /// Undoes `kappa block FEED`: the next sync with a peer that holds it
+    /// brings it back.
+    Unblock {
+        /// The feed: its key, or a unique prefix of it.
+        feed: String,
+    },
+    /// Hides FEED from the views (`get`, `table`): it is still kept and
+    /// replicated.
+    Hide {
+        /// A feed: its key (64 hex), a unique prefix of it, or its local name.
+        feed: String,
+    },
+    /// Undoes `kappa hide FEED`: the views show its entries again.
+    Unhide {
+        /// The feed: its key, or a unique prefix of it.
+        feed: String,
+    },
+    /// Prints the bytes each feed takes on disk (the sum of its files'
+    /// lengths), the views file's, and the total.
+    Du,
     /// Verifies every feed: every entry against its hash, every tree node,
     /// every signature. Reports holes, damage and what a repair would do;
     /// exits 4 if anything is damaged. Changes nothing.

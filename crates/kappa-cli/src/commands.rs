@@ -280,12 +280,15 @@ pub(crate) fn log(db: &Db, out: &Out, feed: Option<&str>) -> Result<()> {
 pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
     let infos = db.kappa.multifeed().feed_infos();
     let damaged = db.kappa.multifeed().damaged_feeds();
+    let blocked = db.kappa.multifeed().blocked_feeds();
+    let policy = db.kappa.policy();
     let mut rows = vec![vec![
         "KEY".into(),
         "NAME".into(),
         "LENGTH".into(),
         "DOWNLOADED".into(),
         "STATE".into(),
+        "POLICY".into(),
         "WRITABLE".into(),
     ]];
     for (_, name, feed) in &infos {
@@ -305,8 +308,10 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
         };
         let key = feed.public_key().to_hex();
         let writable = feed.is_writable();
+        let feed_policy = policy.get(feed.public_key()).map(kappa_core::FeedPolicy::as_str);
         out.json_line(&json!({
-            "key": key, "name": name, "length": len, "downloaded": have, "writable": writable, "state": state
+            "key": key, "name": name, "length": len, "downloaded": have, "writable": writable, "state": state,
+            "policy": feed_policy,
         }))?;
         rows.push(vec![
             key,
@@ -314,8 +319,26 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
             len.to_string(),
             have.to_string(),
             state,
+            feed_policy.unwrap_or("-").into(),
             if writable { "yes".into() } else { "no".into() },
         ]);
+    }
+    // Blocked feeds are not in the set: their key is all that is left.
+    for (key, dir) in &blocked {
+        let key = key.to_hex();
+        let state = match dir {
+            Some(d) => format!("blocked: entries deleted (folder {d} keeps the key)"),
+            None => "blocked: never held here".to_owned(),
+        };
+        out.json_line(&json!({"key": key, "dir": dir, "state": state, "policy": "blocked"}))?;
+        rows.push(vec![key, "-".into(), "-".into(), "-".into(), state, "blocked".into(), "no".into()]);
+    }
+    // Hidden feeds this database does not hold yet.
+    for key in policy.hidden().iter().filter(|k| db.kappa.feed(k).is_none()) {
+        let key = key.to_hex();
+        let state = "hidden: not held here yet".to_owned();
+        out.json_line(&json!({"key": key, "state": state, "policy": "hidden"}))?;
+        rows.push(vec![key, "-".into(), "-".into(), "-".into(), state, "hidden".into(), "-".into()]);
     }
     for d in &damaged {
         let state = format!("damaged: cannot be opened ({})", d.error);
@@ -327,9 +350,10 @@ pub(crate) fn feeds(db: &Db, out: &Out) -> Result<()> {
             "-".into(),
             state,
             "-".into(),
+            "-".into(),
         ]);
     }
-    if infos.is_empty() && damaged.is_empty() {
+    if infos.is_empty() && damaged.is_empty() && policy.is_empty() {
         return out.text("(no feeds yet: `kappa put` creates the local one, `kappa sync` brings peers')");
     }
     for line in columns(&rows) {

@@ -8,6 +8,7 @@ mod demo;
 mod error;
 mod net;
 mod output;
+mod policy;
 mod progress;
 mod repair;
 mod sync_check;
@@ -207,6 +208,30 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
         Command::Feeds => {
             with_db(&cli, Views::None, |db| async move {
                 let r = commands::feeds(&db, &out);
+                (db, r)
+            })
+            .await
+        }
+        Command::Block { feed }
+        | Command::Unblock { feed }
+        | Command::Hide { feed }
+        | Command::Unhide { feed } => {
+            let change = match &cli.command {
+                Command::Block { .. } => policy::Change::Block,
+                Command::Unblock { .. } => policy::Change::Unblock,
+                Command::Hide { .. } => policy::Change::Hide,
+                _ => policy::Change::Unhide,
+            };
+            let feed = feed.clone();
+            with_db(&cli, Views::Stored, |db| async move {
+                let r = policy::change(&db, &out, change, &feed).await;
+                (db, r)
+            })
+            .await
+        }
+        Command::Du => {
+            with_db(&cli, Views::None, |db| async move {
+                let r = policy::du(&db, &out);
                 (db, r)
             })
             .await

@@ -131,6 +131,9 @@ pub(crate) fn report_feed_lines(kappa: &Kappa, r: &SyncReport) -> Vec<String> {
         let name = kappa.multifeed().name_of(k).unwrap_or_else(|| "remote".into());
         lines.push(format!("  feed {} ({name}): not offered to this peer: {why}", short_id(&k.to_hex())));
     }
+    for k in &r.refused {
+        lines.push(format!("  feed {}: offered by the peer, refused: blocked here", short_id(&k.to_hex())));
+    }
     lines
 }
 

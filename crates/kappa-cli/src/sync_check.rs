@@ -12,6 +12,7 @@ pub(crate) fn exchange_json(r: &SyncReport) -> Value {
         "offered": hex(&r.offered),
         "requested": hex(&r.requested),
         "missing": hex(&r.missing),
+        "refused": hex(&r.refused),
     })
 }
 

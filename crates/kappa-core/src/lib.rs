@@ -26,7 +26,9 @@ pub use kappa_discovery as discovery;
 pub use kappa_index::{IndexError, IndexEvent, IndexState, Status};
 pub use kappa_log::encoding::ValueEncoding;
 pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
-pub use kappa_multifeed::{ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY};
+pub use kappa_multifeed::{
+    Blocked, FeedPolicy, FeedUsage, Policy, PolicyError, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY,
+};
 pub use kappa_view::{Entry, View, ViewStore};
 pub use serve::{ConnectionGate, GenerationMemory, Permit, Refusal, ServeOptions, GENERATION_MEMORY_SIZE};
 
@@ -520,9 +522,49 @@ impl Kappa {
         }
     }
 
-    /// Every feed, in creation order.
+    /// Every feed, in creation order (blocked feeds are not among them;
+    /// hidden ones are).
     pub fn feeds(&self) -> Vec<SharedFeed> {
         self.inner.mf.feeds()
+    }
+
+    /// Blocks feed `key` in this database: it is never offered to a peer,
+    /// never accepted from one, never indexed; its files are removed (its
+    /// key is kept, so it stays blocked), and every view in use drops its
+    /// rows (for now by a full rebuild: [`ready`](Self::ready) resolves once
+    /// the views have caught up without it). Peers keep their copies; see
+    /// docs/semantics.md ("Blocking and hiding feeds") for what this does and
+    /// cannot do. Fails with [`PolicyError::LocalWriter`] for a feed this
+    /// database writes.
+    pub fn block(&self, key: &PublicKey) -> Result<Blocked, KappaError> {
+        self.check_open()?;
+        Ok(self.inner.mf.block(key)?)
+    }
+
+    /// Unblocks feed `key`: the next sync with a peer that holds it brings
+    /// it back, and views index it again. Returns whether it was blocked.
+    pub fn unblock(&self, key: &PublicKey) -> Result<bool, KappaError> {
+        self.check_open()?;
+        Ok(self.inner.mf.unblock(key)?)
+    }
+
+    /// Hides feed `key` from the views (they drop its rows, by a rebuild);
+    /// it is still kept and replicated. Returns whether it was visible.
+    pub fn hide(&self, key: &PublicKey) -> Result<bool, KappaError> {
+        self.check_open()?;
+        Ok(self.inner.mf.hide(key)?)
+    }
+
+    /// Shows a hidden feed to the views again (they index its entries).
+    /// Returns whether it was hidden.
+    pub fn unhide(&self, key: &PublicKey) -> Result<bool, KappaError> {
+        self.check_open()?;
+        Ok(self.inner.mf.unhide(key)?)
+    }
+
+    /// The feed policy: blocked and hidden feeds.
+    pub fn policy(&self) -> Policy {
+        self.inner.mf.policy()
     }
 
     fn check_open(&self) -> Result<(), KappaError> {

@@ -97,6 +97,13 @@ pub enum IndexEvent {
     /// the indexer waits and tries again by itself, from the progress the store
     /// holds, so no entry is lost or indexed twice.
     Retrying(IndexError),
+    /// The view was cleared and is being rebuilt from the logs without the
+    /// feeds the feed set's policy now leaves out (a feed blocked or hidden
+    /// while the view held its entries).
+    Rebuilding {
+        /// Why.
+        reason: String,
+    },
 }
 
 struct Shared {
@@ -109,6 +116,9 @@ struct Shared {
     /// Reload the progress from the store before the next batch (set by
     /// `resume` after an error: a failed commit may have landed after all).
     reload: bool,
+    /// The feed set's policy version the progress agrees with: the view
+    /// holds no entry of a feed it leaves out.
+    policy_seen: u64,
     turn: usize,
     subscribers: Vec<mpsc::UnboundedSender<IndexEvent>>,
 }
@@ -172,20 +182,23 @@ impl Indexer {
     pub fn start(name: &str, view: Arc<dyn View>, mf: &Multifeed) -> Result<Indexer, IndexError> {
         let store_err = |source| IndexError::Store { view: name.to_owned(), source };
         let version = view.version();
+        let policy_version = mf.policy_version();
         let stored = view.store().state().map_err(store_err)?.and_then(|b| Progress::decode(&b));
         let mut rebuilt_because = None;
         let progress = match stored {
-            Some(p) if p.version == version => match ahead_of_the_logs(&p, mf) {
-                None => p,
-                Some(why) => {
-                    // The view holds rows of entries the logs do not (a crash of
-                    // the machine after the view committed and before the log
-                    // reached the disk): the logs are the truth, rebuild.
-                    view.store().clear().map_err(store_err)?;
-                    rebuilt_because = Some(why);
-                    Progress::new(version)
+            Some(p) if p.version == version => {
+                match excluded_in(&p, mf).or_else(|| ahead_of_the_logs(&p, mf)) {
+                    None => p,
+                    Some(why) => {
+                        // The view holds rows of entries the logs do not (a crash of
+                        // the machine after the view committed and before the log
+                        // reached the disk): the logs are the truth, rebuild.
+                        view.store().clear().map_err(store_err)?;
+                        rebuilt_because = Some(why);
+                        Progress::new(version)
+                    }
                 }
-            },
+            }
             _ => {
                 view.store().clear().map_err(store_err)?;
                 Progress::new(version)
@@ -203,6 +216,7 @@ impl Indexer {
                 progress,
                 closed: false,
                 reload: false,
+                policy_seen: policy_version,
                 turn: 0,
                 subscribers: Vec::new(),
             }),
@@ -245,7 +259,7 @@ impl Indexer {
             let sh = self.inner.lock();
             (sh.status, sh.progress.count(), sh.error.clone())
         };
-        let total = self.inner.mf.feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum();
+        let total = self.inner.mf.visible_feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum();
         IndexState { status, indexed, total, error }
     }
 
@@ -258,8 +272,16 @@ impl Indexer {
 
     /// Whether some entry stored locally is not indexed yet.
     fn has_work(&self) -> bool {
-        let progress = self.inner.lock().progress.clone();
-        self.inner.mf.feeds().iter().any(|f| {
+        let (progress, policy_seen) = {
+            let sh = self.inner.lock();
+            (sh.progress.clone(), sh.policy_seen)
+        };
+        if policy_seen != self.inner.mf.policy_version() {
+            // A feed may have been blocked or hidden: not ready until the
+            // view has dropped its entries.
+            return true;
+        }
+        self.inner.mf.visible_feeds().iter().any(|f| {
             let present = f.lock().downloaded(0..u64::MAX);
             present > progress.feeds.get(f.public_key()).map_or(0, |r| r.count())
         })
@@ -344,6 +366,36 @@ impl Drop for Indexer {
     }
 }
 
+/// Why `p` must be rebuilt for the feed set's policy, if it must: it holds
+/// entries of a feed the policy blocks or hides.
+fn excluded_in(p: &Progress, mf: &Multifeed) -> Option<String> {
+    let policy = mf.policy();
+    p.feeds.iter().filter(|(_, r)| r.count() > 0).find_map(|(key, _)| {
+        policy.get(key).map(|why| format!("feed {} is {why} in this database", key.to_hex()))
+    })
+}
+
+/// Clears the view if it holds entries of a feed the policy now leaves out,
+/// and records the policy version it agrees with.
+fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
+    let progress = inner.lock().progress.clone();
+    if let Some(reason) = excluded_in(&progress, &inner.mf) {
+        // The general mechanism for now: a full rebuild (the view is blank
+        // until it has caught up again).
+        inner
+            .view
+            .store()
+            .clear()
+            .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
+        let mut sh = inner.lock();
+        sh.progress = Progress::new(inner.view.version());
+        Inner::emit(&mut sh, IndexEvent::Rebuilding { reason });
+    }
+    inner.lock().policy_seen = version;
+    inner.changed.notify(usize::MAX);
+    Ok(())
+}
+
 /// Why `p` is ahead of the logs, if it is: it counts as indexed an entry
 /// that no feed of `mf` holds. A view can only get there by a crash of the
 /// machine (the view's commit reached the disk, the log's write did not) or
@@ -388,7 +440,7 @@ fn next_batch(inner: &Inner) -> Option<(SharedFeed, Vec<u64>)> {
 /// Like [`next_batch`], for a given progress (which may be ahead of the
 /// committed one while a group is being built).
 fn next_batch_after(inner: &Inner, progress: &Progress) -> Option<(SharedFeed, Vec<u64>)> {
-    let feeds = inner.mf.feeds();
+    let feeds = inner.mf.visible_feeds();
     if feeds.is_empty() {
         return None;
     }
@@ -446,7 +498,7 @@ fn run(inner: Arc<Inner>) {
     let mut watched: HashSet<PublicKey> = HashSet::new();
     loop {
         let listener = inner.wake.listen();
-        for f in inner.mf.feeds() {
+        for f in inner.mf.visible_feeds() {
             if watched.insert(*f.public_key()) {
                 f.watch(&inner.wake);
             }
@@ -469,6 +521,16 @@ fn run(inner: Arc<Inner>) {
             if std::mem::take(&mut sh.reload) {
                 drop(sh);
                 match reload_progress(&inner) {
+                    Ok(()) => {}
+                    Err(e) if is_transient(&e) => wait_for_store(&inner, e),
+                    Err(e) => inner.fail(e),
+                }
+                continue;
+            }
+            let version = inner.mf.policy_version();
+            if version != sh.policy_seen {
+                drop(sh);
+                match apply_policy(&inner, version) {
                     Ok(()) => {}
                     Err(e) if is_transient(&e) => wait_for_store(&inner, e),
                     Err(e) => inner.fail(e),
@@ -571,7 +633,14 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
     let mut mapped = 0;
     let (mut feed, mut seqs) = (feed, seqs);
     loop {
-        let entries = read_entries(inner, &feed, &seqs)?;
+        let entries = match read_entries(inner, &feed, &seqs) {
+            Ok(entries) => entries,
+            // Blocked while we read it (its files are cut off): nothing of
+            // this group is committed, and the rebuild that follows the
+            // policy change leaves the feed out.
+            Err(_) if inner.mf.is_blocked(feed.public_key()) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         inner
             .view
             .map(&entries, &mut tx)

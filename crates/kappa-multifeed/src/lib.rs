@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures::channel::mpsc;
 
+mod policy;
 mod replicate;
+mod revocable;
 
 /// Entry points for the cargo-fuzz targets and corpus replay; not public API.
 #[doc(hidden)]
@@ -23,9 +25,11 @@ use kappa_log::{Feed, KeyPair, LogError, PublicKey, SharedFeed, SyncPolicy};
 use kappa_storage::{
     DirectoryProvider, LockGuard, MemoryProvider, Prefixed, Provider, RandomAccess, StorageError,
 };
+pub use policy::{FeedPolicy, Policy, PolicyError, BLOCKED_MARKER, POLICY_FILE};
 pub use replicate::{
     Exchange, KeyFilter, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY, PROTOCOL_VERSION,
 };
+use revocable::{Revocable, Revoker};
 
 /// The name of the lock file in the storage root.
 pub const LOCK_FILE: &str = "LOCK";
@@ -83,6 +87,37 @@ pub enum MultifeedError {
         /// What is wrong with it.
         why: String,
     },
+    /// The feed policy refused an operation, or its file is damaged.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// What [`Multifeed::block`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Blocked {
+    /// Whether the policy changed (`false`: the feed was blocked already).
+    pub changed: bool,
+    /// The feed's folder, if the set held the feed.
+    pub dir: Option<u64>,
+    /// Bytes of its files removed.
+    pub freed: u64,
+}
+
+/// The bytes a feed folder takes ([`Multifeed::disk_usage`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedUsage {
+    /// The folder.
+    pub dir: u64,
+    /// The feed's key (`None` for a folder that could not be opened).
+    pub key: Option<PublicKey>,
+    /// Its local name, if it has one.
+    pub name: Option<String>,
+    /// What the policy says of it.
+    pub policy: Option<FeedPolicy>,
+    /// The sum of its files' lengths.
+    pub bytes: u64,
 }
 
 /// A feed folder that could not be opened (see [`Multifeed::damaged_feeds`]).
@@ -140,6 +175,8 @@ struct Entry {
     feed: SharedFeed,
     name: Option<String>,
     origin: Origin,
+    /// Cuts off the feed's storage when it is blocked.
+    revoker: Revoker,
 }
 
 struct State {
@@ -154,6 +191,12 @@ struct State {
     sessions: Vec<(u64, kappa_protocol::SessionHandle)>,
     next_session: u64,
     closed: bool,
+    policy: Policy,
+    /// Bumped on every change of the policy (indexers look at it).
+    policy_version: u64,
+    /// The folders of blocked feeds: their key is all they keep. Never
+    /// given to another feed; an unblocked feed takes its folder back.
+    blocked_dirs: HashMap<PublicKey, u64>,
 }
 
 struct Inner {
@@ -196,6 +239,13 @@ impl Multifeed {
     ) -> Result<Multifeed, MultifeedError> {
         let provider: Arc<dyn Provider> = Arc::new(provider);
         let lock = provider.lock(LOCK_FILE)?;
+        let (policy, policy_file) = match read_file(&*provider, POLICY_FILE)? {
+            Some(bytes) => (Policy::decode(&bytes)?, true),
+            None => (Policy::default(), false),
+        };
+        // Folders marked blocked whose feed the policy does not block.
+        let mut marked = Vec::new();
+        let any_blocked = !policy.blocked().is_empty();
         let mut state = State {
             entries: Vec::new(),
             damaged: Vec::new(),
@@ -207,6 +257,9 @@ impl Multifeed {
             sessions: Vec::new(),
             next_session: 0,
             closed: false,
+            policy,
+            policy_version: 0,
+            blocked_dirs: HashMap::new(),
         };
         // A folder is a feed if any of its files is there: a lost `key` file must
         // not hide a feed (its folder would then be created anew over its
@@ -221,12 +274,27 @@ impl Multifeed {
                 }
                 continue;
             }
+            // A blocked feed's folder keeps its key only: nothing to open
+            // (and whatever else is there, a block cut short left).
+            let key = if any_blocked { read_key(&*provider, dir)? } else { None };
+            if let Some(key) = key.filter(|k| state.policy.is_blocked(k)) {
+                empty_run = 0;
+                state.next_dir = dir + 1;
+                purge(&*provider, dir, &key)?;
+                state.blocked_dirs.insert(key, dir);
+                continue;
+            }
+            if provider.exists(&format!("{dir}/{BLOCKED_MARKER}"))? {
+                marked.push(dir);
+            }
             let name = read_localname(&*provider, dir)?;
-            let opened = Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
-                .create(false)
-                .sync(options.sync)
-                .signature_form(options.signature_form)
-                .open();
+            let revoker = Revoker::default();
+            let opened =
+                Feed::builder(Revocable::new(Prefixed::new(provider.clone(), dir.to_string()), &revoker))
+                    .create(false)
+                    .sync(options.sync)
+                    .signature_form(options.signature_form)
+                    .open();
             if matches!(opened, Err(LogError::NotFound)) {
                 // A creation cut short (a name written, no key yet, no entries):
                 // nothing to keep; the folder is free for the next feed.
@@ -253,6 +321,15 @@ impl Multifeed {
                 Err(source) => return Err(MultifeedError::Feed { dir, source }),
             };
             let feed = SharedFeed::new(feed);
+            if state.policy.is_blocked(feed.public_key()) {
+                // Its key file was damaged (the feed rebuilt it): blocked all the same.
+                let key = *feed.public_key();
+                revoker.revoke();
+                drop(feed);
+                purge(&*provider, dir, &key)?;
+                state.blocked_dirs.insert(key, dir);
+                continue;
+            }
             if state.by_key.contains_key(feed.public_key()) {
                 // Two folders with one key (JS can do this under a race): the first
                 // one wins, as a lookup by key in JS would find it.
@@ -272,7 +349,18 @@ impl Multifeed {
             if let Some(n) = &name {
                 state.by_name.entry(n.clone()).or_insert(idx);
             }
-            state.entries.push(Entry { dir, feed, name, origin: Origin::Loaded });
+            state.entries.push(Entry { dir, feed, name, origin: Origin::Loaded, revoker });
+        }
+        if !marked.is_empty() {
+            if !policy_file {
+                // Blocked feeds, and no policy to say so: never guessed.
+                return Err(PolicyError::Missing { dirs: marked }.into());
+            }
+            // An unblock cut short after the policy changed: the policy is
+            // the truth.
+            for dir in marked {
+                provider.remove(&format!("{dir}/{BLOCKED_MARKER}"))?;
+            }
         }
         Ok(Multifeed { inner: Arc::new(Inner { provider, options, state: Mutex::new(state), _lock: lock }) })
     }
@@ -314,6 +402,9 @@ impl Multifeed {
             if st.by_key.contains_key(&kp.public_key()) {
                 return Err(MultifeedError::FeedExists(kp.public_key().to_hex()));
             }
+            if st.policy.is_blocked(&kp.public_key()) {
+                return Err(PolicyError::Blocked { key: kp.public_key().to_hex() }.into());
+            }
         }
         if let Some((dir, why)) = Self::possible_writer(&st) {
             return Err(MultifeedError::UnnamedWriter { dir, name: name.into(), why });
@@ -322,8 +413,8 @@ impl Multifeed {
         // As multifeed does: the name first, then the feed.
         write_localname(&*self.inner.provider, dir, name)?;
         let kp = key_pair.unwrap_or_else(KeyPair::generate);
-        let feed = self.create_feed(dir, |b| b.key_pair(kp))?;
-        Self::push(&mut st, feed.clone(), Some(name.to_owned()), Origin::Created);
+        let (feed, revoker) = self.create_feed(dir, |b| b.key_pair(kp))?;
+        Self::push(&mut st, feed.clone(), Some(name.to_owned()), Origin::Created, revoker);
         Ok(feed)
     }
 
@@ -339,20 +430,56 @@ impl Multifeed {
         st.damaged.iter().find(|d| d.has_secret_key).map(|d| (d.dir, format!("it is damaged ({})", d.error)))
     }
 
-    fn push(st: &mut State, feed: SharedFeed, name: Option<String>, origin: Origin) {
-        let idx = st.entries.len();
+    fn push(st: &mut State, feed: SharedFeed, name: Option<String>, origin: Origin, revoker: Revoker) {
         let dir = st.next_dir;
         st.next_dir += 1;
-        st.by_key.insert(*feed.public_key(), idx);
-        if let Some(n) = &name {
-            st.by_name.insert(n.clone(), idx);
-        }
+        Self::push_at(st, dir, feed, name, origin, revoker);
+    }
+
+    /// Adds a feed in folder `dir` (in folder order) and tells subscribers
+    /// and watchers.
+    fn push_at(
+        st: &mut State,
+        dir: u64,
+        feed: SharedFeed,
+        name: Option<String>,
+        origin: Origin,
+        revoker: Revoker,
+    ) {
         let event = FeedAdded { feed: feed.clone(), dir, name: name.clone(), origin };
         st.subscribers.retain(|s| s.unbounded_send(event.clone()).is_ok());
-        st.entries.push(Entry { dir, feed, name, origin });
+        let at = st.entries.partition_point(|e| e.dir < dir);
+        if at == st.entries.len() {
+            let idx = st.entries.len();
+            st.by_key.insert(*feed.public_key(), idx);
+            if let Some(n) = &name {
+                st.by_name.insert(n.clone(), idx);
+            }
+            st.entries.push(Entry { dir, feed, name, origin, revoker });
+        } else {
+            st.entries.insert(at, Entry { dir, feed, name, origin, revoker });
+            Self::reindex(st);
+        }
+        Self::notify_watchers(st);
+    }
+
+    fn notify_watchers(st: &mut State) {
         st.watchers.retain(|w| w.strong_count() > 0);
         for w in st.watchers.iter().filter_map(std::sync::Weak::upgrade) {
             w.notify(usize::MAX);
+        }
+    }
+
+    /// Rebuilds the lookups by key and name from the entries (the first
+    /// folder of a name wins, as at open).
+    fn reindex(st: &mut State) {
+        st.by_key.clear();
+        st.by_name.clear();
+        for (i, e) in st.entries.iter().enumerate() {
+            st.by_key.entry(*e.feed.public_key()).or_insert(i);
+            if let Some(n) = &e.name {
+                st.by_name.entry(n.clone()).or_insert(i);
+            }
         }
     }
 
@@ -361,14 +488,20 @@ impl Multifeed {
         &self,
         dir: u64,
         key: impl FnOnce(kappa_log::FeedBuilder) -> kappa_log::FeedBuilder,
-    ) -> Result<SharedFeed, MultifeedError> {
-        let builder = Feed::builder(Prefixed::new(self.inner.provider.clone(), dir.to_string()));
+    ) -> Result<(SharedFeed, Revoker), MultifeedError> {
+        let revoker = Revoker::default();
+        let builder = Feed::builder(self.feed_provider(dir, &revoker));
         let feed = key(builder)
             .sync(self.inner.options.sync)
             .signature_form(self.inner.options.signature_form)
             .open()
             .map_err(|source| MultifeedError::Feed { dir, source })?;
-        Ok(SharedFeed::new(feed))
+        Ok((SharedFeed::new(feed), revoker))
+    }
+
+    /// The storage of the feed in folder `dir`, cut off by `revoker`.
+    fn feed_provider(&self, dir: u64, revoker: &Revoker) -> Revocable<Prefixed<Arc<dyn Provider>>> {
+        Revocable::new(Prefixed::new(self.inner.provider.clone(), dir.to_string()), revoker)
     }
 
     /// The feed with public key `key`, adding an empty read-only replica of it if
@@ -382,9 +515,12 @@ impl Multifeed {
         if let Some(&i) = st.by_key.get(&key) {
             return Ok(st.entries[i].feed.clone());
         }
+        if st.policy.is_blocked(&key) {
+            return Err(PolicyError::Blocked { key: key.to_hex() }.into());
+        }
         let dir = st.next_dir;
-        let feed = self.create_feed(dir, |b| b.public_key(key))?;
-        Self::push(&mut st, feed.clone(), None, Origin::Remote);
+        let (feed, revoker) = self.create_feed(dir, |b| b.public_key(key))?;
+        Self::push(&mut st, feed.clone(), None, Origin::Remote, revoker);
         Ok(feed)
     }
 
@@ -430,7 +566,8 @@ impl Multifeed {
         let mut st = self.state();
         let damaged = std::mem::take(&mut st.damaged);
         for d in damaged {
-            let opened = Feed::builder(Prefixed::new(self.inner.provider.clone(), d.dir.to_string()))
+            let revoker = Revoker::default();
+            let opened = Feed::builder(self.feed_provider(d.dir, &revoker))
                 .create(false)
                 .repair_headers(true)
                 .sync(self.inner.options.sync)
@@ -442,12 +579,26 @@ impl Multifeed {
                     if st.by_key.contains_key(feed.public_key()) {
                         continue;
                     }
+                    if st.policy.is_blocked(feed.public_key()) {
+                        let key = *feed.public_key();
+                        revoker.revoke();
+                        drop(feed);
+                        purge(&*self.inner.provider, d.dir, &key)?;
+                        st.blocked_dirs.insert(key, d.dir);
+                        continue;
+                    }
                     let idx = st.entries.len();
                     st.by_key.insert(*feed.public_key(), idx);
                     if let Some(n) = &d.name {
                         st.by_name.entry(n.clone()).or_insert(idx);
                     }
-                    st.entries.push(Entry { dir: d.dir, feed, name: d.name, origin: Origin::Loaded });
+                    st.entries.push(Entry {
+                        dir: d.dir,
+                        feed,
+                        name: d.name,
+                        origin: Origin::Loaded,
+                        revoker,
+                    });
                 }
                 Err(LogError::Corrupt(error)) => st.damaged.push(DamagedFeed { error, ..d }),
                 Err(source) => return Err(MultifeedError::Feed { dir: d.dir, source }),
@@ -518,6 +669,9 @@ impl Multifeed {
     /// on-demand get of a sparse feed). Returns how many sessions were asked.
     pub fn want_block(&self, key: &PublicKey, index: u64) -> usize {
         let st = self.state();
+        if st.policy.is_blocked(key) {
+            return 0;
+        }
         let dkey = key.discovery_key();
         for (_, h) in &st.sessions {
             h.want_block(dkey, index);
@@ -535,6 +689,183 @@ impl Multifeed {
 
     pub(crate) fn unregister_session(&self, id: u64) {
         self.state().sessions.retain(|(i, _)| *i != id);
+    }
+
+    /// The feed policy: which feeds this set blocks and which it hides (see
+    /// [`Policy`]).
+    pub fn policy(&self) -> Policy {
+        self.state().policy.clone()
+    }
+
+    /// What the policy says of feed `key` (`None`: an ordinary feed).
+    pub fn policy_of(&self, key: &PublicKey) -> Option<FeedPolicy> {
+        self.state().policy.get(key)
+    }
+
+    /// Whether feed `key` is blocked.
+    pub fn is_blocked(&self, key: &PublicKey) -> bool {
+        self.state().policy.is_blocked(key)
+    }
+
+    /// A number that changes whenever the policy does (watchers of the set,
+    /// see [`watch`](Self::watch), are notified too).
+    pub fn policy_version(&self) -> u64 {
+        self.state().policy_version
+    }
+
+    /// The feeds views index: every feed of the set but the hidden ones
+    /// (blocked feeds are not in the set), in folder order.
+    pub fn visible_feeds(&self) -> Vec<SharedFeed> {
+        let st = self.state();
+        st.entries
+            .iter()
+            .filter(|e| !st.policy.is_excluded(e.feed.public_key()))
+            .map(|e| e.feed.clone())
+            .collect()
+    }
+
+    /// The blocked feeds with the folder each keeps (`None`: blocked before
+    /// this set ever held it), in key order.
+    pub fn blocked_feeds(&self) -> Vec<(PublicKey, Option<u64>)> {
+        let st = self.state();
+        st.policy.blocked().into_iter().map(|k| (k, st.blocked_dirs.get(&k).copied())).collect()
+    }
+
+    /// Blocks feed `key`: from now on it is never offered to a peer, never
+    /// requested or accepted from one, and never indexed; its files are
+    /// removed but for its `key` (JS multifeed stops loading at the first
+    /// folder without one) and a `kappa-blocked` marker, its handle leaves the
+    /// set (handles still held elsewhere can no longer write its files:
+    /// their writes are dropped), and every live
+    /// session closes its channel. The key stays in the policy, so the feed
+    /// stays blocked however often peers offer it; it may be a key the set
+    /// has never held. Blocking a blocked feed changes nothing.
+    ///
+    /// The policy is written first (atomically): a crash during a block
+    /// leaves the feed either not blocked, or blocked with its files removed
+    /// at the next open. Fails with [`PolicyError::LocalWriter`] for a feed
+    /// this set writes (hide it instead).
+    pub fn block(&self, key: &PublicKey) -> Result<Blocked, MultifeedError> {
+        let mut st = self.state();
+        if st.closed {
+            return Err(MultifeedError::Closed);
+        }
+        if st.policy.is_blocked(key) {
+            return Ok(Blocked { changed: false, dir: st.blocked_dirs.get(key).copied(), freed: 0 });
+        }
+        let at = st.by_key.get(key).copied();
+        if let Some(i) = at {
+            let e = &st.entries[i];
+            let has_secret =
+                e.feed.is_writable() || self.inner.provider.exists(&format!("{}/secret_key", e.dir))?;
+            if has_secret || e.name.is_some() {
+                return Err(PolicyError::LocalWriter { key: key.to_hex() }.into());
+            }
+        }
+        self.write_policy(&mut st, key, Some(FeedPolicy::Blocked))?;
+        let mut blocked = Blocked { changed: true, dir: None, freed: 0 };
+        if let Some(i) = at {
+            let e = st.entries.remove(i);
+            Self::reindex(&mut st);
+            e.revoker.revoke();
+            for (_, h) in &st.sessions {
+                h.close_channel(*key);
+            }
+            let dir = e.dir;
+            drop(e);
+            st.blocked_dirs.insert(*key, dir);
+            blocked.dir = Some(dir);
+            blocked.freed = purge(&*self.inner.provider, dir, key)?;
+        }
+        Ok(blocked)
+    }
+
+    /// Unblocks feed `key`: it may be offered, accepted and indexed again,
+    /// and takes its folder back as an empty replica (the next sync with a
+    /// peer that holds it brings its entries back). Returns whether it was
+    /// blocked.
+    pub fn unblock(&self, key: &PublicKey) -> Result<bool, MultifeedError> {
+        let mut st = self.state();
+        if st.closed {
+            return Err(MultifeedError::Closed);
+        }
+        if !st.policy.is_blocked(key) {
+            return Ok(false);
+        }
+        self.write_policy(&mut st, key, None)?;
+        if let Some(dir) = st.blocked_dirs.remove(key) {
+            self.inner.provider.remove(&format!("{dir}/{BLOCKED_MARKER}"))?;
+            let (feed, revoker) = self.create_feed(dir, |b| b.public_key(*key))?;
+            Self::push_at(&mut st, dir, feed, None, Origin::Remote, revoker);
+        }
+        Ok(true)
+    }
+
+    /// Hides feed `key`: it is kept and replicated as before, and views
+    /// leave it out ([`visible_feeds`](Self::visible_feeds)). It may be a
+    /// key the set does not hold yet. Returns whether the policy changed;
+    /// fails with [`PolicyError::Blocked`] for a blocked feed.
+    pub fn hide(&self, key: &PublicKey) -> Result<bool, MultifeedError> {
+        let mut st = self.state();
+        match st.policy.get(key) {
+            Some(FeedPolicy::Blocked) => Err(PolicyError::Blocked { key: key.to_hex() }.into()),
+            Some(FeedPolicy::Hidden) => Ok(false),
+            None => self.write_policy(&mut st, key, Some(FeedPolicy::Hidden)).map(|()| true),
+        }
+    }
+
+    /// Shows a hidden feed to views again. Returns whether it was hidden.
+    pub fn unhide(&self, key: &PublicKey) -> Result<bool, MultifeedError> {
+        let mut st = self.state();
+        if st.policy.get(key) != Some(FeedPolicy::Hidden) {
+            return Ok(false);
+        }
+        self.write_policy(&mut st, key, None).map(|()| true)
+    }
+
+    /// Sets the policy of `key` to `to`: the file first (atomically), then
+    /// the set's copy, then the watchers are told.
+    fn write_policy(
+        &self,
+        st: &mut State,
+        key: &PublicKey,
+        to: Option<FeedPolicy>,
+    ) -> Result<(), MultifeedError> {
+        if st.closed {
+            return Err(MultifeedError::Closed);
+        }
+        let mut policy = st.policy.clone();
+        policy.set(*key, to);
+        self.inner.provider.replace(POLICY_FILE, &policy.encode())?;
+        st.policy = policy;
+        st.policy_version += 1;
+        Self::notify_watchers(st);
+        Ok(())
+    }
+
+    /// The bytes each feed folder takes (the sum of its files' lengths), in
+    /// folder order: the feeds of the set, the folders of blocked feeds (what
+    /// is left: the key and the marker) and damaged folders.
+    pub fn disk_usage(&self) -> Result<Vec<FeedUsage>, MultifeedError> {
+        let (mut folders, policy) = {
+            let st = self.state();
+            let mut folders: Vec<(u64, Option<PublicKey>, Option<String>)> =
+                st.entries.iter().map(|e| (e.dir, Some(*e.feed.public_key()), e.name.clone())).collect();
+            folders.extend(st.blocked_dirs.iter().map(|(k, d)| (*d, Some(*k), None)));
+            folders.extend(st.damaged.iter().map(|d| (d.dir, None, d.name.clone())));
+            (folders, st.policy.clone())
+        };
+        folders.sort_by_key(|f| f.0);
+        let mut out = Vec::with_capacity(folders.len());
+        for (dir, key, name) in folders {
+            let mut bytes = 0;
+            for f in ALL_FOLDER_FILES {
+                bytes += file_len(&*self.inner.provider, &format!("{dir}/{f}"))?;
+            }
+            let policy = key.and_then(|k| policy.get(&k));
+            out.push(FeedUsage { dir, key, name, policy, bytes });
+        }
+        Ok(out)
     }
 
     /// Syncs every feed to stable storage.
@@ -572,6 +903,58 @@ impl Multifeed {
     pub fn is_closed(&self) -> bool {
         self.state().closed
     }
+}
+
+/// Every file a feed folder may hold (for [`Multifeed::disk_usage`]).
+const ALL_FOLDER_FILES: [&str; 10] = [
+    "key",
+    "secret_key",
+    "tree",
+    "data",
+    "signatures",
+    "bitfield",
+    "kappa-head",
+    "localname",
+    LOCALNAME_BACKUP,
+    BLOCKED_MARKER,
+];
+
+/// The files a block removes: all but `key` (and `secret_key`, which a
+/// blockable feed does not have; a secret key is never deleted).
+const PURGED_FILES: [&str; 7] =
+    ["data", "tree", "signatures", "bitfield", "kappa-head", "localname", LOCALNAME_BACKUP];
+
+/// The length of storage `name` (0 if it does not exist).
+fn file_len(provider: &dyn Provider, name: &str) -> Result<u64, MultifeedError> {
+    if !provider.exists(name)? {
+        return Ok(0);
+    }
+    Ok(provider.open(name)?.len()?)
+}
+
+/// The key in folder `dir`'s `key` file, if it holds one.
+fn read_key(provider: &dyn Provider, dir: u64) -> Result<Option<PublicKey>, MultifeedError> {
+    let bytes = read_file(provider, &format!("{dir}/key"))?;
+    Ok(bytes.and_then(|b| <[u8; 32]>::try_from(b.as_slice()).ok()).map(PublicKey::from_bytes))
+}
+
+/// Removes the files of blocked feed `key` in folder `dir` but its key, and
+/// marks the folder blocked (the marker goes first: a folder whose files are
+/// half removed is always marked). Returns the bytes removed. Run again at
+/// every open (removing what is not there costs no write), so a block cut
+/// short is finished.
+fn purge(provider: &dyn Provider, dir: u64, key: &PublicKey) -> Result<u64, MultifeedError> {
+    let marker = format!("{dir}/{BLOCKED_MARKER}");
+    if !provider.exists(&marker)? {
+        provider.replace(&marker, format!("{}\n", key.to_hex()).as_bytes())?;
+    }
+    let mut freed = 0;
+    for f in PURGED_FILES {
+        let name = format!("{dir}/{f}");
+        freed += file_len(provider, &name)?;
+        provider.remove(&name)?;
+    }
+    Ok(freed)
 }
 
 /// Missing folder numbers in a row that end the scan for feeds.

@@ -176,8 +176,13 @@ pub struct SyncReport {
     pub requested: Vec<PublicKey>,
     /// Requested feeds that did not arrive: the peer never agreed to send
     /// them, or (non-live, downloading) their download did not complete. A
-    /// sync that leaves this non-empty did not do its job.
+    /// sync that leaves this non-empty did not do its job. Feeds this
+    /// database blocks are never missing: they are [`refused`](Self::refused).
     pub missing: Vec<PublicKey>,
+    /// Offered feeds we did not ask for (or took back) because this
+    /// database blocks them (see [`Multifeed::block`]), in the order they
+    /// came.
+    pub refused: Vec<PublicKey>,
     /// Bytes sent and received on the stream.
     pub bytes_sent: u64,
     /// Bytes received.
@@ -272,6 +277,8 @@ pub struct Exchange {
     remote_offer: Vec<PublicKey>,
     /// The offers we asked for.
     requested: Vec<PublicKey>,
+    /// Offers refused because the feed is blocked here.
+    refused: Vec<PublicKey>,
     /// Requested feeds the peer agreed to replicate (its answers).
     agreed: HashSet<PublicKey>,
     replicating: Vec<PublicKey>,
@@ -361,6 +368,7 @@ impl Exchange {
             known: HashSet::new(),
             remote_offer: Vec::new(),
             requested: Vec::new(),
+            refused: Vec::new(),
             agreed: HashSet::new(),
             replicating: Vec::new(),
             closed_feeds: HashSet::new(),
@@ -480,7 +488,8 @@ impl Exchange {
     }
 
     /// Requested feeds that did not arrive: the peer never agreed to send them,
-    /// or (non-live, downloading) their download did not complete.
+    /// or (non-live, downloading) their download did not complete. A feed
+    /// blocked here meanwhile is not missing but [`refused`](Self::refused).
     pub fn missing(&self) -> Vec<PublicKey> {
         if !self.opts.download {
             return Vec::new();
@@ -490,8 +499,26 @@ impl Exchange {
             .filter(|k| {
                 !self.agreed.contains(k) || (!self.opts.live && !self.synced.contains(&k.discovery_key()))
             })
+            .filter(|k| !self.refused.contains(k) && !self.mf.is_blocked(k))
             .copied()
             .collect()
+    }
+
+    /// The peer's offers refused because this database blocks them.
+    pub fn refused(&self) -> Vec<PublicKey> {
+        let mut out = self.refused.clone();
+        for k in &self.requested {
+            if !out.contains(k) && self.mf.is_blocked(k) {
+                out.push(*k);
+            }
+        }
+        out
+    }
+
+    fn refuse(&mut self, key: PublicKey) {
+        if !self.refused.contains(&key) {
+            self.refused.push(key);
+        }
     }
 
     fn send(&self, p: &mut Protocol, now: Instant, name: &str, payload: &Value) {
@@ -654,6 +681,13 @@ impl Exchange {
                         self.remote_offer.push(*k);
                     }
                 }
+                // Blocked feeds are left out of our request (multifeed 5
+                // replicates only the keys a request names).
+                let (blocked, keys): (Vec<PublicKey>, Vec<PublicKey>) =
+                    keys.into_iter().partition(|k| self.mf.is_blocked(k));
+                for k in blocked {
+                    self.refuse(k);
+                }
                 let want: Vec<PublicKey> =
                     keys.into_iter().filter(|k| self.opts.accept.as_ref().is_none_or(|f| f(k))).collect();
                 for k in &want {
@@ -680,6 +714,11 @@ impl Exchange {
                 self.answers_received += 1;
                 self.request_times.pop_front();
                 for k in keys {
+                    if self.mf.is_blocked(&k) {
+                        // Blocked since we asked for it.
+                        self.refuse(k);
+                        continue;
+                    }
                     self.agreed.insert(k);
                     if self.mf.feed(&k).is_none() {
                         self.new_feeds.push(k);
@@ -698,7 +737,7 @@ impl Exchange {
     fn answer_keys(&self, request: &Value) -> Vec<PublicKey> {
         let keys: BTreeSet<String> = parse_keys(Some(request))
             .into_iter()
-            .filter(|k| self.offered.contains(k))
+            .filter(|k| self.offered.contains(k) && !self.mf.is_blocked(k))
             .map(|k| k.to_hex())
             .collect();
         keys.iter().filter_map(|k| PublicKey::from_hex(k).ok()).collect()
@@ -748,7 +787,7 @@ impl Exchange {
     /// offers it, if this peer has not heard of it (send it as a `MANIFEST`
     /// extension message).
     pub fn announce(&mut self, key: PublicKey) -> Option<Vec<u8>> {
-        if !self.handshake_done || self.known.contains(&key) {
+        if !self.handshake_done || self.known.contains(&key) || self.mf.is_blocked(&key) {
             return None;
         }
         if !self.opts.offer.as_ref().is_none_or(|f| f(&key)) || !self.offerable(&key) {
@@ -792,6 +831,7 @@ impl Exchange {
             offered: self.remote_offer.clone(),
             requested: self.requested.clone(),
             missing: self.missing(),
+            refused: self.refused(),
             bytes_sent: session.bytes_sent,
             bytes_received: session.bytes_received,
             duration: session.duration,

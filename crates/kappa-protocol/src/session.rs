@@ -1410,6 +1410,13 @@ impl Protocol {
                 if self.channels[slot].remote_closed {
                     return Ok(());
                 }
+                // Our side is closed: blocks and requests on it are no
+                // longer ours to store or answer (the feed may be gone, as
+                // after a block in kappa-multifeed, whose storage then fails).
+                if self.channels[slot].local_closed && matches!(other, Message::Data(_) | Message::Request(_))
+                {
+                    return Ok(());
+                }
                 if self.channels[slot].repl.is_none() {
                     if self.channels[slot].local_id.is_none() {
                         self.hold_unverified(size)?;

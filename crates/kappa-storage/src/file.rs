@@ -271,6 +271,14 @@ impl Provider for DirectoryProvider {
         }
     }
 
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        crate::replace::replace_file(&self.path_of(name)?, bytes)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StorageError> {
+        crate::replace::remove_file(&self.path_of(name)?)
+    }
+
     fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
         let path = self.path_of(name)?;
         let display = path.display().to_string();

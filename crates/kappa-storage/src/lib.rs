@@ -6,6 +6,7 @@ mod fault;
 mod file;
 mod memory;
 mod prefixed;
+mod replace;
 
 pub use error::StorageError;
 pub use fault::{Fault, FaultyProvider, FaultyStorage, Op};
@@ -108,6 +109,34 @@ pub trait Provider: Send + Sync {
         let _ = name;
         Ok(LockGuard::none())
     }
+
+    /// Replaces the whole content of `name` with `bytes`, atomically where
+    /// the backend can: after a crash at any point the storage holds either
+    /// its old content or `bytes`, never a mix. [`DirectoryProvider`] writes
+    /// a temporary file beside it, syncs it, renames it over `name` and syncs
+    /// the directory. The default truncates, writes and syncs in place (not
+    /// atomic: for storages a crash cannot leave half written, such as memory).
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        let mut s = self.open(name)?;
+        s.truncate(0)?;
+        s.write(0, bytes)?;
+        s.sync()
+    }
+
+    /// Removes the storage `name`, durably where the backend can
+    /// ([`DirectoryProvider`] deletes the file and syncs its directory); a
+    /// name that does not exist is no error. Storages opened earlier keep
+    /// what they hold (as an open file outlives its deletion). The default
+    /// truncates it to nothing, so that [`exists`](Provider::exists) says
+    /// `false`.
+    fn remove(&self, name: &str) -> Result<(), StorageError> {
+        let mut s = self.open(name)?;
+        if !s.is_empty()? {
+            s.truncate(0)?;
+            s.sync()?;
+        }
+        Ok(())
+    }
 }
 
 impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
@@ -119,6 +148,12 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
     }
     fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
         (**self).lock(name)
+    }
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        (**self).replace(name, bytes)
+    }
+    fn remove(&self, name: &str) -> Result<(), StorageError> {
+        (**self).remove(name)
     }
 }
 

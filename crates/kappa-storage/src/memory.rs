@@ -145,6 +145,12 @@ impl Provider for MemoryProvider {
         let files = self.files.lock().unwrap_or_else(|e| e.into_inner());
         Ok(files.get(name).is_some_and(|f| !f.lock().is_empty()))
     }
+
+    fn remove(&self, name: &str) -> Result<(), StorageError> {
+        // Clones handed out earlier keep their bytes, as an open file does.
+        self.files.lock().unwrap_or_else(|e| e.into_inner()).remove(name);
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -40,4 +40,12 @@ impl<P: Provider> Provider for Prefixed<P> {
     fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
         self.inner.lock(&self.name(name))
     }
+
+    fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
+        self.inner.replace(&self.name(name), bytes)
+    }
+
+    fn remove(&self, name: &str) -> Result<(), StorageError> {
+        self.inner.remove(&self.name(name))
+    }
 }
