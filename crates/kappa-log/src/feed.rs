@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kappa_storage::{BoxedStorage, DirectoryProvider, LockGuard, MemoryProvider, Provider, RandomAccess};
 
 use crate::bitfield::{Bitfield, PAGE_SIZE};
-use crate::cache::BlockCache;
+use crate::cache::{BlockCache, NodeCache};
 use crate::crypto::{KeyPair, PublicKey, Signature, SignatureForm};
 use crate::error::{CorruptError, LogError};
 use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
@@ -54,6 +54,7 @@ pub struct FeedBuilder {
     repair_headers: bool,
     block_cache: usize,
     signature_form: SignatureForm,
+    bitfield_lock: bool,
 }
 
 impl std::fmt::Debug for FeedBuilder {
@@ -125,6 +126,19 @@ impl FeedBuilder {
         self
     }
 
+    /// Whether to take the exclusive `flock` on the `bitfield` file (default
+    /// `true`): the lock JS hypercore 8 takes when it opens a feed directory,
+    /// so a JS process and this one exclude each other on one feed. The lock
+    /// holds a descriptor of its own for as long as the feed is open (outside
+    /// the storage's file pool, since closing it would drop the lock). A set
+    /// of feeds under a lock of its own turns it off (kappa-multifeed's
+    /// `LOCK`: JS multifeed locks no file of its feeds), so that a set of
+    /// 10,000 feeds does not need 10,000 descriptors.
+    pub fn bitfield_lock(mut self, lock: bool) -> Self {
+        self.bitfield_lock = lock;
+        self
+    }
+
     /// Opens (or creates) the feed.
     pub fn open(self) -> Result<Feed, LogError> {
         Feed::open_with(self)
@@ -162,7 +176,7 @@ pub struct Feed {
     pub(crate) sync: SyncPolicy,
     pub(crate) poisoned: bool,
     /// Direct-mapped cache of tree nodes (nodes never change once written).
-    pub(crate) node_cache: Vec<Option<Node>>,
+    pub(crate) node_cache: NodeCache,
     /// Bitfield pages changed by deferred puts and not yet written.
     pub(crate) bitfield_pending: bool,
     /// Data, nodes and signatures of deferred puts, written (coalesced) by
@@ -214,8 +228,6 @@ const READ_AHEAD: u64 = 64 * 1024;
 /// The default size of a feed's block cache ([`FeedBuilder::block_cache`]).
 pub const DEFAULT_BLOCK_CACHE: usize = 8 * 1024 * 1024;
 
-/// Entries in the node cache (a power of two).
-const NODE_CACHE: usize = 1 << 13;
 /// Nodes read together when one is not cached (5 KiB of the tree file).
 const NODE_WINDOW: u64 = 1 << 7;
 
@@ -326,6 +338,7 @@ impl Feed {
             repair_headers: false,
             block_cache: DEFAULT_BLOCK_CACHE,
             signature_form: SignatureForm::TreeHash,
+            bitfield_lock: true,
         }
     }
 
@@ -341,7 +354,7 @@ impl Feed {
     }
 
     fn open_with(b: FeedBuilder) -> Result<Feed, LogError> {
-        let lock = b.provider.lock("bitfield")?;
+        let lock = if b.bitfield_lock { b.provider.lock("bitfield")? } else { LockGuard::none() };
         let mut files = Files::open(&*b.provider)?;
         let mut recovery = Recovery::default();
 
@@ -494,9 +507,9 @@ impl Feed {
             contiguous: 0,
             sync: b.sync,
             poisoned: false,
-            // Allocated at the first node read: a feed opened only to list
-            // it costs no cache.
-            node_cache: Vec::new(),
+            // Allocated at the first node read, growing with the feed: a feed
+            // opened only to list it costs no cache.
+            node_cache: NodeCache::new(),
             bitfield_pending: false,
             pending: Pending::default(),
             read_cache: None,
@@ -602,11 +615,8 @@ impl Feed {
         if let Some(n) = self.pending.nodes.get(&index) {
             return Ok(Some(*n));
         }
-        let slot = (index as usize) & (NODE_CACHE - 1);
-        if let Some(Some(n)) = self.node_cache.get(slot).copied() {
-            if n.index == index {
-                return Ok(Some(n));
-            }
+        if let Some(n) = self.node_cache.get(index) {
+            return Ok(Some(n));
         }
         if let Some(n) = self.read_node_window(index)? {
             return Ok(Some(n));
@@ -803,17 +813,12 @@ impl Feed {
 
     /// Puts a node just written into the node cache.
     pub(crate) fn cache_node(&mut self, n: Node) {
-        if self.node_cache.is_empty() {
-            self.node_cache = vec![None; NODE_CACHE];
-        }
-        self.node_cache[(n.index as usize) & (NODE_CACHE - 1)] = Some(n);
+        self.node_cache.insert(n);
     }
 
     /// Drops what is cached from tree node `x` (it was rewritten or dropped).
     pub(crate) fn forget_node(&mut self, x: u64) {
-        if let Some(slot) = self.node_cache.get_mut((x as usize) & (NODE_CACHE - 1)) {
-            *slot = None;
-        }
+        self.node_cache.remove(x);
         let first_block = flat::left_span(x) / 2;
         self.offsets.truncate(first_block as usize + 1);
     }

@@ -30,6 +30,23 @@ pub use replicate::{
 /// The name of the lock file in the storage root.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// The builder of feed folder `dir` with the set's options. The feeds of a
+/// set take no `bitfield` lock each: the set's [`LOCK_FILE`] keeps other
+/// processes out of all of them with one descriptor (JS multifeed 5 and 6 lock
+/// no file of their feeds, so per-feed locks never excluded them), and a
+/// lock per feed would cost a descriptor per feed for as long as the set is
+/// open, outside the storage's file pool.
+fn feed_builder(
+    provider: &Arc<dyn Provider>,
+    dir: u64,
+    options: &MultifeedOptions,
+) -> kappa_log::FeedBuilder {
+    Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
+        .sync(options.sync)
+        .signature_form(options.signature_form)
+        .bitfield_lock(false)
+}
+
 /// What can go wrong with a feed set.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
@@ -222,11 +239,7 @@ impl Multifeed {
                 continue;
             }
             let name = read_localname(&*provider, dir)?;
-            let opened = Feed::builder(Prefixed::new(provider.clone(), dir.to_string()))
-                .create(false)
-                .sync(options.sync)
-                .signature_form(options.signature_form)
-                .open();
+            let opened = feed_builder(&provider, dir, &options).create(false).open();
             if matches!(opened, Err(LogError::NotFound)) {
                 // A creation cut short (a name written, no key yet, no entries):
                 // nothing to keep; the folder is free for the next feed.
@@ -362,12 +375,8 @@ impl Multifeed {
         dir: u64,
         key: impl FnOnce(kappa_log::FeedBuilder) -> kappa_log::FeedBuilder,
     ) -> Result<SharedFeed, MultifeedError> {
-        let builder = Feed::builder(Prefixed::new(self.inner.provider.clone(), dir.to_string()));
-        let feed = key(builder)
-            .sync(self.inner.options.sync)
-            .signature_form(self.inner.options.signature_form)
-            .open()
-            .map_err(|source| MultifeedError::Feed { dir, source })?;
+        let builder = feed_builder(&self.inner.provider, dir, &self.inner.options);
+        let feed = key(builder).open().map_err(|source| MultifeedError::Feed { dir, source })?;
         Ok(SharedFeed::new(feed))
     }
 
@@ -430,11 +439,9 @@ impl Multifeed {
         let mut st = self.state();
         let damaged = std::mem::take(&mut st.damaged);
         for d in damaged {
-            let opened = Feed::builder(Prefixed::new(self.inner.provider.clone(), d.dir.to_string()))
+            let opened = feed_builder(&self.inner.provider, d.dir, &self.inner.options)
                 .create(false)
                 .repair_headers(true)
-                .sync(self.inner.options.sync)
-                .signature_form(self.inner.options.signature_form)
                 .open();
             match opened {
                 Ok(feed) => {
