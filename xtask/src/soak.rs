@@ -6,6 +6,8 @@
 //! cargo xtask soak kills [N]    SIGKILL at random moments of the first and later `kappa put`,
 //!                               `append -`, `table`, `sync` and `serve`: N kills each (default 100)
 //! cargo xtask soak damage [N]   N single-byte flips in views.redb (default 200)
+//! cargo xtask soak feeds [N]    a database of N feeds (default 10,000) served, synced and
+//!                               checked under `ulimit -n 256`, every entry compared
 //! cargo xtask soak all          every campaign with its default
 //! ```
 //!
@@ -38,6 +40,12 @@ const CAMPAIGNS: &[Campaign] = &[
         test: &["-p", "kappa-cli", "--test", "view_damage"],
         size_var: "KAPPA_SOAK_DAMAGE",
         default: 200,
+    },
+    Campaign {
+        name: "feeds",
+        test: &["-p", "kappa-cli", "--test", "many_feeds"],
+        size_var: "KAPPA_SOAK_FEEDS",
+        default: 10_000,
     },
 ];
 

@@ -1,4 +1,5 @@
-//! [`BlockCache`]: the blocks a feed read recently, verified, in memory.
+//! [`BlockCache`]: the blocks a feed read recently, verified, in memory; and
+//! [`NodeCache`], the tree nodes it read.
 //!
 //! Direct-mapped by block index (a feed's blocks are numbered densely, so a
 //! run of up to `slots` blocks never collides), growing with the blocks it
@@ -96,6 +97,72 @@ impl BlockCache {
     }
 }
 
+/// The most slots of a [`NodeCache`] (a power of two).
+const NODE_SLOTS: usize = 1 << 13;
+/// The fewest slots a node cache allocates.
+const MIN_NODE_SLOTS: usize = 64;
+
+/// Tree nodes read recently (nodes never change once written), direct-mapped
+/// by node index. It grows with the highest index it was given, up to
+/// [`NODE_SLOTS`]: a feed of ten entries costs 64 slots, not 8,192 (about 450
+/// KiB), which matters for a database of thousands of small feeds.
+pub(crate) struct NodeCache {
+    slots: Vec<Option<crate::node::Node>>,
+}
+
+impl NodeCache {
+    /// An empty cache (allocated at the first insert).
+    pub(crate) fn new() -> Self {
+        NodeCache { slots: Vec::new() }
+    }
+
+    fn slot(&self, index: u64) -> usize {
+        (index as usize) & (self.slots.len().wrapping_sub(1))
+    }
+
+    /// Node `index`, if cached.
+    pub(crate) fn get(&self, index: u64) -> Option<crate::node::Node> {
+        match self.slots.get(self.slot(index)) {
+            Some(Some(n)) if n.index == index => Some(*n),
+            _ => None,
+        }
+    }
+
+    /// Remembers node `n`.
+    pub(crate) fn insert(&mut self, n: crate::node::Node) {
+        let want = usize::try_from(n.index)
+            .unwrap_or(usize::MAX)
+            .saturating_add(1)
+            .clamp(MIN_NODE_SLOTS, NODE_SLOTS)
+            .next_power_of_two();
+        if self.slots.len() < want {
+            let old = std::mem::replace(&mut self.slots, vec![None; want]);
+            for m in old.into_iter().flatten() {
+                let s = self.slot(m.index);
+                self.slots[s] = Some(m);
+            }
+        }
+        let s = self.slot(n.index);
+        self.slots[s] = Some(n);
+    }
+
+    /// Forgets node `index`.
+    pub(crate) fn remove(&mut self, index: u64) {
+        let s = self.slot(index);
+        if let Some(slot) = self.slots.get_mut(s) {
+            if slot.is_some_and(|n| n.index == index) {
+                *slot = None;
+            }
+        }
+    }
+
+    /// The slots allocated.
+    #[cfg(test)]
+    pub(crate) fn slots(&self) -> usize {
+        self.slots.len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,5 +187,26 @@ mod tests {
         let mut none = BlockCache::new(0);
         none.insert(0, b"x");
         assert_eq!(none.get(0), None);
+    }
+
+    #[test]
+    fn node_cache_grows_with_the_feed() {
+        use crate::node::Node;
+        let node = |index: u64| Node { index, hash: [index as u8; 32], size: index };
+        let mut c = NodeCache::new();
+        assert_eq!(c.get(0), None);
+        c.remove(3);
+        c.insert(node(5));
+        assert_eq!(c.slots(), MIN_NODE_SLOTS);
+        c.insert(node(200));
+        assert_eq!(c.slots(), 256);
+        assert_eq!(c.get(5), Some(node(5)), "kept when growing");
+        assert_eq!(c.get(200), Some(node(200)));
+        c.insert(node(u64::MAX / 2));
+        assert_eq!(c.slots(), NODE_SLOTS);
+        assert_eq!(c.get(200), Some(node(200)));
+        c.remove(200);
+        assert_eq!(c.get(200), None);
+        assert_eq!(c.get(5), Some(node(5)));
     }
 }

@@ -7,12 +7,13 @@ use std::sync::Arc;
 use kappa_storage::{BoxedStorage, DirectoryProvider, LockGuard, MemoryProvider, Provider, RandomAccess};
 
 use crate::bitfield::{Bitfield, PAGE_SIZE};
-use crate::cache::BlockCache;
+use crate::cache::{BlockCache, NodeCache};
 use crate::crypto::{KeyPair, PublicKey, Signature, SignatureForm};
 use crate::error::{CorruptError, LogError};
 use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
 use crate::flat;
 use crate::node::Node;
+use crate::offsets::{Offsets, CHUNK};
 use crate::recover::{
     choose_key, read_head, read_secret, restore_key_file, secret_problem, would_fork, Recovery, Secret,
 };
@@ -54,6 +55,7 @@ pub struct FeedBuilder {
     repair_headers: bool,
     block_cache: usize,
     signature_form: SignatureForm,
+    bitfield_lock: bool,
 }
 
 impl std::fmt::Debug for FeedBuilder {
@@ -125,6 +127,19 @@ impl FeedBuilder {
         self
     }
 
+    /// Whether to take the exclusive `flock` on the `bitfield` file (default
+    /// `true`): the lock JS hypercore 8 takes when it opens a feed directory,
+    /// so a JS process and this one exclude each other on one feed. The lock
+    /// holds a descriptor of its own for as long as the feed is open (outside
+    /// the storage's file pool, since closing it would drop the lock). A set
+    /// of feeds under a lock of its own turns it off (kappa-multifeed's
+    /// `LOCK`: JS multifeed locks no file of its feeds), so that a set of
+    /// 10,000 feeds does not need 10,000 descriptors.
+    pub fn bitfield_lock(mut self, lock: bool) -> Self {
+        self.bitfield_lock = lock;
+        self
+    }
+
     /// Opens (or creates) the feed.
     pub fn open(self) -> Result<Feed, LogError> {
         Feed::open_with(self)
@@ -154,15 +169,15 @@ pub struct Feed {
     pub(crate) byte_length: u64,
     pub(crate) roots: Vec<Node>,
     pub(crate) bitfield: Bitfield,
-    /// `offsets[i]` is the byte offset of block `i`; valid for the blocks of a fully
-    /// present prefix. Grows lazily.
-    pub(crate) offsets: Vec<u64>,
+    /// Byte offsets of blocks of the fully present prefix: a bounded cache
+    /// filled lazily from the tree's leaf sizes, extended by appends.
+    pub(crate) offsets: Offsets,
     /// Blocks `0 .. contiguous` are all present.
     pub(crate) contiguous: u64,
     pub(crate) sync: SyncPolicy,
     pub(crate) poisoned: bool,
     /// Direct-mapped cache of tree nodes (nodes never change once written).
-    pub(crate) node_cache: Vec<Option<Node>>,
+    pub(crate) node_cache: NodeCache,
     /// Bitfield pages changed by deferred puts and not yet written.
     pub(crate) bitfield_pending: bool,
     /// Data, nodes and signatures of deferred puts, written (coalesced) by
@@ -214,8 +229,6 @@ const READ_AHEAD: u64 = 64 * 1024;
 /// The default size of a feed's block cache ([`FeedBuilder::block_cache`]).
 pub const DEFAULT_BLOCK_CACHE: usize = 8 * 1024 * 1024;
 
-/// Entries in the node cache (a power of two).
-const NODE_CACHE: usize = 1 << 13;
 /// Nodes read together when one is not cached (5 KiB of the tree file).
 const NODE_WINDOW: u64 = 1 << 7;
 
@@ -326,6 +339,7 @@ impl Feed {
             repair_headers: false,
             block_cache: DEFAULT_BLOCK_CACHE,
             signature_form: SignatureForm::TreeHash,
+            bitfield_lock: true,
         }
     }
 
@@ -341,7 +355,7 @@ impl Feed {
     }
 
     fn open_with(b: FeedBuilder) -> Result<Feed, LogError> {
-        let lock = b.provider.lock("bitfield")?;
+        let lock = if b.bitfield_lock { b.provider.lock("bitfield")? } else { LockGuard::none() };
         let mut files = Files::open(&*b.provider)?;
         let mut recovery = Recovery::default();
 
@@ -490,13 +504,13 @@ impl Feed {
             byte_length: 0,
             roots: Vec::new(),
             bitfield,
-            offsets: vec![0],
+            offsets: Offsets::new(),
             contiguous: 0,
             sync: b.sync,
             poisoned: false,
-            // Allocated at the first node read: a feed opened only to list
-            // it costs no cache.
-            node_cache: Vec::new(),
+            // Allocated at the first node read, growing with the feed: a feed
+            // opened only to list it costs no cache.
+            node_cache: NodeCache::new(),
             bitfield_pending: false,
             pending: Pending::default(),
             read_cache: None,
@@ -602,11 +616,8 @@ impl Feed {
         if let Some(n) = self.pending.nodes.get(&index) {
             return Ok(Some(*n));
         }
-        let slot = (index as usize) & (NODE_CACHE - 1);
-        if let Some(Some(n)) = self.node_cache.get(slot).copied() {
-            if n.index == index {
-                return Ok(Some(n));
-            }
+        if let Some(n) = self.node_cache.get(index) {
+            return Ok(Some(n));
         }
         if let Some(n) = self.read_node_window(index)? {
             return Ok(Some(n));
@@ -803,19 +814,14 @@ impl Feed {
 
     /// Puts a node just written into the node cache.
     pub(crate) fn cache_node(&mut self, n: Node) {
-        if self.node_cache.is_empty() {
-            self.node_cache = vec![None; NODE_CACHE];
-        }
-        self.node_cache[(n.index as usize) & (NODE_CACHE - 1)] = Some(n);
+        self.node_cache.insert(n);
     }
 
     /// Drops what is cached from tree node `x` (it was rewritten or dropped).
     pub(crate) fn forget_node(&mut self, x: u64) {
-        if let Some(slot) = self.node_cache.get_mut((x as usize) & (NODE_CACHE - 1)) {
-            *slot = None;
-        }
+        self.node_cache.remove(x);
         let first_block = flat::left_span(x) / 2;
-        self.offsets.truncate(first_block as usize + 1);
+        self.offsets.truncate_after(first_block);
     }
 
     /// The bytes of a block from the data file; `None` if they lie past its end.
@@ -896,12 +902,10 @@ impl Feed {
 
     /// Byte offset and size of a stored block.
     pub(crate) fn block_range(&mut self, index: u64) -> Result<(u64, u64), LogError> {
-        let i = index as usize;
-        if i + 1 >= self.offsets.len() && index < self.contiguous {
-            self.extend_offsets(index + 1)?;
+        if !self.offsets.covers(index) && index < self.contiguous {
+            self.fill_offsets(index)?;
         }
-        if i + 1 < self.offsets.len() {
-            let (start, end) = (self.offsets[i], self.offsets[i + 1]);
+        if let Some((start, end)) = self.offsets.range(index) {
             let size = end.checked_sub(start).ok_or_else(|| CorruptError {
                 file: "tree",
                 reason: format!("block {index} ends before it starts"),
@@ -913,27 +917,37 @@ impl Feed {
         Ok((offset, leaf.size))
     }
 
-    /// Extends the offset cache to cover at least `upto` blocks (bounded by the
-    /// contiguous prefix), reading leaf sizes from the tree file in large chunks.
-    fn extend_offsets(&mut self, upto: u64) -> Result<(), LogError> {
+    /// Caches the offsets of the chunk of blocks around `index` (bounded by
+    /// the contiguous prefix), from one read of their leaf sizes in the tree
+    /// file.
+    fn fill_offsets(&mut self, index: u64) -> Result<(), LogError> {
         // Leaf sizes are read from the tree file: write held-back nodes first.
         if self.pending.bytes > 0 {
             self.flush_deferred()?;
         }
-        const CHUNK: u64 = 16 * 1024;
-        let have = self.offsets.len() as u64 - 1;
-        let target = upto.max(have + CHUNK).min(self.contiguous);
-        if target <= have {
+        let k = index / CHUNK;
+        let first = k * CHUNK;
+        let end = (first + CHUNK).min(self.contiguous);
+        if end <= first {
             return Ok(());
         }
-        // Nodes 2·have .. 2·(target−1), inclusive.
-        let first = 2 * have;
-        let count = 2 * (target - have) - 1;
-        let bytes = self.files.tree.read(HEADER_LEN + 40 * first, (40 * count) as usize)?;
-        let mut acc = *self.offsets.last().unwrap_or(&0);
-        let mut chunk = Vec::with_capacity((target - have) as usize);
-        for k in 0..(target - have) as usize {
-            let at = 80 * k + 32;
+        let start = match self.offsets.get(first) {
+            Some(o) => o,
+            None => match self.data_offset(first, &[]) {
+                Ok(o) => o,
+                // A node needed is missing or damaged: the slow path says which.
+                Err(LogError::Corrupt(_)) => return Ok(()),
+                Err(e) => return Err(e),
+            },
+        };
+        // Leaves 2·first .. 2·(end−1), inclusive, with the parents between.
+        let count = 2 * (end - first) - 1;
+        let bytes = self.files.tree.read(HEADER_LEN + 40 * 2 * first, (40 * count) as usize)?;
+        let mut acc = start;
+        let mut chunk = Vec::with_capacity((end - first + 1) as usize);
+        chunk.push(acc);
+        for b in 0..(end - first) as usize {
+            let at = 80 * b + 32;
             let mut size = [0u8; 8];
             size.copy_from_slice(&bytes[at..at + 8]);
             acc = acc
@@ -944,10 +958,10 @@ impl Feed {
         // The leaf sizes must add up to what the parents above them say; a
         // damaged leaf size would shift every later block. Then the chunk is not
         // cached and its blocks take the slow path, which reads the parents.
-        match self.data_offset(target, &[]) {
+        match self.data_offset(end, &[]) {
             Ok(expected) if expected != acc => Ok(()),
             _ => {
-                self.offsets.extend_from_slice(&chunk);
+                self.offsets.insert(k, chunk);
                 Ok(())
             }
         }
@@ -956,7 +970,7 @@ impl Feed {
     /// The byte offset of block `index`: the total size of `full_roots(2·index)`,
     /// looked up in `extra` first, then in the tree file.
     pub(crate) fn data_offset(&mut self, index: u64, extra: &[Node]) -> Result<u64, LogError> {
-        if let Some(&o) = self.offsets.get(index as usize) {
+        if let Some(o) = self.offsets.get(index) {
             return Ok(o);
         }
         let mut offset = 0u64;
@@ -1200,18 +1214,20 @@ impl Feed {
         })?;
 
         let was_complete = self.contiguous == start;
-        if self.offsets.last() != Some(&byte_length) && self.offsets.len() as u64 == start + 1 {
+        match self.offsets.end_at(start) {
             // Cached offsets that disagree with the signed roots: start over.
-            self.offsets = vec![0];
-        }
-        if self.offsets.len() as u64 == start + 1 {
-            let mut acc = byte_length;
-            for b in &batches {
-                for s in &b.sizes {
-                    acc += s;
-                    self.offsets.push(acc);
+            Some(end) if end != byte_length => self.offsets.clear(),
+            Some(_) => {
+                let (mut acc, mut i) = (byte_length, start);
+                for b in &batches {
+                    for s in &b.sizes {
+                        acc += s;
+                        i += 1;
+                        self.offsets.push(i, acc);
+                    }
                 }
             }
+            None => {}
         }
         self.roots = roots;
         self.length = new_length;
@@ -1310,10 +1326,9 @@ impl Feed {
         let max = self.bitfield.data_bits();
         while self.contiguous < max && self.bitfield.has_block(self.contiguous) {
             // Keep the offset cache growing with an in-order download.
-            if self.offsets.len() as u64 == self.contiguous + 1 {
+            if let Some(last) = self.offsets.end_at(self.contiguous) {
                 if let Ok(Some(n)) = self.node(2 * self.contiguous) {
-                    let last = *self.offsets.last().unwrap_or(&0);
-                    self.offsets.push(last.saturating_add(n.size));
+                    self.offsets.push(self.contiguous + 1, last.saturating_add(n.size));
                 }
             }
             self.contiguous += 1;

@@ -12,6 +12,7 @@ mod files;
 pub mod flat;
 mod head;
 mod node;
+mod offsets;
 mod proof;
 mod ranges;
 mod recover;

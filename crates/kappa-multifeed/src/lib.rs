@@ -34,6 +34,24 @@ use revocable::{Revocable, Revoker};
 /// The name of the lock file in the storage root.
 pub const LOCK_FILE: &str = "LOCK";
 
+/// The builder of feed folder `dir` with the set's options. The feeds of a
+/// set take no `bitfield` lock each: the set's [`LOCK_FILE`] keeps other
+/// processes out of all of them with one descriptor (JS multifeed 5 and 6 lock
+/// no file of their feeds, so per-feed locks never excluded them), and a
+/// lock per feed would cost a descriptor per feed for as long as the set is
+/// open, outside the storage's file pool.
+fn feed_builder(
+    provider: &Arc<dyn Provider>,
+    dir: u64,
+    options: &MultifeedOptions,
+    revoker: &Revoker,
+) -> kappa_log::FeedBuilder {
+    Feed::builder(Revocable::new(Prefixed::new(provider.clone(), dir.to_string()), revoker))
+        .sync(options.sync)
+        .signature_form(options.signature_form)
+        .bitfield_lock(false)
+}
+
 /// What can go wrong with a feed set.
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[non_exhaustive]
@@ -289,12 +307,7 @@ impl Multifeed {
             }
             let name = read_localname(&*provider, dir)?;
             let revoker = Revoker::default();
-            let opened =
-                Feed::builder(Revocable::new(Prefixed::new(provider.clone(), dir.to_string()), &revoker))
-                    .create(false)
-                    .sync(options.sync)
-                    .signature_form(options.signature_form)
-                    .open();
+            let opened = feed_builder(&provider, dir, &options, &revoker).create(false).open();
             if matches!(opened, Err(LogError::NotFound)) {
                 // A creation cut short (a name written, no key yet, no entries):
                 // nothing to keep; the folder is free for the next feed.
@@ -490,18 +503,9 @@ impl Multifeed {
         key: impl FnOnce(kappa_log::FeedBuilder) -> kappa_log::FeedBuilder,
     ) -> Result<(SharedFeed, Revoker), MultifeedError> {
         let revoker = Revoker::default();
-        let builder = Feed::builder(self.feed_provider(dir, &revoker));
-        let feed = key(builder)
-            .sync(self.inner.options.sync)
-            .signature_form(self.inner.options.signature_form)
-            .open()
-            .map_err(|source| MultifeedError::Feed { dir, source })?;
+        let builder = feed_builder(&self.inner.provider, dir, &self.inner.options, &revoker);
+        let feed = key(builder).open().map_err(|source| MultifeedError::Feed { dir, source })?;
         Ok((SharedFeed::new(feed), revoker))
-    }
-
-    /// The storage of the feed in folder `dir`, cut off by `revoker`.
-    fn feed_provider(&self, dir: u64, revoker: &Revoker) -> Revocable<Prefixed<Arc<dyn Provider>>> {
-        Revocable::new(Prefixed::new(self.inner.provider.clone(), dir.to_string()), revoker)
     }
 
     /// The feed with public key `key`, adding an empty read-only replica of it if
@@ -567,11 +571,9 @@ impl Multifeed {
         let damaged = std::mem::take(&mut st.damaged);
         for d in damaged {
             let revoker = Revoker::default();
-            let opened = Feed::builder(self.feed_provider(d.dir, &revoker))
+            let opened = feed_builder(&self.inner.provider, d.dir, &self.inner.options, &revoker)
                 .create(false)
                 .repair_headers(true)
-                .sync(self.inner.options.sync)
-                .signature_form(self.inner.options.signature_form)
                 .open();
             match opened {
                 Ok(feed) => {

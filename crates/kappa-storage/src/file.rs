@@ -2,8 +2,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 
-use crate::{end_of, BoxedStorage, LockGuard, Provider, RandomAccess, StorageError};
+use crate::{end_of, BoxedStorage, FilePool, LockGuard, Provider, RandomAccess, StorageError};
 
 static WRITES: AtomicU64 = AtomicU64::new(0);
 static SYNCS: AtomicU64 = AtomicU64::new(0);
@@ -51,6 +52,11 @@ pub fn io_counts() -> IoCounts {
 /// directories) is created at the first write or truncate; until then it reads as
 /// empty.
 ///
+/// Its descriptor lives in a [`FilePool`] (the process's
+/// [`FilePool::global`] unless [`with_pool`](FileStorage::with_pool) names
+/// another): the pool may close it to make room for other files, and it is
+/// reopened, in the same mode, at the next operation.
+///
 /// ```
 /// use kappa_storage::{FileStorage, RandomAccess};
 /// let dir = tempfile::tempdir()?;
@@ -63,9 +69,12 @@ pub fn io_counts() -> IoCounts {
 #[derive(Debug)]
 pub struct FileStorage {
     path: PathBuf,
-    file: Option<File>,
-    opened: bool,
-    /// Whether `file` was opened for writing (it is opened read-only until the
+    pool: Arc<FilePool>,
+    /// This storage's slot in `pool`.
+    slot: usize,
+    /// Whether the file was found (or made) to exist; `None` until first asked.
+    exists: Option<bool>,
+    /// Whether the file is opened for writing (it is opened read-only until the
     /// first write, so a process that only reads opens nothing for writing).
     writable: bool,
     /// Whether anything was written since the last sync (a sync with nothing
@@ -73,10 +82,23 @@ pub struct FileStorage {
     unsynced: bool,
 }
 
+impl Drop for FileStorage {
+    fn drop(&mut self) {
+        self.pool.release(self.slot);
+    }
+}
+
 impl FileStorage {
-    /// A storage backed by the file at `path` (not touched until used).
+    /// A storage backed by the file at `path` (not touched until used), its
+    /// descriptor in the process's [`FilePool::global`].
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        FileStorage { path: path.into(), file: None, opened: false, writable: false, unsynced: false }
+        Self::with_pool(path, FilePool::global())
+    }
+
+    /// A storage backed by the file at `path`, its descriptor in `pool`.
+    pub fn with_pool(path: impl Into<PathBuf>, pool: Arc<FilePool>) -> Self {
+        let slot = pool.register();
+        FileStorage { path: path.into(), pool, slot, exists: None, writable: false, unsynced: false }
     }
 
     /// The path of the file.
@@ -88,43 +110,56 @@ impl FileStorage {
         StorageError::Io { op, path: self.path.display().to_string(), source }
     }
 
-    /// The file if it exists (opened read-only unless it was written).
-    fn existing(&mut self) -> Result<Option<&File>, StorageError> {
-        if !self.opened {
-            match OpenOptions::new().read(true).open(&self.path) {
-                Ok(f) => {
-                    OPENED_FOR_READING.fetch_add(1, Relaxed);
-                    self.file = Some(f)
-                }
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(self.io("open", e)),
-            }
-            self.opened = true;
+    /// The file if it exists (opened read-only unless it was written), opened
+    /// again if the pool closed it.
+    fn existing(&mut self) -> Result<Option<Arc<File>>, StorageError> {
+        if self.exists == Some(false) {
+            return Ok(None);
         }
-        Ok(self.file.as_ref())
+        if let Some(f) = self.pool.get(self.slot) {
+            return Ok(Some(f));
+        }
+        let mut options = OpenOptions::new();
+        options.read(true).write(self.writable);
+        match self.pool.open(&options, &self.path) {
+            Ok(f) => {
+                if self.writable {
+                    OPENED_FOR_WRITING.fetch_add(1, Relaxed);
+                } else {
+                    OPENED_FOR_READING.fetch_add(1, Relaxed);
+                }
+                self.exists = Some(true);
+                Ok(Some(self.pool.install(self.slot, f)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound && self.exists.is_none() => {
+                self.exists = Some(false);
+                Ok(None)
+            }
+            // Opened before and closed by the pool: the file must still be there.
+            Err(e) if self.exists == Some(true) => Err(self.io("reopen", e)),
+            Err(e) => Err(self.io("open", e)),
+        }
     }
 
     /// The file opened for writing, created if needed.
-    fn created(&mut self) -> Result<&File, StorageError> {
+    fn created(&mut self) -> Result<Arc<File>, StorageError> {
         if !self.writable {
             if self.existing()?.is_none() {
                 if let Some(dir) = self.path.parent() {
                     fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
                 }
             }
-            let f = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&self.path)
-                .map_err(|e| self.io("create", e))?;
+            let mut options = OpenOptions::new();
+            options.read(true).write(true).create(true).truncate(false);
+            let f = self.pool.open(&options, &self.path).map_err(|e| self.io("create", e))?;
             OPENED_FOR_WRITING.fetch_add(1, Relaxed);
-            self.file = Some(f);
             self.writable = true;
+            self.exists = Some(true);
+            self.unsynced = true;
+            return Ok(self.pool.install(self.slot, f));
         }
         self.unsynced = true;
-        match &self.file {
+        match self.existing()? {
             Some(f) => Ok(f),
             None => Err(self.io("open", io::Error::other("file vanished"))),
         }
@@ -164,7 +199,7 @@ impl RandomAccess for FileStorage {
             }
             return Err(StorageError::OutOfBounds { offset, len: buf.len() as u64, size: 0 });
         };
-        match read_at(f, buf, offset) {
+        match read_at(&f, buf, offset) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
                 let size = f.metadata().map(|m| m.len()).unwrap_or(0);
@@ -179,7 +214,7 @@ impl RandomAccess for FileStorage {
         end_of(offset, data.len())?;
         let f = self.created()?;
         WRITES.fetch_add(1, Relaxed);
-        write_at(f, data, offset).map_err(|e| self.io("write", e))
+        write_at(&f, data, offset).map_err(|e| self.io("write", e))
     }
 
     fn len(&mut self) -> Result<u64, StorageError> {
@@ -205,7 +240,9 @@ impl RandomAccess for FileStorage {
         if !self.unsynced {
             return Ok(());
         }
-        match &self.file {
+        // A file the pool closed since it was written is opened again: its
+        // unsynced pages belong to the file, and a new descriptor flushes them.
+        match self.existing()? {
             None => Ok(()),
             Some(f) => {
                 SYNCS.fetch_add(1, Relaxed);
@@ -220,6 +257,11 @@ impl RandomAccess for FileStorage {
 /// Hands out [`FileStorage`]s for names below a directory: `name` maps to
 /// `<root>/<name>`, the layout of JS random-access-file with `{directory}`.
 ///
+/// The storages' descriptors share one [`FilePool`] (the process's
+/// [`FilePool::global`] unless [`with_pool`](DirectoryProvider::with_pool)
+/// names another), so a provider serving thousands of feeds keeps a bounded
+/// number of files open. Clones share the pool.
+///
 /// ```
 /// use kappa_storage::{DirectoryProvider, Provider, RandomAccess, StorageError};
 /// let dir = tempfile::tempdir()?;
@@ -233,17 +275,29 @@ impl RandomAccess for FileStorage {
 #[derive(Debug, Clone)]
 pub struct DirectoryProvider {
     root: PathBuf,
+    pool: Arc<FilePool>,
 }
 
 impl DirectoryProvider {
-    /// A provider rooted at `root` (created on the first write).
+    /// A provider rooted at `root` (created on the first write), its files in
+    /// the process's [`FilePool::global`].
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        DirectoryProvider { root: root.into() }
+        Self::with_pool(root, FilePool::global())
+    }
+
+    /// A provider rooted at `root` whose files share `pool`.
+    pub fn with_pool(root: impl Into<PathBuf>, pool: Arc<FilePool>) -> Self {
+        DirectoryProvider { root: root.into(), pool }
     }
 
     /// The root directory.
     pub fn root(&self) -> &Path {
         &self.root
+    }
+
+    /// The pool the storages' descriptors live in.
+    pub fn pool(&self) -> &Arc<FilePool> {
+        &self.pool
     }
 
     /// The path that `name` maps to.
@@ -259,7 +313,7 @@ impl DirectoryProvider {
 
 impl Provider for DirectoryProvider {
     fn open(&self, name: &str) -> Result<BoxedStorage, StorageError> {
-        Ok(Box::new(FileStorage::new(self.path_of(name)?)))
+        Ok(Box::new(FileStorage::with_pool(self.path_of(name)?, self.pool.clone())))
     }
 
     fn exists(&self, name: &str) -> Result<bool, StorageError> {
@@ -279,6 +333,9 @@ impl Provider for DirectoryProvider {
         crate::replace::remove_file(&self.path_of(name)?)
     }
 
+    /// Takes an exclusive `flock` on the file `name` (created if missing).
+    /// The lock lives on a descriptor of its own, outside the pool: a lock is
+    /// held by an open file description, and the pool closes descriptors.
     fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
         let path = self.path_of(name)?;
         let display = path.display().to_string();
@@ -358,6 +415,95 @@ mod tests {
             assert!(matches!(p.path_of(bad), Err(StorageError::InvalidName(_))), "{bad}");
         }
         assert!(p.path_of("0/key").is_ok());
+    }
+
+    #[test]
+    fn a_small_pool_serves_many_files_transparently() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::new(4);
+        let p = DirectoryProvider::with_pool(dir.path(), pool.clone());
+        std::fs::write(dir.path().join("ro"), b"read only").unwrap();
+        let mut ro = p.open("ro").unwrap();
+        let mut files: Vec<BoxedStorage> =
+            (0..40).map(|i| p.open(&format!("{}/f", i % 7 * 10 + i)).unwrap()).collect();
+        // Interleaved writes, reads, lengths and syncs over ten times more
+        // files than the pool holds.
+        for round in 0..5u8 {
+            for (i, f) in files.iter_mut().enumerate() {
+                f.write(u64::from(round) * 3, &[round, i as u8, 0xAA]).unwrap();
+                if i % 3 == 0 {
+                    f.sync().unwrap();
+                }
+            }
+            assert_eq!(ro.read(5, 4).unwrap(), b"only");
+            assert!(pool.stats().open <= 4);
+        }
+        for (i, f) in files.iter_mut().enumerate() {
+            assert_eq!(f.len().unwrap(), 15);
+            for round in 0..5u8 {
+                assert_eq!(f.read(u64::from(round) * 3, 3).unwrap(), [round, i as u8, 0xAA]);
+            }
+            assert!(f.needs_sync() == (i % 3 != 0));
+            f.sync().unwrap();
+            assert!(!f.needs_sync());
+            f.truncate(2).unwrap();
+            assert!(matches!(f.read(0, 3), Err(StorageError::OutOfBounds { size: 2, .. })));
+        }
+        let s = pool.stats();
+        assert!(s.open <= 4 && s.peak_open <= 4, "{s:?}");
+        assert!(s.evicted > 100, "{s:?}");
+        assert_eq!(s.storages, 41);
+        drop(files);
+        assert_eq!(pool.stats().storages, 1);
+        // The read-only file was never opened for writing.
+        assert_eq!(std::fs::read(dir.path().join("ro")).unwrap(), b"read only");
+    }
+
+    #[test]
+    fn threads_share_a_small_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::new(6);
+        std::thread::scope(|s| {
+            for t in 0..4u8 {
+                let p = DirectoryProvider::with_pool(dir.path().join(t.to_string()), pool.clone());
+                s.spawn(move || {
+                    let mut files: Vec<BoxedStorage> =
+                        (0..12).map(|i| p.open(&i.to_string()).unwrap()).collect();
+                    for round in 0..50u64 {
+                        for (i, f) in files.iter_mut().enumerate() {
+                            let at = (round * 7 + i as u64) % 64;
+                            f.write(at * 4, &[t, i as u8, round as u8, 1]).unwrap();
+                            assert_eq!(f.read(at * 4, 4).unwrap(), [t, i as u8, round as u8, 1]);
+                        }
+                    }
+                    for f in &mut files {
+                        f.sync().unwrap();
+                    }
+                });
+            }
+        });
+        let st = pool.stats();
+        // At most one descriptor beyond the capacity per thread inside a read
+        // or write; none once they are done.
+        assert!(st.peak_open <= 6 && st.open <= 6, "{st:?}");
+        assert_eq!(st.storages, 0);
+    }
+
+    #[test]
+    fn a_file_deleted_while_closed_by_the_pool_is_an_error_with_its_cause() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::new(1);
+        let mut a = FileStorage::with_pool(dir.path().join("a"), pool.clone());
+        let mut b = FileStorage::with_pool(dir.path().join("b"), pool.clone());
+        a.write(0, b"a").unwrap();
+        b.write(0, b"b").unwrap();
+        std::fs::remove_file(dir.path().join("a")).unwrap();
+        let err = a.read(0, 1).unwrap_err();
+        assert!(
+            matches!(&err, StorageError::Io { op: "reopen", source, .. } if source.kind() == io::ErrorKind::NotFound),
+            "{err:?}"
+        );
+        assert_eq!(b.read(0, 1).unwrap(), b"b");
     }
 
     #[test]

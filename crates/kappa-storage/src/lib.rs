@@ -5,6 +5,7 @@ mod error;
 mod fault;
 mod file;
 mod memory;
+mod pool;
 mod prefixed;
 mod replace;
 
@@ -12,6 +13,9 @@ pub use error::StorageError;
 pub use fault::{Fault, FaultyProvider, FaultyStorage, Op};
 pub use file::{io_counts, DirectoryProvider, FileStorage, IoCounts};
 pub use memory::{MemoryProvider, MemoryStorage};
+pub use pool::{
+    open_file_limit, pool_capacity_for, FilePool, PoolStats, MAX_POOL_CAPACITY, MIN_POOL_CAPACITY,
+};
 pub use prefixed::Prefixed;
 
 /// A byte store addressed by offset: one file of a log.
