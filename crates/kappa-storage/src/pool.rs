@@ -98,8 +98,38 @@ struct State {
     stats: PoolStats,
 }
 
-/// A bounded pool of open files, least recently used closed first; see the
-/// [module docs](self). Shared by cloning the `Arc`.
+/// A bounded pool of open files, least recently used closed first. Shared by
+/// cloning the `Arc`.
+///
+/// Every feed has six or seven files; a database of thousands of feeds cannot
+/// keep them all open (with the common limit of 1,024 descriptors, about 150
+/// feeds was the ceiling). A pool holds at most [`capacity`](FilePool::capacity)
+/// descriptors for all the storages that share it. A storage asks the pool for
+/// its file before each operation; when the file was closed to make room, it is
+/// reopened (in the mode it had: read-only until the first write) and the least
+/// recently used open file of the pool is closed instead. To the storage's user
+/// nothing changes: positioned I/O has no file position to lose, and a file's
+/// length and bytes live in the inode, not the descriptor.
+///
+/// Two things a descriptor does carry, and why closing one is still safe:
+///
+/// - **Unsynced writes.** Dirty pages belong to the inode: an `fdatasync`
+///   through a new descriptor flushes what an evicted one wrote. A writeback
+///   error that happened while no descriptor was open is reported to the next
+///   `fdatasync` (Linux keeps an error that no descriptor has reported yet for
+///   the next descriptor opened on the file).
+/// - **`flock` locks**, which belong to the open file description: closing the
+///   descriptor drops the lock. So locks never live in the pool:
+///   [`DirectoryProvider::lock`](crate::DirectoryProvider) opens its own
+///   descriptor, held by the [`LockGuard`](crate::LockGuard) until it drops.
+///
+/// The pool's mutex is held only to look a file up or swap one in or out,
+/// never during I/O (opening and closing happen outside it too). A storage
+/// doing I/O holds its own reference to the descriptor, so a file evicted
+/// while another thread reads it closes when that read ends: the process may
+/// briefly hold `capacity` plus the number of threads inside a read or write.
+///
+/// [`FileStorage`]: crate::FileStorage
 ///
 /// ```
 /// use kappa_storage::{FilePool, FileStorage, RandomAccess};
