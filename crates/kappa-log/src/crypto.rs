@@ -22,9 +22,13 @@ const ROOT_TYPE: [u8; 1] = [2];
 
 /// The hash of a block: `BLAKE2b-256(0x00 ‖ u64be(len) ‖ data)`.
 pub fn leaf_hash(data: &[u8]) -> Hash {
+    // One update for the header: each `update` call of the digest crate
+    // goes through its block buffer, which costs more than these few bytes.
+    let mut head = [0u8; 9];
+    head[0] = LEAF_TYPE[0];
+    head[1..].copy_from_slice(&(data.len() as u64).to_be_bytes());
     let mut h = Blake2b256::new();
-    h.update(LEAF_TYPE);
-    h.update((data.len() as u64).to_be_bytes());
+    h.update(head);
     h.update(data);
     h.finalize().into()
 }
@@ -32,23 +36,37 @@ pub fn leaf_hash(data: &[u8]) -> Hash {
 /// The hash of a parent: `BLAKE2b-256(0x01 ‖ u64be(size) ‖ left.hash ‖ right.hash)`.
 /// `left` must be the child with the smaller index; `size` is the sum of the sizes.
 pub fn parent_hash(left: &Hash, right: &Hash, size: u64) -> Hash {
-    let mut h = Blake2b256::new();
-    h.update(PARENT_TYPE);
-    h.update(size.to_be_bytes());
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
+    let mut buf = [0u8; 73];
+    buf[0] = PARENT_TYPE[0];
+    buf[1..9].copy_from_slice(&size.to_be_bytes());
+    buf[9..41].copy_from_slice(left);
+    buf[41..].copy_from_slice(right);
+    Blake2b256::digest(buf).into()
 }
 
 /// The tree hash of a list of roots, the 32 bytes a signature covers.
 pub fn tree_hash<'a>(roots: impl IntoIterator<Item = &'a Node>) -> Hash {
+    // The roots are laid out in a stack buffer and hashed in few updates
+    // (a feed has at most 64 roots, so one): three small `update`s per root
+    // cost more than the hashing itself on the single-append path.
+    const PER_ROOT: usize = 48;
+    const ROOTS: usize = 64;
+    let mut buf = [0u8; 1 + ROOTS * PER_ROOT];
+    buf[0] = ROOT_TYPE[0];
+    let mut len = 1;
     let mut h = Blake2b256::new();
-    h.update(ROOT_TYPE);
     for r in roots {
-        h.update(r.hash);
-        h.update(r.index.to_be_bytes());
-        h.update(r.size.to_be_bytes());
+        if len + PER_ROOT > buf.len() {
+            h.update(&buf[..len]);
+            len = 0;
+        }
+        let slot = &mut buf[len..len + PER_ROOT];
+        slot[..32].copy_from_slice(&r.hash);
+        slot[32..40].copy_from_slice(&r.index.to_be_bytes());
+        slot[40..].copy_from_slice(&r.size.to_be_bytes());
+        len += PER_ROOT;
     }
+    h.update(&buf[..len]);
     h.finalize().into()
 }
 
