@@ -9,6 +9,7 @@
 //! The session ends when the protocol has ended and its last bytes are written; it
 //! does not wait for the peer's end-of-stream (see the comment in `run`).
 
+use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -174,7 +175,9 @@ struct Shared {
     protocol: Protocol,
     handler: Option<EventHandler>,
     events: Option<mpsc::UnboundedSender<Event>>,
-    watched: Vec<[u8; 32]>,
+    watched: HashSet<[u8; 32]>,
+    /// `Protocol::feeds_opened` when `watched` was last brought up to date.
+    watched_opened: usize,
     bytes_sent: u64,
     bytes_received: u64,
     peer_eof: bool,
@@ -237,7 +240,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             protocol: Protocol::new(started, opts),
             handler,
             events,
-            watched: Vec::new(),
+            watched: HashSet::new(),
+            watched_opened: 0,
             bytes_sent: 0,
             bytes_received: 0,
             peer_eof: false,
@@ -264,11 +268,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
         let after_step = |s: &mut MutexGuard<'_, Shared>| {
             dispatch(s);
-            // Watch feeds the session started replicating.
-            for feed in s.protocol.feeds() {
-                if !s.watched.contains(feed.discovery_key()) {
-                    s.watched.push(*feed.discovery_key());
-                    feed.watch(&watch);
+            // Watch feeds the session started replicating (only when it opened
+            // some since the last look: collecting thousands of feeds after
+            // every step cost more than the replication).
+            let opened = s.protocol.feeds_opened();
+            if opened != s.watched_opened {
+                s.watched_opened = opened;
+                for feed in s.protocol.feeds() {
+                    if s.watched.insert(*feed.discovery_key()) {
+                        feed.watch(&watch);
+                    }
                 }
             }
             wake_writer.notify(usize::MAX);
