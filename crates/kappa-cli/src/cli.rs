@@ -143,6 +143,11 @@ pub(crate) enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Shows what the database is doing: per peer what is being synced and how
+    /// far, per view how far it is (entries indexed of those available), open
+    /// files and memory. While `kappa serve` runs, its figures (it publishes
+    /// them every second in DIR/kappa-status.json); else what is stored.
+    Status,
     /// Prints the shared key to give peers (`--shared-key`, or a JS peer's
     /// `encryptionKey`).
     Key,
@@ -176,6 +181,12 @@ pub(crate) enum Command {
         /// look it up, and replicate live with every peer found.
         #[arg(long)]
         discover: bool,
+        /// Seed mode: replicate everything, index nothing (for a node that keeps
+        /// a community's data available and answers no queries). The views
+        /// catch up, each entry indexed once, when a command that uses them
+        /// runs (`get`, `table`, `views`) or `serve` runs without this flag.
+        #[arg(long)]
+        no_views: bool,
     },
     /// Replicates once with the peer at ADDR (or, with `--discover`, with the
     /// first peer found on the LAN): exits when both sides have everything,

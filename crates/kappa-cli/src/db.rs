@@ -166,6 +166,9 @@ pub(crate) enum Views {
     /// Leave it alone (commands that only read or append logs): views, if any
     /// are used, live in memory.
     None,
+    /// Seed mode (`serve --no-views`): no views at all, nothing indexed; the
+    /// view file is left as it is, and views catch up when a command uses them.
+    Off,
 }
 
 /// Opens (or creates) the database in `dir`.
@@ -200,6 +203,7 @@ pub(crate) fn open_with(
     let mut builder = Kappa::builder().dir(dir).shared_key(shared);
     match (views, views_url) {
         (Views::None, _) => builder = builder.view_storage(ViewStorage::Memory),
+        (Views::Off, _) => builder = builder.seed_mode(true),
         (Views::Stored, Some(url)) => builder = builder.view_storage(ViewStorage::Postgres(url.to_owned())),
         (Views::Stored, None) => {}
     }

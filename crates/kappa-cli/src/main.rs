@@ -11,6 +11,7 @@ mod output;
 mod policy;
 mod progress;
 mod repair;
+mod status;
 mod sync_check;
 
 use std::io::Write;
@@ -266,6 +267,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
+        Command::Status => status::run(&cli.dir, cli.shared_key, cli.views.as_deref(), &out),
         Command::Key => {
             with_db(&cli, Views::None, |db| async move {
                 let r = commands::key(&db, &out);
@@ -281,6 +283,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             max_per_address,
             wire,
             discover,
+            no_views,
         } => {
             let addrs = net::resolve(listen)?;
             if *discover && addrs.iter().all(|a| a.ip().is_loopback()) {
@@ -298,12 +301,24 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                     .wire(*wire),
             };
             let listen = listen.clone();
-            let discover = *discover;
-            with_db(&cli, Views::Stored, |db| async move {
-                // Keep the kv view indexed as entries arrive.
-                let r = match db.kv().and_then(|kv| Ok((kv, db.kappa.writer(db::WRITER)?))) {
+            let (discover, no_views) = (*discover, *no_views);
+            let views = if no_views { Views::Off } else { Views::Stored };
+            with_db(&cli, views, |db| async move {
+                // Keep the kv view indexed as entries arrive (not in seed mode).
+                let kv = if no_views { Ok(None) } else { db.kv().map(Some) };
+                let r = match kv.and_then(|kv| Ok((kv, db.kappa.writer(db::WRITER)?))) {
                     Ok(_in_use) => {
-                        net::serve(db.kappa.clone(), &out, &listen, limits, interrupts(), discover).await
+                        let status_file = status::path(&db.dir);
+                        net::serve(
+                            db.kappa.clone(),
+                            &out,
+                            &listen,
+                            limits,
+                            interrupts(),
+                            discover,
+                            &status_file,
+                        )
+                        .await
                     }
                     Err(e) => Err(e),
                 };

@@ -324,7 +324,8 @@ pub(crate) async fn serve_loop(
                         let ropts = ReplicateOptions::new(false)
                             .live(true)
                             .wire(wire)
-                            .responder_generation(memory.answer_for(Some(peer.ip())));
+                            .responder_generation(memory.answer_for(Some(peer.ip())))
+                            .peer(peer.to_string());
                         match kappa.replicate_session(stream, ropts) {
                             Ok((fut, handle)) => {
                                 lock(&handles).insert(id, handle);
@@ -446,13 +447,52 @@ pub(crate) async fn serve(
     limits: ServeLimits,
     stop: Option<mpsc::UnboundedReceiver<()>>,
     discover: bool,
+    status_file: &std::path::Path,
 ) -> Result<()> {
     let listener = bind(listen).await?;
     let local = listener
         .local_addr()
         .map_err(|e| CliError::Runtime(format!("cannot read the listening address: {e}")))?;
+    // The status `kappa status` reads: written before the address is printed,
+    // then every second, removed when serving stops.
+    crate::status::publish(&kappa, status_file, &local.to_string())?;
+    let publisher = {
+        let (kappa, path, local) = (kappa.clone(), status_file.to_path_buf(), local.to_string());
+        async_std::task::spawn(async move {
+            let mut warned = false;
+            loop {
+                async_std::task::sleep(crate::status::EVERY).await;
+                if let Err(e) = crate::status::publish(&kappa, &path, &local) {
+                    if !std::mem::replace(&mut warned, true) {
+                        eprintln!("kappa: warning: {}", crate::output::escape(&e.to_string()));
+                    }
+                }
+            }
+        })
+    };
+    let served = serve_on(kappa, out, listener, local, limits, stop, discover).await;
+    publisher.cancel().await;
+    crate::status::unpublish(status_file);
+    served
+}
+
+async fn serve_on(
+    kappa: Kappa,
+    out: &crate::output::Out,
+    listener: TcpListener,
+    local: SocketAddr,
+    limits: ServeLimits,
+    stop: Option<mpsc::UnboundedReceiver<()>>,
+    discover: bool,
+) -> Result<()> {
     out.emit(format!("listening on {local}"), || json!({"event": "listening", "addr": local.to_string()}))?;
     out.text("replicating live with every peer that connects (shared key: see `kappa key`); Ctrl-C stops")?;
+    if kappa.is_seed() {
+        out.emit(
+            "seed mode: replicating everything, indexing nothing (views catch up when a command uses them)",
+            || json!({"event": "seed_mode"}),
+        )?;
+    }
     let discovery = if discover { Some(open_discovery(&kappa, out, Some(local.port()))?) } else { None };
     let wire = limits.caps.wire;
     let k = kappa.clone();

@@ -31,9 +31,13 @@ pub use kappa_multifeed::{
 };
 pub use kappa_view::{Entry, View, ViewStore};
 pub use serve::{ConnectionGate, GenerationMemory, Permit, Refusal, ServeOptions, GENERATION_MEMORY_SIZE};
+pub use status::{
+    FeedSyncStatus, FeedsStatus, FilesStatus, KappaStatus, MemoryStatus, PeerStatus, ViewStatus,
+};
 
 mod join;
 mod serve;
+mod status;
 
 use kappa_index::Indexer;
 use kappa_log::encoding::to_js_json;
@@ -96,6 +100,10 @@ pub enum KappaError {
     /// [`ServeOptions`] was reached (it goes on).
     #[error("refused a connection: {0}")]
     Refused(#[source] Refusal),
+    /// The database was opened in seed mode ([`KappaBuilder::seed_mode`]):
+    /// it replicates and indexes nothing, so it has no views.
+    #[error("the database is open in seed mode (views off): open it without seed mode to use views")]
+    SeedMode,
 }
 
 /// Where the views keep their rows.
@@ -124,6 +132,7 @@ pub struct KappaBuilder {
     views: Option<ViewStorage>,
     sync: SyncPolicy,
     signature_form: kappa_log::SignatureForm,
+    seed: bool,
 }
 
 impl KappaBuilder {
@@ -168,6 +177,21 @@ impl KappaBuilder {
         self
     }
 
+    /// Seed mode (default off): the database replicates everything and
+    /// indexes nothing, for a node that keeps a community's data available
+    /// and needs no views (`kappa serve --no-views`). The view storage is not
+    /// opened at all (no `views.redb` is created, read or written), and
+    /// [`use_view`](Kappa::use_view) fails with [`KappaError::SeedMode`].
+    ///
+    /// Views are turned back on by opening the database without seed mode:
+    /// each view then catches up from the progress it had stored, indexing
+    /// every entry that arrived meanwhile exactly once (progress and rows
+    /// commit together, see kappa-index).
+    pub fn seed_mode(mut self, seed: bool) -> Self {
+        self.seed = seed;
+        self
+    }
+
     /// Opens (or creates) the database.
     pub fn open(self) -> Result<Kappa, KappaError> {
         let mut mf_opts = MultifeedOptions::default();
@@ -183,6 +207,7 @@ impl KappaBuilder {
         };
         let mut views_moved_aside = None;
         let views = match self.views.unwrap_or(default_views) {
+            _ if self.seed => ViewDb::Off,
             ViewStorage::Memory => ViewDb::Memory,
             ViewStorage::Redb(path) => {
                 // Views are derived: a file that cannot be used is moved aside
@@ -230,6 +255,8 @@ fn check_database_dir(dir: &Path) -> Result<(), KappaError> {
 }
 
 enum ViewDb {
+    /// Seed mode: no view storage, no views.
+    Off,
     Memory,
     Redb(RedbViews),
     #[cfg(feature = "postgres")]
@@ -430,6 +457,7 @@ impl Kappa {
             views: None,
             sync: SyncPolicy::None,
             signature_form: kappa_log::SignatureForm::TreeHash,
+            seed: false,
         }
     }
 
@@ -456,6 +484,12 @@ impl Kappa {
     /// user; nothing is lost (the logs are the truth).
     pub fn views_moved_aside(&self) -> Option<&MovedAside> {
         self.inner.views_moved_aside.as_ref()
+    }
+
+    /// Whether the database was opened in seed mode
+    /// ([`KappaBuilder::seed_mode`]): replicating, with no views.
+    pub fn is_seed(&self) -> bool {
+        matches!(self.inner.views, ViewDb::Off)
     }
 
     /// Whether the view file has been opened for writing. A `views.redb` that
@@ -579,6 +613,7 @@ impl Kappa {
     /// view storage).
     pub fn view_store(&self, name: &str) -> Result<Arc<dyn ViewStore>, KappaError> {
         Ok(match &self.inner.views {
+            ViewDb::Off => return Err(KappaError::SeedMode),
             ViewDb::Memory => Arc::new(MemoryStore::new()),
             ViewDb::Redb(db) => Arc::new(db.store(name)?),
             #[cfg(feature = "postgres")]
@@ -629,6 +664,58 @@ impl Kappa {
         let mut names: Vec<String> = lock(&self.inner.used).keys().cloned().collect();
         names.sort();
         names
+    }
+
+    /// What the database is doing now: its feeds, every running session
+    /// (its peer, what is being synced and how far), every view (entries
+    /// indexed against entries available; views the view storage holds that
+    /// are not in use are read from their stored progress, with status
+    /// `"stopped"`, and nothing is indexed), and the process's open files and
+    /// memory. Cheap enough to call every second: it locks each feed and
+    /// session briefly and reads `/proc/self/status`.
+    pub fn status(&self) -> Result<KappaStatus, KappaError> {
+        let feeds = self.inner.mf.feeds();
+        let feeds_status = FeedsStatus {
+            count: feeds.len(),
+            writable: feeds.iter().filter(|f| f.is_writable()).count(),
+            entries: feeds.iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum(),
+        };
+        let peers = self.inner.mf.sessions().into_iter().map(status::PeerStatus::from_session).collect();
+        let mut views: Vec<ViewStatus> = self
+            .view_states()
+            .into_iter()
+            .map(|(name, st)| ViewStatus {
+                name,
+                status: status::status_name(st.status).to_owned(),
+                indexed: st.indexed,
+                available: st.total,
+                error: st.error.map(|e| e.to_string()),
+            })
+            .collect();
+        let stored = match &self.inner.views {
+            ViewDb::Redb(db) => db.views()?,
+            _ => Vec::new(),
+        };
+        let mut available = None;
+        for name in stored {
+            if views.iter().any(|v| v.name == name) {
+                continue;
+            }
+            let state = self.view_store(&name)?.state()?;
+            let indexed = state.and_then(|b| kappa_index::Progress::decode(&b)).map_or(0, |p| p.count());
+            let available = *available.get_or_insert_with(|| {
+                self.inner.mf.visible_feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum()
+            });
+            views.push(ViewStatus { name, status: "stopped".to_owned(), indexed, available, error: None });
+        }
+        Ok(KappaStatus {
+            seed: self.is_seed(),
+            feeds: feeds_status,
+            peers,
+            views,
+            files: FilesStatus::now(),
+            memory: MemoryStatus::now(),
+        })
     }
 
     /// The state of every view in use.
@@ -815,10 +902,11 @@ impl Kappa {
                 conn = incoming.next() => match conn {
                     Some(Ok((stream, peer))) => match gate.admit(peer) {
                         Ok(permit) => {
-                            let ropts = ReplicateOptions::new(false)
+                            let mut ropts = ReplicateOptions::new(false)
                                 .live(true)
                                 .wire(opts.wire)
                                 .responder_generation(memory.answer_for(peer));
+                            ropts.peer = peer.map(|ip| ip.to_string());
                             let (fut, _handle) = self.replicate_session(stream, ropts)?;
                             let memory = memory.clone();
                             sessions.push(async move {

@@ -27,7 +27,7 @@ use kappa_storage::{
 };
 pub use policy::{FeedPolicy, Policy, PolicyError, BLOCKED_MARKER, POLICY_FILE};
 pub use replicate::{
-    Exchange, KeyFilter, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY, PROTOCOL_VERSION,
+    Exchange, KeyFilter, ReplicateOptions, SessionInfo, SyncReport, DEFAULT_SHARED_KEY, PROTOCOL_VERSION,
 };
 use revocable::{Revocable, Revoker};
 
@@ -206,7 +206,7 @@ struct State {
     by_name: HashMap<String, usize>,
     subscribers: Vec<mpsc::UnboundedSender<FeedAdded>>,
     watchers: Vec<std::sync::Weak<event_listener::Event>>,
-    sessions: Vec<(u64, kappa_protocol::SessionHandle)>,
+    sessions: Vec<(u64, kappa_protocol::SessionHandle, replicate::SessionMeta)>,
     next_session: u64,
     closed: bool,
     policy: Policy,
@@ -675,22 +675,42 @@ impl Multifeed {
             return 0;
         }
         let dkey = key.discovery_key();
-        for (_, h) in &st.sessions {
+        for (_, h, _) in &st.sessions {
             h.want_block(dkey, index);
         }
         st.sessions.len()
     }
 
-    pub(crate) fn register_session(&self, handle: kappa_protocol::SessionHandle) -> u64 {
+    pub(crate) fn register_session(
+        &self,
+        handle: kappa_protocol::SessionHandle,
+        meta: replicate::SessionMeta,
+    ) -> u64 {
         let mut st = self.state();
         let id = st.next_session;
         st.next_session += 1;
-        st.sessions.push((id, handle));
+        st.sessions.push((id, handle, meta));
         id
     }
 
     pub(crate) fn unregister_session(&self, id: u64) {
-        self.state().sessions.retain(|(i, _)| *i != id);
+        self.state().sessions.retain(|(i, _, _)| *i != id);
+    }
+
+    /// The sessions running now, in the order they started, with how far
+    /// each got (for status displays). The set's lock is not held while the
+    /// sessions are looked at.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        let sessions: Vec<_> = self.state().sessions.iter().map(|(_, h, m)| (h.clone(), m.clone())).collect();
+        sessions
+            .into_iter()
+            .map(|(h, m)| SessionInfo {
+                peer: m.peer,
+                initiator: m.initiator,
+                live: m.live,
+                progress: h.progress(),
+            })
+            .collect()
     }
 
     /// The feed policy: which feeds this set blocks and which it hides (see
@@ -770,7 +790,7 @@ impl Multifeed {
             let e = st.entries.remove(i);
             Self::reindex(&mut st);
             e.revoker.revoke();
-            for (_, h) in &st.sessions {
+            for (_, h, _) in &st.sessions {
                 h.close_channel(*key);
             }
             let dir = e.dir;

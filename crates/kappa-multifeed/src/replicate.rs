@@ -84,6 +84,9 @@ pub struct ReplicateOptions {
     /// kappa-core 6; a server picks it per connection, see
     /// `kappa_core::GenerationMemory`).
     pub responder_generation: Generation,
+    /// Who the peer is, for [`Multifeed::sessions`] (e.g. its address);
+    /// never sent.
+    pub peer: Option<String>,
 }
 
 impl std::fmt::Debug for ReplicateOptions {
@@ -115,6 +118,7 @@ impl ReplicateOptions {
             user_data: None,
             wire: Wire::Auto,
             responder_generation: Generation::KappaCore6,
+            peer: None,
         }
     }
 
@@ -159,6 +163,26 @@ impl ReplicateOptions {
         self.timeout = timeout;
         self
     }
+
+    /// Sets [`peer`](Self::peer).
+    pub fn peer(mut self, peer: impl Into<String>) -> Self {
+        self.peer = Some(peer.into());
+        self
+    }
+}
+
+/// A session of the set that is running now ([`Multifeed::sessions`]).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SessionInfo {
+    /// Who the peer is, as [`ReplicateOptions::peer`] said.
+    pub peer: Option<String>,
+    /// Whether we dialled.
+    pub initiator: bool,
+    /// Whether the session is live.
+    pub live: bool,
+    /// How far it got (`None` if it has not started running yet).
+    pub progress: Option<kappa_protocol::SessionProgress>,
 }
 
 /// What a feed-set replication did.
@@ -230,6 +254,14 @@ impl SyncReport {
 struct Registration {
     mf: Multifeed,
     id: u64,
+}
+
+/// What the registry keeps of a session besides its handle.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionMeta {
+    pub(crate) peer: Option<String>,
+    pub(crate) initiator: bool,
+    pub(crate) live: bool,
 }
 
 impl Drop for Registration {
@@ -901,6 +933,7 @@ impl Multifeed {
                 REPLICATE_FEEDS.into(),
                 REQUEST_FEEDS.into(),
             ]);
+        let (opts_peer, opts_initiator, opts_live) = (opts.peer.clone(), opts.initiator, opts.live);
         let conn = Arc::new(Mutex::new(Exchange::new(self.clone(), opts)));
         let c2 = conn.clone();
         let (session, handle) = Session::new(stream, popts);
@@ -911,10 +944,11 @@ impl Multifeed {
         let mut added = self.subscribe();
         let registry = self.clone();
         let registered = handle.clone();
+        let meta = SessionMeta { peer: opts_peer, initiator: opts_initiator, live: opts_live };
         let fut = async move {
             // Registered while running (for on-demand gets), also if dropped early.
             let _registration =
-                Registration { mf: registry.clone(), id: registry.register_session(registered) };
+                Registration { mf: registry.clone(), id: registry.register_session(registered, meta) };
             // Feeds added during the session are offered to the peer, and
             // feeds deferred until their signature form is known (a
             // kappa-core 6 peer) once they change.

@@ -20,7 +20,7 @@ use futures::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use futures::{FutureExt, StreamExt};
 use kappa_log::{PublicKey, SharedFeed};
 
-use crate::session::{Event, FeedOptions, FeedStats, Protocol, ProtocolError, ProtocolOptions};
+use crate::session::{Event, FeedOptions, FeedProgress, FeedStats, Protocol, ProtocolError, ProtocolOptions};
 
 /// A future that is pending once (waking itself), so other futures joined in the
 /// same task get polled.
@@ -58,9 +58,55 @@ enum Command {
 
 /// Adds feeds to a running [`Session`] or closes it. Cheap to clone; commands
 /// sent after the session ended are ignored.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SessionHandle {
     tx: mpsc::UnboundedSender<Command>,
+    probe: Probe,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle").finish_non_exhaustive()
+    }
+}
+
+/// Where a running session's state can be looked at from outside (set while
+/// [`Session::run`] runs; a dead `Weak` after).
+type Probe = Arc<Mutex<std::sync::Weak<Mutex<Shared>>>>;
+
+/// A running session as it is now ([`SessionHandle::progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SessionProgress {
+    /// How long the session has run.
+    pub elapsed: Duration,
+    /// Bytes written to the stream so far.
+    pub bytes_sent: u64,
+    /// Bytes read from the stream so far.
+    pub bytes_received: u64,
+    /// Bytes made for the peer and not yet written to the stream: what a
+    /// slow or stalled peer makes us hold. Bounded: reading from the peer
+    /// stops above 8 MiB, and answers to its requests are made only while
+    /// less than [`OUT_LOW_WATER`](crate::OUT_LOW_WATER) waits.
+    pub buffered_out: usize,
+    /// The wire generation, once the handshake finished.
+    pub generation: Option<crate::noise::Generation>,
+    /// Whether the peer proved it knows the key of a channel we opened.
+    pub verified: bool,
+    /// Each feed of the session.
+    pub feeds: Vec<FeedProgress>,
+}
+
+impl SessionProgress {
+    /// Blocks received over all feeds.
+    pub fn blocks_received(&self) -> u64 {
+        self.feeds.iter().map(|f| f.stats.blocks_down).sum()
+    }
+
+    /// Blocks sent over all feeds.
+    pub fn blocks_sent(&self) -> u64 {
+        self.feeds.iter().map(|f| f.stats.blocks_up).sum()
+    }
 }
 
 impl std::fmt::Debug for Command {
@@ -101,6 +147,23 @@ impl SessionHandle {
     /// on-demand get); see [`Protocol::want_block`].
     pub fn want_block(&self, discovery_key: [u8; 32], index: u64) {
         let _ = self.tx.unbounded_send(Command::WantBlock(discovery_key, index));
+    }
+
+    /// The session as it is now, while it runs (`None` before
+    /// [`Session::run`] starts and after it returns). Takes the session's
+    /// lock for a moment, and each of its feeds' locks in turn.
+    pub fn progress(&self) -> Option<SessionProgress> {
+        let shared = self.probe.lock().unwrap_or_else(|e| e.into_inner()).upgrade()?;
+        let s = shared.lock().unwrap_or_else(|e| e.into_inner());
+        Some(SessionProgress {
+            elapsed: s.started.elapsed(),
+            bytes_sent: s.bytes_sent,
+            bytes_received: s.bytes_received,
+            buffered_out: s.protocol.pending_transmit_len(),
+            generation: s.protocol.generation(),
+            verified: s.protocol.is_verified(),
+            feeds: s.protocol.feed_progress(),
+        })
     }
 
     /// Ends the session: closes every channel; the session future completes once
@@ -183,6 +246,7 @@ struct Shared {
     peer_eof: bool,
     /// A live peer hung up on our handshake answer in this generation.
     abandoned: Option<crate::noise::Generation>,
+    started: Instant,
 }
 
 /// A replication session over a byte stream; see the module docs.
@@ -203,6 +267,7 @@ pub struct Session<S> {
     rx: mpsc::UnboundedReceiver<Command>,
     handler: Option<EventHandler>,
     events: Option<mpsc::UnboundedSender<Event>>,
+    probe: Probe,
 }
 
 impl<S> std::fmt::Debug for Session<S> {
@@ -215,7 +280,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// A session over `stream`, and a handle to steer it.
     pub fn new(stream: S, opts: ProtocolOptions) -> (Session<S>, SessionHandle) {
         let (tx, rx) = mpsc::unbounded();
-        (Session { stream, opts, rx, handler: None, events: None }, SessionHandle { tx })
+        let probe = Probe::default();
+        (
+            Session { stream, opts, rx, handler: None, events: None, probe: probe.clone() },
+            SessionHandle { tx, probe },
+        )
     }
 
     /// Calls `handler` for every event, inside the session loop.
@@ -234,9 +303,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     /// Runs the session to its end.
     pub async fn run(self) -> SessionReport {
         let started = Instant::now();
-        let Session { stream, opts, mut rx, handler, events } = self;
+        let Session { stream, opts, mut rx, handler, events, probe } = self;
         let live = opts.live;
-        let shared = Mutex::new(Shared {
+        let shared = Arc::new(Mutex::new(Shared {
             protocol: Protocol::new(started, opts),
             handler,
             events,
@@ -246,7 +315,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             bytes_received: 0,
             peer_eof: false,
             abandoned: None,
-        });
+            started,
+        }));
+        *probe.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&shared);
         let wake_writer = Notify::new();
         let drained = Notify::new();
         let watch = Arc::new(Notify::new());

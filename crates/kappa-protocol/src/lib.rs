@@ -15,7 +15,7 @@ pub mod varint;
 pub mod fuzzing;
 
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
-pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionReport};
+pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
 pub use kappa_log::RangeSet;
 pub use message::{
@@ -25,6 +25,6 @@ pub use message::{
 pub use noise::{Generation, Handshake, HandshakeError, HandshakeResult, KeyPair, Wire};
 pub use rle::RleError;
 pub use session::{
-    Event, FeedOptions, FeedStats, PeerLimits, Protocol, ProtocolError, ProtocolOptions, Selection,
-    COMPACT_PROOFS, OUT_LOW_WATER,
+    Event, FeedOptions, FeedProgress, FeedStats, PeerLimits, Protocol, ProtocolError, ProtocolOptions,
+    Selection, COMPACT_PROOFS, OUT_LOW_WATER,
 };

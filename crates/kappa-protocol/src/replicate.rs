@@ -798,6 +798,16 @@ impl Replicator {
     pub(crate) fn oldest_request(&self) -> Option<Instant> {
         self.in_flight.values().min().copied()
     }
+
+    /// The length the peer announced (for status).
+    pub(crate) fn remote_length(&self) -> u64 {
+        self.remote_length
+    }
+
+    /// Our requests the peer has not answered yet (for status).
+    pub(crate) fn requests_in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
 }
 
 /// The data bitfield bytes for blocks `start .. end` (`start` a multiple of

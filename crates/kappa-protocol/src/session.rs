@@ -402,6 +402,27 @@ pub struct FeedStats {
     pub withheld_from: Option<u64>,
 }
 
+/// How far one feed of a session got, for status displays
+/// ([`Protocol::feed_progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FeedProgress {
+    /// The feed's discovery key.
+    pub discovery_key: [u8; 32],
+    /// The feed's public key, once we opened it.
+    pub key: Option<PublicKey>,
+    /// What moved so far.
+    pub stats: FeedStats,
+    /// The feed's length here.
+    pub local_length: u64,
+    /// The length the peer announced (0 until it said).
+    pub remote_length: u64,
+    /// Our requests waiting for an answer.
+    pub requests_in_flight: usize,
+    /// Whether the channel is still open (on either side).
+    pub open: bool,
+}
+
 /// Something the application should know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -1321,9 +1342,26 @@ impl Protocol {
     /// How many feeds this session has opened so far. It only grows, by one
     /// for each feed [`feeds`](Self::feeds) gains, so a driver can skip
     /// collecting the feeds while it has not changed (with thousands of
-    /// feeds, doing that after every step was most of a session's time).
+    /// feeds, doing that after every step took a sixth of a session's time).
     pub fn feeds_opened(&self) -> usize {
         self.feeds_opened
+    }
+
+    /// How far each feed of the session got (open and closed channels, in
+    /// the order they opened). Locks each open feed briefly for its length.
+    pub fn feed_progress(&self) -> Vec<FeedProgress> {
+        self.channels
+            .iter()
+            .map(|c| FeedProgress {
+                discovery_key: c.discovery_key,
+                key: c.key.or_else(|| c.feed.as_ref().map(|(f, _)| *f.public_key())),
+                stats: c.repl.as_ref().map_or(c.stats, |r| r.stats),
+                local_length: c.feed.as_ref().map_or(0, |(f, _)| f.len()),
+                remote_length: c.repl.as_ref().map_or(0, |r| r.remote_length()),
+                requests_in_flight: c.repl.as_ref().map_or(0, |r| r.requests_in_flight()),
+                open: !c.is_done(),
+            })
+            .collect()
     }
 
     /// The feeds being replicated.
