@@ -418,6 +418,9 @@ impl<V: View> View for Versioned<V> {
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
         self.view.map(entries, tx)
     }
+    fn map_batches(&self, batches: &[&[Entry]], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        self.view.map_batches(batches, tx)
+    }
     fn version(&self) -> u64 {
         self.version
     }

@@ -623,11 +623,11 @@ fn wait_for_store(inner: &Inner, first: IndexError) {
 /// makes durable stores much faster; rows and progress still commit together.
 const GROUP_ENTRIES: usize = 4096;
 
-/// Maps the batch `seqs` of `feed` and, while more work is ready and no pause is
-/// requested, further batches, then commits them all with the new progress.
+/// Reads the batch `seqs` of `feed` and, while more work is ready and no pause
+/// is requested, further batches, then maps them all into one transaction
+/// ([`View::map_batches`]) and commits it with the new progress.
 fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), IndexError> {
     let store = inner.view.store();
-    let mut tx = Tx::new(store);
     let mut next = inner.lock().progress.clone();
     let mut done: Vec<(PublicKey, Vec<Entry>)> = Vec::new();
     let mut mapped = 0;
@@ -641,10 +641,6 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
             Err(_) if inner.mf.is_blocked(feed.public_key()) => return Ok(()),
             Err(e) => return Err(e),
         };
-        inner
-            .view
-            .map(&entries, &mut tx)
-            .map_err(|source| IndexError::View { view: inner.name.clone(), source })?;
         let key = *feed.public_key();
         let set = next.feeds.entry(key).or_default();
         for &s in &seqs {
@@ -660,6 +656,12 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
             None => break,
         }
     }
+    let mut tx = Tx::new(store);
+    let batches: Vec<&[Entry]> = done.iter().map(|(_, entries)| entries.as_slice()).collect();
+    inner
+        .view
+        .map_batches(&batches, &mut tx)
+        .map_err(|source| IndexError::View { view: inner.name.clone(), source })?;
     // The new progress goes into the same atomic batch as the rows; the shared
     // progress (what `ready` looks at) moves only once the batch is committed.
     store

@@ -193,20 +193,27 @@ impl View for KvView {
     }
 
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
-        let ops = self.ops(entries)?;
+        self.map_batches(&[entries], tx)
+    }
+
+    fn map_batches(&self, batches: &[&[Entry]], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        let mut ops = Vec::new();
+        for (b, entries) in batches.iter().enumerate() {
+            ops.extend(self.ops(entries)?.into_iter().map(|(op, i)| (op, b, i)));
+        }
         if self.store.batch_reads() {
-            // Every "is it linked already?" read of the batch in one store call.
-            let linked: Vec<Vec<u8>> = ops.iter().map(|(op, _)| linked_row(&op.id)).collect();
+            // Every "is it linked already?" read of all the batches in one
+            // store call: one round trip per commit on a networked store.
+            let linked: Vec<Vec<u8>> = ops.iter().map(|(op, _, _)| linked_row(&op.id)).collect();
             tx.prefetch(linked.iter().map(Vec::as_slice))?;
         }
-        for (op, i) in ops {
+        for (op, b, i) in ops {
             for link in &op.links {
                 tx.delete(head_row(&op.key, link));
                 tx.put(linked_row(link), Vec::new());
             }
-            let value = &entries[i].value;
             if tx.get(&linked_row(&op.id))?.is_none() {
-                tx.put(head_row(&op.key, &op.id), value.clone());
+                tx.put(head_row(&op.key, &op.id), batches[b][i].value.clone());
             }
         }
         Ok(())

@@ -175,6 +175,36 @@ pub trait View: Send + Sync + 'static {
     /// Writes the rows for `entries`.
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError>;
 
+    /// Writes the rows for several batches, in order, into one transaction:
+    /// the indexer calls this with every batch of a commit group (up to 4,096
+    /// entries, possibly of several feeds), each batch as [`map`](Self::map)
+    /// would get it. The default maps them one by one; a view whose `map` reads
+    /// the store overrides it to fetch the reads of all batches in one
+    /// [`Tx::prefetch`], which on a store behind a network
+    /// ([`ViewStore::batch_reads`]) is one round trip per commit instead of one
+    /// per batch. The result must equal mapping the batches one by one.
+    ///
+    /// ```
+    /// use kappa_view::kv::KvView;
+    /// use kappa_view::{Entry, MemoryStore, Tx, View, ViewStore};
+    /// use std::sync::Arc;
+    /// let view = KvView::new(Arc::new(MemoryStore::new()));
+    /// let feed = kappa_log::PublicKey::from([1; 32]);
+    /// let a = [Entry::new(feed, 0, br#"{"key":"k","value":1}"#.to_vec())];
+    /// let b = [Entry::new(feed, 1, br#"{"key":"k","value":2,"links":["0101010101010101010101010101010101010101010101010101010101010101@0"]}"#.to_vec())];
+    /// let mut tx = Tx::new(view.store());
+    /// view.map_batches(&[&a[..], &b[..]], &mut tx)?;
+    /// view.store().commit(tx.into_batch(None))?;
+    /// assert_eq!(view.get("k")?.len(), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn map_batches(&self, batches: &[&[Entry]], tx: &mut Tx<'_>) -> Result<(), ViewError> {
+        for entries in batches {
+            self.map(entries, tx)?;
+        }
+        Ok(())
+    }
+
     /// The view's version (default 1). Any change rebuilds the view; 0 works like
     /// any other number.
     fn version(&self) -> u64 {

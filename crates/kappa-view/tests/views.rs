@@ -142,3 +142,98 @@ fn list_insert_notifications() {
     let first = futures::executor::block_on(inserts.next()).unwrap();
     assert_eq!((first.seq, first.feed), (0, PublicKey::from_bytes([2; 32])));
 }
+
+/// A memory store that says reads are expensive (as a networked store does),
+/// so the kv view prefetches, and counts the `get_many` calls.
+#[derive(Default)]
+struct Networked {
+    inner: MemoryStore,
+    get_many_calls: std::sync::atomic::AtomicUsize,
+}
+
+impl kappa_view::ViewStore for Networked {
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, kappa_view::StoreError> {
+        self.inner.get(key)
+    }
+    fn get_many(&self, keys: &[&[u8]]) -> Result<Vec<Option<Vec<u8>>>, kappa_view::StoreError> {
+        self.get_many_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.get_many(keys)
+    }
+    fn batch_reads(&self) -> bool {
+        true
+    }
+    fn scan(
+        &self,
+        range: kappa_view::KeyRange,
+        reverse: bool,
+        limit: Option<usize>,
+    ) -> Result<Vec<kappa_view::Row>, kappa_view::StoreError> {
+        self.inner.scan(range, reverse, limit)
+    }
+    fn commit(&self, batch: kappa_view::Batch) -> Result<(), kappa_view::StoreError> {
+        self.inner.commit(batch)
+    }
+    fn state(&self) -> Result<Option<Vec<u8>>, kappa_view::StoreError> {
+        self.inner.state()
+    }
+    fn clear(&self) -> Result<(), kappa_view::StoreError> {
+        self.inner.clear()
+    }
+}
+
+fn all_rows(s: &dyn kappa_view::ViewStore) -> Vec<kappa_view::Row> {
+    s.scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None).unwrap()
+}
+
+proptest::proptest! {
+    /// The kv view's `map_batches` (one prefetch for all batches) writes what
+    /// mapping the batches one by one writes, into a store that already holds
+    /// rows, whatever the links (to earlier, later or unknown ids) and the split.
+    #[test]
+    fn kv_map_batches_equals_mapping_one_by_one(
+        ops in proptest::collection::vec((1u8..4, 0u8..3, proptest::collection::vec((1u8..4, 0u64..12), 0..3)), 1..40),
+        cuts in proptest::collection::vec(0usize..40, 0..6),
+        before in 0usize..40,
+    ) {
+        let mut seqs = [0u64; 4];
+        let entries: Vec<Entry> = ops
+            .iter()
+            .map(|(feed, key, links)| {
+                let seq = seqs[*feed as usize];
+                seqs[*feed as usize] += 1;
+                let links: Vec<String> = links.iter().map(|(f, s)| id(*f, *s)).collect();
+                e(*feed, seq, json!({"key": format!("k{key}"), "value": seq, "links": links}))
+            })
+            .collect();
+        // Some entries are committed before, so that reads find rows.
+        let before = before.min(entries.len());
+        let (old, new) = entries.split_at(before);
+        let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(new.len())).collect();
+        cuts.push(0);
+        cuts.push(new.len());
+        cuts.sort_unstable();
+        cuts.dedup();
+        let batches: Vec<&[Entry]> = cuts.windows(2).map(|w| &new[w[0]..w[1]]).collect();
+
+        let one_by_one = KvView::new(Arc::new(MemoryStore::new()));
+        one_by_one.apply(old).unwrap();
+        let mut tx = kappa_view::Tx::new(one_by_one.store());
+        for b in &batches {
+            one_by_one.map(b, &mut tx).unwrap();
+        }
+        one_by_one.store().commit(tx.into_batch(None)).unwrap();
+
+        let store = Arc::new(Networked::default());
+        let together = KvView::new(store.clone());
+        together.apply(old).unwrap();
+        let calls_before = store.get_many_calls.load(std::sync::atomic::Ordering::SeqCst);
+        let mut tx = kappa_view::Tx::new(together.store());
+        together.map_batches(&batches, &mut tx).unwrap();
+        together.store().commit(tx.into_batch(None)).unwrap();
+        let calls = store.get_many_calls.load(std::sync::atomic::Ordering::SeqCst) - calls_before;
+
+        proptest::prop_assert_eq!(all_rows(together.store()), all_rows(one_by_one.store()));
+        proptest::prop_assert!(calls <= 1, "{} get_many calls for {} batches", calls, batches.len());
+        proptest::prop_assert_eq!(calls, usize::from(!new.is_empty()));
+    }
+}
