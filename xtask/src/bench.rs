@@ -746,11 +746,12 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
     }
     let _ = writeln!(
         md,
-        "\nThe indexer commits up to 4,096 entries per transaction (41 `map` batches of 100); each \
-         commit is one round trip (rows as two array parameters, `INSERT … SELECT unnest … ON \
-         CONFLICT`, plus the indexing state), and each `map` batch reads the rows it needs in one \
-         `= ANY` query. The server is a throwaway cluster started by the bench (`initdb`, default \
-         settings). `crates/kappa-view-postgres/benches/index.rs`.\n"
+        "\nThe indexer commits up to 4,096 entries per transaction (41 `map` batches of 100, \
+         handed to the view together); the kv view reads the rows all of them need in one `= ANY` \
+         query, and the commit is one round trip (rows as two array parameters in key order, a plain \
+         `INSERT … SELECT unnest …`, upserted only if a key exists, plus the indexing state). The \
+         server is a throwaway cluster started by the bench (`initdb`, default settings). \
+         `crates/kappa-view-postgres/benches/index.rs`.\n"
     );
     // Partial replication.
     let bin = target_dir().join("release/examples/first_answer");

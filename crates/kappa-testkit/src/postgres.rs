@@ -279,6 +279,14 @@ impl TempCluster {
         format!("postgres://postgres@127.0.0.1:{}/postgres?schema={schema}", self.port)
     }
 
+    /// The server's log so far (its standard error: every error it reported
+    /// to a client is in it, written before the client got the answer).
+    pub fn log(&self) -> String {
+        std::fs::read(self.dir.join("log"))
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default()
+    }
+
     /// Runs SQL with `psql` (for setting up odd states in tests).
     pub fn psql(&self, sql: &str) -> Result<String, String> {
         let out = Command::new(self.bin.join("psql"))

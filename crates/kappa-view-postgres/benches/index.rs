@@ -1,9 +1,10 @@
 //! Indexing 100,000 small JSON entries `{key, value}` of one feed into the kv
 //! view on PostgreSQL (a throwaway local server on loopback TCP, default
 //! settings: fsync on), the same over TLS (`verify-full`), and the kv view on
-//! redb with durable commits, in the same run. The indexer commits up to 4,096 entries per transaction (41 `map`
-//! batches of 100), each commit one round trip. Skips (with a message) when no
-//! PostgreSQL server can be started.
+//! redb with durable commits, in the same run. The indexer commits up to 4,096
+//! entries per transaction (41 `map` batches of 100, mapped together): one read
+//! and one commit round trip each. Skips (with a message) when no PostgreSQL
+//! server can be started.
 #![allow(missing_docs, clippy::unwrap_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};

@@ -275,3 +275,59 @@ fn a_query_that_hangs_is_cancelled_at_the_read_timeout() {
     }
     drop(holder);
 }
+
+/// Commits first try a plain INSERT of their puts and, when a key exists
+/// already, roll back and upsert; after a conflict the next commits upsert
+/// directly, for a streak that doubles with each conflict in a row. Whatever
+/// the path, the rows and state are those of the batches applied in order.
+#[test]
+fn puts_over_existing_keys_land_whichever_way_the_commit_writes_them() {
+    let Some(pg) = cluster_or_skip("put modes") else { return };
+    let views = PgViews::open(&pg.url("puts")).unwrap();
+    let s = views.store("v").unwrap();
+    let conflicts = || pg.log().matches("duplicate key value violates unique constraint").count();
+    let mut model = std::collections::BTreeMap::new();
+    let mut check = |s: &kappa_view_postgres::PgStore, ops: Vec<(Vec<u8>, Option<Vec<u8>>)>, state: &str| {
+        for (k, v) in &ops {
+            match v {
+                Some(v) => {
+                    model.insert(String::from_utf8(k.clone()).unwrap(), String::from_utf8(v.clone()).unwrap())
+                }
+                None => model.remove(std::str::from_utf8(k).unwrap()),
+            };
+        }
+        s.commit(batch(ops, Some(state))).unwrap();
+        let want: Vec<(String, String)> = model.clone().into_iter().collect();
+        assert_eq!(all(s), want, "after {state}");
+        assert_eq!(s.state().unwrap().as_deref(), Some(state.as_bytes()));
+    };
+    // Only new keys: plain inserts, no conflict.
+    for c in 0..5 {
+        check(&s, (0..100).map(|i| put(&format!("new{c}-{i:03}"), "v")).collect(), &format!("new{c}"));
+    }
+    assert_eq!(conflicts(), 0, "{}", pg.log());
+    // Every commit overwrites keys (a counter): 20 commits conflict on the
+    // 1st, 3rd, 6th, 11th and 20th (streaks of 1, 2, 4, 8 upserts between).
+    for c in 0..20 {
+        let mut ops: Vec<_> = (0..50).map(|i| put(&format!("new0-{i:03}"), &format!("c{c}"))).collect();
+        ops.extend((0..10).map(|i| put(&format!("fresh{c}-{i}"), "f")));
+        ops.push((format!("new1-{c:03}").into_bytes(), None));
+        // A key put and then deleted in the same batch ends deleted.
+        ops.push(put("gone", "x"));
+        ops.push((b"gone".to_vec(), None));
+        check(&s, ops, &format!("over{c}"));
+    }
+    assert_eq!(conflicts(), 5, "{}", pg.log());
+    // New keys again: after the streak, plain inserts are tried (and land).
+    for c in 0..40 {
+        check(&s, vec![put(&format!("later{c}"), "v")], &format!("later{c}"));
+    }
+    assert_eq!(conflicts(), 5, "no new conflict from new keys: {}", pg.log());
+    // A reopened store starts with plain inserts.
+    drop(s);
+    drop(views);
+    let views = PgViews::open(&pg.url("puts")).unwrap();
+    let s = views.store("v").unwrap();
+    check(&s, vec![put("new0-000", "reopened")], "reopened");
+    assert_eq!(conflicts(), 6, "{}", pg.log());
+}
