@@ -201,7 +201,7 @@ pub(crate) fn hint(e: &KappaError) -> Option<String> {
             "the peer sent data that failed verification (a damaged or forged log): nothing of it was stored"
                 .to_owned()
         }
-        P::Storage(m) => storage_hint(m),
+        P::Storage(e) => storage_hint(&e.to_string()),
         P::Frame(_)
         | P::Malformed(_)
         | P::OutOfRange(_)
@@ -724,11 +724,22 @@ mod tests {
 
     #[test]
     fn only_a_key_mismatch_gets_the_shared_key_hint() {
+        use kappa_core::log::{LogError, ProofError};
         use kappa_core::multifeed::MultifeedError;
-        use kappa_core::protocol::ProtocolError as P;
+        use kappa_core::protocol::{FrameError, FramingError, ProtocolError as P};
+        use kappa_core::storage::StorageError;
         let hint_of =
             |pe: P| hint(&KappaError::Multifeed(MultifeedError::Replication(pe))).unwrap_or_default();
         let eof = || Box::new(P::UnexpectedEof);
+        let disk_full = || {
+            let source =
+                std::io::Error::new(std::io::ErrorKind::StorageFull, "No space left on device (os error 28)");
+            P::Storage(std::sync::Arc::new(LogError::Storage(StorageError::Io {
+                op: "writing",
+                path: "0/data".into(),
+                source,
+            })))
+        };
         for keyish in [
             P::BadCapability("ab".into()),
             P::Rejected("Exchange key did not match remote (the peer uses another shared key)".into()),
@@ -742,20 +753,21 @@ mod tests {
             P::Timeout(Duration::from_secs(20)),
             P::Stalled { len: 9, waited: Duration::from_secs(21) },
             P::UnexpectedEof,
-            P::Io("reset".into()),
-            P::BadBlock { index: 3, reason: "checksum mismatch".into() },
-            P::Storage("writing 0/data: No space left on device (os error 28)".into()),
-            P::Frame("bad".into()),
+            P::Io(std::io::ErrorKind::ConnectionReset.into()),
+            P::BadBlock { index: 3, source: ProofError::ChecksumMismatch { node: 6 } },
+            disk_full(),
+            P::Frame(FramingError::Receive { source: FrameError::LengthVarintTooLong, unverified: false }),
             P::Rejected("peer is not a multifeed client: \"x\"".into()),
             P::EndedUnverified { during_handshake: true, source: eof() },
         ] {
             let h = hint_of(other.clone());
             assert!(!h.contains("shared key"), "{other:?}: {h}");
         }
-        assert!(hint_of(P::Storage("No space left on device".into())).contains("disk is full"));
+        assert!(hint_of(disk_full()).contains("disk is full"));
         assert!(hint_of(P::EndedUnverified { during_handshake: true, source: eof() })
             .contains("connection limit"));
-        assert!(hint_of(P::BadBlock { index: 3, reason: "x".into() }).contains("failed verification"));
+        assert!(hint_of(P::BadBlock { index: 3, source: ProofError::BadSignature })
+            .contains("failed verification"));
         let e = replication_error(
             "p",
             &KappaError::Multifeed(MultifeedError::Replication(P::Timeout(Duration::from_secs(20)))),

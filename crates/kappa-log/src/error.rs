@@ -62,7 +62,7 @@ pub struct CorruptError {
 }
 
 /// Everything a [`Feed`](crate::Feed) operation can fail with.
-#[derive(Debug, thiserror::Error, PartialEq)]
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum LogError {
     /// The storage failed.

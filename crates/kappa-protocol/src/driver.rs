@@ -369,7 +369,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     Ok(n) => n,
                     Err(e) => {
                         let mut s = lock();
-                        s.protocol.fail_transport(ProtocolError::Io(e.to_string()));
+                        s.protocol.fail_transport(ProtocolError::Io(e.into()));
                         after_step(&mut s);
                         return;
                     }
@@ -416,14 +416,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 match bytes {
                     Some(b) => {
                         drained.notify(usize::MAX);
-                        if writer.write_all(&b).await.is_err() {
+                        // A failed write or flush ends the session with that
+                        // error (the writer's end is the session's end).
+                        if let Err(e) = writer.write_all(&b).await {
                             let mut s = lock();
-                            s.protocol.fail_transport(ProtocolError::Io("write failed".into()));
+                            s.protocol.fail_transport(ProtocolError::Io(e.into()));
                             after_step(&mut s);
                             return;
                         }
                         lock().bytes_sent += b.len() as u64;
-                        if writer.flush().await.is_err() {
+                        if let Err(e) = writer.flush().await {
+                            let mut s = lock();
+                            s.protocol.fail_transport(ProtocolError::Io(e.into()));
+                            after_step(&mut s);
                             return;
                         }
                     }

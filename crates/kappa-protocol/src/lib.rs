@@ -3,6 +3,7 @@
 
 pub mod cipher;
 mod driver;
+pub mod error;
 pub mod frame;
 pub mod message;
 pub mod noise;
@@ -16,6 +17,7 @@ pub mod fuzzing;
 
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
 pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport};
+pub use error::{FramingError, TransportError};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
 pub use kappa_log::RangeSet;
 pub use message::{

@@ -96,6 +96,11 @@ pub(crate) struct Replicator {
 /// violation (JS hypercore 8 keeps at most 16 in flight; we ask for up to 1024).
 pub(crate) const MAX_QUEUED_REQUESTS: usize = 1 << 16;
 
+/// A local storage failure, its cause kept.
+fn storage(e: LogError) -> ProtocolError {
+    ProtocolError::Storage(std::sync::Arc::new(e))
+}
+
 fn node_of(n: &DataNode) -> Result<Node, ProtocolError> {
     let hash: [u8; 32] = n
         .hash
@@ -427,9 +432,9 @@ impl Replicator {
                 }
             }
             Err(LogError::Proof { index, source }) => {
-                return Err(ProtocolError::BadBlock { index, reason: source.to_string() });
+                return Err(ProtocolError::BadBlock { index, source });
             }
-            Err(e) => return Err(ProtocolError::Storage(e.to_string())),
+            Err(e) => return Err(storage(e)),
         }
         self.fill_requests(now, out);
         Ok(())
@@ -536,11 +541,9 @@ impl Replicator {
             // nodes of our previous answer yet: for it, every proof stands alone.
             let mut fresh = RemoteTree::new();
             let remote = if self.compact_proofs { &mut self.remote_tree } else { &mut fresh };
-            f.proof_for(req.index, req.nodes.unwrap_or(0), hash, remote)
-                .map_err(|e| ProtocolError::Storage(e.to_string()))?
+            f.proof_for(req.index, req.nodes.unwrap_or(0), hash, remote).map_err(storage)?
         };
-        let value =
-            if hash { None } else { f.get(req.index).map_err(|e| ProtocolError::Storage(e.to_string()))? };
+        let value = if hash { None } else { f.get(req.index).map_err(storage)? };
         drop(f);
         let size = value.as_ref().map_or(0, Vec::len);
         if value.is_some() {
@@ -569,7 +572,6 @@ impl Replicator {
         req: &Request,
         hash: bool,
     ) -> Result<Option<Proof>, ProtocolError> {
-        let storage = |e: LogError| ProtocolError::Storage(e.to_string());
         let short_len = self.short_len;
         if req.index >= short_len {
             self.stats.withheld_from = Some(short_len);
@@ -789,7 +791,7 @@ impl Replicator {
     pub(crate) fn flush(&mut self) -> Result<(), ProtocolError> {
         if self.unflushed {
             self.unflushed = false;
-            self.feed.flush_deferred().map_err(|e| ProtocolError::Storage(e.to_string()))?;
+            self.feed.flush_deferred().map_err(storage)?;
         }
         Ok(())
     }

@@ -34,12 +34,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kappa_log::{PublicKey, SharedFeed};
+use kappa_log::{LogError, ProofError, PublicKey, SharedFeed};
 
 use crate::cipher::TransportCipher;
-use crate::frame::{encode_frame, Decoded, FrameDecoder};
+use crate::error::{FramingError, TransportError};
+use crate::frame::{encode_frame, Decoded, FrameDecoder, FrameError};
 use crate::message::{Close, Extension, Message, Open, Options};
 use crate::noise::{Generation, Handshake, HandshakeError, HandshakeResult, KeyPair, Wire};
 use crate::replicate::Replicator;
@@ -59,9 +61,10 @@ pub enum ProtocolError {
     /// The Noise handshake failed.
     #[error("handshake: {0}")]
     Handshake(#[from] HandshakeError),
-    /// A frame could not be read (too large, bad length).
+    /// A frame could not be read or sent (too large, bad length, a body
+    /// that does not decode).
     #[error("framing: {0}")]
-    Frame(String),
+    Frame(#[source] FramingError),
     /// A message body could not be decoded.
     #[error("malformed message: {0}")]
     Malformed(&'static str),
@@ -75,16 +78,17 @@ pub enum ProtocolError {
     #[error("message on unopened channel {0}")]
     UnknownChannel(u64),
     /// The peer sent a block that failed verification.
-    #[error("bad block {index} from peer: {reason}")]
+    #[error("bad block {index} from peer: {source}")]
     BadBlock {
         /// The block.
         index: u64,
-        /// Why it was rejected.
-        reason: String,
+        /// The check that failed.
+        #[source]
+        source: ProofError,
     },
-    /// Local storage failed.
+    /// Local storage failed (reading what we serve, or storing what arrived).
     #[error("storage: {0}")]
-    Storage(String),
+    Storage(#[source] Arc<LogError>),
     /// Nothing was received for the stream timeout.
     #[error("timed out: nothing received for {0:?}")]
     Timeout(Duration),
@@ -145,7 +149,7 @@ pub enum ProtocolError {
     UnexpectedEof,
     /// A transport (socket) error, from a driver.
     #[error("transport: {0}")]
-    Io(String),
+    Io(#[source] TransportError),
     /// The layer above (e.g. multifeed) rejected the peer.
     #[error("{0}")]
     Rejected(String),
@@ -960,13 +964,15 @@ impl Protocol {
                 Ok(Some(Decoded::KeepAlive)) => self.last_progress = now,
                 Ok(Some(Decoded::Frame(frame))) => {
                     self.last_progress = now;
-                    let msg = frame.message().map_err(|e| ProtocolError::Frame(e.to_string()))?;
+                    let msg = frame.message().map_err(|e| ProtocolError::Frame(FramingError::Message(e)))?;
                     self.on_message(now, frame.channel, msg, frame.body.len())?;
                 }
-                Err(e) if !self.verified => {
-                    return Err(ProtocolError::Frame(format!("{e} (before the peer proved a shared key)")))
+                Err(source) => {
+                    return Err(ProtocolError::Frame(FramingError::Receive {
+                        source,
+                        unverified: !self.verified,
+                    }))
                 }
-                Err(e) => return Err(ProtocolError::Frame(e.to_string())),
             }
             if self.is_ended() {
                 break;
@@ -1001,7 +1007,7 @@ impl Protocol {
             t(channel, &mut m);
             match encode_frame(channel, m.type_id(), &m.encode()) {
                 Ok(frame) => self.write_plain(now, &frame),
-                Err(e) => self.fail(ProtocolError::Frame(e.to_string())),
+                Err(e) => self.fail(ProtocolError::Frame(FramingError::Send(e))),
             }
             return;
         }
@@ -1009,7 +1015,7 @@ impl Protocol {
         if self.encrypt.is_none() {
             match encode_frame(channel, msg.type_id(), &body) {
                 Ok(frame) => self.write_plain(now, &frame),
-                Err(e) => self.fail(ProtocolError::Frame(e.to_string())),
+                Err(e) => self.fail(ProtocolError::Frame(FramingError::Send(e))),
             }
             return;
         }
@@ -1017,10 +1023,13 @@ impl Protocol {
         // tail in place (no intermediate frame buffer).
         let header = channel << 4 | u64::from(msg.type_id());
         let len = crate::varint::encoded_len(header) + body.len();
-        if len > crate::frame::MAX_FRAME_LEN || channel > crate::frame::MAX_CHANNEL {
-            self.fail(ProtocolError::Frame(format!(
-                "cannot send a frame of {len} bytes on channel {channel}"
-            )));
+        if channel > crate::frame::MAX_CHANNEL {
+            self.fail(ProtocolError::Frame(FramingError::Send(FrameError::InvalidChannel(channel))));
+            return;
+        }
+        if len > crate::frame::MAX_FRAME_LEN {
+            let e = FrameError::TooLarge { len: len as u64, max: crate::frame::MAX_FRAME_LEN };
+            self.fail(ProtocolError::Frame(FramingError::Send(e)));
             return;
         }
         let start = self.out.len();

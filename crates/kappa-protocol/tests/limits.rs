@@ -9,7 +9,8 @@ use kappa_log::storage::MemoryProvider;
 use kappa_log::{Feed, KeyPair, PublicKey, SharedFeed};
 use kappa_protocol::message::Open;
 use kappa_protocol::{
-    encode_message, varint, Event, FeedOptions, Message, PeerLimits, Protocol, ProtocolError, ProtocolOptions,
+    encode_message, varint, Event, FeedOptions, FrameError, FramingError, Message, PeerLimits, Protocol,
+    ProtocolError, ProtocolOptions,
 };
 
 fn writer(n: u64, size: usize) -> SharedFeed {
@@ -82,7 +83,15 @@ fn before_verification_frames_are_small() {
     let (mut victim, mut attacker) = victim_and_stranger(&w, t0);
     inject(&mut attacker, &mut victim, t0, &frame_claim(65 << 10));
     match victim.error() {
-        Some(ProtocolError::Frame(m)) => assert!(m.contains("before the peer proved"), "{m}"),
+        Some(
+            e @ ProtocolError::Frame(FramingError::Receive {
+                source: FrameError::TooLarge { len, max },
+                unverified: true,
+            }),
+        ) => {
+            assert_eq!((*len, *max), (65 << 10, PeerLimits::default().unverified_max_frame));
+            assert!(e.to_string().contains("before the peer proved"), "{e}");
+        }
         other => panic!("{other:?}"),
     }
 }
@@ -305,9 +314,13 @@ fn a_hang_up_before_verification_says_so() {
     );
     // During the Noise handshake: said so (a server at its connection limit).
     let mut early = Protocol::new(t0, ProtocolOptions::new(true));
-    early.fail_transport(ProtocolError::Io("reset".into()));
+    early.fail_transport(ProtocolError::Io(std::io::ErrorKind::ConnectionReset.into()));
     assert!(
-        matches!(early.error(), Some(ProtocolError::EndedUnverified { during_handshake: true, .. })),
+        matches!(
+            early.error(),
+            Some(ProtocolError::EndedUnverified { during_handshake: true, source })
+                if matches!(&**source, ProtocolError::Io(e) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        ),
         "{:?}",
         early.error()
     );

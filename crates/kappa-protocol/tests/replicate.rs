@@ -239,3 +239,32 @@ fn a_non_live_writer_finishes_against_a_live_replica() {
     assert_copy(&w, &r);
     assert!(pair.drive_until(200_000, |p| p.a.is_ended()));
 }
+
+/// A replica whose storage fails while storing what arrived: the session ends
+/// with `Storage`, and its cause is the storage's own error.
+#[test]
+fn a_storage_failure_ends_the_session_with_its_cause() {
+    use kappa_log::storage::{Fault, FaultyProvider, StorageError};
+    use kappa_log::LogError;
+    use kappa_protocol::ProtocolError;
+    let w = writer(1, 200, 30);
+    let open =
+        |p: FaultyProvider<MemoryProvider>| Feed::builder(p).public_key(*w.public_key()).open().unwrap();
+    // Opening writes the same files each time: fail the third write after it.
+    let probe = FaultyProvider::new(MemoryProvider::new(), None);
+    drop(open(probe.clone()));
+    let fault = Fault::FailWrite(probe.writes() + 2);
+    let r = SharedFeed::new(open(FaultyProvider::new(MemoryProvider::new(), Some(fault))));
+    let mut pair = Pair::new(3, false, false);
+    let now = pair.now;
+    pair.a.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
+    pair.b.open_feed(now, r.clone(), FeedOptions::default()).unwrap();
+    pair.drive_until(100_000, |p| p.b.is_ended());
+    match pair.b.error() {
+        Some(e @ ProtocolError::Storage(source)) => {
+            assert!(matches!(**source, LogError::Storage(StorageError::Injected(_))), "{source:?}");
+            assert!(e.to_string().starts_with("storage: "), "{e}");
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -56,3 +56,7 @@ impl PartialEq for StorageError {
         }
     }
 }
+
+/// Equal errors are the same failure (I/O errors compare by kind): an
+/// equivalence, so errors that hold a `StorageError` can be `Eq`.
+impl Eq for StorageError {}
