@@ -1,8 +1,10 @@
 //! Project automation, the one entry point for CI and maintenance tasks.
 //!
 //! ```text
-//! cargo xtask ci            fmt check, clippy -D warnings, tests (with fuzz corpus replay
-//!                           and JS interop), doc build
+//! cargo xtask ci            fmt check, tidy, clippy -D warnings, tests (with fuzz corpus
+//!                           replay and JS interop), doc build
+//! cargo xtask tidy          docs/architecture.md's dependency diagram against `cargo
+//!                           metadata`: fails on an edge it does not show; see tidy.rs
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
 //! cargo xtask bench [log | replication]
 //!                           criterion benches and the JS figures measured side by side,
@@ -22,6 +24,7 @@ use std::time::Instant;
 mod bench;
 mod soak;
 mod soak_exchange;
+mod tidy;
 
 fn main() -> ExitCode {
     let args: Vec<String> = env::args().skip(1).collect();
@@ -31,12 +34,13 @@ fn main() -> ExitCode {
             soak_exchange::interop(&args[2..])
         }
         Some("ci") => ci(),
+        Some("tidy") => tidy::run(),
         Some("fuzz") => fuzz(args.get(1).map(String::as_str)),
         Some("bench") => bench::run_bench(&args[1..]),
         Some("soak") => soak::soak(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | fuzz [SECONDS] | bench [log | replication] | soak CAMPAIGN [N]>"
+                "usage: cargo xtask <ci | tidy | fuzz [SECONDS] | bench [log | replication] | soak CAMPAIGN [N]>"
             );
             return ExitCode::from(2);
         }
@@ -77,6 +81,8 @@ fn ci() -> Result<(), String> {
     // The JS harness the interop tests run (installs only what is missing).
     run("bash", &["interop/setup.sh"])?;
     run("cargo", &["fmt", "--all", "--check"])?;
+    eprintln!("$ cargo xtask tidy");
+    tidy::run()?;
     run("cargo", &["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"])?;
     // The facade as an embedded application gets it: default features, so no
     // database client (the workspace build unifies features and turns it on).

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use kappa_core::multifeed::MultifeedError;
 use kappa_core::storage::StorageError;
 use kappa_core::view::kv::KvView;
+use kappa_core::view_redb::RedbError;
 use kappa_core::{Kappa, KappaError, ViewHandle, ViewStorage, DEFAULT_SHARED_KEY};
 use rand::RngCore;
 
@@ -131,9 +132,10 @@ pub(crate) fn in_use(dir: &Path) -> CliError {
 fn is_locked(e: &KappaError) -> bool {
     match e {
         KappaError::Multifeed(MultifeedError::Storage(StorageError::Locked { .. })) => true,
-        // kappa-view-redb reports its lock as a backend error with this text
-        // (`RedbError::Locked`, flattened into `StoreError::Backend`).
-        KappaError::Store(kappa_core::view::StoreError::Backend(m)) => m.contains("is already open"),
+        // kappa-view-redb's lock error is the store error's source.
+        KappaError::Store(e) => {
+            matches!(e.downcast_ref::<RedbError>(), Some(RedbError::Locked { .. }))
+        }
         _ => false,
     }
 }

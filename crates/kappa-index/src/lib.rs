@@ -11,12 +11,14 @@ use event_listener::{Event, Listener};
 use futures::channel::mpsc;
 use kappa_log::{PublicKey, SharedFeed};
 use kappa_multifeed::Multifeed;
-use kappa_view::{Entry, StoreError, Tx, View, ViewError};
+use kappa_view::{Entry, StoreError, StoreErrorKind, Tx, View, ViewError};
 
 pub use progress::Progress;
 
 /// Why an indexer stopped.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// Equality compares [`Spawn`](Self::Spawn)'s I/O errors by kind and message.
+#[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
     /// The view's `map` failed.
@@ -47,10 +49,39 @@ pub enum IndexError {
         /// The cause.
         reason: String,
     },
+    /// The indexer's thread could not be started.
+    #[error("view {view}: cannot start the indexer thread: {source}")]
+    Spawn {
+        /// The view's name.
+        view: String,
+        /// What the operating system said.
+        #[source]
+        source: Arc<std::io::Error>,
+    },
     /// The indexer was closed.
     #[error("indexer closed")]
     Closed,
 }
+
+impl PartialEq for IndexError {
+    fn eq(&self, other: &Self) -> bool {
+        use IndexError::*;
+        match (self, other) {
+            (View { view: a, source: x }, View { view: b, source: y }) => a == b && x == y,
+            (Store { view: a, source: x }, Store { view: b, source: y }) => a == b && x == y,
+            (Feed { view: a, feed: f, reason: x }, Feed { view: b, feed: g, reason: y }) => {
+                a == b && f == g && x == y
+            }
+            (Spawn { view: a, source: x }, Spawn { view: b, source: y }) => {
+                a == b && x.kind() == y.kind() && x.to_string() == y.to_string()
+            }
+            (Closed, Closed) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for IndexError {}
 
 /// What an indexer is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -93,7 +124,7 @@ pub enum IndexEvent {
     Status(Status),
     /// The indexer stopped with an error.
     Error(IndexError),
-    /// The view's store is unreachable for now ([`StoreError::Unavailable`]):
+    /// The view's store is unreachable for now ([`StoreErrorKind::Unavailable`]):
     /// the indexer waits and tries again by itself, from the progress the store
     /// holds, so no entry is lost or indexed twice.
     Retrying(IndexError),
@@ -228,11 +259,7 @@ impl Indexer {
         let thread = std::thread::Builder::new()
             .name(format!("kappa-index-{name}"))
             .spawn(move || run(worker))
-            .map_err(|e| IndexError::Feed {
-                view: name.to_owned(),
-                feed: String::new(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| IndexError::Spawn { view: name.to_owned(), source: Arc::new(e) })?;
         Ok(Indexer { inner, thread: Some(thread), rebuilt_because })
     }
 
@@ -576,10 +603,10 @@ fn reload_progress(inner: &Inner) -> Result<(), IndexError> {
         Some(bytes) => match Progress::decode(&bytes) {
             Some(p) if p.version == version => p,
             _ => {
-                return Err(store_err(StoreError::Corrupt(
+                return Err(store_err(StoreError::from_message(
+                    StoreErrorKind::Corrupt,
                     "the stored indexing progress changed under the indexer (another version or \
-                     unreadable)"
-                        .into(),
+                     unreadable)",
                 )))
             }
         },

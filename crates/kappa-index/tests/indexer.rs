@@ -14,7 +14,12 @@ use kappa_log::{Feed, KeyPair, SharedFeed};
 use kappa_multifeed::Multifeed;
 use kappa_storage::MemoryProvider;
 use kappa_view::sum::SumView;
-use kappa_view::{Batch, Entry, MemoryStore, StoreError, Tx, View, ViewError, ViewStore};
+use kappa_view::{Batch, Entry, MemoryStore, StoreError, StoreErrorKind, Tx, View, ViewError, ViewStore};
+
+/// The cause of the errors the fault-injecting stores below make up.
+#[derive(Debug, thiserror::Error)]
+#[error("injected fault: {0}")]
+struct InjectedFault(&'static str);
 
 fn num(n: u64) -> String {
     format!("{n}\n")
@@ -356,7 +361,7 @@ impl<S: ViewStore> ViewStore for Flaky<S> {
     }
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         if self.commits.fetch_add(1, Ordering::SeqCst) == self.fail_at {
-            return Err(StoreError::Injected("commit".into()));
+            return Err(StoreError::backend(InjectedFault("commit")));
         }
         self.inner.commit(batch)
     }
@@ -542,13 +547,16 @@ impl ViewStore for Outage {
         if n % 2 == 1 {
             self.inner.commit(batch)?;
         }
-        Err(StoreError::Unavailable(format!("connection lost during commit {n}")))
+        Err(StoreError::from_message(
+            StoreErrorKind::Unavailable,
+            format!("connection lost during commit {n}"),
+        ))
     }
     fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
         let left = self.state_failures.load(Ordering::SeqCst);
         if left > 0 {
             self.state_failures.store(left - 1, Ordering::SeqCst);
-            return Err(StoreError::Unavailable("server restarting".into()));
+            return Err(StoreError::from_message(StoreErrorKind::Unavailable, "server restarting"));
         }
         self.inner.state()
     }
@@ -620,7 +628,7 @@ fn resume_after_a_commit_that_landed_but_failed_does_not_repeat_it() {
         fn commit(&self, batch: Batch) -> Result<(), StoreError> {
             self.inner.commit(batch)?;
             if self.commits.fetch_add(1, Ordering::SeqCst) == 1 {
-                return Err(StoreError::Injected("the answer was lost".into()));
+                return Err(StoreError::backend(InjectedFault("the answer was lost")));
             }
             Ok(())
         }

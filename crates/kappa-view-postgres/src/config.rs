@@ -113,7 +113,7 @@ pub struct Config {
     /// closing the connection is then retried like one that is down.
     pub read_timeout: Duration,
     /// How long an operation keeps retrying while the server is unreachable
-    /// before it fails with `StoreError::Unavailable` (default 5 s).
+    /// before it fails with a `StoreErrorKind::Unavailable` error (default 5 s).
     pub retry_for: Duration,
     /// Sent to the server as `application_name` (default `kappa-rs`).
     pub application_name: String,

@@ -1,4 +1,4 @@
-use kappa_view::StoreError;
+use kappa_view::{StoreError, StoreErrorKind};
 
 /// What can go wrong talking to PostgreSQL.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -85,13 +85,63 @@ impl PgError {
     }
 }
 
+/// The [`PgError`] is kept as the [`StoreError`]'s source: a caller can
+/// downcast to it (`StoreError::downcast_ref::<PgError>()`) and read the
+/// SQLSTATE of a [`PgError::Server`].
 impl From<PgError> for StoreError {
     fn from(e: PgError) -> StoreError {
-        let msg = e.to_string();
-        match e {
-            _ if e.is_transient() => StoreError::Unavailable(msg),
-            PgError::Incompatible { .. } => StoreError::Corrupt(msg),
-            _ => StoreError::Backend(msg),
+        let kind = match e {
+            _ if e.is_transient() => StoreErrorKind::Unavailable,
+            PgError::Incompatible { .. } => StoreErrorKind::Corrupt,
+            _ => StoreErrorKind::Backend,
+        };
+        StoreError::new(kind, e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    fn server(code: &str) -> PgError {
+        PgError::Server { code: code.into(), message: "something".into() }
+    }
+
+    fn sqlstate(e: &StoreError) -> Option<&str> {
+        match e.downcast_ref::<PgError>() {
+            Some(PgError::Server { code, .. }) => Some(code),
+            _ => None,
         }
+    }
+
+    #[test]
+    fn the_sqlstate_survives_the_conversion() {
+        let e = StoreError::from(server("42P01"));
+        assert_eq!(e.kind(), StoreErrorKind::Backend);
+        assert_eq!(e.to_string(), "view store: PostgreSQL error 42P01: something");
+        assert_eq!(sqlstate(&e), Some("42P01"));
+        // The direct source is the PgError itself.
+        let direct = e.source().and_then(|s| s.downcast_ref::<PgError>());
+        assert_eq!(direct, Some(&server("42P01")));
+
+        let e = StoreError::from(server("57P03"));
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+        assert!(e.is_transient());
+        assert_eq!(sqlstate(&e), Some("57P03"));
+        assert_eq!(sqlstate(&e.clone()), Some("57P03"));
+    }
+
+    #[test]
+    fn kinds_follow_the_pg_error() {
+        let e = StoreError::from(PgError::Connection { at: "h:5432".into(), reason: "refused".into() });
+        assert_eq!(e.kind(), StoreErrorKind::Unavailable);
+        assert_eq!(e.to_string(), "view store unavailable: PostgreSQL at h:5432: refused");
+        assert!(matches!(e.downcast_ref::<PgError>(), Some(PgError::Connection { .. })));
+        let e = StoreError::from(PgError::Incompatible { schema: "s".into(), reason: "r".into() });
+        assert_eq!(e.kind(), StoreErrorKind::Corrupt);
+        assert_eq!(StoreError::from(PgError::ReadOnly).kind(), StoreErrorKind::Backend);
+        assert_eq!(sqlstate(&StoreError::from(PgError::ReadOnly)), None);
     }
 }

@@ -4,7 +4,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use blake2::digest::consts::U8;
 use blake2::{Blake2b, Digest};
-use kappa_view::{range_is_empty, Batch, KeyRange, Row, StoreError, ViewStore};
+use kappa_view::{range_is_empty, Batch, KeyRange, Row, StoreError, StoreErrorKind, ViewStore};
 use postgres_protocol::escape::escape_identifier;
 
 use crate::config::Config;
@@ -230,7 +230,7 @@ impl PgViews {
     /// and creates its table; a reader finds it once the writer has.
     pub fn store(&self, view_name: &str) -> Result<PgStore, StoreError> {
         if view_name.is_empty() {
-            return Err(StoreError::Backend("a view needs a non-empty name".into()));
+            return Err(StoreError::from_message(StoreErrorKind::Backend, "a view needs a non-empty name"));
         }
         let store = PgStore {
             views: self.clone(),
@@ -352,7 +352,7 @@ impl Statements {
 /// every commit is one transaction holding the rows and the indexing state.
 /// Operations retry while the server is unreachable (a restart, a lost
 /// connection) for the configured `retry_for`, then fail with
-/// [`StoreError::Unavailable`]. A commit that is retried after its connection
+/// [`StoreErrorKind::Unavailable`]. A commit that is retried after its connection
 /// broke may already have landed; applying the same batch again leaves the same
 /// rows and state, so retrying is safe with the one writer the lock allows.
 #[derive(Clone)]

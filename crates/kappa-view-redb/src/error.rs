@@ -1,7 +1,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use kappa_view::StoreError;
+use kappa_view::{StoreError, StoreErrorKind};
 
 /// Where a view database lives, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,15 +79,18 @@ pub enum RedbError {
     },
 }
 
+/// The [`RedbError`] is kept as the [`StoreError`]'s source: a caller can
+/// downcast to it (`StoreError::downcast_ref::<RedbError>()`) to tell a locked
+/// file from a damaged one.
 impl From<RedbError> for StoreError {
     fn from(e: RedbError) -> Self {
-        let msg = e.to_string();
-        match e {
+        let kind = match e {
             RedbError::NotRedb { .. } | RedbError::Incompatible { .. } | RedbError::Corrupt { .. } => {
-                StoreError::Corrupt(msg)
+                StoreErrorKind::Corrupt
             }
-            RedbError::Locked { .. } | RedbError::Backend { .. } => StoreError::Backend(msg),
-        }
+            RedbError::Locked { .. } | RedbError::Backend { .. } => StoreErrorKind::Backend,
+        };
+        StoreError::new(kind, e)
     }
 }
 
@@ -140,21 +143,25 @@ fn is_schema_mismatch(e: &redb::Error) -> bool {
     )
 }
 
-/// Maps any redb error met while using a store to a [`StoreError`].
+/// Maps any redb error met while using a store to a [`StoreError`] whose
+/// source is the [`redb::Error`] (for I/O, `redb::Error::Io` holds the
+/// `io::Error`).
 pub(crate) fn store_err(e: impl Into<redb::Error>) -> StoreError {
     let e = e.into();
-    let msg = format!("redb: {e}");
-    if is_corruption(&e) || is_schema_mismatch(&e) {
-        StoreError::Corrupt(msg)
+    let kind = if is_corruption(&e) || is_schema_mismatch(&e) {
+        StoreErrorKind::Corrupt
     } else {
-        StoreError::Backend(msg)
-    }
+        StoreErrorKind::Backend
+    };
+    StoreError::new(kind, e).context("redb")
 }
 
-/// Runs `f`, turning a panic inside redb into [`StoreError::Corrupt`].
+/// Runs `f`, turning a panic inside redb into a [`StoreErrorKind::Corrupt`]
+/// error.
 pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
-        .unwrap_or_else(|panic| Err(StoreError::Corrupt(panic_message(&*panic))))
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|panic| {
+        Err(StoreError::from_message(StoreErrorKind::Corrupt, panic_message(&*panic)))
+    })
 }
 
 /// What a caught panic said.
@@ -165,4 +172,45 @@ pub(crate) fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
         .or_else(|| panic.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "(no message)".into());
     format!("redb panicked reading the database (damaged file?): {msg}")
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use std::error::Error as _;
+    use std::io;
+
+    use super::*;
+
+    #[test]
+    fn a_store_error_keeps_the_redb_error_and_its_io_kind() {
+        let io = io::Error::new(io::ErrorKind::PermissionDenied, "read-only file system");
+        let e = store_err(redb::StorageError::Io(io));
+        assert_eq!(e.kind(), StoreErrorKind::Backend);
+        // The message reads as before this error had a source.
+        assert_eq!(e.to_string(), "view store: redb: I/O error: read-only file system");
+        let source = e.source().expect("a source");
+        let redb_err = source.downcast_ref::<redb::Error>().expect("the redb error");
+        match redb_err {
+            redb::Error::Io(io) => assert_eq!(io.kind(), io::ErrorKind::PermissionDenied),
+            other => panic!("not the I/O error: {other:?}"),
+        }
+        assert!(e.downcast_ref::<redb::Error>().is_some());
+
+        let e = store_err(redb::StorageError::Corrupted("bad page".into()));
+        assert_eq!(e.kind(), StoreErrorKind::Corrupt);
+        assert!(matches!(e.downcast_ref::<redb::Error>(), Some(redb::Error::Corrupted(_))));
+    }
+
+    #[test]
+    fn an_open_error_is_the_store_errors_source() {
+        let e = StoreError::from(RedbError::Locked { at: Location::Memory });
+        assert_eq!(e.kind(), StoreErrorKind::Backend);
+        assert!(e.to_string().contains("is already open"), "{e}");
+        assert!(matches!(e.downcast_ref::<RedbError>(), Some(RedbError::Locked { .. })));
+        let e = StoreError::from(RedbError::NotRedb { at: Location::Memory, reason: "x".into() });
+        assert_eq!(e.kind(), StoreErrorKind::Corrupt);
+        assert!(matches!(e.downcast_ref::<RedbError>(), Some(RedbError::NotRedb { .. })));
+    }
 }

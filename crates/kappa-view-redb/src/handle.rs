@@ -24,7 +24,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use kappa_view::StoreError;
+use kappa_view::{StoreError, StoreErrorKind};
 use redb::{Database, ReadOnlyDatabase, ReadTransaction, ReadableDatabase, WriteTransaction};
 
 use crate::error::{store_err, Location, RedbError};
@@ -164,7 +164,10 @@ impl Drop for Handle {
 }
 
 fn closed() -> StoreError {
-    StoreError::Backend("the view database is closed: reopening it for writing failed".into())
+    StoreError::from_message(
+        StoreErrorKind::Backend,
+        "the view database is closed: reopening it for writing failed",
+    )
 }
 
 /// `<path>.seal`.

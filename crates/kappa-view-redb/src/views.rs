@@ -2,7 +2,7 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use kappa_view::StoreError;
+use kappa_view::{StoreError, StoreErrorKind};
 use redb::{
     Database, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition, TableError, TableHandle,
 };
@@ -165,7 +165,7 @@ impl RedbViews {
     /// Nothing is written until the first commit.
     pub fn store(&self, view_name: &str) -> Result<RedbStore, StoreError> {
         if view_name.is_empty() {
-            return Err(StoreError::Backend("a view needs a non-empty name".into()));
+            return Err(StoreError::from_message(StoreErrorKind::Backend, "a view needs a non-empty name"));
         }
         Ok(RedbStore::new(self.db.clone(), view_name))
     }

@@ -7,7 +7,7 @@ use std::ops::Bound::Unbounded;
 use std::path::Path;
 use std::process::Command;
 
-use kappa_view::{Batch, StoreError, ViewStore};
+use kappa_view::{Batch, StoreError, StoreErrorKind, ViewStore};
 use kappa_view_redb::{Durability, RedbError, RedbViews};
 
 fn put(k: &[u8], v: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
@@ -85,7 +85,7 @@ fn a_second_open_of_an_open_file_is_refused() {
     let err = RedbViews::open(&path).unwrap_err();
     assert!(matches!(err, RedbError::Locked { .. }), "{err:?}");
     assert!(err.to_string().contains("already open"), "{err}");
-    assert!(matches!(StoreError::from(err), StoreError::Backend(_)));
+    assert_eq!(StoreError::from(err).kind(), StoreErrorKind::Backend);
 
     // The lock lives as long as any store made from the database.
     let store = views.store("v").unwrap();
@@ -117,7 +117,7 @@ fn child_opens() {
 fn assert_not_redb(path: &Path) {
     let err = RedbViews::open(path).unwrap_err();
     assert!(matches!(err, RedbError::NotRedb { .. } | RedbError::Corrupt { .. }), "{err:?}");
-    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+    assert_eq!(StoreError::from(err).kind(), StoreErrorKind::Corrupt);
 }
 
 #[test]
@@ -183,7 +183,7 @@ fn a_damaged_view_database_is_an_error_not_a_panic() {
         bad[at..at + 4096].iter_mut().for_each(|b| *b ^= 0x55);
         std::fs::write(&path, &bad).unwrap();
         match RedbViews::open(&path) {
-            Err(e) => assert!(matches!(StoreError::from(e), StoreError::Corrupt(_))),
+            Err(e) => assert_eq!(StoreError::from(e).kind(), StoreErrorKind::Corrupt),
             Ok(views) => {
                 let _ = exercise(&views);
             }
@@ -204,7 +204,7 @@ fn another_applications_redb_file_is_incompatible() {
     let err = RedbViews::open(&path).unwrap_err();
     assert!(matches!(err, RedbError::Incompatible { .. }), "{err:?}");
     assert!(err.to_string().contains("their_table"), "{err}");
-    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+    assert_eq!(StoreError::from(err).kind(), StoreErrorKind::Corrupt);
 }
 
 #[test]
@@ -340,7 +340,7 @@ fn a_flipped_byte_in_a_row_fails_the_integrity_check_at_open() {
     std::fs::write(&path, &bad).unwrap();
     let err = RedbViews::open(&path).unwrap_err();
     assert!(matches!(err, RedbError::Corrupt { .. }), "{err:?}");
-    assert!(matches!(StoreError::from(err), StoreError::Corrupt(_)));
+    assert_eq!(StoreError::from(err).kind(), StoreErrorKind::Corrupt);
 }
 
 #[test]

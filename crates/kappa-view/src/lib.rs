@@ -2,11 +2,14 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod conformance;
+mod error;
 pub mod kv;
 pub mod list;
 mod store;
 pub mod sum;
 mod view;
 
-pub use store::{prefix_range, range_is_empty, Batch, KeyRange, MemoryStore, Row, StoreError, ViewStore};
+pub use store::{
+    prefix_range, range_is_empty, Batch, KeyRange, MemoryStore, Row, StoreError, StoreErrorKind, ViewStore,
+};
 pub use view::{Entry, Tx, View, ViewError};

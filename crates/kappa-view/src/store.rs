@@ -2,34 +2,7 @@ use std::collections::BTreeMap;
 use std::ops::Bound;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-/// What a store can fail with.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// The backend failed (I/O, database error); the message says how.
-    #[error("view store: {0}")]
-    Backend(String),
-    /// The store holds data it cannot read (wrong format, foreign schema).
-    #[error("view store is corrupt or belongs to something else: {0}")]
-    Corrupt(String),
-    /// An injected fault (fault-injecting stores in tests).
-    #[error("injected fault: {0}")]
-    Injected(String),
-    /// The backend cannot be reached right now (a database server that is down
-    /// or restarting, a lost connection). Nothing of a failed `commit` is lost
-    /// twice: retrying the same batch later is safe, and indexers do so by
-    /// themselves.
-    #[error("view store unavailable: {0}")]
-    Unavailable(String),
-}
-
-impl StoreError {
-    /// Whether the operation may succeed if retried later
-    /// ([`Unavailable`](Self::Unavailable)).
-    pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
-    }
-}
+pub use crate::error::{StoreError, StoreErrorKind};
 
 /// A stored row: key and value.
 pub type Row = (Vec<u8>, Vec<u8>);

@@ -3,7 +3,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use kappa_log::PublicKey;
 use serde::de::DeserializeOwned;
 
-use crate::store::{Batch, StoreError, ViewStore};
+use crate::store::{Batch, StoreError, StoreErrorKind, ViewStore};
 
 /// Why a view failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -120,11 +120,10 @@ impl<'a> Tx<'a> {
         }
         let values = self.store.get_many(&wanted)?;
         if values.len() != wanted.len() {
-            return Err(StoreError::Backend(format!(
-                "get_many returned {} values for {} keys",
-                values.len(),
-                wanted.len()
-            )));
+            return Err(StoreError::from_message(
+                StoreErrorKind::Backend,
+                format!("get_many returned {} values for {} keys", values.len(), wanted.len()),
+            ));
         }
         for (k, v) in wanted.into_iter().zip(values) {
             self.fetched.insert(k.to_vec(), v);
