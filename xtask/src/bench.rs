@@ -574,12 +574,70 @@ fn run_replication_bench() -> Result<(), String> {
     Ok(())
 }
 
+/// The PostgreSQL section (heading, table, how it was made) from the
+/// criterion results of `kappa-view-postgres`'s `index` bench in `dir`.
+fn postgres_rows(dir: &std::path::Path) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "## kappa-view-postgres (the kv view on PostgreSQL, 100,000 entries indexed from scratch)\n"
+    );
+    let _ = writeln!(md, "| workload | entries/s | target |");
+    let _ = writeln!(md, "| --- | --- | --- |");
+    for (what, bench, target) in [
+        (
+            "kv view on PostgreSQL 15 (local server, loopback TCP, fsync on)",
+            "postgres_index_100k/kv_postgres",
+            "≥ 50,000",
+        ),
+        (
+            "the same over TLS (rustls, `sslmode=verify-full`, SCRAM-SHA-256-PLUS)",
+            "postgres_index_100k/kv_postgres_tls",
+            "≥ 150,000",
+        ),
+        ("kv view on redb, durable commits (same run)", "postgres_index_100k/kv_redb_durable", ""),
+    ] {
+        match criterion_mean_ns(dir, bench) {
+            Ok(ns) => {
+                let _ = writeln!(md, "| {what} | {} | {target} |", fmt_rate(100_000.0 / (ns * 1e-9)));
+            }
+            Err(e) => {
+                let _ = writeln!(
+                    md,
+                    "| {what} | not measured (no PostgreSQL server could be started: {e}) | {target} |"
+                );
+            }
+        }
+    }
+    let _ = writeln!(
+        md,
+        "\nThe indexer commits up to 4,096 entries per transaction (41 `map` batches of 100, \
+         handed to the view together); the kv view reads the rows all of them need in one `= ANY` \
+         query, and the commit is one round trip (rows as two array parameters in key order, a plain \
+         `INSERT … SELECT unnest …`, upserted only if a key exists, plus the indexing state). The \
+         server is a throwaway cluster started by the bench (`initdb`, default settings). \
+         `crates/kappa-view-postgres/benches/index.rs`.\n"
+    );
+    md
+}
+
+/// `cargo xtask bench postgres`: only the PostgreSQL rows (plain TCP, TLS and
+/// redb in one run), printed as markdown.
+fn run_postgres_bench() -> Result<(), String> {
+    run("cargo", &["bench", "-p", "kappa-view-postgres", "--bench", "index"])?;
+    print!("{}", postgres_rows(&criterion_dir()));
+    Ok(())
+}
+
 pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
     if args.first().map(String::as_str) == Some("log") {
         return run_log_bench();
     }
     if args.first().map(String::as_str) == Some("replication") {
         return run_replication_bench();
+    }
+    if args.first().map(String::as_str) == Some("postgres") {
+        return run_postgres_bench();
     }
     run("cargo", &["build", "--release", "-p", "kappa-cli"])?;
     run("cargo", &["bench", "-p", "kappa-log", "--bench", "feed"])?;
@@ -713,46 +771,7 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
          of three).\n"
     );
     // Views on PostgreSQL.
-    let _ = writeln!(
-        md,
-        "## kappa-view-postgres (the kv view on PostgreSQL, 100,000 entries indexed from scratch)\n"
-    );
-    let _ = writeln!(md, "| workload | entries/s | target |");
-    let _ = writeln!(md, "| --- | --- | --- |");
-    for (what, bench, target) in [
-        (
-            "kv view on PostgreSQL 15 (local server, loopback TCP, fsync on)",
-            "postgres_index_100k/kv_postgres",
-            "≥ 50,000",
-        ),
-        (
-            "the same over TLS (rustls, `sslmode=verify-full`, SCRAM-SHA-256-PLUS)",
-            "postgres_index_100k/kv_postgres_tls",
-            "≥ 150,000",
-        ),
-        ("kv view on redb, durable commits (same run)", "postgres_index_100k/kv_redb_durable", ""),
-    ] {
-        match criterion_mean_ns(&dir, bench) {
-            Ok(ns) => {
-                let _ = writeln!(md, "| {what} | {} | {target} |", fmt_rate(100_000.0 / (ns * 1e-9)));
-            }
-            Err(e) => {
-                let _ = writeln!(
-                    md,
-                    "| {what} | not measured (no PostgreSQL server could be started: {e}) | {target} |"
-                );
-            }
-        }
-    }
-    let _ = writeln!(
-        md,
-        "\nThe indexer commits up to 4,096 entries per transaction (41 `map` batches of 100, \
-         handed to the view together); the kv view reads the rows all of them need in one `= ANY` \
-         query, and the commit is one round trip (rows as two array parameters in key order, a plain \
-         `INSERT … SELECT unnest …`, upserted only if a key exists, plus the indexing state). The \
-         server is a throwaway cluster started by the bench (`initdb`, default settings). \
-         `crates/kappa-view-postgres/benches/index.rs`.\n"
-    );
+    md.push_str(&postgres_rows(&dir));
     // Partial replication.
     let bin = target_dir().join("release/examples/first_answer");
     let out = Command::new(&bin).output().map_err(|e| format!("{}: {e}", bin.display()))?;

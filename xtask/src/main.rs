@@ -6,11 +6,12 @@
 //! cargo xtask tidy          docs/architecture.md's dependency diagram against `cargo
 //!                           metadata`: fails on an edge it does not show; see tidy.rs
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
-//! cargo xtask bench [log | replication]
+//! cargo xtask bench [log | replication | postgres]
 //!                           criterion benches and the JS figures measured side by side,
 //!                           written to docs/benchmarks.md (log: only the kappa-log
 //!                           section, with the CLI loops; replication: only the
-//!                           replication rows of both wire generations, printed)
+//!                           replication rows of both wire generations, printed;
+//!                           postgres: only the PostgreSQL rows, printed)
 //! cargo xtask soak <CAMPAIGN> [N]
 //!                           long randomized campaigns (kills, damage, all; exchange and
 //!                           interop in soak_exchange.rs); see soak.rs
@@ -40,7 +41,7 @@ fn main() -> ExitCode {
         Some("soak") => soak::soak(&args[1..]),
         _ => {
             eprintln!(
-                "usage: cargo xtask <ci | tidy | fuzz [SECONDS] | bench [log | replication] | soak CAMPAIGN [N]>"
+                "usage: cargo xtask <ci | tidy | fuzz [SECONDS] | bench [log | replication | postgres] | soak CAMPAIGN [N]>"
             );
             return ExitCode::from(2);
         }
