@@ -1,0 +1,56 @@
+//! Capturing the tracing output of the libraries in a test: a subscriber
+//! that writes formatted events (with their spans) into a buffer, set as the
+//! default of the current thread while a closure runs.
+
+use std::io;
+use std::sync::{Arc, Mutex};
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// A buffer the captured output goes to.
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    /// Everything captured so far, as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl<'a> MakeWriter<'a> for Captured {
+    type Writer = CapturedWriter;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        CapturedWriter(self.0.clone())
+    }
+}
+
+/// A writer into a [`Captured`] buffer.
+pub struct CapturedWriter(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for CapturedWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Runs `f` with every event at `filter` (an `EnvFilter` directive such as
+/// `"debug"` or `"kappa_protocol=trace"`) captured on this thread; returns
+/// `f`'s result and the captured text. Events of other threads are not
+/// captured.
+pub fn capture<T>(filter: &str, f: impl FnOnce() -> T) -> (T, String) {
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish();
+    let out = tracing::subscriber::with_default(subscriber, f);
+    (out, captured.text())
+}
