@@ -21,7 +21,8 @@ fn a_forged_signature_is_traced_with_its_cause() {
     let ((), out) = capture("kappa_protocol=debug", || {
         let mut pair = Pair::new(7, false, false);
         let w = writer(10);
-        let r = SharedFeed::new(Feed::builder(MemoryProvider::new()).public_key(*w.public_key()).open().unwrap());
+        let r =
+            SharedFeed::new(Feed::builder(MemoryProvider::new()).public_key(*w.public_key()).open().unwrap());
         pair.a.tamper_outgoing(|_, m| {
             if let Message::Data(d) = m {
                 if let Some(s) = &mut d.signature {
@@ -54,7 +55,8 @@ fn a_clean_session_records_nothing_at_warn() {
     let ((), out) = capture("warn", || {
         let mut pair = Pair::new(8, false, false);
         let w = writer(3);
-        let r = SharedFeed::new(Feed::builder(MemoryProvider::new()).public_key(*w.public_key()).open().unwrap());
+        let r =
+            SharedFeed::new(Feed::builder(MemoryProvider::new()).public_key(*w.public_key()).open().unwrap());
         let now = pair.now;
         pair.a.open_feed(now, w, FeedOptions::default()).unwrap();
         pair.b.open_feed(now, r.clone(), FeedOptions::default()).unwrap();
