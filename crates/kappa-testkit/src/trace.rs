@@ -54,3 +54,25 @@ pub fn capture<T>(filter: &str, f: impl FnOnce() -> T) -> (T, String) {
     let out = tracing::subscriber::with_default(subscriber, f);
     (out, captured.text())
 }
+
+/// Installs, once per process, a global subscriber at `filter` writing into
+/// the returned buffer: for events of threads a test does not run itself
+/// (an indexer's). Later calls return the same buffer (and keep the first
+/// filter), so a test binary should call it from one test only.
+pub fn capture_global(filter: &str) -> Captured {
+    static GLOBAL: std::sync::OnceLock<Captured> = std::sync::OnceLock::new();
+    GLOBAL
+        .get_or_init(|| {
+            let captured = Captured::default();
+            let subscriber = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_writer(captured.clone())
+                .with_ansi(false)
+                .finish();
+            // Fails only if another global subscriber is set: then nothing is
+            // captured, and the test says so by what it does not find.
+            let _ = tracing::subscriber::set_global_default(subscriber);
+            captured
+        })
+        .clone()
+}
