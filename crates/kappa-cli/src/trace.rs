@@ -83,15 +83,7 @@ struct EscapingWriter;
 
 impl Write for EscapingWriter {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let (body, newline) = match buf.strip_suffix(b"\n") {
-            Some(body) => (body, true),
-            None => (buf, false),
-        };
-        let mut line = crate::output::escape_bytes(body);
-        if newline {
-            line.push('\n');
-        }
-        io::stderr().lock().write_all(line.as_bytes())?;
+        io::stderr().lock().write_all(escaped(buf).as_bytes())?;
         Ok(buf.len())
     }
 
@@ -100,9 +92,30 @@ impl Write for EscapingWriter {
     }
 }
 
+/// `chunk` escaped as [`crate::output::escape_bytes`] does, but for its
+/// closing newline.
+fn escaped(chunk: &[u8]) -> String {
+    let (body, newline) = match chunk.strip_suffix(b"\n") {
+        Some(body) => (body, true),
+        None => (chunk, false),
+    };
+    let mut line = crate::output::escape_bytes(body);
+    if newline {
+        line.push('\n');
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_peers_text_cannot_forge_a_line_or_reach_the_terminal() {
+        let event = b"DEBUG session failed error=malformed x\nFAKE \x1b[2J message\n";
+        assert_eq!(escaped(event), "DEBUG session failed error=malformed x\\nFAKE \\u{1b}[2J message\n");
+        assert_eq!(escaped(b"no newline"), "no newline");
+    }
 
     #[test]
     fn verbosity_levels() {
