@@ -794,8 +794,14 @@ impl Exchange {
             if keys.is_empty() && self.first_request_named_feeds && self.answers_received == 0 {
                 break;
             }
+            // What it asked for and we do not serve (not offered to it, or
+            // blocked here) is left out of the answer.
+            tracing::debug!(
+                asked = parse_keys(Some(request)).len(),
+                served = keys.len(),
+                "feed exchange: answered the peer's request"
+            );
             self.queue.pop_front();
-            tracing::debug!(feeds = keys.len(), "feed exchange: answered the peer's request");
             self.send(p, now, REPLICATE_FEEDS, &Value::Array(keys_json(&keys)));
             self.answers_sent += 1;
             for k in keys {

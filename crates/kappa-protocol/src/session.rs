@@ -1154,7 +1154,7 @@ impl Protocol {
         let max = self.opts.max_in_flight;
         let dkey = self.channels[slot].discovery_key;
         tracing::debug!(
-            feed = %ShortHex(&dkey),
+            discovery_key = %ShortHex(&dkey),
             data = self.channels[slot].feed.is_some(),
             "channel opened"
         );
@@ -1239,7 +1239,7 @@ impl Protocol {
                 ch.stats = r.stats;
             }
             tracing::debug!(
-                feed = %ShortHex(&ch.discovery_key),
+                discovery_key = %ShortHex(&ch.discovery_key),
                 blocks_down = ch.stats.blocks_down,
                 blocks_up = ch.stats.blocks_up,
                 bytes_down = ch.stats.bytes_down,
@@ -1553,7 +1553,7 @@ impl Protocol {
             self.verify_capability(slot)?;
             self.both_open(now, slot)?;
         } else {
-            tracing::trace!(feed = %ShortHex(&dkey), "the peer opened a channel we have not");
+            tracing::trace!(discovery_key = %ShortHex(&dkey), "the peer opened a channel we have not");
             self.events.push_back(Event::RemoteOpen { discovery_key: dkey });
         }
         Ok(())
@@ -1633,6 +1633,7 @@ impl Protocol {
         self.flush_channel(now, slot, out);
         if synced_now {
             let dkey = self.channels[slot].discovery_key;
+            tracing::debug!(discovery_key = %ShortHex(&dkey), "feed synced");
             self.events.push_back(Event::FeedSynced { discovery_key: dkey });
         }
         if close {
