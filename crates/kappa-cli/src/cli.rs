@@ -34,6 +34,13 @@ pub(crate) struct Cli {
     #[arg(long, global = true)]
     pub(crate) json: bool,
 
+    /// Log what the libraries do to standard error: `-v` sessions, feed
+    /// exchanges and failures with their cause; `-vv` channels, handshakes and
+    /// commits; `-vvv` everything. `RUST_LOG` (e.g. `kappa_protocol=debug`),
+    /// when set, overrides it. Never mixed into standard output.
+    #[arg(short = 'v', long = "verbose", action = clap::ArgAction::Count, global = true)]
+    pub(crate) verbose: u8,
+
     /// What to do.
     #[command(subcommand)]
     pub(crate) command: Command,

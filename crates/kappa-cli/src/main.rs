@@ -13,6 +13,7 @@ mod progress;
 mod repair;
 mod status;
 mod sync_check;
+mod trace;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -33,6 +34,7 @@ fn main() -> ExitCode {
     // Usage errors exit 2 (clap's convention, and ours); --help and --version 0.
     let cli = Cli::parse();
     let out = Out { json: cli.json };
+    trace::init(cli.verbose);
     // redb panics on some damaged view files; kappa-view-redb catches that and
     // the view file is moved aside and rebuilt (with a warning): no panic report.
     let report = std::panic::take_hook();

@@ -704,7 +704,7 @@ pub(crate) async fn sync_stream(
     wire: Wire,
     bars: bool,
 ) -> Result<SyncReport> {
-    let mut opts = ReplicateOptions::new(true).wire(wire);
+    let mut opts = ReplicateOptions::new(true).wire(wire).peer(peer);
     opts.selection = selection;
     let (session, _handle) =
         kappa.replicate_session(stream, opts).map_err(|e| replication_error(peer, &e))?;

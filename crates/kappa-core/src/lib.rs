@@ -802,7 +802,15 @@ impl Kappa {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.check_open()?;
-        Ok(self.inner.mf.replicate(stream, self.options(opts)).await?)
+        tracing::debug!(
+            initiator = opts.initiator,
+            live = opts.live,
+            peer = opts.peer.as_deref(),
+            "replicate: start"
+        );
+        let r = self.inner.mf.replicate(stream, self.options(opts)).await;
+        trace_replicate_end(&r);
+        Ok(r?)
     }
 
     /// Like [`replicate`](Self::replicate), also returning a handle to close a
@@ -820,8 +828,21 @@ impl Kappa {
         S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         self.check_open()?;
+        tracing::debug!(
+            initiator = opts.initiator,
+            live = opts.live,
+            peer = opts.peer.as_deref(),
+            "replicate: start"
+        );
         let (fut, handle) = self.inner.mf.session(stream, self.options(opts))?;
-        Ok((async move { Ok(fut.await?) }, handle))
+        Ok((
+            async move {
+                let r = fut.await;
+                trace_replicate_end(&r);
+                Ok(r?)
+            },
+            handle,
+        ))
     }
 
     /// Serves: replicates live with every connection `incoming` yields (such as
@@ -905,6 +926,7 @@ impl Kappa {
                 conn = incoming.next() => match conn {
                     Some(Ok((stream, peer))) => match gate.admit(peer) {
                         Ok(permit) => {
+                            tracing::debug!(peer = ?peer, open = gate.open(), "serve: connection accepted");
                             let mut ropts = ReplicateOptions::new(false)
                                 .live(true)
                                 .wire(opts.wire)
@@ -920,11 +942,20 @@ impl Kappa {
                             });
                         }
                         Err(refusal) => {
+                            tracing::info!(
+                                peer = ?refusal.peer,
+                                per_address = refusal.per_address,
+                                limit = refusal.limit,
+                                "serve: connection refused (at the cap)"
+                            );
                             drop(stream);
                             on_end(Err(KappaError::Refused(refusal)));
                         }
                     },
-                    Some(Err(e)) => on_end(Err(KappaError::Accept(e))),
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, "serve: accept failed");
+                        on_end(Err(KappaError::Accept(e)))
+                    }
                     None => break,
                 },
                 r = sessions.select_next_some() => on_end(r),
@@ -949,6 +980,20 @@ impl Kappa {
         lock(&self.inner.used).clear();
         self.inner.mf.close()?;
         Ok(())
+    }
+}
+
+/// Records how a replication ended (the session's and the feed exchange's
+/// own events say more, inside their spans).
+fn trace_replicate_end(r: &Result<SyncReport, MultifeedError>) {
+    match r {
+        Ok(report) => tracing::debug!(
+            blocks_received = report.blocks_received(),
+            blocks_sent = report.blocks_sent(),
+            complete = report.is_complete(),
+            "replicate: end"
+        ),
+        Err(e) => tracing::debug!(error = %e, cause = ?e, "replicate: failed"),
     }
 }
 

@@ -183,6 +183,7 @@ impl Inner {
     }
 
     fn fail(&self, e: IndexError) {
+        tracing::warn!(error = %e, cause = ?e, "indexer stopped with an error");
         let mut sh = self.lock();
         sh.error = Some(e.clone());
         Self::emit(&mut sh, IndexEvent::Error(e));
@@ -225,12 +226,19 @@ impl Indexer {
                         // the machine after the view committed and before the log
                         // reached the disk): the logs are the truth, rebuild.
                         view.store().clear().map_err(store_err)?;
+                        tracing::info!(view = name, reason = %why, "view cleared: rebuilding it");
                         rebuilt_because = Some(why);
                         Progress::new(version)
                     }
                 }
             }
-            _ => {
+            other => {
+                tracing::debug!(
+                    view = name,
+                    version,
+                    stored_version = other.map(|p| p.version),
+                    "view (re)built from all entries"
+                );
                 view.store().clear().map_err(store_err)?;
                 Progress::new(version)
             }
@@ -256,9 +264,12 @@ impl Indexer {
         });
         mf.watch(&inner.wake);
         let worker = inner.clone();
+        // The thread's span: a child of the caller's (which opened the
+        // database), so its events carry the view's name.
+        let span = tracing::info_span!("indexer", view = name);
         let thread = std::thread::Builder::new()
             .name(format!("kappa-index-{name}"))
-            .spawn(move || run(worker))
+            .spawn(move || span.in_scope(|| run(worker)))
             .map_err(|e| IndexError::Spawn { view: name.to_owned(), source: Arc::new(e) })?;
         Ok(Indexer { inner, thread: Some(thread), rebuilt_because })
     }
@@ -414,6 +425,7 @@ fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
             .store()
             .clear()
             .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
+        tracing::info!(reason = %reason, "view cleared after a policy change: rebuilding it");
         let mut sh = inner.lock();
         sh.progress = Progress::new(inner.view.version());
         Inner::emit(&mut sh, IndexEvent::Rebuilding { reason });
@@ -621,7 +633,16 @@ fn reload_progress(inner: &Inner) -> Result<(), IndexError> {
 fn wait_for_store(inner: &Inner, first: IndexError) {
     let mut delay = std::time::Duration::from_millis(50);
     let mut error = first;
+    let mut tries: u32 = 0;
     loop {
+        tries += 1;
+        // The first failure is worth a warning; the tries after it, while
+        // the store stays away, are detail.
+        if tries == 1 {
+            tracing::warn!(error = %error, cause = ?error, retry_in = ?delay, "view store unreachable: retrying");
+        } else {
+            tracing::debug!(error = %error, tries, retry_in = ?delay, "view store still unreachable: retrying");
+        }
         {
             let mut sh = inner.lock();
             Inner::emit(&mut sh, IndexEvent::Retrying(error.clone()));
@@ -635,7 +656,10 @@ fn wait_for_store(inner: &Inner, first: IndexError) {
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(5));
         match reload_progress(inner) {
-            Ok(()) => return,
+            Ok(()) => {
+                tracing::info!(tries, "view store reachable again: indexing resumes");
+                return;
+            }
             Err(e) if is_transient(&e) => error = e,
             Err(e) => {
                 inner.fail(e);
@@ -654,6 +678,9 @@ const GROUP_ENTRIES: usize = 4096;
 /// is requested, further batches, then maps them all into one transaction
 /// ([`View::map_batches`]) and commits it with the new progress.
 fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), IndexError> {
+    let span =
+        tracing::debug_span!("index_group", entries = tracing::field::Empty, batches = tracing::field::Empty);
+    let _entered = span.enter();
     let store = inner.view.store();
     let mut next = inner.lock().progress.clone();
     let mut done: Vec<(PublicKey, Vec<Entry>)> = Vec::new();
@@ -694,6 +721,8 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
     store
         .commit(tx.into_batch(Some(next.encode())))
         .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
+    span.record("entries", mapped).record("batches", done.len());
+    tracing::debug!(entries = mapped, batches = done.len(), "committed");
     inner.lock().progress = next;
     for (key, entries) in done {
         inner.view.indexed(&entries);

@@ -31,6 +31,7 @@ use kappa_protocol::{
     SessionHandle, SessionReport, Wire,
 };
 use serde_json::{json, Value};
+use tracing::Instrument;
 
 use crate::{FeedAdded, Multifeed, MultifeedError};
 
@@ -690,6 +691,7 @@ impl Exchange {
                     return Ok(());
                 }
                 p.set_peer_live(v.get("live").and_then(Value::as_bool) == Some(true));
+                tracing::debug!(version, peer_live = p.peer_live(), "feed exchange: the peer's handshake");
                 self.remote_handshake = Some(v);
                 self.handshake_done = true;
                 self.generation = p.generation();
@@ -703,6 +705,7 @@ impl Exchange {
                 let keys: Vec<PublicKey> = keys.into_iter().filter(|k| self.offerable(k)).collect();
                 self.offered.extend(keys.iter().copied());
                 self.known.extend(keys.iter().copied());
+                tracing::debug!(feeds = keys.len(), "feed exchange: feeds offered");
                 self.send(p, now, MANIFEST, &json!({"keys": keys_json(&keys)}));
             }
             MANIFEST => {
@@ -717,11 +720,14 @@ impl Exchange {
                 // replicates only the keys a request names).
                 let (blocked, keys): (Vec<PublicKey>, Vec<PublicKey>) =
                     keys.into_iter().partition(|k| self.mf.is_blocked(k));
+                let offered = keys.len() + blocked.len();
                 for k in blocked {
+                    tracing::debug!(feed = %k, "feed exchange: refused an offered feed (blocked here)");
                     self.refuse(k);
                 }
                 let want: Vec<PublicKey> =
                     keys.into_iter().filter(|k| self.opts.accept.as_ref().is_none_or(|f| f(k))).collect();
+                tracing::debug!(offered, requested = want.len(), "feed exchange: the peer offered feeds");
                 for k in &want {
                     if !self.requested.contains(k) {
                         self.requested.push(*k);
@@ -745,9 +751,11 @@ impl Exchange {
                     parse_keys(Some(&v)).into_iter().filter(|k| self.requested.contains(k)).collect();
                 self.answers_received += 1;
                 self.request_times.pop_front();
+                tracing::debug!(feeds = keys.len(), "feed exchange: the peer agreed to replicate");
                 for k in keys {
                     if self.mf.is_blocked(&k) {
                         // Blocked since we asked for it.
+                        tracing::debug!(feed = %k, "feed exchange: refused an agreed feed (blocked since we asked)");
                         self.refuse(k);
                         continue;
                     }
@@ -786,6 +794,13 @@ impl Exchange {
             if keys.is_empty() && self.first_request_named_feeds && self.answers_received == 0 {
                 break;
             }
+            // What it asked for and we do not serve (not offered to it, or
+            // blocked here) is left out of the answer.
+            tracing::debug!(
+                asked = parse_keys(Some(request)).len(),
+                served = keys.len(),
+                "feed exchange: answered the peer's request"
+            );
             self.queue.pop_front();
             self.send(p, now, REPLICATE_FEEDS, &Value::Array(keys_json(&keys)));
             self.answers_sent += 1;
@@ -827,6 +842,7 @@ impl Exchange {
         }
         self.known.insert(key);
         self.offered.insert(key);
+        tracing::debug!(feed = %key, "feed exchange: offered a feed that joined the set");
         kappa_log::encoding::to_js_json(&json!({"keys": [key.to_hex()]})).ok()
     }
 
@@ -944,6 +960,12 @@ impl Multifeed {
         let mut added = self.subscribe();
         let registry = self.clone();
         let registered = handle.clone();
+        let span = tracing::info_span!(
+            "replicate",
+            peer = opts_peer.as_deref(),
+            initiator = opts_initiator,
+            live = opts_live
+        );
         let meta = SessionMeta { peer: opts_peer, initiator: opts_initiator, live: opts_live };
         let fut = async move {
             // Registered while running (for on-demand gets), also if dropped early.
@@ -1000,9 +1022,24 @@ impl Multifeed {
             };
             match &report.end {
                 EndReason::Failed(e) => Err(MultifeedError::Replication(e.clone())),
-                _ => Ok(lock(&conn).report(&report, warnings)),
+                _ => {
+                    let r = lock(&conn).report(&report, warnings);
+                    tracing::info!(
+                        feeds = r.feeds.len(),
+                        new_feeds = r.new_feeds.len(),
+                        offered = r.offered.len(),
+                        requested = r.requested.len(),
+                        missing = r.missing.len(),
+                        refused = r.refused.len(),
+                        blocks_received = r.blocks_received(),
+                        blocks_sent = r.blocks_sent(),
+                        "feed exchange done"
+                    );
+                    Ok(r)
+                }
             }
-        };
+        }
+        .instrument(span);
         Ok((fut, handle))
     }
 }

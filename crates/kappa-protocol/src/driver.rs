@@ -230,6 +230,34 @@ impl SessionReport {
     }
 }
 
+/// Records how a session ended: at info level, so that `-v` shows every
+/// session's outcome with its cause.
+fn trace_end(r: &SessionReport) {
+    let generation = r.generation.map(tracing::field::display);
+    match &r.end {
+        EndReason::Failed(e) => tracing::info!(
+            error = %e,
+            cause = ?e,
+            generation,
+            bytes_sent = r.bytes_sent,
+            bytes_received = r.bytes_received,
+            duration = ?r.duration,
+            "session ended: failed"
+        ),
+        end => tracing::info!(
+            end = ?end,
+            generation,
+            handshake_abandoned = r.handshake_abandoned.map(tracing::field::display),
+            blocks_received = r.blocks_received(),
+            blocks_sent = r.blocks_sent(),
+            bytes_sent = r.bytes_sent,
+            bytes_received = r.bytes_received,
+            duration = ?r.duration,
+            "session ended"
+        ),
+    }
+}
+
 /// Reacts to session events inside the session's loop, with the protocol at hand
 /// (so it can open feeds at once, as a JS peer expects within 4 s).
 pub type EventHandler = Box<dyn FnMut(&mut Protocol, Instant, &Event) + Send>;
@@ -301,7 +329,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
     }
 
     /// Runs the session to its end.
+    ///
+    /// Runs inside a `session` tracing span (with `initiator` and `live`;
+    /// a caller's span, e.g. one naming the peer's address, is its parent) and
+    /// ends with a `session ended` event: how it ended, the bytes moved and,
+    /// for a failed session, the error with its typed cause.
     pub async fn run(self) -> SessionReport {
+        use tracing::Instrument;
+        let span = tracing::info_span!("session", initiator = self.opts.initiator, live = self.opts.live);
+        let report = self.run_inner().instrument(span.clone()).await;
+        let _entered = span.enter();
+        trace_end(&report);
+        report
+    }
+
+    async fn run_inner(self) -> SessionReport {
         let started = Instant::now();
         let Session { stream, opts, mut rx, handler, events, probe } = self;
         let live = opts.live;

@@ -934,6 +934,11 @@ impl Protocol {
             self.handshake = None;
             self.encrypt = Some(result.encryptor());
             self.decrypt = Some(result.decryptor());
+            tracing::debug!(
+                generation = %result.generation,
+                remote_key = %ShortHex(&result.remote_static_key),
+                "handshake done"
+            );
             self.events.push_back(Event::Handshake { remote_static_key: result.remote_static_key });
             self.result = Some(result);
             self.last_send = now;
@@ -984,6 +989,7 @@ impl Protocol {
 
     fn fail(&mut self, e: ProtocolError) {
         if self.error.is_none() && !self.finished {
+            trace_failure(&e);
             self.error = Some(e);
         }
     }
@@ -1147,6 +1153,11 @@ impl Protocol {
         let live = self.opts.live;
         let max = self.opts.max_in_flight;
         let dkey = self.channels[slot].discovery_key;
+        tracing::debug!(
+            discovery_key = %ShortHex(&dkey),
+            data = self.channels[slot].feed.is_some(),
+            "channel opened"
+        );
         self.events.push_back(Event::ChannelOpened { discovery_key: dkey });
         // Extension messages held until the peer was verified come after the
         // open that verified it, as they would from a peer that waited.
@@ -1220,10 +1231,21 @@ impl Protocol {
             ch.announced_closed = true;
             if let Some(mut r) = ch.repl.take() {
                 if let Err(e) = r.flush() {
-                    self.error.get_or_insert(e);
+                    if self.error.is_none() {
+                        trace_failure(&e);
+                        self.error = Some(e);
+                    }
                 }
                 ch.stats = r.stats;
             }
+            tracing::debug!(
+                discovery_key = %ShortHex(&ch.discovery_key),
+                blocks_down = ch.stats.blocks_down,
+                blocks_up = ch.stats.blocks_up,
+                bytes_down = ch.stats.bytes_down,
+                bytes_up = ch.stats.bytes_up,
+                "channel closed"
+            );
             let ev = Event::ChannelClosed { discovery_key: ch.discovery_key, stats: ch.stats };
             self.events.push_back(ev);
         }
@@ -1531,6 +1553,7 @@ impl Protocol {
             self.verify_capability(slot)?;
             self.both_open(now, slot)?;
         } else {
+            tracing::trace!(discovery_key = %ShortHex(&dkey), "the peer opened a channel we have not");
             self.events.push_back(Event::RemoteOpen { discovery_key: dkey });
         }
         Ok(())
@@ -1610,6 +1633,7 @@ impl Protocol {
         self.flush_channel(now, slot, out);
         if synced_now {
             let dkey = self.channels[slot].discovery_key;
+            tracing::debug!(discovery_key = %ShortHex(&dkey), "feed synced");
             self.events.push_back(Event::FeedSynced { discovery_key: dkey });
         }
         if close {
@@ -1620,6 +1644,30 @@ impl Protocol {
     /// The oldest unanswered request across all feeds.
     pub fn oldest_request(&self) -> Option<Instant> {
         self.channels.iter().filter_map(|c| c.repl.as_ref().and_then(Replicator::oldest_request)).min()
+    }
+}
+
+/// Records why a session failed, once, as it fails: the error's message and,
+/// as `cause`, the typed error with its sources (which check failed, the
+/// storage's or socket's own error). What a peer did wrong is not our error,
+/// so it is a debug event; a local storage failure is a warning.
+fn trace_failure(e: &ProtocolError) {
+    match e {
+        // Our own end of a session, not a failure.
+        ProtocolError::Closed => {}
+        ProtocolError::Storage(_) => tracing::warn!(error = %e, cause = ?e, "session failed: local storage"),
+        ProtocolError::Rejected(_) => tracing::debug!(error = %e, "session rejected by the layer above"),
+        _ => tracing::debug!(error = %e, cause = ?e, "session failed"),
+    }
+}
+
+/// The first 8 bytes of a key in hex, for trace fields (formatted only when
+/// the event is recorded).
+pub(crate) struct ShortHex<'a>(pub(crate) &'a [u8]);
+
+impl std::fmt::Display for ShortHex<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().take(8).try_for_each(|b| write!(f, "{b:02x}"))
     }
 }
 

@@ -15,6 +15,7 @@
 //! - [`lines`]: a child process whose output lines a test waits for.
 //! - [`chaos`]: a loopback TCP relay that splits and delays the byte stream at
 //!   random (seeded), for interop tests with real JS peers.
+//! - [`trace`]: capturing the libraries' tracing output in a test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -51,6 +52,7 @@ macro_rules! both_generations {
 pub use kappa_protocol::Generation;
 pub mod pair;
 pub mod postgres;
+pub mod trace;
 
 /// Running the JS harness.
 pub mod js {
