@@ -136,6 +136,7 @@ fn append_from_stdin_is_all_or_nothing() {
     ok(&d, &["key"]);
     let run = |input: &str| {
         let mut child = Command::new(KAPPA)
+            .env_remove("RUST_LOG")
             .arg("--dir")
             .arg(&d)
             .args(["append", "-"])
@@ -366,7 +367,7 @@ fn serve_exits_when_idle() {
 
 #[test]
 fn help_documents_exit_codes() {
-    let o = Command::new(KAPPA).arg("--help").output().unwrap();
+    let o = Command::new(KAPPA).env_remove("RUST_LOG").arg("--help").output().unwrap();
     assert_eq!(o.status.code(), Some(0));
     let help = stdout(&o);
     for needle in ["Exit codes:", "0  success", "1  runtime failure", "2  usage", "3  database unavailable"] {
@@ -380,7 +381,7 @@ fn help_documents_exit_codes() {
 #[test]
 fn demo_runs() {
     let tmp = tempfile::tempdir().unwrap();
-    let o = Command::new(KAPPA).arg("demo").current_dir(tmp.path()).output().unwrap();
+    let o = Command::new(KAPPA).env_remove("RUST_LOG").arg("demo").current_dir(tmp.path()).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
     let text = stdout(&o);
     for needle in [
@@ -396,7 +397,12 @@ fn demo_runs() {
     // It works in a temporary folder of its own.
     assert!(std::fs::read_dir(tmp.path()).unwrap().next().is_none());
 
-    let o = Command::new(KAPPA).args(["--json", "demo"]).current_dir(tmp.path()).output().unwrap();
+    let o = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
+        .args(["--json", "demo"])
+        .current_dir(tmp.path())
+        .output()
+        .unwrap();
     assert_eq!(o.status.code(), Some(0));
     for line in stdout(&o).lines() {
         let _: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}"));

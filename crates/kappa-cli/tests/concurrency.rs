@@ -17,6 +17,7 @@ const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
 
 fn spawn(dir: &Path, args: &[String]) -> Child {
     Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(dir)
         .args(args)
@@ -79,7 +80,8 @@ fn concurrent_commands_are_refused_cleanly_20_rounds() {
         refused += outputs.iter().filter(|o| o.status.code() == Some(3)).count();
         // Every put that succeeded is there, and every `key` that ran saw the
         // key the directory keeps.
-        let key = Command::new(KAPPA).arg("--dir").arg(&dir).arg("key").output().unwrap();
+        let key =
+            Command::new(KAPPA).env_remove("RUST_LOG").arg("--dir").arg(&dir).arg("key").output().unwrap();
         assert_eq!(key.status.code(), Some(0));
         for (c, o) in cmds.iter().zip(&outputs) {
             if o.status.code() != Some(0) {
@@ -87,6 +89,7 @@ fn concurrent_commands_are_refused_cleanly_20_rounds() {
             }
             if c[0] == "put" {
                 let got = Command::new(KAPPA)
+                    .env_remove("RUST_LOG")
                     .arg("--dir")
                     .arg(&dir)
                     .args(["--json", "get", &c[1]])
@@ -107,9 +110,16 @@ fn concurrent_commands_are_refused_cleanly_20_rounds() {
 fn while_serve_runs_every_command_is_refused_at_once_with_exit_3() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("d");
-    let put = Command::new(KAPPA).arg("--dir").arg(&dir).args(["put", "a", "1"]).output().unwrap();
+    let put = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
+        .arg("--dir")
+        .arg(&dir)
+        .args(["put", "a", "1"])
+        .output()
+        .unwrap();
     assert!(put.status.success());
     let mut server = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(&dir)
         .args(["serve", "--listen", "127.0.0.1:0"])

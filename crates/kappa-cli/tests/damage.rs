@@ -20,6 +20,7 @@ const N: usize = 1000;
 fn original(tmp: &Path) -> (PathBuf, PathBuf) {
     let a = tmp.join("a");
     let mut child = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(&a)
         .args(["append", "-"])
@@ -203,6 +204,7 @@ fn an_entry_larger_than_a_wire_frame_is_refused() {
     let path = tmp.path().join("big.json");
     fs::write(&path, format!("{big}\n")).unwrap();
     let o = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(&a)
         .args(["append", "-"])

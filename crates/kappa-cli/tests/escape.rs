@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
 
 fn kappa(dir: &Path, args: &[&str]) -> Output {
-    Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().expect("run kappa")
+    Command::new(KAPPA).env_remove("RUST_LOG").arg("--dir").arg(dir).args(args).output().expect("run kappa")
 }
 
 fn ok(dir: &Path, args: &[&str]) -> Vec<u8> {
@@ -69,6 +69,7 @@ fn hostile_keys_and_values_are_escaped_everywhere() {
         lines.push('\n');
     }
     let mut child = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(&peer)
         .args(["append", "-"])
@@ -88,6 +89,7 @@ fn hostile_keys_and_values_are_escaped_everywhere() {
 
     // We get them over the wire, as from any peer.
     let mut server = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(&peer)
         .args(["serve", "--listen", "127.0.0.1:0", "--max-peers", "1"])

@@ -21,7 +21,7 @@ use serde_json::Value;
 const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
 
 fn kappa(dir: &Path, args: &[&str]) -> Output {
-    Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().expect("run kappa")
+    Command::new(KAPPA).env_remove("RUST_LOG").arg("--dir").arg(dir).args(args).output().expect("run kappa")
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
@@ -41,6 +41,7 @@ struct Server {
 impl Server {
     fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(KAPPA)
+            .env_remove("RUST_LOG")
             .arg("--dir")
             .arg(dir)
             .args(["--json", "serve", "--listen", "127.0.0.1:0"])

@@ -17,6 +17,7 @@ use common::*;
 /// the report's fields.
 fn costs(dir: &Path, args: &[&str]) -> BTreeMap<String, u64> {
     let o = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(dir)
         .args(args)

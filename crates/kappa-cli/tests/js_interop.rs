@@ -34,7 +34,7 @@ kappa_testkit::both_generations! {
 const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
 
 fn run(dir: &Path, args: &[&str]) -> std::process::Output {
-    Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().unwrap()
+    Command::new(KAPPA).env_remove("RUST_LOG").arg("--dir").arg(dir).args(args).output().unwrap()
 }
 
 fn ok(dir: &Path, args: &[&str]) -> String {
@@ -65,6 +65,7 @@ impl Server {
     fn start(dir: &Path, max_peers: usize, extra: &[&str]) -> Server {
         let max = max_peers.to_string();
         let mut child = Command::new(KAPPA)
+            .env_remove("RUST_LOG")
             .arg("--dir")
             .arg(dir)
             .args(["--json", "serve", "--listen", "127.0.0.1:0", "--max-peers", &max])

@@ -43,6 +43,7 @@ fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
 
 fn spawn(dir: &Path, args: &[&str], stdin: Option<&str>) -> std::process::Child {
     let mut c = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(dir)
         .args(args)
@@ -430,6 +431,7 @@ fn serve_one(
     }
     let started = Instant::now();
     let mut child = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(dir)
         .args(["--shared-key", key, "serve", "--listen", "127.0.0.1:0", "--max-peers", "1"])

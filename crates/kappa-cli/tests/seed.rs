@@ -12,6 +12,7 @@ use common::*;
 
 fn append_lines(dir: &std::path::Path, n: usize) {
     let mut child = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(dir)
         .args(["append", "-"])

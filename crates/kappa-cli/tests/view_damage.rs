@@ -29,6 +29,7 @@ fn seed() -> u64 {
 fn run(dir: &Path, args: &[&str], stdin: Option<&str>) -> Output {
     use std::io::Write;
     let mut c = Command::new(KAPPA)
+        .env_remove("RUST_LOG")
         .arg("--dir")
         .arg(dir)
         .args(args)

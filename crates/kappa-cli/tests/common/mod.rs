@@ -15,7 +15,7 @@ pub const KAPPA: &str = env!("CARGO_BIN_EXE_kappa");
 
 /// Runs `kappa --dir DIR ARGS...`.
 pub fn kappa(dir: &Path, args: &[&str]) -> Output {
-    Command::new(KAPPA).arg("--dir").arg(dir).args(args).output().expect("run kappa")
+    Command::new(KAPPA).env_remove("RUST_LOG").arg("--dir").arg(dir).args(args).output().expect("run kappa")
 }
 
 pub fn stdout(o: &Output) -> String {
@@ -81,6 +81,7 @@ pub struct Server {
 impl Server {
     pub fn start(dir: &Path, extra: &[&str]) -> Server {
         let mut child = Command::new(KAPPA)
+            .env_remove("RUST_LOG")
             .arg("--dir")
             .arg(dir)
             .args(["serve", "--listen", "127.0.0.1:0"])
