@@ -9,7 +9,7 @@ use futures::executor::block_on;
 use kappa_index::Indexer;
 use kappa_multifeed::Multifeed;
 use kappa_view::sum::SumView;
-use kappa_view::{Batch, MemoryStore, StoreError, ViewStore};
+use kappa_view::{Batch, MemoryStore, StoreError, StoreErrorKind, ViewStore};
 
 /// Fails its first commit as a store whose server went away (before the
 /// commit landed); then works.
@@ -32,7 +32,10 @@ impl ViewStore for DownOnce {
     }
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         if self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
-            return Err(StoreError::Unavailable("connection to the view server lost".into()));
+            return Err(StoreError::from_message(
+                StoreErrorKind::Unavailable,
+                "connection to the view server lost",
+            ));
         }
         self.inner.commit(batch)
     }
