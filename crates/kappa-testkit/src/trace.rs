@@ -40,17 +40,22 @@ impl io::Write for CapturedWriter {
     }
 }
 
+/// A plain-text subscriber at `filter` writing into `captured`.
+fn subscriber(filter: &str, captured: &Captured) -> impl tracing::Subscriber + Send + Sync {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(captured.clone())
+        .with_ansi(false)
+        .finish()
+}
+
 /// Runs `f` with every event at `filter` (an `EnvFilter` directive such as
 /// `"debug"` or `"kappa_protocol=trace"`) captured on this thread; returns
 /// `f`'s result and the captured text. Events of other threads are not
 /// captured.
 pub fn capture<T>(filter: &str, f: impl FnOnce() -> T) -> (T, String) {
     let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
+    let subscriber = subscriber(filter, &captured);
     let out = tracing::subscriber::with_default(subscriber, f);
     (out, captured.text())
 }
@@ -64,11 +69,7 @@ pub fn capture_global(filter: &str) -> Captured {
     GLOBAL
         .get_or_init(|| {
             let captured = Captured::default();
-            let subscriber = tracing_subscriber::fmt()
-                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-                .with_writer(captured.clone())
-                .with_ansi(false)
-                .finish();
+            let subscriber = subscriber(filter, &captured);
             // Fails only if another global subscriber is set: then nothing is
             // captured, and the test says so by what it does not find.
             let _ = tracing::subscriber::set_global_default(subscriber);
