@@ -387,10 +387,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             let opened = s.protocol.feeds_opened();
             if opened != s.watched_opened {
                 s.watched_opened = opened;
+                let mut new = false;
                 for feed in s.protocol.feeds() {
                     if s.watched.insert(*feed.discovery_key()) {
                         feed.watch(&watch);
+                        new = true;
                     }
+                }
+                // A feed appended to between its opening (when its channel
+                // noted the feed's version) and the watch above notified
+                // nobody: one look at every feed catches it up.
+                if new {
+                    watch.notify(usize::MAX);
                 }
             }
             wake_writer.notify(usize::MAX);
@@ -499,9 +507,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
 
         let watch_loop = async {
+            let mut l = watch.listen();
             loop {
-                let l = watch.listen();
                 l.await;
+                // Listen again before looking at the feeds: a change made
+                // while we look (or before our next listen) then wakes us,
+                // where listening after the look lost it and left a live
+                // peer without the feed's last entries.
+                l = watch.listen();
                 let mut s = lock();
                 s.protocol.feeds_changed(Instant::now());
                 after_step(&mut s);

@@ -30,7 +30,11 @@ async fn connected() -> (TcpStream, TcpStream) {
     let addr = listener.local_addr().unwrap();
     let client = task::spawn(async move { TcpStream::connect(addr).await.unwrap() });
     let (server, _) = listener.accept().await.unwrap();
-    (server, client.await)
+    let client = client.await;
+    // As the CLI does: small live messages go out at once.
+    server.set_nodelay(true).unwrap();
+    client.set_nodelay(true).unwrap();
+    (server, client)
 }
 
 #[async_std::test]
@@ -109,4 +113,57 @@ async fn a_wrong_peer_fails_cleanly_over_tcp() {
     let (ra, rb) = futures::future::join(s1.run(), s2.run()).await;
     assert!(matches!(ra.end, EndReason::Failed(_)), "{ra:?}");
     assert!(matches!(rb.end, EndReason::Failed(_)), "{rb:?}");
+}
+
+/// Appends racing the session: each burst's last append must reach the peer
+/// however it falls against the session's look at the feed (the watcher
+/// used to listen again only after looking, so an append in between woke
+/// nobody and a live peer waited for it forever).
+#[async_std::test]
+async fn every_burst_of_live_appends_reaches_the_peer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = writer(&tmp.path().join("w"), 1);
+    let r = replica(&tmp.path().join("r"), &w);
+    let (server, client) = connected().await;
+    let (s1, h1) = Session::new(server, ProtocolOptions::new(false).live(true));
+    let (s2, h2) = Session::new(client, ProtocolOptions::new(true).live(true));
+    h1.open_feed(w.clone(), FeedOptions::default());
+    h2.open_feed(r.clone(), FeedOptions::default());
+    let a = task::spawn(s1.run());
+    let b = task::spawn(s2.run());
+    let mut n = 1;
+    for round in 0..2000u64 {
+        // 1 to 4 appends from a thread of their own, a few spins apart, so
+        // they land anywhere in the session's handling of the previous one.
+        let burst = 1 + round % 4;
+        let w2 = w.clone();
+        let appender = std::thread::spawn(move || {
+            for k in 0..burst {
+                for _ in 0..(round * 7 + k * 13) % 50 {
+                    std::hint::spin_loop();
+                }
+                w2.append(format!("r{round}-{k}")).unwrap();
+            }
+        });
+        n += burst;
+        appender.join().unwrap();
+        let mut waited = 0;
+        while !(r.len() == n && r.lock().is_complete()) {
+            let l = r.changed();
+            if r.len() == n && r.lock().is_complete() {
+                break;
+            }
+            let tick = futures_timer::Delay::new(Duration::from_millis(20));
+            if let futures::future::Either::Right(_) = futures::future::select(l, tick).await {
+                waited += 1;
+                assert!(waited < 500, "round {round}: replica stuck at {} of {n}", r.len());
+            }
+        }
+    }
+    h2.close();
+    let (ra, rb) = (a.await, b.await);
+    assert_eq!(rb.end, EndReason::Disconnected, "{rb:?}");
+    assert_eq!(ra.end, EndReason::Disconnected, "{ra:?}");
+    assert_eq!(rb.blocks_received(), n);
+    drop(h1);
 }
