@@ -127,7 +127,7 @@ impl Stranger {
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
-        while let Some(b) = self.protocol.poll_transmit() {
+        while let Some(b) = self.protocol.poll_transmit(Instant::now()) {
             self.stream.write_all(&b)?;
         }
         Ok(())

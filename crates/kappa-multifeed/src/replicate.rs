@@ -1071,10 +1071,10 @@ pub(crate) fn fuzz_extensions(data: &[u8]) {
     let _ = b.open_channel(now, root);
     let mut conn = Exchange::new(mf.clone(), ReplicateOptions::new(false));
     for _ in 0..6 {
-        if let Some(bytes) = a.poll_transmit() {
+        if let Some(bytes) = a.poll_transmit(now) {
             let _ = b.handle_input(now, &bytes);
         }
-        if let Some(bytes) = b.poll_transmit() {
+        if let Some(bytes) = b.poll_transmit(now) {
             let _ = a.handle_input(now, &bytes);
         }
         while let Some(ev) = b.poll_event() {
@@ -1093,7 +1093,7 @@ pub(crate) fn fuzz_extensions(data: &[u8]) {
         while let Some(ev) = b.poll_event() {
             conn.handle(&mut b, now, &ev);
         }
-        let _ = b.poll_transmit();
+        let _ = b.poll_transmit(now);
     }
     // Feeds only ever come from agreed keys: the writer plus requested ones.
     for f in mf.feeds() {
@@ -1150,13 +1150,13 @@ mod tests {
         let mut sent_by_us = Vec::new();
         let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Exchange, sent: &mut Vec<String>| {
             for _ in 0..4 {
-                if let Some(bytes) = js.poll_transmit() {
+                if let Some(bytes) = js.poll_transmit(now) {
                     us.handle_input(now, &bytes).unwrap();
                 }
                 while let Some(ev) = us.poll_event() {
                     conn.handle(us, now, &ev);
                 }
-                if let Some(bytes) = us.poll_transmit() {
+                if let Some(bytes) = us.poll_transmit(now) {
                     js.handle_input(now, &bytes).unwrap();
                 }
                 while let Some(ev) = js.poll_event() {

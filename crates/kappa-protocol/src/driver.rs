@@ -457,7 +457,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let l = wake_writer.listen();
                 let (bytes, ended, eof) = {
                     let mut s = lock();
-                    let bytes = s.protocol.poll_transmit();
+                    let bytes = s.protocol.poll_transmit(Instant::now());
                     // Answering the peer's last requests (made in poll_transmit)
                     // can finish a feed or the session: pass those events on.
                     dispatch(&mut s);

@@ -141,14 +141,14 @@ fn session_in(generation: Generation, data: &[u8]) {
     // Handshake and opens; stop before any block moves, so the fuzz input
     // meets a session mid-way.
     for _ in 0..6 {
-        if let Some(bytes) = a.poll_transmit() {
+        if let Some(bytes) = a.poll_transmit(now) {
             let _ = b.handle_input(now, &bytes);
         }
-        if let Some(bytes) = b.poll_transmit() {
+        if let Some(bytes) = b.poll_transmit(now) {
             let _ = a.handle_input(now, &bytes);
         }
     }
-    let _ = a.poll_transmit();
+    let _ = a.poll_transmit(now);
     if data.first() == Some(&0) {
         let mut rest = &data[1..];
         while rest.len() >= 3 {
@@ -162,12 +162,12 @@ fn session_in(generation: Generation, data: &[u8]) {
     } else {
         a.inject_plaintext(now, data);
     }
-    if let Some(bytes) = a.poll_transmit() {
+    if let Some(bytes) = a.poll_transmit(now) {
         let _ = b.handle_input(now, &bytes);
     }
     b.handle_timeout(now + Duration::from_secs(30));
     while b.poll_event().is_some() {}
-    let _ = b.poll_transmit();
+    let _ = b.poll_transmit(now);
     for i in 0..12 {
         if let Ok(Some(v)) = replica.get(i) {
             assert_eq!(

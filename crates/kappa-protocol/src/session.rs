@@ -799,9 +799,9 @@ impl Protocol {
 
     /// Bytes to write to the peer, if any. Answers to the peer's requests are
     /// made here as the output drains, about [`OUT_LOW_WATER`] bytes at a time,
-    /// so call it again after writing what it returned.
-    pub fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        let now = self.last_recv.max(self.last_send);
+    /// so call it again after writing what it returned. `now` is the time of
+    /// the call (what the answers made here count as sent at).
+    pub fn poll_transmit(&mut self, now: Instant) -> Option<Vec<u8>> {
         self.answer_requests(now);
         if self.out.is_empty() {
             None

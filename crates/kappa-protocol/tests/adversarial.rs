@@ -247,7 +247,7 @@ fn silence_times_out() {
     let now = pair.now;
     pair.a.open_feed(now, w.clone(), FeedOptions::default()).unwrap();
     // The peer never answers: nothing is delivered to `a`, and 21 s pass.
-    let _ = pair.a.poll_transmit();
+    let _ = pair.a.poll_transmit(now);
     let later = now + std::time::Duration::from_secs(21);
     pair.a.handle_timeout(later);
     assert!(matches!(pair.a.error(), Some(ProtocolError::Timeout(_))));

@@ -27,11 +27,11 @@ fn replica_of(w: &SharedFeed) -> SharedFeed {
 fn pump(a: &mut Protocol, b: &mut Protocol, now: Instant) {
     for _ in 0..10_000 {
         let mut moved = false;
-        while let Some(bytes) = a.poll_transmit() {
+        while let Some(bytes) = a.poll_transmit(now) {
             moved = true;
             let _ = b.handle_input(now, &bytes);
         }
-        while let Some(bytes) = b.poll_transmit() {
+        while let Some(bytes) = b.poll_transmit(now) {
             moved = true;
             let _ = a.handle_input(now, &bytes);
         }
@@ -64,7 +64,7 @@ fn victim_and_stranger(feed: &SharedFeed, t0: Instant) -> (Protocol, Protocol) {
 /// Sends `bytes` from the attacker (encrypted) to the victim.
 fn inject(attacker: &mut Protocol, victim: &mut Protocol, now: Instant, bytes: &[u8]) {
     attacker.inject_plaintext(now, bytes);
-    while let Some(b) = attacker.poll_transmit() {
+    while let Some(b) = attacker.poll_transmit(now) {
         let _ = victim.handle_input(now, &b);
     }
 }
@@ -188,7 +188,7 @@ fn a_trickled_handshake_is_dropped_by_the_silence_limit() {
     let mut victim =
         Protocol::new(t0, ProtocolOptions::new(false).limits(PeerLimits::default().verify_timeout(None)));
     let mut attacker = Protocol::new(t0, ProtocolOptions::new(true));
-    let first = attacker.poll_transmit().unwrap();
+    let first = attacker.poll_transmit(t0).unwrap();
     for (i, byte) in first.iter().take(first.len() - 1).enumerate() {
         let now = t0 + Duration::from_secs(i as u64);
         let _ = victim.handle_input(now, &[*byte]);

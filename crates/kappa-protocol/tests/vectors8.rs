@@ -255,10 +255,10 @@ fn a_protocol_reports_its_generation() {
         let mut b = Protocol::new(now, ProtocolOptions::new(false).responder_generation(answer));
         assert_eq!(b.generation(), Some(answer));
         for _ in 0..4 {
-            if let Some(x) = a.poll_transmit() {
+            if let Some(x) = a.poll_transmit(now) {
                 b.handle_input(now, &x).unwrap();
             }
-            if let Some(y) = b.poll_transmit() {
+            if let Some(y) = b.poll_transmit(now) {
                 a.handle_input(now, &y).unwrap();
             }
         }
@@ -269,8 +269,8 @@ fn a_protocol_reports_its_generation() {
     let mut a = Protocol::new(now, ProtocolOptions::new(true).wire(Wire::Only(KC6)));
     let mut b = Protocol::new(now, ProtocolOptions::new(false).responder_generation(KC7));
     assert!(!b.answered_unfinished_handshake());
-    b.handle_input(now, &a.poll_transmit().unwrap()).unwrap();
+    b.handle_input(now, &a.poll_transmit(now).unwrap()).unwrap();
     assert!(b.answered_unfinished_handshake());
-    let err = a.handle_input(now, &b.poll_transmit().unwrap()).unwrap_err();
+    let err = a.handle_input(now, &b.poll_transmit(now).unwrap()).unwrap_err();
     assert!(matches!(err, ProtocolError::Handshake(HandshakeError::BadMac)), "{err}");
 }

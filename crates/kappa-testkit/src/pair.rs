@@ -226,11 +226,11 @@ impl Pair {
         Self::notice_changes(&mut self.b, &mut self.feeds_b, &mut self.versions_b, self.watch_all, self.now);
         // Events first: what the drivers send in answer goes out in this step.
         self.collect_events();
-        while let Some(bytes) = self.a.poll_transmit() {
+        while let Some(bytes) = self.a.poll_transmit(self.now) {
             self.bytes_ab += bytes.len() as u64;
             Self::chop(&mut self.rng, self.max_chunk, self.max_delay, &mut self.ab, self.now, bytes);
         }
-        while let Some(bytes) = self.b.poll_transmit() {
+        while let Some(bytes) = self.b.poll_transmit(self.now) {
             self.bytes_ba += bytes.len() as u64;
             Self::chop(&mut self.rng, self.max_chunk, self.max_delay, &mut self.ba, self.now, bytes);
         }
