@@ -796,11 +796,6 @@ impl Replicator {
         Ok(())
     }
 
-    /// Requests in flight (for timeouts).
-    pub(crate) fn oldest_request(&self) -> Option<Instant> {
-        self.in_flight.values().min().copied()
-    }
-
     /// The length the peer announced (for status).
     pub(crate) fn remote_length(&self) -> u64 {
         self.remote_length

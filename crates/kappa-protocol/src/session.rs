@@ -1640,11 +1640,6 @@ impl Protocol {
             self.close_slot(now, slot);
         }
     }
-
-    /// The oldest unanswered request across all feeds.
-    pub fn oldest_request(&self) -> Option<Instant> {
-        self.channels.iter().filter_map(|c| c.repl.as_ref().and_then(Replicator::oldest_request)).min()
-    }
 }
 
 /// Records why a session failed, once, as it fails: the error's message and,
