@@ -523,14 +523,12 @@ const MAX_EARLY_BYTES: usize = 16 << 20;
 /// One hypercore-protocol-7 connection (see the module docs for how to drive it).
 pub struct Protocol {
     opts: ProtocolOptions,
-    handshake: Option<Handshake>,
-    result: Option<HandshakeResult>,
-    encrypt: Option<TransportCipher>,
-    decrypt: Option<TransportCipher>,
+    /// The handshake, then the transport (kept as it was once the session ended).
+    stage: Stage,
+    /// Whether the session runs, and how it ended.
+    end: End,
     decoder: FrameDecoder,
     out: Vec<u8>,
-    /// Plaintext frames made before the handshake finished.
-    queued: Vec<u8>,
     channels: Vec<Channel>,
     by_dkey: HashMap<[u8; 32], usize>,
     by_local: HashMap<u64, usize>,
@@ -538,7 +536,6 @@ pub struct Protocol {
     /// Feeds opened so far (see [`Protocol::feeds_opened`]).
     feeds_opened: usize,
     next_local_id: u64,
-    pending_opens: Vec<usize>,
     events: VecDeque<Event>,
     remote_extensions: Vec<String>,
     local_extensions: Vec<String>,
@@ -556,15 +553,73 @@ pub struct Protocol {
     held_bytes: usize,
     /// Bytes of messages held for channels the peer opened before we did.
     early_total: usize,
-    error: Option<ProtocolError>,
-    finished: bool,
     holds: usize,
     /// The layer above's deadline: when, what it waits for, and since when.
     deadline: Option<(Instant, &'static str, Instant)>,
-    closing: bool,
     tamper: Option<Tamper>,
     compact_proofs: bool,
     peer_live: bool,
+}
+
+/// Where a connection is: the Noise handshake, then the encrypted transport.
+/// A session that ends stays in the stage it reached.
+enum Stage {
+    /// The Noise handshake runs.
+    Handshake {
+        hs: Box<Handshake>,
+        /// Plaintext frames made before the handshake finished.
+        queued: Vec<u8>,
+        /// Channels opened before the handshake finished: their Open is sent
+        /// when it does.
+        pending_opens: Vec<usize>,
+    },
+    /// The handshake finished: frames travel encrypted.
+    Transport(Box<Transport>),
+}
+
+/// What the handshake established.
+struct Transport {
+    result: HandshakeResult,
+    encrypt: TransportCipher,
+    decrypt: TransportCipher,
+}
+
+/// Whether a session runs, and how it ended.
+enum End {
+    /// Neither finished nor failed.
+    Running,
+    /// Finished cleanly ([`Protocol::close`], or a non-live session done).
+    Finished,
+    /// Failed with this error.
+    Failed(ProtocolError),
+    /// Finished, and then storing what arrived failed as a channel closed
+    /// (the session counts as finished and reports the error).
+    FinishedThenFailed(ProtocolError),
+}
+
+impl End {
+    fn error(&self) -> Option<&ProtocolError> {
+        match self {
+            End::Failed(e) | End::FinishedThenFailed(e) => Some(e),
+            End::Running | End::Finished => None,
+        }
+    }
+
+    /// Records a storage failure met as a channel closed: it fails a running
+    /// session, and is kept (once) by a finished one.
+    fn storage_failed(&mut self, e: ProtocolError) {
+        match self {
+            End::Running => {
+                trace_failure(&e);
+                *self = End::Failed(e);
+            }
+            End::Finished => {
+                trace_failure(&e);
+                *self = End::FinishedThenFailed(e);
+            }
+            End::Failed(_) | End::FinishedThenFailed(_) => {}
+        }
+    }
 }
 
 /// Answers to the peer's requests are made while fewer than this many bytes
@@ -584,8 +639,8 @@ impl std::fmt::Debug for Protocol {
         f.debug_struct("Protocol")
             .field("initiator", &self.opts.initiator)
             .field("channels", &self.channels.len())
-            .field("finished", &self.finished)
-            .field("error", &self.error)
+            .field("finished", &self.is_finished())
+            .field("error", &self.error())
             .finish_non_exhaustive()
     }
 }
@@ -613,20 +668,16 @@ impl Protocol {
         let first_max_frame = opts.limits.unverified_max_frame.min(crate::frame::MAX_FRAME_LEN);
         Protocol {
             opts,
-            handshake: Some(hs),
-            result: None,
-            encrypt: None,
-            decrypt: None,
+            stage: Stage::Handshake { hs: Box::new(hs), queued: Vec::new(), pending_opens: Vec::new() },
+            end: End::Running,
             decoder: FrameDecoder::with_max_frame_len(first_max_frame),
             out,
-            queued: Vec::new(),
             channels: Vec::new(),
             by_dkey: HashMap::new(),
             by_local: HashMap::new(),
             by_remote: HashMap::new(),
             next_local_id: 1,
             feeds_opened: 0,
-            pending_opens: Vec::new(),
             events: VecDeque::new(),
             remote_extensions: Vec::new(),
             local_extensions,
@@ -639,11 +690,8 @@ impl Protocol {
             held_events: Vec::new(),
             held_bytes: 0,
             early_total: 0,
-            error: None,
-            finished: false,
             holds: 0,
             deadline: None,
-            closing: false,
             tamper: None,
             compact_proofs: false,
             peer_live: false,
@@ -702,32 +750,34 @@ impl Protocol {
 
     /// The error that ended the session, if any.
     pub fn error(&self) -> Option<&ProtocolError> {
-        self.error.as_ref()
+        self.end.error()
     }
 
     /// Whether the session has ended (finished or failed).
     pub fn is_ended(&self) -> bool {
-        self.finished || self.error.is_some()
+        !matches!(self.end, End::Running)
     }
 
     /// Whether the non-live session finished cleanly.
     pub fn is_finished(&self) -> bool {
-        self.finished
+        matches!(self.end, End::Finished | End::FinishedThenFailed(_))
     }
 
     /// The handshake result, once the handshake is done.
     pub fn handshake_result(&self) -> Option<&HandshakeResult> {
-        self.result.as_ref()
+        match &self.stage {
+            Stage::Transport(t) => Some(&t.result),
+            Stage::Handshake { .. } => None,
+        }
     }
 
     /// The generation this session speaks: known once the handshake is done,
     /// and for a responder from the start; `None` for an initiator with
     /// [`Wire::Auto`] before message 2.
     pub fn generation(&self) -> Option<Generation> {
-        match (&self.result, &self.handshake) {
-            (Some(r), _) => Some(r.generation),
-            (None, Some(hs)) => hs.generation(),
-            (None, None) => None,
+        match &self.stage {
+            Stage::Transport(t) => Some(t.result.generation),
+            Stage::Handshake { hs, .. } => hs.generation(),
         }
     }
 
@@ -736,7 +786,7 @@ impl Protocol {
     /// the other generation (JS cannot tell, and hangs up on a message 2 it
     /// cannot decrypt).
     pub fn answered_unfinished_handshake(&self) -> bool {
-        self.result.is_none() && self.handshake.as_ref().is_some_and(|hs| hs.answered())
+        matches!(&self.stage, Stage::Handshake { hs, .. } if hs.answered())
     }
 
     /// The generation we answered the peer's handshake in, if
@@ -776,7 +826,7 @@ impl Protocol {
         let e = match e {
             ProtocolError::UnexpectedEof | ProtocolError::Io(_) if !self.verified => {
                 ProtocolError::EndedUnverified {
-                    during_handshake: self.result.is_none(),
+                    during_handshake: self.handshake_result().is_none(),
                     source: Box::new(e),
                 }
             }
@@ -824,7 +874,7 @@ impl Protocol {
         if let Some(v) = self.verify_deadline() {
             t = t.min(v);
         }
-        if self.result.is_some() {
+        if self.handshake_result().is_some() {
             t = t.min(self.last_send + self.opts.keep_alive);
         }
         if let Some((d, _, _)) = self.deadline {
@@ -860,7 +910,7 @@ impl Protocol {
         }
         if now >= self.silence_deadline() {
             let partial = self.decoder.buffered() > 0
-                || (self.handshake.is_some() && self.last_recv > self.last_progress);
+                || (self.handshake_result().is_none() && self.last_recv > self.last_progress);
             let waited = now.saturating_duration_since(self.last_progress);
             if partial {
                 let len = self.decoder.pending_frame_len().unwrap_or(0);
@@ -883,7 +933,7 @@ impl Protocol {
                 return;
             }
         }
-        if self.result.is_some() && now >= self.last_send + self.opts.keep_alive {
+        if self.handshake_result().is_some() && now >= self.last_send + self.opts.keep_alive {
             self.write_plain(now, &[0]);
         }
         self.answer_requests(now);
@@ -892,7 +942,7 @@ impl Protocol {
     /// Handles bytes received from the peer. On error the session is over: the
     /// error is returned (and kept in [`error`](Self::error)).
     pub fn handle_input(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
-        if let Some(e) = &self.error {
+        if let Some(e) = self.error() {
             return Err(e.clone());
         }
         self.last_recv = now;
@@ -918,7 +968,7 @@ impl Protocol {
 
     fn input_frames(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
         let mut transport = Vec::new();
-        if let Some(hs) = &mut self.handshake {
+        if let Stage::Handshake { hs, .. } = &mut self.stage {
             hs.receive(data)?;
             let reply = hs.take_outgoing();
             if !reply.is_empty() || hs.is_finished() {
@@ -931,25 +981,26 @@ impl Protocol {
             }
             let leftover = hs.take_leftover();
             let result = hs.result().cloned().ok_or(ProtocolError::Malformed("handshake without result"))?;
-            self.handshake = None;
-            self.encrypt = Some(result.encryptor());
-            self.decrypt = Some(result.decryptor());
             tracing::debug!(
                 generation = %result.generation,
                 remote_key = %ShortHex(&result.remote_static_key),
                 "handshake done"
             );
             self.events.push_back(Event::Handshake { remote_static_key: result.remote_static_key });
-            self.result = Some(result);
+            let (encrypt, decrypt) = (result.encryptor(), result.decryptor());
+            let transport_stage = Stage::Transport(Box::new(Transport { result, encrypt, decrypt }));
+            let (queued, pending_opens) = match std::mem::replace(&mut self.stage, transport_stage) {
+                Stage::Handshake { queued, pending_opens, .. } => (queued, pending_opens),
+                Stage::Transport(_) => (Vec::new(), Vec::new()),
+            };
             self.last_send = now;
             // Frames made while handshaking go out first, then queued opens.
-            let queued = std::mem::take(&mut self.queued);
             if !queued.is_empty() {
                 self.write_plain(now, &queued);
             }
             // Announce our extensions (and so compact proofs) right away.
             self.send_options(now);
-            for slot in std::mem::take(&mut self.pending_opens) {
+            for slot in pending_opens {
                 self.send_open(now, slot)?;
             }
             transport = leftover;
@@ -959,8 +1010,8 @@ impl Protocol {
         if transport.is_empty() {
             return Ok(());
         }
-        if let Some(d) = &mut self.decrypt {
-            d.apply(&mut transport);
+        if let Stage::Transport(t) = &mut self.stage {
+            t.decrypt.apply(&mut transport);
         }
         self.decoder.push(&transport);
         loop {
@@ -988,22 +1039,22 @@ impl Protocol {
     }
 
     fn fail(&mut self, e: ProtocolError) {
-        if self.error.is_none() && !self.finished {
+        if matches!(self.end, End::Running) {
             trace_failure(&e);
-            self.error = Some(e);
+            self.end = End::Failed(e);
         }
     }
 
     fn write_plain(&mut self, now: Instant, plain: &[u8]) {
-        match &mut self.encrypt {
-            Some(enc) => {
+        match &mut self.stage {
+            Stage::Transport(t) => {
                 // Encrypt in place at the tail of the output buffer (no copy).
                 let start = self.out.len();
                 self.out.extend_from_slice(plain);
-                enc.apply(&mut self.out[start..]);
+                t.encrypt.apply(&mut self.out[start..]);
                 self.last_send = now;
             }
-            None => self.queued.extend_from_slice(plain),
+            Stage::Handshake { queued, .. } => queued.extend_from_slice(plain),
         }
     }
 
@@ -1018,7 +1069,7 @@ impl Protocol {
             return;
         }
         let body = msg.encode();
-        if self.encrypt.is_none() {
+        if self.handshake_result().is_none() {
             match encode_frame(channel, msg.type_id(), &body) {
                 Ok(frame) => self.write_plain(now, &frame),
                 Err(e) => self.fail(ProtocolError::Frame(FramingError::Send(e))),
@@ -1043,8 +1094,8 @@ impl Protocol {
         crate::varint::encode(len as u64, &mut self.out);
         crate::varint::encode(header, &mut self.out);
         self.out.extend_from_slice(&body);
-        if let Some(enc) = &mut self.encrypt {
-            enc.apply(&mut self.out[start..]);
+        if let Stage::Transport(t) = &mut self.stage {
+            t.encrypt.apply(&mut self.out[start..]);
         }
         self.last_send = now;
     }
@@ -1085,7 +1136,7 @@ impl Protocol {
         key: PublicKey,
         feed: Option<(SharedFeed, FeedOptions)>,
     ) -> Result<(), ProtocolError> {
-        if let Some(e) = &self.error {
+        if let Some(e) = self.error() {
             return Err(e.clone());
         }
         let slot = self.slot_for(key.discovery_key());
@@ -1102,17 +1153,16 @@ impl Protocol {
         }
         ch.feed = feed;
         self.by_local.insert(id, slot);
-        if self.result.is_some() {
-            self.send_open(now, slot)?;
-        } else {
-            self.pending_opens.push(slot);
+        match &mut self.stage {
+            Stage::Transport(_) => self.send_open(now, slot)?,
+            Stage::Handshake { pending_opens, .. } => pending_opens.push(slot),
         }
         Ok(())
     }
 
     fn send_open(&mut self, now: Instant, slot: usize) -> Result<(), ProtocolError> {
         let (Some(result), Some(key), Some(id)) =
-            (&self.result, self.channels[slot].key, self.channels[slot].local_id)
+            (self.handshake_result(), self.channels[slot].key, self.channels[slot].local_id)
         else {
             return Ok(());
         };
@@ -1132,7 +1182,7 @@ impl Protocol {
 
     fn verify_capability(&mut self, slot: usize) -> Result<(), ProtocolError> {
         let ch = &self.channels[slot];
-        let (Some(result), Some(key)) = (&self.result, ch.key) else { return Ok(()) };
+        let (Some(result), Some(key)) = (self.handshake_result(), ch.key) else { return Ok(()) };
         match &ch.remote_capability {
             Some(cap)
                 if crate::cipher::verify_remote_capability(
@@ -1166,7 +1216,7 @@ impl Protocol {
         let mut repl = Replicator::new(feed, fopts, live, max);
         repl.compact_proofs = self.compact_proofs;
         repl.peer_live = self.peer_live;
-        if self.result.as_ref().is_some_and(|r| !r.generation.verifies_long_signatures()) {
+        if self.handshake_result().is_some_and(|r| !r.generation.verifies_long_signatures()) {
             repl.serves_short_only();
         }
         let mut out = Vec::new();
@@ -1231,10 +1281,7 @@ impl Protocol {
             ch.announced_closed = true;
             if let Some(mut r) = ch.repl.take() {
                 if let Err(e) = r.flush() {
-                    if self.error.is_none() {
-                        trace_failure(&e);
-                        self.error = Some(e);
-                    }
+                    self.end.storage_failed(e);
                 }
                 ch.stats = r.stats;
             }
@@ -1283,29 +1330,30 @@ impl Protocol {
     /// answers a Close on multifeed's root channel). This is how a live session
     /// ends; a driver flushes the Close frames and then lets the stream go.
     pub fn close(&mut self, now: Instant) {
-        self.closing = true;
         for slot in 0..self.channels.len() {
             if self.channels[slot].local_id.is_some() || self.channels[slot].remote_id.is_some() {
                 self.close_slot(now, slot);
             }
         }
-        if self.error.is_none() && !self.finished {
-            self.finished = true;
+        if matches!(self.end, End::Running) {
+            self.end = End::Finished;
             self.events.push_back(Event::Finished);
         }
     }
 
     fn check_finished(&mut self) {
-        if self.finished || self.error.is_some() || self.result.is_none() || self.holds > 0 {
+        // Nothing finishes during the handshake (channels opened meanwhile
+        // have not sent their Open yet).
+        if self.is_ended() || self.handshake_result().is_none() || self.holds > 0 {
             return;
         }
-        // A live session runs until closed locally, or until the peer has closed
-        // every channel there was.
-        if self.opts.live && !self.closing && self.channels.is_empty() {
+        // A live session runs until closed locally (which ends it), or until
+        // the peer has closed every channel there was.
+        if self.opts.live && self.channels.is_empty() {
             return;
         }
-        if self.channels.iter().all(Channel::is_done) && self.pending_opens.is_empty() {
-            self.finished = true;
+        if self.channels.iter().all(Channel::is_done) {
+            self.end = End::Finished;
             self.events.push_back(Event::Finished);
         }
     }
@@ -1547,7 +1595,8 @@ impl Protocol {
         self.channels[slot].remote_capability = open.capability;
         self.by_remote.insert(channel, slot);
         if self.channels[slot].local_id.is_some() {
-            if self.pending_opens.contains(&slot) {
+            if matches!(&self.stage, Stage::Handshake { pending_opens, .. } if pending_opens.contains(&slot))
+            {
                 return Ok(());
             }
             self.verify_capability(slot)?;
@@ -1562,7 +1611,7 @@ impl Protocol {
     /// Answers queued requests of every channel, in turn, until about
     /// [`OUT_LOW_WATER`] bytes wait to be sent.
     fn answer_requests(&mut self, now: Instant) {
-        if self.result.is_none() || self.is_ended() {
+        if self.handshake_result().is_none() || self.is_ended() {
             return;
         }
         loop {
