@@ -12,6 +12,7 @@ pub mod rle;
 pub mod session;
 pub mod varint;
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 

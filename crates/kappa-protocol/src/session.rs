@@ -556,6 +556,8 @@ pub struct Protocol {
     holds: usize,
     /// The layer above's deadline: when, what it waits for, and since when.
     deadline: Option<(Instant, &'static str, Instant)>,
+    /// The test hook of [`Protocol::tamper_outgoing`].
+    #[cfg(feature = "test-hooks")]
     tamper: Option<Tamper>,
     compact_proofs: bool,
     peer_live: bool,
@@ -632,6 +634,7 @@ pub const OUT_LOW_WATER: usize = 1 << 20;
 const ANSWER_SLICE: usize = 256 << 10;
 
 /// A test hook that rewrites outgoing messages (see [`Protocol::tamper_outgoing`]).
+#[cfg(feature = "test-hooks")]
 type Tamper = Box<dyn FnMut(u64, &mut Message) + Send>;
 
 impl std::fmt::Debug for Protocol {
@@ -692,6 +695,7 @@ impl Protocol {
             early_total: 0,
             holds: 0,
             deadline: None,
+            #[cfg(feature = "test-hooks")]
             tamper: None,
             compact_proofs: false,
             peer_live: false,
@@ -725,14 +729,18 @@ impl Protocol {
     }
 
     /// Test hook: rewrites every outgoing message (channel id, message) before it
-    /// is framed, to play a misbehaving peer. Not for production use.
+    /// is framed, to play a misbehaving peer. Not for production use: only
+    /// with the `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn tamper_outgoing(&mut self, f: impl FnMut(u64, &mut Message) + Send + 'static) {
         self.tamper = Some(Box::new(f));
     }
 
     /// Test hook: sends raw plaintext bytes (encrypted like everything else), to
-    /// play a misbehaving peer. Not for production use.
+    /// play a misbehaving peer. Not for production use: only with the
+    /// `test-hooks` feature.
+    #[cfg(feature = "test-hooks")]
     #[doc(hidden)]
     pub fn inject_plaintext(&mut self, now: Instant, bytes: &[u8]) {
         self.write_plain(now, bytes);
@@ -1059,6 +1067,7 @@ impl Protocol {
     }
 
     fn send(&mut self, now: Instant, channel: u64, msg: &Message) {
+        #[cfg(feature = "test-hooks")]
         if let Some(t) = &mut self.tamper {
             let mut m = msg.clone();
             t(channel, &mut m);
