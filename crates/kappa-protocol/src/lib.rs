@@ -2,6 +2,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod cipher;
+#[cfg(feature = "driver")]
 mod driver;
 pub mod error;
 pub mod frame;
@@ -17,6 +18,7 @@ pub mod varint;
 pub mod fuzzing;
 
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
+#[cfg(feature = "driver")]
 pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport};
 pub use error::{FramingError, TransportError};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
