@@ -1,0 +1,97 @@
+//! The passing of time: keep-alives, the silence limit, the deadlines of
+//! [`PeerLimits`](super::PeerLimits) and of the layer above.
+
+use std::time::{Duration, Instant};
+
+use super::{Protocol, ProtocolError};
+
+impl Protocol {
+    /// When [`handle_timeout`](Self::handle_timeout) should next be called.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.is_ended() {
+            return None;
+        }
+        let mut t = self.silence_deadline();
+        if let Some(v) = self.verify_deadline() {
+            t = t.min(v);
+        }
+        if self.handshake_result().is_some() {
+            t = t.min(self.last_send + self.opts.keep_alive);
+        }
+        if let Some((d, _, _)) = self.deadline {
+            t = t.min(d);
+        }
+        Some(t)
+    }
+
+    /// How long the frame being received may take beyond the silence timeout.
+    pub(super) fn frame_allowance(&self) -> Duration {
+        let len = self.decoder.pending_frame_len().unwrap_or(0) as u64;
+        Duration::from_secs(len / self.opts.limits.min_frame_rate.max(1))
+    }
+
+    /// When the session fails if no further frame arrives whole: bytes that
+    /// do not complete a frame do not move it (see the module docs).
+    pub(super) fn silence_deadline(&self) -> Instant {
+        self.last_progress + self.opts.timeout + self.frame_allowance()
+    }
+
+    pub(super) fn verify_deadline(&self) -> Option<Instant> {
+        if self.verified {
+            return None;
+        }
+        self.opts.limits.verify_timeout.map(|t| self.started + t)
+    }
+
+    /// Handles the passing of time: keep-alives, the silence limit, and the
+    /// deadlines of [`PeerLimits`](super::PeerLimits).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        if now >= self.silence_deadline() {
+            let partial = self.decoder.buffered() > 0
+                || (self.handshake_result().is_none() && self.last_recv > self.last_progress);
+            let waited = now.saturating_duration_since(self.last_progress);
+            if partial {
+                let len = self.decoder.pending_frame_len().unwrap_or(0);
+                self.fail(ProtocolError::Stalled { len, waited });
+            } else {
+                self.fail(ProtocolError::Timeout(self.opts.timeout));
+            }
+            return;
+        }
+        if self.verify_deadline().is_some_and(|d| now >= d) {
+            self.fail(ProtocolError::NotVerified(now.saturating_duration_since(self.started)));
+            return;
+        }
+        if let Some((d, waiting_for, since)) = self.deadline {
+            if now >= d {
+                self.fail(ProtocolError::Unresponsive {
+                    waiting_for,
+                    waited: now.saturating_duration_since(since),
+                });
+                return;
+            }
+        }
+        if self.handshake_result().is_some() && now >= self.last_send + self.opts.keep_alive {
+            self.write_plain(now, &[0]);
+        }
+        self.answer_requests(now);
+    }
+
+    /// Sets (or, with `None`, clears) the layer above's deadline: unless it is
+    /// cleared or moved before `deadline`, the session fails then with
+    /// [`ProtocolError::Unresponsive`] naming `waiting_for`. Keep-alives and
+    /// other traffic do not move it: it bounds a peer that stays connected but
+    /// never answers (multifeed sets it while a request of ours is unanswered).
+    /// `since` is when the wait began (for the error's message).
+    pub fn set_deadline(&mut self, deadline: Option<(Instant, &'static str)>, since: Instant) {
+        self.deadline = deadline.map(|(d, what)| (d, what, since));
+    }
+
+    /// The layer above's deadline and what it waits for, if set.
+    pub fn deadline(&self) -> Option<(Instant, &'static str)> {
+        self.deadline.map(|(d, what, _)| (d, what))
+    }
+}
