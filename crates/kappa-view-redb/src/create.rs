@@ -60,9 +60,7 @@ fn build(tmp: &Path, cache_bytes: usize) -> Result<(), RedbError> {
         .map_err(|e| RedbError::from_open(at.clone(), e))?;
     // The marker commit is durable (fsync'd); dropping closes the file cleanly.
     drop(RedbViews::init(db, None, cache_bytes, at.clone())?);
-    std::fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| RedbError::io(at, "cannot sync", e))
+    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| RedbError::io(at, "cannot sync", e))
 }
 
 /// Links `tmp` to `path` unless a file appeared there meanwhile.

@@ -274,7 +274,8 @@ mod tests {
         assert_eq!(e.kind(), StoreErrorKind::Backend);
         assert!(e.to_string().contains("is already open"), "{e}");
         assert!(matches!(e.downcast_ref::<RedbError>(), Some(RedbError::Locked { .. })));
-        let e = StoreError::from(RedbError::NotRedb { at: Location::Memory, reason: "x".into(), source: None });
+        let e =
+            StoreError::from(RedbError::NotRedb { at: Location::Memory, reason: "x".into(), source: None });
         assert_eq!(e.kind(), StoreErrorKind::Corrupt);
         assert!(matches!(e.downcast_ref::<RedbError>(), Some(RedbError::NotRedb { .. })));
     }

@@ -186,7 +186,9 @@ fn open_errors_keep_their_typed_cause() {
     let redb_err =
         err.source().and_then(|s| s.downcast_ref::<redb::DatabaseError>()).expect("redb's open error");
     match redb_err {
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => assert_eq!(io.kind(), ErrorKind::NotFound),
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            assert_eq!(io.kind(), ErrorKind::NotFound)
+        }
         other => panic!("not an I/O error: {other:?}"),
     }
 }
