@@ -1045,6 +1045,7 @@ impl Multifeed {
 }
 
 /// Fuzzing entry point (see `crate::fuzzing::extensions`).
+#[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_extensions(data: &[u8]) {
     use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
 

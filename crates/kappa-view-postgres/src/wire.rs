@@ -95,6 +95,7 @@ enum Stream {
     #[cfg(unix)]
     Unix(UnixStream),
     /// A scripted server (fuzzing): reads come from the bytes, writes vanish.
+    #[cfg(feature = "fuzzing")]
     Script(io::Cursor<Vec<u8>>),
 }
 
@@ -105,6 +106,7 @@ impl Read for Stream {
             Stream::Tls(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(s) => s.read(buf),
         }
     }
@@ -117,6 +119,7 @@ impl Write for Stream {
             Stream::Tls(s) => s.write(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.write(buf),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(_) => Ok(buf.len()),
         }
     }
@@ -126,6 +129,7 @@ impl Write for Stream {
             Stream::Tls(s) => s.flush(),
             #[cfg(unix)]
             Stream::Unix(s) => s.flush(),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(_) => Ok(()),
         }
     }
@@ -283,6 +287,7 @@ impl Conn {
 
     /// A connection whose server says `script` (for fuzzing), logged in with
     /// `cfg` as far as the script allows.
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn scripted(cfg: &Config, script: Vec<u8>) -> Result<Conn, PgError> {
         let mut conn = Conn::over(Stream::Script(io::Cursor::new(script)), "script".into());
         if cfg.ssl_mode != SslMode::Disable && tls::ask_for_tls(&mut conn.stream, cfg.ssl_mode, "script")? {
@@ -301,6 +306,7 @@ impl Conn {
             Stream::Tls(s) => s.sock.set_read_timeout(t),
             #[cfg(unix)]
             Stream::Unix(s) => s.set_read_timeout(t),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(_) => Ok(()),
         };
     }
@@ -326,7 +332,13 @@ impl Conn {
         };
         // A password sent in the clear, or as an MD5 hash (which is as good as
         // the password to whoever reads it), only where nobody can read it.
-        let exposed = matches!(self.stream, Stream::Tcp(_) | Stream::Script(_)) && !cfg.insecure_password;
+        let plain = match self.stream {
+            Stream::Tcp(_) => true,
+            #[cfg(feature = "fuzzing")]
+            Stream::Script(_) => true,
+            _ => false,
+        };
+        let exposed = plain && !cfg.insecure_password;
         let refuse = |how: &str| {
             PgError::auth(
                 at.clone(),
