@@ -51,6 +51,7 @@ pub trait Discovery: Send + Sync {
     fn stop(&self, topic: &[u8; 32]);
 }
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     //! Entry points of the cargo-fuzz targets, here so `cargo test` replays the corpora.

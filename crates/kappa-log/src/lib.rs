@@ -18,6 +18,7 @@ mod ranges;
 mod recover;
 mod shared;
 
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 

@@ -12,6 +12,8 @@ mod replicate;
 mod revocable;
 
 /// Entry points for the cargo-fuzz targets and corpus replay; not public API.
+/// Built with the `fuzzing` feature only.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     /// Arbitrary multifeed extension messages (handshake, manifest, request,

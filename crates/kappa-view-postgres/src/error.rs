@@ -1,40 +1,58 @@
+use std::fmt;
+use std::sync::Arc;
+
 use kappa_view::{StoreError, StoreErrorKind};
 
+/// What caused a [`PgError`]: an `io::Error`, a `rustls::Error`, the server's
+/// error response (a [`PgError::Server`] with its SQLSTATE), …, shared so that
+/// the error stays `Clone`. It is the [`PgError`]'s
+/// [`source`](std::error::Error::source), so a caller can downcast to the
+/// concrete type.
+pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// What can go wrong talking to PostgreSQL.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The message (`Display`) includes the cause's message; the cause itself, if
+/// there is one, is the [`source`](std::error::Error::source). Two errors are
+/// equal when their variants and messages are (causes are not comparable in
+/// general).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum PgError {
     /// The URL could not be read.
-    #[error("bad PostgreSQL URL: {0}")]
     Url(String),
     /// The server could not be reached, or the connection broke.
-    #[error("PostgreSQL at {at}: {reason}")]
     Connection {
         /// The server.
         at: String,
         /// What happened.
         reason: String,
+        /// The I/O error, if one caused it.
+        source: Option<Cause>,
     },
     /// TLS could not be set up as the URL's `sslmode` asks (no TLS on the
     /// server, a certificate that does not check out, a bad root file).
-    #[error("PostgreSQL at {at}: TLS: {reason}")]
     Tls {
         /// The server (without password).
         at: String,
         /// What failed.
         reason: String,
+        /// The `rustls::Error`, I/O error or certificate file error, if one
+        /// caused it.
+        source: Option<Cause>,
     },
     /// The server refused the login (or it would have sent the password
     /// unprotected).
-    #[error("PostgreSQL at {at}: authentication failed: {reason}")]
     Auth {
         /// The server.
         at: String,
         /// What the server said.
         reason: String,
+        /// The server's error response (a [`PgError::Server`] with its
+        /// SQLSTATE) or the SCRAM exchange's error, if one caused it.
+        source: Option<Cause>,
     },
     /// The server answered with an error.
-    #[error("PostgreSQL error {code}: {message}")]
     Server {
         /// The SQLSTATE code (`42P01`, …).
         code: String,
@@ -42,11 +60,14 @@ pub enum PgError {
         message: String,
     },
     /// The server sent something this client does not understand.
-    #[error("PostgreSQL protocol: {0}")]
-    Protocol(String),
+    Protocol {
+        /// What was wrong.
+        reason: String,
+        /// The parse or encoding error, if one caused it.
+        source: Option<Cause>,
+    },
     /// The schema holds tables that are not a kappa view database, or one of
     /// another format version.
-    #[error("schema {schema:?} belongs to something else: {reason}")]
     Incompatible {
         /// The schema.
         schema: String,
@@ -54,17 +75,83 @@ pub enum PgError {
         reason: String,
     },
     /// Another process indexes into these views (holds the writer lock).
-    #[error("another process indexes into schema {schema:?} (it holds the writer lock); run one indexer per kappa database and open readers with `PgViews::open_reader`")]
     Locked {
         /// The schema.
         schema: String,
     },
     /// A write through a handle opened for reading.
-    #[error("this view database was opened read-only (`PgViews::open_reader`)")]
     ReadOnly,
 }
 
+impl fmt::Display for PgError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PgError::Url(reason) => write!(f, "bad PostgreSQL URL: {reason}"),
+            PgError::Connection { at, reason, .. } => write!(f, "PostgreSQL at {at}: {reason}"),
+            PgError::Tls { at, reason, .. } => write!(f, "PostgreSQL at {at}: TLS: {reason}"),
+            PgError::Auth { at, reason, .. } => write!(f, "PostgreSQL at {at}: authentication failed: {reason}"),
+            PgError::Server { code, message } => write!(f, "PostgreSQL error {code}: {message}"),
+            PgError::Protocol { reason, .. } => write!(f, "PostgreSQL protocol: {reason}"),
+            PgError::Incompatible { schema, reason } => {
+                write!(f, "schema {schema:?} belongs to something else: {reason}")
+            }
+            PgError::Locked { schema } => write!(
+                f,
+                "another process indexes into schema {schema:?} (it holds the writer lock); run one indexer per kappa database and open readers with `PgViews::open_reader`"
+            ),
+            PgError::ReadOnly => f.write_str("this view database was opened read-only (`PgViews::open_reader`)"),
+        }
+    }
+}
+
+impl std::error::Error for PgError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            PgError::Connection { source, .. }
+            | PgError::Tls { source, .. }
+            | PgError::Auth { source, .. }
+            | PgError::Protocol { source, .. } => {
+                source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl PartialEq for PgError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other) && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for PgError {}
+
 impl PgError {
+    /// A connection error that `e` caused (its message is the reason).
+    pub(crate) fn connection_io(at: impl Into<String>, e: std::io::Error) -> Self {
+        PgError::Connection { at: at.into(), reason: e.to_string(), source: Some(Arc::new(e)) }
+    }
+
+    /// A connection error without an underlying error.
+    pub(crate) fn connection(at: impl Into<String>, reason: impl Into<String>) -> Self {
+        PgError::Connection { at: at.into(), reason: reason.into(), source: None }
+    }
+
+    /// A TLS error without an underlying error.
+    pub(crate) fn tls(at: impl Into<String>, reason: impl Into<String>) -> Self {
+        PgError::Tls { at: at.into(), reason: reason.into(), source: None }
+    }
+
+    /// A login error without an underlying error.
+    pub(crate) fn auth(at: impl Into<String>, reason: impl Into<String>) -> Self {
+        PgError::Auth { at: at.into(), reason: reason.into(), source: None }
+    }
+
+    /// A protocol error without an underlying error.
+    pub(crate) fn protocol(reason: impl Into<String>) -> Self {
+        PgError::Protocol { reason: reason.into(), source: None }
+    }
+
     /// Whether retrying later may succeed: the connection broke or could not be
     /// made, the server is starting up, shutting down or in recovery, the
     /// transaction lost a serialization race, or the writer lock is held (by
@@ -135,7 +222,7 @@ mod tests {
 
     #[test]
     fn kinds_follow_the_pg_error() {
-        let e = StoreError::from(PgError::Connection { at: "h:5432".into(), reason: "refused".into() });
+        let e = StoreError::from(PgError::connection("h:5432", "refused"));
         assert_eq!(e.kind(), StoreErrorKind::Unavailable);
         assert_eq!(e.to_string(), "view store unavailable: PostgreSQL at h:5432: refused");
         assert!(matches!(e.downcast_ref::<PgError>(), Some(PgError::Connection { .. })));

@@ -13,6 +13,8 @@ pub use error::PgError;
 pub use store::{PgStore, PgViews};
 
 /// Entry points for the cargo-fuzz targets in `fuzz/` (not a stable API).
+/// Built with the `fuzzing` feature only.
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing {
     use crate::wire::{Conn, Param, Stmt};

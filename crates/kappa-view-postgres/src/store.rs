@@ -222,7 +222,7 @@ impl PgViews {
         }
         match slot.as_mut() {
             Some(c) => f(c),
-            None => Err(PgError::Protocol("no writer connection".into())),
+            None => Err(PgError::protocol("no writer connection")),
         }
     }
 
@@ -512,7 +512,7 @@ impl ViewStore for PgStore {
                 let mut cols = row.into_iter();
                 match (cols.next().flatten(), cols.next().flatten()) {
                     (Some(k), Some(v)) => found.insert(k, v),
-                    _ => return Err(PgError::Protocol("get_many: a row without key or value".into())),
+                    _ => return Err(PgError::protocol("get_many: a row without key or value")),
                 };
             }
             Ok(keys.iter().map(|k| found.get(*k).cloned()).collect())
@@ -552,7 +552,7 @@ impl ViewStore for PgStore {
                     let mut cols = r.into_iter();
                     match (cols.next().flatten(), cols.next().flatten()) {
                         (Some(k), Some(v)) => Ok((k, v)),
-                        _ => Err(PgError::Protocol("a row without key or value".into())),
+                        _ => Err(PgError::protocol("a row without key or value")),
                     }
                 })
                 .collect()

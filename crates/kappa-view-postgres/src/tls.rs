@@ -17,7 +17,7 @@ use rustls::{
 use sha2::Digest;
 
 use crate::config::SslMode;
-use crate::error::PgError;
+use crate::error::{Cause, PgError};
 
 /// A TLS connection to the server.
 pub(crate) type TlsStream = StreamOwned<ClientConnection, TcpStream>;
@@ -42,24 +42,27 @@ pub(crate) fn negotiate(
     root_cert: Option<&Path>,
     at: &str,
 ) -> Result<Negotiated, PgError> {
-    let tls_err = |reason: String| PgError::Tls { at: at.to_owned(), reason };
+    let tls_err = |(reason, source): Failure| PgError::Tls { at: at.to_owned(), reason, source };
     if !ask_for_tls(&mut tcp, mode, at)? {
         return Ok(Negotiated::Plain(tcp));
     }
     let config = client_config(mode, root_cert).map_err(tls_err)?;
-    let name = ServerName::try_from(host.to_owned())
-        .map_err(|e| tls_err(format!("{host:?} is not a host name TLS can check: {e}")))?;
-    let conn = ClientConnection::new(Arc::new(config), name).map_err(|e| tls_err(e.to_string()))?;
+    let name = ServerName::try_from(host.to_owned()).map_err(|e| {
+        tls_err((format!("{host:?} is not a host name TLS can check: {e}"), Some(Arc::new(e))))
+    })?;
+    let conn = ClientConnection::new(Arc::new(config), name).map_err(|e| tls_err(caused(e)))?;
     let mut stream = StreamOwned::new(conn, tcp);
     // The handshake now, so that a refused certificate is this error and not
     // a failed login later.
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock).map_err(|e| {
-            let reason = match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
-                Some(tls) => format!("the TLS handshake failed: {tls}"),
-                None => format!("the TLS handshake failed: {e}"),
-            };
-            tls_err(reason)
+            // rustls reports its own errors inside an io::Error: the
+            // rustls::Error is the cause then, else the I/O error.
+            let tls = e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()).cloned();
+            tls_err(match tls {
+                Some(tls) => (format!("the TLS handshake failed: {tls}"), Some(Arc::new(tls))),
+                None => (format!("the TLS handshake failed: {e}"), Some(Arc::new(e))),
+            })
         })?;
     }
     Ok(Negotiated::Tls(Box::new(stream)))
@@ -68,8 +71,8 @@ pub(crate) fn negotiate(
 /// Sends `SSLRequest` and reads the answer: `true` if the server starts TLS,
 /// `false` if it has none and `mode` allows going on without (`prefer`).
 pub(crate) fn ask_for_tls<S: Read + Write>(stream: &mut S, mode: SslMode, at: &str) -> Result<bool, PgError> {
-    let tls_err = |reason: String| PgError::Tls { at: at.to_owned(), reason };
-    let io_err = |e: io::Error| PgError::Connection { at: at.to_owned(), reason: e.to_string() };
+    let tls_err = |reason: String| PgError::tls(at, reason);
+    let io_err = |e: io::Error| PgError::connection_io(at, e);
     stream.write_all(&SSL_REQUEST).map_err(io_err)?;
     let mut answer = [0u8; 1];
     stream.read_exact(&mut answer).map_err(io_err)?;
@@ -84,12 +87,20 @@ pub(crate) fn ask_for_tls<S: Read + Write>(stream: &mut S, mode: SslMode, at: &s
     }
 }
 
+/// Why TLS could not be set up: the message, and the error that caused it.
+type Failure = (String, Option<Cause>);
+
+/// The failure `e` caused: its message, and `e` as the cause.
+fn caused(e: impl std::error::Error + Send + Sync + 'static) -> Failure {
+    (e.to_string(), Some(Arc::new(e)))
+}
+
 /// The rustls configuration for `mode`.
-fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<ClientConfig, String> {
+fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<ClientConfig, Failure> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = ClientConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+        .map_err(caused)?;
     let verifier: Arc<dyn ServerCertVerifier> = match mode {
         // libpq: encrypt, check nothing about the certificate.
         SslMode::Prefer | SslMode::Require => Arc::new(Lenient { provider, chain: None }),
@@ -97,39 +108,44 @@ fn client_config(mode: SslMode, root_cert: Option<&Path>) -> Result<ClientConfig
             let roots = load_roots(root_cert)?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| e.to_string())?;
+                .map_err(caused)?;
             if mode == SslMode::VerifyFull {
                 webpki
             } else {
                 Arc::new(Lenient { provider, chain: Some(webpki) })
             }
         }
-        SslMode::Disable => return Err("sslmode=disable asks for no TLS".into()),
+        SslMode::Disable => return Err(("sslmode=disable asks for no TLS".into(), None)),
     };
     Ok(builder.dangerous().with_custom_certificate_verifier(verifier).with_no_client_auth())
 }
 
 /// The trusted certificates: `sslrootcert`, else libpq's default
 /// `~/.postgresql/root.crt`.
-fn load_roots(root_cert: Option<&Path>) -> Result<RootCertStore, String> {
+fn load_roots(root_cert: Option<&Path>) -> Result<RootCertStore, Failure> {
     let default;
     let path = match root_cert {
         Some(p) => p,
         None => {
-            let home = std::env::var_os("HOME")
-                .ok_or("no sslrootcert given and no HOME to find ~/.postgresql/root.crt")?;
+            let home = std::env::var_os("HOME").ok_or_else(|| {
+                ("no sslrootcert given and no HOME to find ~/.postgresql/root.crt".to_string(), None)
+            })?;
             default = Path::new(&home).join(".postgresql/root.crt");
             &default
         }
     };
+    let unreadable = |e: rustls::pki_types::pem::Error| -> Failure {
+        let reason = format!("cannot read the root certificates in {}: {e}", path.display());
+        (reason, Some(Arc::new(e)))
+    };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| format!("cannot read the root certificates in {}: {e}", path.display()))?
+        .map_err(unreadable)?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("cannot read the root certificates in {}: {e}", path.display()))?;
+        .map_err(unreadable)?;
     let mut roots = RootCertStore::empty();
     let (added, _ignored) = roots.add_parsable_certificates(certs);
     if added == 0 {
-        return Err(format!("{} holds no usable certificate", path.display()));
+        return Err((format!("{} holds no usable certificate", path.display()), None));
     }
     Ok(roots)
 }

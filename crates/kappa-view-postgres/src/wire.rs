@@ -8,6 +8,7 @@ use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 #[cfg(unix)]
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 
 use bytes::BytesMut;
 use fallible_iterator::FallibleIterator;
@@ -18,7 +19,7 @@ use postgres_protocol::types::{self, ArrayDimension};
 use postgres_protocol::IsNull;
 
 use crate::config::{Config, Host, SessionAttrs, SslMode};
-use crate::error::PgError;
+use crate::error::{Cause, PgError};
 use crate::tls::{self, Negotiated, TlsStream};
 
 const BYTEA: u32 = 17;
@@ -94,6 +95,7 @@ enum Stream {
     #[cfg(unix)]
     Unix(UnixStream),
     /// A scripted server (fuzzing): reads come from the bytes, writes vanish.
+    #[cfg(feature = "fuzzing")]
     Script(io::Cursor<Vec<u8>>),
 }
 
@@ -104,6 +106,7 @@ impl Read for Stream {
             Stream::Tls(s) => s.read(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.read(buf),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(s) => s.read(buf),
         }
     }
@@ -116,6 +119,7 @@ impl Write for Stream {
             Stream::Tls(s) => s.write(buf),
             #[cfg(unix)]
             Stream::Unix(s) => s.write(buf),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(_) => Ok(buf.len()),
         }
     }
@@ -125,6 +129,7 @@ impl Write for Stream {
             Stream::Tls(s) => s.flush(),
             #[cfg(unix)]
             Stream::Unix(s) => s.flush(),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(_) => Ok(()),
         }
     }
@@ -187,16 +192,13 @@ impl Conn {
         if let Some(e) = refused {
             return Err(e);
         }
-        Err(PgError::Connection {
-            at: cfg.display(),
-            reason: format!("no host would do: {}", failures.join("; ")),
-        })
+        Err(PgError::connection(cfg.display(), format!("no host would do: {}", failures.join("; "))))
     }
 
     /// Connects to `host`, logs in and checks `target_session_attrs`.
     fn connect_to(cfg: &Config, host: &Host) -> Result<Conn, PgError> {
         let at = cfg.display_host(host);
-        let conn_err = |e: io::Error| PgError::Connection { at: at.clone(), reason: e.to_string() };
+        let conn_err = |e: io::Error| PgError::connection_io(at.clone(), e);
         let stream = match host {
             Host::Tcp(host, port) => {
                 let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().map_err(conn_err)?.collect();
@@ -263,10 +265,10 @@ impl Conn {
             return Ok(());
         }
         self.broken = true;
-        Err(PgError::Connection {
-            at: self.at.clone(),
-            reason: format!("the server is not {} (target_session_attrs)", want.as_str()),
-        })
+        Err(PgError::connection(
+            self.at.clone(),
+            format!("the server is not {} (target_session_attrs)", want.as_str()),
+        ))
     }
 
     fn over(stream: Stream, at: String) -> Conn {
@@ -285,11 +287,12 @@ impl Conn {
 
     /// A connection whose server says `script` (for fuzzing), logged in with
     /// `cfg` as far as the script allows.
+    #[cfg(feature = "fuzzing")]
     pub(crate) fn scripted(cfg: &Config, script: Vec<u8>) -> Result<Conn, PgError> {
         let mut conn = Conn::over(Stream::Script(io::Cursor::new(script)), "script".into());
         if cfg.ssl_mode != SslMode::Disable && tls::ask_for_tls(&mut conn.stream, cfg.ssl_mode, "script")? {
             // A script cannot do a TLS handshake (rustls is fuzzed on its own).
-            return Err(PgError::Tls { at: "script".into(), reason: "the script starts TLS".into() });
+            return Err(PgError::tls("script", "the script starts TLS"));
         }
         conn.login(cfg)?;
         Ok(conn)
@@ -303,6 +306,7 @@ impl Conn {
             Stream::Tls(s) => s.sock.set_read_timeout(t),
             #[cfg(unix)]
             Stream::Unix(s) => s.set_read_timeout(t),
+            #[cfg(feature = "fuzzing")]
             Stream::Script(_) => Ok(()),
         };
     }
@@ -322,20 +326,27 @@ impl Conn {
         self.flush()?;
         let at = self.at.clone();
         let password = || {
-            cfg.password.as_deref().ok_or_else(|| PgError::Auth {
-                at: at.clone(),
-                reason: "the server asks for a password and the URL has none".into(),
+            cfg.password.as_deref().ok_or_else(|| {
+                PgError::auth(at.clone(), "the server asks for a password and the URL has none")
             })
         };
         // A password sent in the clear, or as an MD5 hash (which is as good as
         // the password to whoever reads it), only where nobody can read it.
-        let exposed = matches!(self.stream, Stream::Tcp(_) | Stream::Script(_)) && !cfg.insecure_password;
-        let refuse = |how: &str| PgError::Auth {
-            at: at.clone(),
-            reason: format!(
-                "the server asks for the password {how} over a connection without TLS; refused \
-                 (use TLS: sslmode=require or verify-full; or accept the risk with insecure_password=allow)"
-            ),
+        let plain = match self.stream {
+            Stream::Tcp(_) => true,
+            #[cfg(feature = "fuzzing")]
+            Stream::Script(_) => true,
+            _ => false,
+        };
+        let exposed = plain && !cfg.insecure_password;
+        let refuse = |how: &str| {
+            PgError::auth(
+                at.clone(),
+                format!(
+                    "the server asks for the password {how} over a connection without TLS; refused \
+                     (use TLS: sslmode=require or verify-full; or accept the risk with insecure_password=allow)"
+                ),
+            )
         };
         let mut scram: Option<ScramSha256> = None;
         loop {
@@ -373,11 +384,10 @@ impl Conn {
                         has_plus |= m == sasl::SCRAM_SHA_256_PLUS;
                     }
                     if !has_scram && !has_plus {
-                        return Err(PgError::Auth {
-                            at: self.at.clone(),
-                            reason: "the server offers no SASL mechanism this client knows (SCRAM-SHA-256)"
-                                .into(),
-                        });
+                        return Err(PgError::auth(
+                            self.at.clone(),
+                            "the server offers no SASL mechanism this client knows (SCRAM-SHA-256)",
+                        ));
                     }
                     // Over TLS, bind the login to the server's certificate
                     // (SCRAM-SHA-256-PLUS, tls-server-end-point): a man in the
@@ -395,10 +405,10 @@ impl Conn {
                         Some(_) if has_scram => (sasl::SCRAM_SHA_256, ChannelBinding::unrequested()),
                         _ if has_scram => (sasl::SCRAM_SHA_256, ChannelBinding::unsupported()),
                         _ => {
-                            return Err(PgError::Auth {
-                                at: self.at.clone(),
-                                reason: "the server offers only SCRAM-SHA-256-PLUS, which needs TLS".into(),
-                            })
+                            return Err(PgError::auth(
+                                self.at.clone(),
+                                "the server offers only SCRAM-SHA-256-PLUS, which needs TLS",
+                            ))
                         }
                     };
                     let s = ScramSha256::new(password()?.as_bytes(), binding);
@@ -408,19 +418,14 @@ impl Conn {
                     self.flush()?;
                 }
                 Message::AuthenticationSaslContinue(body) => {
-                    let s = scram
-                        .as_mut()
-                        .ok_or_else(|| PgError::Protocol("SASL continue before start".into()))?;
-                    s.update(body.data())
-                        .map_err(|e| PgError::Auth { at: self.at.clone(), reason: e.to_string() })?;
+                    let s = scram.as_mut().ok_or_else(|| PgError::protocol("SASL continue before start"))?;
+                    s.update(body.data()).map_err(|e| self.scram_err(e))?;
                     frontend::sasl_response(s.message(), &mut self.wbuf).map_err(|e| self.io_err(e))?;
                     self.flush()?;
                 }
                 Message::AuthenticationSaslFinal(body) => {
-                    let s =
-                        scram.as_mut().ok_or_else(|| PgError::Protocol("SASL final before start".into()))?;
-                    s.finish(body.data())
-                        .map_err(|e| PgError::Auth { at: self.at.clone(), reason: e.to_string() })?;
+                    let s = scram.as_mut().ok_or_else(|| PgError::protocol("SASL final before start"))?;
+                    s.finish(body.data()).map_err(|e| self.scram_err(e))?;
                 }
                 Message::BackendKeyData(body) => {
                     // The host and settings are filled in by `connect_to`.
@@ -439,16 +444,22 @@ impl Conn {
                 Message::ErrorResponse(body) => {
                     self.broken = true;
                     let e = server_error(&body);
-                    return Err(match e {
-                        PgError::Server { code, message } if code.starts_with("28") => {
-                            PgError::Auth { at: self.at.clone(), reason: format!("{message} ({code})") }
+                    if let PgError::Server { code, message } = &e {
+                        if code.starts_with("28") {
+                            // The server's error, with its SQLSTATE, is the cause.
+                            let reason = format!("{message} ({code})");
+                            return Err(PgError::Auth {
+                                at: self.at.clone(),
+                                reason,
+                                source: Some(Arc::new(e)),
+                            });
                         }
-                        e => e,
-                    });
+                    }
+                    return Err(e);
                 }
                 _ => {
                     self.broken = true;
-                    return Err(PgError::Protocol("unexpected message while logging in".into()));
+                    return Err(PgError::protocol("unexpected message while logging in"));
                 }
             }
         }
@@ -508,7 +519,7 @@ impl Conn {
             if let Err(e) = bound {
                 // Nothing was sent yet: drop what was written and stay usable.
                 self.wbuf.clear();
-                return Err(PgError::Protocol(format!("encoding parameters: {}", bind_error(e))));
+                return Err(bind_error(e));
             }
             frontend::execute("", 0, &mut self.wbuf).map_err(|e| self.io_err(e))?;
         }
@@ -553,7 +564,7 @@ impl Conn {
                         None if results.len() == stmts.len() => Ok(results),
                         None => {
                             self.broken = true;
-                            Err(PgError::Protocol("the server answered fewer statements than sent".into()))
+                            Err(PgError::protocol("the server answered fewer statements than sent"))
                         }
                     };
                 }
@@ -563,7 +574,7 @@ impl Conn {
                 Message::NoData | Message::PortalSuspended => {}
                 _ => {
                     self.broken = true;
-                    return Err(PgError::Protocol("unexpected message in a pipeline".into()));
+                    return Err(PgError::protocol("unexpected message in a pipeline"));
                 }
             }
         }
@@ -583,7 +594,7 @@ impl Conn {
 
     fn usable(&mut self) -> Result<(), PgError> {
         if self.broken {
-            return Err(PgError::Connection { at: self.at.clone(), reason: "connection lost".into() });
+            return Err(PgError::connection(self.at.clone(), "connection lost"));
         }
         self.wbuf.clear();
         Ok(())
@@ -603,7 +614,7 @@ impl Conn {
                     u32::from_be_bytes([self.rbuf[1], self.rbuf[2], self.rbuf[3], self.rbuf[4]]) as usize;
                 if len > MAX_MESSAGE {
                     self.broken = true;
-                    return Err(PgError::Protocol(format!("a {len}-byte message from the server")));
+                    return Err(PgError::protocol(format!("a {len}-byte message from the server")));
                 }
             }
             match Message::parse(&mut self.rbuf) {
@@ -684,12 +695,18 @@ impl Conn {
 
     fn io_err(&mut self, e: io::Error) -> PgError {
         self.broken = true;
-        PgError::Connection { at: self.at.clone(), reason: e.to_string() }
+        PgError::connection_io(self.at.clone(), e)
+    }
+
+    /// A failed SCRAM exchange (a server proof that does not check out, a
+    /// malformed message); the SCRAM error is the cause.
+    fn scram_err(&self, e: io::Error) -> PgError {
+        PgError::Auth { at: self.at.clone(), reason: e.to_string(), source: Some(Arc::new(e)) }
     }
 
     fn proto_err(&mut self, e: io::Error) -> PgError {
         self.broken = true;
-        PgError::Protocol(e.to_string())
+        PgError::Protocol { reason: e.to_string(), source: Some(Arc::new(e)) }
     }
 }
 
@@ -703,11 +720,14 @@ impl Drop for Conn {
     }
 }
 
-fn bind_error(e: frontend::BindError) -> String {
-    match e {
-        frontend::BindError::Conversion(e) => e.to_string(),
-        frontend::BindError::Serialization(e) => e.to_string(),
-    }
+/// The protocol error for parameters that could not be encoded; the encoding
+/// error is its source.
+fn bind_error(e: frontend::BindError) -> PgError {
+    let (reason, source): (String, Cause) = match e {
+        frontend::BindError::Conversion(e) => (e.to_string(), Arc::from(e)),
+        frontend::BindError::Serialization(e) => (e.to_string(), Arc::new(e)),
+    };
+    PgError::Protocol { reason: format!("encoding parameters: {reason}"), source: Some(source) }
 }
 
 fn server_error(body: &ErrorResponseBody) -> PgError {

@@ -39,6 +39,51 @@ fn a_server_that_is_not_there_is_a_clear_connection_error() {
 }
 
 #[test]
+fn a_refused_connection_keeps_its_io_error() {
+    use std::error::Error as _;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let err =
+        PgViews::open(&format!("postgres://postgres@127.0.0.1:{port}/postgres?retry_for=0")).unwrap_err();
+    assert!(matches!(err, PgError::Connection { .. }), "{err:?}");
+    let io = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+    assert_eq!(io.kind(), std::io::ErrorKind::ConnectionRefused);
+    // The message is the same as it was: the I/O error's own in it.
+    let msg = err.to_string();
+    assert!(
+        msg.starts_with("PostgreSQL at ") && msg.ends_with(&format!("{port}/postgres (schema kappa): {io}")),
+        "{msg}"
+    );
+    // Through the StoreError too.
+    let store = StoreError::from(err);
+    let kind = store.downcast_ref::<std::io::Error>().map(|io| io.kind());
+    assert_eq!(kind, Some(std::io::ErrorKind::ConnectionRefused));
+}
+
+#[test]
+fn a_refused_login_keeps_the_servers_sqlstate() {
+    use std::error::Error as _;
+    let pg = match TempCluster::start_with_auth("scram-sha-256", Some("s3cret")) {
+        Ok(pg) => pg,
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("\n*** SKIPPING refused login: {e} ***\n");
+            return;
+        }
+        Err(e) => panic!("{e}"),
+    };
+    let url = format!("postgres://postgres:wrong@127.0.0.1:{}/postgres?schema=auth", pg.port());
+    let err = PgViews::open(&url).unwrap_err();
+    assert!(matches!(err, PgError::Auth { .. }), "{err:?}");
+    // 28P01: invalid_password.
+    let server = err.source().and_then(|s| s.downcast_ref::<PgError>());
+    assert!(matches!(server, Some(PgError::Server { code, .. }) if code == "28P01"), "{server:?}");
+    assert!(err.to_string().ends_with("(28P01)"), "{err}");
+    let store = StoreError::from(err);
+    let code =
+        store.downcast_ref::<PgError>().and_then(|e| e.source()).and_then(|s| s.downcast_ref::<PgError>());
+    assert!(matches!(code, Some(PgError::Server { code, .. }) if code == "28P01"), "{code:?}");
+}
+
+#[test]
 fn schemas_of_something_else_are_refused_and_left_alone() {
     let Some(pg) = cluster_or_skip("foreign schema") else { return };
     pg.psql("CREATE SCHEMA shop; CREATE TABLE shop.orders (id int); INSERT INTO shop.orders VALUES (1)")

@@ -96,6 +96,34 @@ fn verify_full_connects_over_tls_and_refuses_a_wrong_ca_or_name() {
 }
 
 #[test]
+fn tls_and_login_errors_keep_their_typed_cause() {
+    use std::error::Error as _;
+    let Some((pg, ca, other_ca)) = tls_cluster() else { return };
+    // Another CA signed the certificate: rustls's own error is the cause.
+    let err = PgViews::open(&url(&pg, "localhost", &format!("sslmode=verify-full&{}", root(&other_ca))))
+        .unwrap_err();
+    assert!(matches!(err, PgError::Tls { .. }), "{err:?}");
+    let tls = err.source().and_then(|s| s.downcast_ref::<rustls::Error>()).expect("the rustls::Error");
+    assert!(matches!(tls, rustls::Error::InvalidCertificate(_)), "{tls:?}");
+    assert!(err.to_string().ends_with(&tls.to_string()), "{err}");
+    // The wrong name for the certificate: rustls says so, typed.
+    let err =
+        PgViews::open(&url(&pg, "127.0.0.1", &format!("sslmode=verify-full&{}", root(&ca)))).unwrap_err();
+    let tls = err.source().and_then(|s| s.downcast_ref::<rustls::Error>());
+    assert!(matches!(tls, Some(rustls::Error::InvalidCertificate(_))), "{err:?}");
+    // A root file that is not there: the file's error is the cause.
+    let err = PgViews::open(&url(&pg, "localhost", "sslmode=verify-full&sslrootcert=/nonexistent/ca.pem"))
+        .unwrap_err();
+    assert!(matches!(err, PgError::Tls { .. }) && err.source().is_some(), "{err:?}");
+    // Without TLS the server's pg_hba.conf has no entry: the server's error,
+    // SQLSTATE 28000, is the cause.
+    let err = PgViews::open_reader(&url(&pg, "127.0.0.1", "sslmode=disable")).unwrap_err();
+    assert!(matches!(err, PgError::Auth { .. }), "{err:?}");
+    let server = err.source().and_then(|s| s.downcast_ref::<PgError>());
+    assert!(matches!(server, Some(PgError::Server { code, .. }) if code == "28000"), "{server:?}");
+}
+
+#[test]
 fn require_refuses_a_server_without_tls_before_sending_anything() {
     // A plain server that asks for the password in the clear.
     let pg = match TempCluster::start_with_auth("password", Some(PASSWORD)) {

@@ -25,7 +25,7 @@ const DAMAGED_INFIX: &str = ".damaged-";
 /// there or an empty one.
 pub(crate) fn ensure_exists(path: &Path, cache_bytes: usize) -> Result<(), RedbError> {
     let at = || Location::File(path.to_path_buf());
-    let backend = |what: &str, e: io::Error| RedbError::Backend { at: at(), reason: format!("{what}: {e}") };
+    let backend = |what: &str, e: io::Error| RedbError::io(at(), what, e);
     let empty = match std::fs::metadata(path) {
         Ok(m) if m.len() > 0 => {
             remove_leftovers(path);
@@ -60,9 +60,7 @@ fn build(tmp: &Path, cache_bytes: usize) -> Result<(), RedbError> {
         .map_err(|e| RedbError::from_open(at.clone(), e))?;
     // The marker commit is durable (fsync'd); dropping closes the file cleanly.
     drop(RedbViews::init(db, None, cache_bytes, at.clone())?);
-    std::fs::File::open(tmp)
-        .and_then(|f| f.sync_all())
-        .map_err(|e| RedbError::Backend { at, reason: format!("cannot sync: {e}") })
+    std::fs::File::open(tmp).and_then(|f| f.sync_all()).map_err(|e| RedbError::io(at, "cannot sync", e))
 }
 
 /// Links `tmp` to `path` unless a file appeared there meanwhile.

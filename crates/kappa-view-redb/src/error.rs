@@ -1,5 +1,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use kappa_view::{StoreError, StoreErrorKind};
 
@@ -31,53 +32,104 @@ impl fmt::Display for Location {
     }
 }
 
+/// What caused a [`RedbError`]: redb's own error (a `redb::DatabaseError`,
+/// a `redb::Error`) or an `io::Error`, shared so that the error stays `Clone`.
+/// It is the [`RedbError`]'s [`source`](std::error::Error::source), so a
+/// caller can downcast to the concrete type.
+pub(crate) type Cause = Arc<dyn std::error::Error + Send + Sync + 'static>;
+
 /// Why a view database could not be opened. Converts into [`StoreError`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// The message (`Display`) includes the cause's message; the cause itself, if
+/// there is one, is the [`source`](std::error::Error::source). Two errors are
+/// equal when their variants and messages are (causes are not comparable in
+/// general).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RedbError {
     /// Another handle holds the file's lock: a `RedbViews` in another process, or
     /// an earlier one in this process that is still alive.
-    #[error(
-        "view database {at} is already open (locked by another process or another RedbViews in this one)"
-    )]
     Locked {
         /// The file.
         at: Location,
     },
     /// The file exists but is not a redb database.
-    #[error("{at} is not a redb database: {reason}")]
     NotRedb {
         /// The file.
         at: Location,
         /// What redb said.
         reason: String,
+        /// The error redb opened the file with (an `io::Error`).
+        source: Option<Cause>,
     },
     /// The file is a redb database, but not one of view tables this crate can use
     /// (another application's tables, a newer format, an old redb file format).
-    #[error("{at} is a redb database this store cannot use: {reason}")]
     Incompatible {
         /// The file.
         at: Location,
         /// What does not fit.
         reason: String,
+        /// redb's error, if one said so.
+        source: Option<Cause>,
     },
     /// The file is damaged.
-    #[error("view database {at} is corrupt: {reason}")]
     Corrupt {
         /// The file.
         at: Location,
         /// What redb said.
         reason: String,
+        /// redb's error, if one said so.
+        source: Option<Cause>,
     },
     /// I/O or another backend failure.
-    #[error("view database {at}: {reason}")]
     Backend {
         /// The file.
         at: Location,
         /// What failed.
         reason: String,
+        /// redb's error or the `io::Error`.
+        source: Option<Cause>,
     },
 }
+
+impl fmt::Display for RedbError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RedbError::Locked { at } => write!(
+                f,
+                "view database {at} is already open (locked by another process or another RedbViews in this one)"
+            ),
+            RedbError::NotRedb { at, reason, .. } => write!(f, "{at} is not a redb database: {reason}"),
+            RedbError::Incompatible { at, reason, .. } => {
+                write!(f, "{at} is a redb database this store cannot use: {reason}")
+            }
+            RedbError::Corrupt { at, reason, .. } => write!(f, "view database {at} is corrupt: {reason}"),
+            RedbError::Backend { at, reason, .. } => write!(f, "view database {at}: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for RedbError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            RedbError::Locked { .. } => None,
+            RedbError::NotRedb { source, .. }
+            | RedbError::Incompatible { source, .. }
+            | RedbError::Corrupt { source, .. }
+            | RedbError::Backend { source, .. } => {
+                source.as_deref().map(|s| s as &(dyn std::error::Error + 'static))
+            }
+        }
+    }
+}
+
+impl PartialEq for RedbError {
+    fn eq(&self, other: &Self) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other) && self.to_string() == other.to_string()
+    }
+}
+
+impl Eq for RedbError {}
 
 /// The [`RedbError`] is kept as the [`StoreError`]'s source: a caller can
 /// downcast to it (`StoreError::downcast_ref::<RedbError>()`) to tell a locked
@@ -95,6 +147,12 @@ impl From<RedbError> for StoreError {
 }
 
 impl RedbError {
+    /// A [`RedbError::Backend`] for a failed file-system operation: `what`,
+    /// then the I/O error's message; the I/O error is the source.
+    pub(crate) fn io(at: Location, what: &str, e: std::io::Error) -> Self {
+        RedbError::Backend { at, reason: format!("{what}: {e}"), source: Some(Arc::new(e)) }
+    }
+
     /// Classifies an error from opening the database.
     pub(crate) fn from_open(at: Location, e: redb::DatabaseError) -> Self {
         use redb::{DatabaseError as D, StorageError as S};
@@ -103,15 +161,19 @@ impl RedbError {
             D::UpgradeRequired(v) => RedbError::Incompatible {
                 at,
                 reason: format!("written in redb file format {v}, which needs an upgrade"),
+                source: Some(Arc::new(e)),
             },
             D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::InvalidData => {
-                RedbError::NotRedb { at, reason: io.to_string() }
+                RedbError::NotRedb { at, reason: io.to_string(), source: Some(Arc::new(io)) }
             }
             D::Storage(S::Io(io)) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
-                RedbError::Corrupt { at, reason: format!("truncated ({io})") }
+                RedbError::Corrupt { at, reason: format!("truncated ({io})"), source: Some(Arc::new(io)) }
             }
-            D::Storage(S::Corrupted(reason)) => RedbError::Corrupt { at, reason },
-            other => RedbError::Backend { at, reason: other.to_string() },
+            D::Storage(S::Corrupted(reason)) => {
+                let source: Cause = Arc::new(D::Storage(S::Corrupted(reason.clone())));
+                RedbError::Corrupt { at, reason, source: Some(source) }
+            }
+            other => RedbError::Backend { at, reason: other.to_string(), source: Some(Arc::new(other)) },
         }
     }
 
@@ -119,12 +181,15 @@ impl RedbError {
     pub(crate) fn from_redb(at: Location, e: impl Into<redb::Error>) -> Self {
         let e = e.into();
         let reason = e.to_string();
-        if is_corruption(&e) {
-            RedbError::Corrupt { at, reason }
-        } else if is_schema_mismatch(&e) {
-            RedbError::Incompatible { at, reason }
+        let corrupt = is_corruption(&e);
+        let mismatch = is_schema_mismatch(&e);
+        let source: Option<Cause> = Some(Arc::new(e));
+        if corrupt {
+            RedbError::Corrupt { at, reason, source }
+        } else if mismatch {
+            RedbError::Incompatible { at, reason, source }
         } else {
-            RedbError::Backend { at, reason }
+            RedbError::Backend { at, reason, source }
         }
     }
 }
@@ -209,7 +274,8 @@ mod tests {
         assert_eq!(e.kind(), StoreErrorKind::Backend);
         assert!(e.to_string().contains("is already open"), "{e}");
         assert!(matches!(e.downcast_ref::<RedbError>(), Some(RedbError::Locked { .. })));
-        let e = StoreError::from(RedbError::NotRedb { at: Location::Memory, reason: "x".into() });
+        let e =
+            StoreError::from(RedbError::NotRedb { at: Location::Memory, reason: "x".into(), source: None });
         assert_eq!(e.kind(), StoreErrorKind::Corrupt);
         assert!(matches!(e.downcast_ref::<RedbError>(), Some(RedbError::NotRedb { .. })));
     }

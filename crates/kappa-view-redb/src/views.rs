@@ -97,7 +97,7 @@ impl RedbViews {
             check_integrity(&mut db, &at)?;
             Self::init(db, Some(path.to_path_buf()), cache_bytes, at.clone())
         }))
-        .unwrap_or_else(|panic| Err(RedbError::Corrupt { at, reason: panic_message(&*panic) }))
+        .unwrap_or_else(|panic| Err(RedbError::Corrupt { at, reason: panic_message(&*panic), source: None }))
     }
 
     /// Like [`open`](Self::open), but a file that cannot be used as a view
@@ -123,6 +123,7 @@ impl RedbViews {
         let to = crate::create::move_aside(path).map_err(|e| RedbError::Backend {
             at: Location::File(path.to_path_buf()),
             reason: format!("cannot move the unusable file aside ({e}) after: {cause}"),
+            source: Some(Arc::new(e)),
         })?;
         let views = Self::open(path)?;
         Ok(Opened { views, moved_aside: Some(MovedAside { from: path.to_path_buf(), to, cause }) })
@@ -224,6 +225,7 @@ fn check_integrity(db: &mut Database, at: &Location) -> Result<(), RedbError> {
         Ok(false) => Err(RedbError::Corrupt {
             at: at.clone(),
             reason: "failed redb's integrity check (redb repaired it to an earlier state)".into(),
+            source: None,
         }),
         // An I/O failure is what it is (classified as at open); anything else
         // redb's check fails with is damage.
@@ -231,9 +233,11 @@ fn check_integrity(db: &mut Database, at: &Location) -> Result<(), RedbError> {
             Err(RedbError::from_open(at.clone(), e))
         }
         Err(e) => match RedbError::from_open(at.clone(), e) {
-            RedbError::Backend { at, reason } => {
-                Err(RedbError::Corrupt { at, reason: format!("failed redb's integrity check: {reason}") })
-            }
+            RedbError::Backend { at, reason, source } => Err(RedbError::Corrupt {
+                at,
+                reason: format!("failed redb's integrity check: {reason}"),
+                source,
+            }),
             other => Err(other),
         },
     }
@@ -308,8 +312,13 @@ fn check_marker(tx: &ReadTransaction, at: &Location) -> Result<Marker, RedbError
                         String::from_utf8_lossy(&f),
                         String::from_utf8_lossy(FORMAT)
                     ),
+                    source: None,
                 }),
-                None => Err(RedbError::Incompatible { at: at.clone(), reason: "no format marker".into() }),
+                None => Err(RedbError::Incompatible {
+                    at: at.clone(),
+                    reason: "no format marker".into(),
+                    source: None,
+                }),
             };
         }
         Err(TableError::TableDoesNotExist(_)) => {}
@@ -326,6 +335,7 @@ fn check_marker(tx: &ReadTransaction, at: &Location) -> Result<Marker, RedbError
                 tables.len() + multimaps,
                 tables.join(", ")
             ),
+            source: None,
         });
     }
     Ok(Marker::Empty)

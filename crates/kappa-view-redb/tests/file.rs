@@ -144,6 +144,55 @@ fn garbage_files_are_errors_not_panics() {
     assert_not_redb(&text);
 }
 
+#[test]
+fn open_errors_keep_their_typed_cause() {
+    use std::error::Error as _;
+    use std::io::ErrorKind;
+
+    let dir = tempfile::tempdir().unwrap();
+    // Not a redb file: redb's I/O error (invalid data) is the source.
+    let text = dir.path().join("text");
+    std::fs::write(&text, "not a database\n".repeat(1000)).unwrap();
+    let err = RedbViews::open(&text).unwrap_err();
+    let message = err.to_string();
+    match &err {
+        RedbError::NotRedb { reason, .. } => {
+            let io = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+            assert_eq!(io.kind(), ErrorKind::InvalidData);
+            // The message still says what redb said.
+            assert!(message.ends_with(&io.to_string()) && reason == &io.to_string(), "{message}");
+        }
+        RedbError::Corrupt { .. } => assert!(err.source().is_some(), "{err:?}"),
+        other => panic!("not NotRedb or Corrupt: {other:?}"),
+    }
+    // The StoreError made of it reaches the same cause.
+    let store = StoreError::from(err.clone());
+    assert_eq!(store.downcast_ref::<RedbError>(), Some(&err));
+    assert!(store.downcast_ref::<std::io::Error>().is_some());
+
+    // A path under a regular file: the file system's error is the source.
+    let file = dir.path().join("file");
+    std::fs::write(&file, b"x").unwrap();
+    let err = RedbViews::open(file.join("views.redb")).unwrap_err();
+    assert!(matches!(err, RedbError::Backend { .. }), "{err:?}");
+    let io = err.source().and_then(|s| s.downcast_ref::<std::io::Error>()).expect("the io::Error");
+    assert_eq!(io.kind(), ErrorKind::NotADirectory);
+    assert!(err.to_string().contains(&io.to_string()), "{err}");
+
+    // A directory that does not exist: redb's open error is the source, with
+    // the I/O error in it.
+    let err = RedbViews::open(dir.path().join("missing/views.redb")).unwrap_err();
+    assert!(matches!(err, RedbError::Backend { .. }), "{err:?}");
+    let redb_err =
+        err.source().and_then(|s| s.downcast_ref::<redb::DatabaseError>()).expect("redb's open error");
+    match redb_err {
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            assert_eq!(io.kind(), ErrorKind::NotFound)
+        }
+        other => panic!("not an I/O error: {other:?}"),
+    }
+}
+
 /// Every operation on `views`' view "v" returns (an error or a result), never panics.
 fn exercise(views: &RedbViews) -> Vec<String> {
     let mut seen = Vec::new();

@@ -1,0 +1,300 @@
+//! The append path: a batch hashed, signed and written.
+
+use super::*;
+
+/// The tree writes of an append: its new nodes as runs of adjacent nodes, one
+/// write each. From `fresh` on (the nodes of the new blocks) a run goes on
+/// over the places of nodes not complete yet, as zeros, which is what the file
+/// holds there anyway.
+fn node_runs(mut nodes: Vec<Node>, fresh: u64) -> Vec<(u64, Vec<u8>)> {
+    nodes.sort_unstable_by_key(|n| n.index);
+    nodes.dedup_by_key(|n| n.index);
+    let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
+    for n in nodes {
+        match runs.last_mut() {
+            Some((first, bytes)) if *first + (bytes.len() / 40) as u64 == n.index => {
+                bytes.extend_from_slice(&n.encode())
+            }
+            Some((first, bytes)) if *first + (bytes.len() / 40) as u64 >= fresh => {
+                bytes.resize(((n.index - *first) * 40) as usize, 0);
+                bytes.extend_from_slice(&n.encode())
+            }
+            _ => runs.push((n.index, n.encode().to_vec())),
+        }
+    }
+    runs
+}
+
+/// The state an append builds on.
+struct Tip {
+    length: u64,
+    byte_length: u64,
+    roots: Vec<Node>,
+}
+
+/// One batch hashed and signed, not yet written.
+struct Prepared {
+    start: u64,
+    new_length: u64,
+    byte_length: u64,
+    new_byte_length: u64,
+    data: Vec<u8>,
+    sizes: Vec<u64>,
+    nodes: Vec<Node>,
+    roots: Vec<Node>,
+    signature: Signature,
+}
+
+impl Prepared {
+    fn count(&self) -> u64 {
+        self.new_length - self.start
+    }
+
+    fn range(&self) -> Range<u64> {
+        self.start..self.new_length
+    }
+}
+
+impl Feed {
+    /// Appends one block; returns its index. One signature per call.
+    pub fn append(&mut self, value: impl AsRef<[u8]>) -> Result<u64, LogError> {
+        Ok(self.append_batch([value])?.start)
+    }
+
+    /// Appends blocks as one batch, signed once (the signature lands in the slot of
+    /// the last block, as in hypercore). Returns the indices given to them. An empty
+    /// batch changes nothing.
+    pub fn append_batch<I, V>(&mut self, values: I) -> Result<Range<u64>, LogError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        self.check_poisoned()?;
+        let tip = self.tip();
+        let prepared = self.prepare(&tip, values)?;
+        if prepared.count() == 0 {
+            return Ok(tip.length..tip.length);
+        }
+        let range = prepared.range();
+        self.commit(vec![prepared])?;
+        Ok(range)
+    }
+
+    /// Appends several batches, each signed once as by
+    /// [`append_batch`](Self::append_batch), with the writes and syncs of all of
+    /// them shared: one write per file (per run of adjacent bytes) and, under
+    /// [`SyncPolicy::PerBatch`], one round of syncs for all (group commit, used
+    /// by [`SharedFeed`](crate::SharedFeed) for concurrent appenders).
+    ///
+    /// Returns one result per batch. A batch that cannot be appended (a block too
+    /// large, a read-only feed) fails alone; when a write fails, the first batch
+    /// of the group gets the error and the others [`LogError::Poisoned`].
+    pub fn append_batches<B, V>(
+        &mut self,
+        batches: impl IntoIterator<Item = B>,
+    ) -> Vec<Result<Range<u64>, LogError>>
+    where
+        B: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        let mut results: Vec<Result<Range<u64>, LogError>> = Vec::new();
+        let mut prepared = Vec::new();
+        let mut owners = Vec::new();
+        let mut tip = self.tip();
+        for values in batches {
+            let r = self.check_poisoned().and_then(|()| self.prepare(&tip, values));
+            match r {
+                Ok(p) if p.count() == 0 => results.push(Ok(tip.length..tip.length)),
+                Ok(p) => {
+                    results.push(Ok(p.range()));
+                    tip =
+                        Tip { length: p.new_length, byte_length: p.new_byte_length, roots: p.roots.clone() };
+                    owners.push(results.len() - 1);
+                    prepared.push(p);
+                }
+                Err(e) => results.push(Err(e)),
+            }
+        }
+        if prepared.is_empty() {
+            return results;
+        }
+        if let Err(e) = self.commit(prepared) {
+            let mut e = Some(e);
+            for i in owners {
+                results[i] = Err(e.take().unwrap_or(LogError::Poisoned));
+            }
+        }
+        results
+    }
+
+    /// The state appends build on.
+    fn tip(&self) -> Tip {
+        Tip { length: self.length, byte_length: self.byte_length, roots: self.roots.clone() }
+    }
+
+    /// Hashes and signs one batch on top of `tip`, writing nothing.
+    fn prepare<I, V>(&self, tip: &Tip, values: I) -> Result<Prepared, LogError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        if let Some(e) = would_fork(&self.recovery, tip.length) {
+            return Err(e);
+        }
+        let Some(key_pair) = self.key_pair.as_ref() else { return Err(LogError::NotWritable) };
+        let start = tip.length;
+        // A writer may have holes (blocks whose data was lost, which a peer can
+        // restore): the new roots need only the old roots, not the data.
+        let mut data = Vec::new();
+        let mut roots = tip.roots.clone();
+        let mut sizes = Vec::new();
+        let mut nodes: Vec<Node> = Vec::new();
+        for (k, v) in values.into_iter().enumerate() {
+            if k >= MAX_BATCH_ENTRIES {
+                return Err(LogError::TooLarge("more than 2^24 entries in one batch"));
+            }
+            let v = v.as_ref();
+            if v.len() > MAX_BLOCK_SIZE {
+                return Err(LogError::BlockTooLarge { size: v.len(), max: MAX_BLOCK_SIZE });
+            }
+            let leaf = Node::leaf(start + k as u64, v);
+            nodes.push(leaf);
+            roots.push(leaf);
+            while roots.len() >= 2 {
+                let (a, b) = (roots[roots.len() - 2], roots[roots.len() - 1]);
+                if flat::parent(a.index) != flat::parent(b.index) {
+                    break;
+                }
+                let p = Node::parent_of(&a, &b).ok_or(LogError::TooLarge("feed byte length overflows"))?;
+                roots.truncate(roots.len() - 2);
+                nodes.push(p);
+                roots.push(p);
+            }
+            data.extend_from_slice(v);
+            sizes.push(v.len() as u64);
+        }
+        let count = sizes.len() as u64;
+        let new_byte_length = tip
+            .byte_length
+            .checked_add(data.len() as u64)
+            .ok_or(LogError::TooLarge("feed byte length overflows"))?;
+        let signature =
+            if count == 0 { Signature([0; 64]) } else { key_pair.sign_roots(&roots, self.sign_form) };
+        Ok(Prepared {
+            start,
+            new_length: start + count,
+            byte_length: tip.byte_length,
+            new_byte_length,
+            data,
+            sizes,
+            nodes,
+            roots,
+            signature,
+        })
+    }
+
+    /// Writes prepared batches (in order, each built on the one before) and
+    /// adopts the newest as the feed's state.
+    ///
+    /// The order is what the crash guarantees rest on (docs/semantics.md):
+    /// data and tree first; under [`SyncPolicy::PerBatch`] both are synced
+    /// before any signature is written, so a signature on disk always has its
+    /// tree and data under it, even after a power loss (a signature without
+    /// them would read as entries signed and lost, and stop the writer with
+    /// `WouldFork`). Then the signatures, synced: once they are on disk the
+    /// batches are, since recovery proves the length from the newest verifying
+    /// signature. The bitfield and the head record follow, not synced: recovery
+    /// rebuilds the bitfield from the tree when it lags, and the head record
+    /// guards against damage, not crashes.
+    fn commit(&mut self, batches: Vec<Prepared>) -> Result<(), LogError> {
+        let (Some(first), Some(last)) = (batches.first(), batches.last()) else { return Ok(()) };
+        let byte_length = first.byte_length;
+        let (new_length, new_byte_length) = (last.new_length, last.new_byte_length);
+        let roots = last.roots.clone();
+        let signature = last.signature;
+        let mut data = Vec::new();
+        let mut nodes = Vec::new();
+        let mut signatures: Vec<(u64, Vec<u8>)> = Vec::new();
+        for b in &batches {
+            if data.is_empty() {
+                data = b.data.clone();
+            } else {
+                data.extend_from_slice(&b.data);
+            }
+            nodes.extend_from_slice(&b.nodes);
+            let slot = b.new_length - 1;
+            match signatures.last_mut() {
+                Some((s, bytes)) if *s + (bytes.len() / 64) as u64 == slot => {
+                    bytes.extend_from_slice(&b.signature.0)
+                }
+                _ => signatures.push((slot, b.signature.0.to_vec())),
+            }
+        }
+        let tree_runs = node_runs(nodes, 2 * first.start);
+        let start = first.start;
+        self.guarded(|feed| {
+            feed.files.data.write(byte_length, &data)?;
+            for (first, bytes) in &tree_runs {
+                feed.files.tree.write(HEADER_LEN + 40 * first, bytes)?;
+            }
+            let durable = feed.sync == SyncPolicy::PerBatch;
+            if durable {
+                sync_both(&mut feed.files.data, &mut feed.files.tree)?;
+            }
+            for (slot, bytes) in &signatures {
+                feed.files.signatures.write(HEADER_LEN + 64 * slot, bytes)?;
+            }
+            if durable {
+                feed.files.signatures.sync()?;
+            }
+            for i in start..new_length {
+                feed.bitfield.set_block(i, true);
+                feed.bitfield.set_node(2 * i);
+            }
+            if durable {
+                feed.flush_bitfield()
+            } else {
+                feed.defer_bitfield();
+                Ok(())
+            }
+        })?;
+
+        let was_complete = self.contiguous == start;
+        match self.offsets.end_at(start) {
+            // Cached offsets that disagree with the signed roots: start over.
+            Some(end) if end != byte_length => self.offsets.clear(),
+            Some(_) => {
+                let (mut acc, mut i) = (byte_length, start);
+                for b in &batches {
+                    for s in &b.sizes {
+                        acc += s;
+                        i += 1;
+                        self.offsets.push(i, acc);
+                    }
+                }
+            }
+            None => {}
+        }
+        self.roots = roots;
+        self.length = new_length;
+        self.byte_length = new_byte_length;
+        if was_complete {
+            self.contiguous = new_length;
+        }
+        // The second copy of the newest signed state (see `head`); written after
+        // the commit point, never synced on its own: it guards against damage,
+        // not against crashes, which the order of the writes above covers.
+        // Under `SyncPolicy::None` it waits, with the bitfield, for every
+        // ENTRIES_PER_BITFIELD_WRITE-th entry or the next flush.
+        if self.sync == SyncPolicy::PerBatch {
+            self.guarded(|feed| feed.write_head(signature))?;
+        } else {
+            self.head_pending = Some((signature, new_length));
+            self.appends_unflushed += new_length - start;
+            if self.appends_unflushed >= ENTRIES_PER_BITFIELD_WRITE {
+                self.flush_deferred()?;
+            }
+        }
+        Ok(())
+    }
+}
