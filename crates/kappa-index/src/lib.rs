@@ -19,6 +19,7 @@ pub use source::FeedSource;
 /// Why an indexer stopped.
 ///
 /// Equality compares [`Spawn`](Self::Spawn)'s I/O errors by kind and message.
+/// Causes that are not `Clone` are held in an [`Arc`], so the error is.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
@@ -41,14 +42,15 @@ pub enum IndexError {
         source: StoreError,
     },
     /// A feed could not be read.
-    #[error("view {view}: reading feed {feed}: {reason}")]
+    #[error("view {view}: reading feed {feed}: {source}")]
     Feed {
         /// The view's name.
         view: String,
-        /// The feed.
+        /// The feed (hex).
         feed: String,
-        /// The cause.
-        reason: String,
+        /// What the log said.
+        #[source]
+        source: Arc<kappa_log::LogError>,
     },
     /// The indexer's thread could not be started.
     #[error("view {view}: cannot start the indexer thread: {source}")]
@@ -70,7 +72,7 @@ impl PartialEq for IndexError {
         match (self, other) {
             (View { view: a, source: x }, View { view: b, source: y }) => a == b && x == y,
             (Store { view: a, source: x }, Store { view: b, source: y }) => a == b && x == y,
-            (Feed { view: a, feed: f, reason: x }, Feed { view: b, feed: g, reason: y }) => {
+            (Feed { view: a, feed: f, source: x }, Feed { view: b, feed: g, source: y }) => {
                 a == b && f == g && x == y
             }
             (Spawn { view: a, source: x }, Spawn { view: b, source: y }) => {
@@ -748,7 +750,7 @@ fn read_entries(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<Vec<En
             let value = f.try_get(s).map_err(|e| IndexError::Feed {
                 view: inner.name.clone(),
                 feed: key.to_hex(),
-                reason: e.to_string(),
+                source: Arc::new(e),
             })?;
             out.push(Entry::new(key, s, value));
         }
