@@ -40,7 +40,6 @@ mod serve;
 mod status;
 
 use kappa_index::Indexer;
-use kappa_log::encoding::to_js_json;
 use kappa_multifeed::{FeedAdded, Multifeed, MultifeedError, MultifeedOptions};
 use kappa_protocol::SessionHandle;
 use kappa_storage::{DirectoryProvider, MemoryProvider};
@@ -332,26 +331,12 @@ impl Writer {
     }
 }
 
+/// `value` as block bytes under `encoding` (see [`ValueEncoding::encode`]).
 fn encode<T: Serialize + ?Sized>(encoding: ValueEncoding, value: &T) -> Result<Vec<u8>, KappaError> {
-    match encoding {
-        ValueEncoding::Json => {
-            let mut v = to_js_json(value).map_err(|e| KappaError::Encoding(e.to_string()))?;
-            v.push(b'\n');
-            Ok(v)
-        }
-        _ => {
-            // Binary and utf8 take strings and byte arrays as they are.
-            match serde_json::to_value(value).map_err(|e| KappaError::Encoding(e.to_string()))? {
-                serde_json::Value::String(s) => Ok(s.into_bytes()),
-                serde_json::Value::Array(a) => a
-                    .into_iter()
-                    .map(|b| b.as_u64().filter(|&n| n < 256).map(|n| n as u8))
-                    .collect::<Option<Vec<u8>>>()
-                    .ok_or_else(|| KappaError::Encoding("expected a string or bytes".into())),
-                _ => Err(KappaError::Encoding("binary and utf8 feeds take strings or bytes".into())),
-            }
-        }
-    }
+    encoding.encode(value).map_err(|e| match e {
+        kappa_log::LogError::Encoding(reason) => KappaError::Encoding(reason),
+        other => KappaError::Log(other),
+    })
 }
 
 /// A view in use: derefs to the view, so its query methods are at hand (the Rust
