@@ -29,7 +29,7 @@ pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
 pub use kappa_multifeed::{
     Blocked, FeedPolicy, FeedUsage, Policy, PolicyError, ReplicateOptions, SyncReport, DEFAULT_SHARED_KEY,
 };
-pub use kappa_view::{Entry, View, ViewStore};
+pub use kappa_view::{Entry, View, ViewBackend, ViewStore};
 pub use serve::{ConnectionGate, GenerationMemory, Permit, Refusal, ServeOptions, GENERATION_MEMORY_SIZE};
 pub use status::{
     FeedSyncStatus, FeedsStatus, FilesStatus, KappaStatus, MemoryStatus, PeerStatus, ViewStatus,
@@ -43,7 +43,7 @@ use kappa_index::Indexer;
 use kappa_multifeed::{FeedAdded, Multifeed, MultifeedError, MultifeedOptions};
 use kappa_protocol::SessionHandle;
 use kappa_storage::{DirectoryProvider, MemoryProvider};
-use kappa_view::{MemoryStore, StoreError, Tx, ViewError};
+use kappa_view::{MemoryViews, StoreError, Tx, ViewError};
 use kappa_view_redb::RedbViews;
 
 pub use kappa_view_redb::MovedAside;
@@ -106,7 +106,10 @@ pub enum KappaError {
 }
 
 /// Where the views keep their rows.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Equality compares [`Custom`](Self::Custom) backends by identity (the same
+/// `Arc`).
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum ViewStorage {
     /// In memory: views are rebuilt at every start.
@@ -119,7 +122,52 @@ pub enum ViewStorage {
     /// other processes read with [`view_postgres::PgViews::open_reader`].
     #[cfg(feature = "postgres")]
     Postgres(String),
+    /// In a backend of your own (a crate implementing [`ViewBackend`]), opened
+    /// already; each view asks it for its store.
+    ///
+    /// ```
+    /// use std::sync::{Arc, atomic::{AtomicUsize, Ordering}};
+    /// use kappa_core::{Kappa, ViewStorage, view::{sum::SumView, MemoryViews, StoreError, ViewBackend, ViewStore}};
+    ///
+    /// /// Views in memory, counting the stores opened.
+    /// #[derive(Debug, Default)]
+    /// struct Counting(AtomicUsize);
+    ///
+    /// impl ViewBackend for Counting {
+    ///     fn open_store(&self, name: &str) -> Result<Arc<dyn ViewStore>, StoreError> {
+    ///         self.0.fetch_add(1, Ordering::Relaxed);
+    ///         MemoryViews.open_store(name)
+    ///     }
+    /// }
+    ///
+    /// let backend = Arc::new(Counting::default());
+    /// let core = Kappa::builder().view_storage(ViewStorage::Custom(backend.clone())).open()?;
+    /// let sum = core.use_view("sum", 1, SumView::new)?;
+    /// core.writer("local")?.append(&5)?;
+    /// futures::executor::block_on(sum.ready())?;
+    /// assert_eq!(sum.get()?, 5.0);
+    /// assert_eq!(backend.0.load(Ordering::Relaxed), 1);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    Custom(Arc<dyn ViewBackend>),
 }
+
+impl PartialEq for ViewStorage {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (ViewStorage::Memory, ViewStorage::Memory) => true,
+            (ViewStorage::Redb(a), ViewStorage::Redb(b)) => a == b,
+            #[cfg(feature = "postgres")]
+            (ViewStorage::Postgres(a), ViewStorage::Postgres(b)) => a == b,
+            (ViewStorage::Custom(a), ViewStorage::Custom(b)) => {
+                std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ViewStorage {}
 
 /// How to open a database; see [`Kappa::builder`].
 #[derive(Debug, Clone)]
@@ -205,20 +253,21 @@ impl KappaBuilder {
             None => (Multifeed::open(MemoryProvider::new(), mf_opts)?, ViewStorage::Memory),
         };
         let mut views_moved_aside = None;
-        let views = match self.views.unwrap_or(default_views) {
-            _ if self.seed => ViewDb::Off,
-            ViewStorage::Memory => ViewDb::Memory,
+        let views: Option<Arc<dyn ViewBackend>> = match self.views.unwrap_or(default_views) {
+            _ if self.seed => None,
+            ViewStorage::Memory => Some(Arc::new(MemoryViews)),
             ViewStorage::Redb(path) => {
                 // Views are derived: a file that cannot be used is moved aside
                 // and the views rebuild from the logs.
                 let opened = RedbViews::open_or_move_aside(&path).map_err(StoreError::from)?;
                 views_moved_aside = opened.moved_aside;
-                ViewDb::Redb(opened.views)
+                Some(Arc::new(opened.views))
             }
             #[cfg(feature = "postgres")]
-            ViewStorage::Postgres(url) => ViewDb::Postgres(
+            ViewStorage::Postgres(url) => Some(Arc::new(
                 kappa_view_postgres::PgViews::open(&url).map_err(|e| KappaError::Views(Box::new(e)))?,
-            ),
+            )),
+            ViewStorage::Custom(backend) => Some(backend),
         };
         Ok(Kappa {
             inner: Arc::new(Inner {
@@ -253,15 +302,6 @@ fn check_database_dir(dir: &Path) -> Result<(), KappaError> {
     }
 }
 
-enum ViewDb {
-    /// Seed mode: no view storage, no views.
-    Off,
-    Memory,
-    Redb(RedbViews),
-    #[cfg(feature = "postgres")]
-    Postgres(kappa_view_postgres::PgViews),
-}
-
 struct UsedView {
     indexer: Arc<Indexer>,
     view: Arc<dyn Any + Send + Sync>,
@@ -271,7 +311,8 @@ struct Inner {
     mf: Multifeed,
     encoding: ValueEncoding,
     shared_key: Option<[u8; 32]>,
-    views: ViewDb,
+    /// Where the views keep their rows; `None` in seed mode (no views).
+    views: Option<Arc<dyn ViewBackend>>,
     views_moved_aside: Option<MovedAside>,
     used: Mutex<HashMap<String, UsedView>>,
     closed: Mutex<bool>,
@@ -477,18 +518,16 @@ impl Kappa {
     /// Whether the database was opened in seed mode
     /// ([`KappaBuilder::seed_mode`]): replicating, with no views.
     pub fn is_seed(&self) -> bool {
-        matches!(self.inner.views, ViewDb::Off)
+        self.inner.views.is_none()
     }
 
     /// Whether the view file has been opened for writing. A `views.redb` that
     /// a clean close sealed opens read-only, and stays so until a view commits
     /// (see `kappa_view_redb`): a command that only reads current views writes
-    /// and syncs nothing. `false` for views that are not in a redb file.
+    /// and syncs nothing. `false` for views that are not in a redb file (what
+    /// [`ViewBackend::is_open_for_writing`] says, for a custom backend).
     pub fn views_open_for_writing(&self) -> bool {
-        match &self.inner.views {
-            ViewDb::Redb(db) => db.is_open_for_writing(),
-            _ => false,
-        }
+        self.inner.views.as_ref().is_some_and(|v| v.is_open_for_writing())
     }
 
     /// The feed set.
@@ -600,13 +639,8 @@ impl Kappa {
     /// The store a view called `name` should keep its rows in (in the database's
     /// view storage).
     pub fn view_store(&self, name: &str) -> Result<Arc<dyn ViewStore>, KappaError> {
-        Ok(match &self.inner.views {
-            ViewDb::Off => return Err(KappaError::SeedMode),
-            ViewDb::Memory => Arc::new(MemoryStore::new()),
-            ViewDb::Redb(db) => Arc::new(db.store(name)?),
-            #[cfg(feature = "postgres")]
-            ViewDb::Postgres(db) => Arc::new(db.store(name)?),
-        })
+        let views = self.inner.views.as_ref().ok_or(KappaError::SeedMode)?;
+        Ok(views.open_store(name)?)
     }
 
     /// Starts using a view: `make` builds it over its store; it is indexed in the
@@ -681,8 +715,8 @@ impl Kappa {
             })
             .collect();
         let stored = match &self.inner.views {
-            ViewDb::Redb(db) => db.views()?,
-            _ => Vec::new(),
+            Some(views) => views.stored_views()?,
+            None => Vec::new(),
         };
         let mut available = None;
         for name in stored {
