@@ -2,6 +2,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod progress;
+mod source;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -10,14 +11,15 @@ use std::thread::JoinHandle;
 use event_listener::{Event, Listener};
 use futures::channel::mpsc;
 use kappa_log::{PublicKey, SharedFeed};
-use kappa_multifeed::Multifeed;
 use kappa_view::{Entry, StoreError, StoreErrorKind, Tx, View, ViewError};
 
 pub use progress::Progress;
+pub use source::FeedSource;
 
 /// Why an indexer stopped.
 ///
 /// Equality compares [`Spawn`](Self::Spawn)'s I/O errors by kind and message.
+/// Causes that are not `Clone` are held in an [`Arc`], so the error is.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum IndexError {
@@ -40,14 +42,15 @@ pub enum IndexError {
         source: StoreError,
     },
     /// A feed could not be read.
-    #[error("view {view}: reading feed {feed}: {reason}")]
+    #[error("view {view}: reading feed {feed}: {source}")]
     Feed {
         /// The view's name.
         view: String,
-        /// The feed.
+        /// The feed (hex).
         feed: String,
-        /// The cause.
-        reason: String,
+        /// What the log said.
+        #[source]
+        source: Arc<kappa_log::LogError>,
     },
     /// The indexer's thread could not be started.
     #[error("view {view}: cannot start the indexer thread: {source}")]
@@ -69,7 +72,7 @@ impl PartialEq for IndexError {
         match (self, other) {
             (View { view: a, source: x }, View { view: b, source: y }) => a == b && x == y,
             (Store { view: a, source: x }, Store { view: b, source: y }) => a == b && x == y,
-            (Feed { view: a, feed: f, reason: x }, Feed { view: b, feed: g, reason: y }) => {
+            (Feed { view: a, feed: f, source: x }, Feed { view: b, feed: g, source: y }) => {
                 a == b && f == g && x == y
             }
             (Spawn { view: a, source: x }, Spawn { view: b, source: y }) => {
@@ -157,7 +160,7 @@ struct Shared {
 struct Inner {
     name: String,
     view: Arc<dyn View>,
-    mf: Multifeed,
+    feeds: Arc<dyn FeedSource>,
     shared: Mutex<Shared>,
     /// Wakes the worker (feeds and the feed set notify it).
     wake: Arc<Event>,
@@ -207,11 +210,17 @@ impl std::fmt::Debug for Indexer {
 }
 
 impl Indexer {
-    /// Starts indexing `view` (called `name` in errors) over `mf`.
+    /// Starts indexing `view` (called `name` in errors) over the feeds of `mf`
+    /// (a `Multifeed`, or any other [`FeedSource`]; the indexer keeps a clone).
     ///
     /// If the store holds progress of another version (or none), the store is
     /// cleared first and the view rebuilt from all entries.
-    pub fn start(name: &str, view: Arc<dyn View>, mf: &Multifeed) -> Result<Indexer, IndexError> {
+    pub fn start<S: FeedSource + Clone + 'static>(
+        name: &str,
+        view: Arc<dyn View>,
+        mf: &S,
+    ) -> Result<Indexer, IndexError> {
+        let mf: Arc<dyn FeedSource> = Arc::new(mf.clone());
         let store_err = |source| IndexError::Store { view: name.to_owned(), source };
         let version = view.version();
         let policy_version = mf.policy_version();
@@ -219,7 +228,7 @@ impl Indexer {
         let mut rebuilt_because = None;
         let progress = match stored {
             Some(p) if p.version == version => {
-                match excluded_in(&p, mf).or_else(|| ahead_of_the_logs(&p, mf)) {
+                match excluded_in(&p, &*mf).or_else(|| ahead_of_the_logs(&p, &*mf)) {
                     None => p,
                     Some(why) => {
                         // The view holds rows of entries the logs do not (a crash of
@@ -246,7 +255,7 @@ impl Indexer {
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             view,
-            mf: mf.clone(),
+            feeds: mf.clone(),
             shared: Mutex::new(Shared {
                 status: Status::Idle,
                 pause_requested: false,
@@ -297,7 +306,7 @@ impl Indexer {
             let sh = self.inner.lock();
             (sh.status, sh.progress.count(), sh.error.clone())
         };
-        let total = self.inner.mf.visible_feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum();
+        let total = self.inner.feeds.visible_feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum();
         IndexState { status, indexed, total, error }
     }
 
@@ -314,12 +323,12 @@ impl Indexer {
             let sh = self.inner.lock();
             (sh.progress.clone(), sh.policy_seen)
         };
-        if policy_seen != self.inner.mf.policy_version() {
+        if policy_seen != self.inner.feeds.policy_version() {
             // A feed may have been blocked or hidden: not ready until the
             // view has dropped its entries.
             return true;
         }
-        self.inner.mf.visible_feeds().iter().any(|f| {
+        self.inner.feeds.visible_feeds().iter().any(|f| {
             let present = f.lock().downloaded(0..u64::MAX);
             present > progress.feeds.get(f.public_key()).map_or(0, |r| r.count())
         })
@@ -406,10 +415,9 @@ impl Drop for Indexer {
 
 /// Why `p` must be rebuilt for the feed set's policy, if it must: it holds
 /// entries of a feed the policy blocks or hides.
-fn excluded_in(p: &Progress, mf: &Multifeed) -> Option<String> {
-    let policy = mf.policy();
+fn excluded_in(p: &Progress, mf: &dyn FeedSource) -> Option<String> {
     p.feeds.iter().filter(|(_, r)| r.count() > 0).find_map(|(key, _)| {
-        policy.get(key).map(|why| format!("feed {} is {why} in this database", key.to_hex()))
+        mf.excluded_because(key).map(|why| format!("feed {} is {why} in this database", key.to_hex()))
     })
 }
 
@@ -417,7 +425,7 @@ fn excluded_in(p: &Progress, mf: &Multifeed) -> Option<String> {
 /// and records the policy version it agrees with.
 fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
     let progress = inner.lock().progress.clone();
-    if let Some(reason) = excluded_in(&progress, &inner.mf) {
+    if let Some(reason) = excluded_in(&progress, &*inner.feeds) {
         // The general mechanism for now: a full rebuild (the view is blank
         // until it has caught up again).
         inner
@@ -440,10 +448,10 @@ fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
 /// machine (the view's commit reached the disk, the log's write did not) or
 /// by a feed's files lost or replaced; its rows would then show entries that
 /// are not there, so it is rebuilt.
-fn ahead_of_the_logs(p: &Progress, mf: &Multifeed) -> Option<String> {
+fn ahead_of_the_logs(p: &Progress, mf: &dyn FeedSource) -> Option<String> {
     for (key, ranges) in &p.feeds {
         let Some(feed) = mf.feed(key) else {
-            if mf.damaged_feeds().is_empty() {
+            if !mf.has_damaged_feeds() {
                 return Some(format!(
                     "it indexed entries of feed {}, which this database no longer holds",
                     key.to_hex()
@@ -479,7 +487,7 @@ fn next_batch(inner: &Inner) -> Option<(SharedFeed, Vec<u64>)> {
 /// Like [`next_batch`], for a given progress (which may be ahead of the
 /// committed one while a group is being built).
 fn next_batch_after(inner: &Inner, progress: &Progress) -> Option<(SharedFeed, Vec<u64>)> {
-    let feeds = inner.mf.visible_feeds();
+    let feeds = inner.feeds.visible_feeds();
     if feeds.is_empty() {
         return None;
     }
@@ -537,7 +545,7 @@ fn run(inner: Arc<Inner>) {
     let mut watched: HashSet<PublicKey> = HashSet::new();
     loop {
         let listener = inner.wake.listen();
-        for f in inner.mf.visible_feeds() {
+        for f in inner.feeds.visible_feeds() {
             if watched.insert(*f.public_key()) {
                 f.watch(&inner.wake);
             }
@@ -566,7 +574,7 @@ fn run(inner: Arc<Inner>) {
                 }
                 continue;
             }
-            let version = inner.mf.policy_version();
+            let version = inner.feeds.policy_version();
             if version != sh.policy_seen {
                 drop(sh);
                 match apply_policy(&inner, version) {
@@ -692,7 +700,7 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
             // Blocked while we read it (its files are cut off): nothing of
             // this group is committed, and the rebuild that follows the
             // policy change leaves the feed out.
-            Err(_) if inner.mf.is_blocked(feed.public_key()) => return Ok(()),
+            Err(_) if inner.feeds.is_blocked(feed.public_key()) => return Ok(()),
             Err(e) => return Err(e),
         };
         let key = *feed.public_key();
@@ -742,7 +750,7 @@ fn read_entries(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<Vec<En
             let value = f.try_get(s).map_err(|e| IndexError::Feed {
                 view: inner.name.clone(),
                 feed: key.to_hex(),
-                reason: e.to_string(),
+                source: Arc::new(e),
             })?;
             out.push(Entry::new(key, s, value));
         }

@@ -119,9 +119,7 @@ impl<T> std::fmt::Debug for Json<T> {
 impl<T: Serialize + DeserializeOwned> Codec for Json<T> {
     type Value = T;
     fn encode(&self, value: &T) -> Result<Vec<u8>, LogError> {
-        let mut out = to_js_json(value)?;
-        out.push(b'\n');
-        Ok(out)
+        ValueEncoding::Json.encode(value)
     }
     fn decode(&self, bytes: &[u8]) -> Result<T, LogError> {
         serde_json::from_slice(bytes).map_err(|e| LogError::Encoding(e.to_string()))
@@ -139,6 +137,43 @@ pub enum ValueEncoding {
     Utf8,
     /// JSON plus newline (hypercore's `json`, really `ndjson`).
     Json,
+}
+
+impl ValueEncoding {
+    /// Encodes `value` into block bytes under this encoding, as a JS writer
+    /// would: [`Json`](Self::Json) is [`to_js_json`] plus `\n` (the [`Json`]
+    /// codec); [`Binary`](Self::Binary) and [`Utf8`](Self::Utf8) take a string
+    /// (its UTF-8 bytes) or an array of bytes (`&[u8]`, `Vec<u8>`), as they are.
+    /// Anything else fails with [`LogError::Encoding`].
+    ///
+    /// ```
+    /// use kappa_log::encoding::ValueEncoding;
+    /// assert_eq!(ValueEncoding::Json.encode(&serde_json::json!({"n": 1.0}))?, b"{\"n\":1}\n");
+    /// assert_eq!(ValueEncoding::Utf8.encode("hé")?, "hé".as_bytes());
+    /// assert_eq!(ValueEncoding::Binary.encode(&[1u8, 2])?, [1, 2]);
+    /// assert!(ValueEncoding::Binary.encode(&1).is_err());
+    /// # Ok::<(), kappa_log::LogError>(())
+    /// ```
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, LogError> {
+        match self {
+            ValueEncoding::Json => {
+                let mut out = to_js_json(value)?;
+                out.push(b'\n');
+                Ok(out)
+            }
+            ValueEncoding::Binary | ValueEncoding::Utf8 => {
+                match serde_json::to_value(value).map_err(|e| LogError::Encoding(e.to_string()))? {
+                    serde_json::Value::String(s) => Ok(s.into_bytes()),
+                    serde_json::Value::Array(a) => a
+                        .into_iter()
+                        .map(|b| b.as_u64().filter(|&n| n < 256).map(|n| n as u8))
+                        .collect::<Option<Vec<u8>>>()
+                        .ok_or_else(|| LogError::Encoding("expected a string or bytes".into())),
+                    _ => Err(LogError::Encoding("binary and utf8 feeds take strings or bytes".into())),
+                }
+            }
+        }
+    }
 }
 
 impl std::str::FromStr for ValueEncoding {

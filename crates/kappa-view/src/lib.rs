@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod backend;
 pub mod conformance;
 mod error;
 pub mod kv;
@@ -9,6 +10,7 @@ mod store;
 pub mod sum;
 mod view;
 
+pub use backend::{MemoryViews, ViewBackend};
 pub use store::{
     prefix_range, range_is_empty, Batch, KeyRange, MemoryStore, Row, StoreError, StoreErrorKind, ViewStore,
 };
