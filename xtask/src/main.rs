@@ -88,6 +88,43 @@ fn ci() -> Result<(), String> {
     // The facade as an embedded application gets it: default features, so no
     // database client (the workspace build unifies features and turns it on).
     run("cargo", &["clippy", "-p", "kappa-core", "--lib", "--", "-D", "warnings"])?;
+    // The layers build without what sits above them: the sans-IO state machine
+    // without its async driver, and an indexer without the network stack.
+    run(
+        "cargo",
+        &["clippy", "-p", "kappa-protocol", "--no-default-features", "--lib", "--", "-D", "warnings"],
+    )?;
+    run("cargo", &["clippy", "-p", "kappa-index", "--no-default-features", "--lib", "--", "-D", "warnings"])?;
+    lacks_dependencies("kappa-protocol", &["futures", "futures-timer"])?;
+    lacks_dependencies(
+        "kappa-index",
+        &["kappa-multifeed", "kappa-protocol", "x25519-dalek", "chacha20poly1305"],
+    )?;
+    // The libraries as a user gets them: no `fuzzing` entry points or test
+    // hooks (a workspace build turns those on for the tests that use them).
+    run(
+        "cargo",
+        &[
+            "clippy",
+            "-p",
+            "kappa-log",
+            "-p",
+            "kappa-protocol",
+            "-p",
+            "kappa-multifeed",
+            "-p",
+            "kappa-discovery",
+            "-p",
+            "kappa-view-postgres",
+            "--lib",
+            "--",
+            "-D",
+            "warnings",
+        ],
+    )?;
+    // The cargo-fuzz targets (a workspace of their own) still compile against
+    // the crates' `fuzzing` features.
+    run("cargo", &["check", "--manifest-path", "fuzz/Cargo.toml", "--bins"])?;
     // The tests include the fuzz corpus replays (tests/fuzz_corpus.rs in each crate)
     // and the JS interop tests (which need interop/setup.sh to have run).
     run("cargo", &["test", "--workspace", "--all-targets"])?;
@@ -101,6 +138,32 @@ fn ci() -> Result<(), String> {
     env::set_var("RUSTDOCFLAGS", "-D warnings");
     run("cargo", &["doc", "--workspace", "--no-deps"])?;
     Ok(())
+}
+
+/// Fails if `krate`, built with `--no-default-features`, has any of `absent`
+/// among its normal dependencies, direct or not (from `cargo tree`).
+fn lacks_dependencies(krate: &str, absent: &[&str]) -> Result<(), String> {
+    let args = ["tree", "-p", krate, "--no-default-features", "-e", "normal", "--prefix", "none"];
+    eprintln!("$ cargo {}", args.join(" "));
+    let out = Command::new("cargo")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .map_err(|e| format!("cannot run cargo tree: {e}"))?;
+    if !out.status.success() {
+        return Err(format!("`cargo {}` failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr)));
+    }
+    let tree = String::from_utf8_lossy(&out.stdout);
+    let found: Vec<&str> = absent
+        .iter()
+        .copied()
+        .filter(|dep| tree.lines().any(|l| l.split_whitespace().next() == Some(*dep)))
+        .collect();
+    if found.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{krate} without default features still depends on {}", found.join(", ")))
+    }
 }
 
 /// The fuzz targets, by name (see `fuzz/fuzz_targets/`).
