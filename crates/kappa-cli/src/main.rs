@@ -195,7 +195,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             // Parsed before the database is opened: bad input changes nothing.
             let entries = commands::parse_entries(entry)?;
             with_db(&cli, Views::None, |db| async move {
-                let r = commands::append(&db, &out, &entries);
+                let r = commands::append(&db, &out, entries);
                 (db, r)
             })
             .await

@@ -30,6 +30,34 @@ impl Writer {
         Ok(self.feed.append_batch(encoded?)?)
     }
 
+    /// Appends blocks already encoded under this database's value encoding (see
+    /// [`encoding`](Self::encoding)), as they are, in one signed batch: for
+    /// JSON text from outside, [`ValueEncoding::encode_json_text`] makes them
+    /// without building a value tree.
+    ///
+    /// ```
+    /// # async_std::task::block_on(async {
+    /// let kappa = kappa_core::Kappa::builder().open()?; // in memory
+    /// let w = kappa.writer("local")?;
+    /// let block = w.encoding().encode_json_text(r#"{ "key": "k", "value": 1.0 }"#)?;
+    /// assert_eq!(w.append_encoded_batch(vec![block])?, 0..1);
+    /// assert_eq!(w.feed().get(0)?, Some(b"{\"key\":\"k\",\"value\":1}\n".to_vec()));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn append_encoded_batch<I, V>(&self, blocks: I) -> Result<std::ops::Range<u64>, KappaError>
+    where
+        I: IntoIterator<Item = V>,
+        V: AsRef<[u8]>,
+    {
+        Ok(self.feed.append_batch(blocks)?)
+    }
+
+    /// The value encoding [`append`](Self::append) uses.
+    pub fn encoding(&self) -> ValueEncoding {
+        self.encoding
+    }
+
     /// Appends raw bytes, as they are.
     pub fn append_raw(&self, bytes: impl AsRef<[u8]>) -> Result<u64, KappaError> {
         Ok(self.feed.append(bytes)?)

@@ -31,6 +31,7 @@
 //!   such values, but `Option::None` fields print `null` unless marked
 //!   `#[serde(skip_serializing_if = "Option::is_none")]`.
 
+use std::borrow::Cow;
 use std::io;
 use std::marker::PhantomData;
 
@@ -176,6 +177,34 @@ impl ValueEncoding {
     }
 }
 
+impl ValueEncoding {
+    /// Encodes the value that JSON `text` parses to, as [`encode`](Self::encode)
+    /// would encode it: for [`Json`](Self::Json) without building a value tree
+    /// ([`js_json_from_str`] plus `\n`). Malformed text fails with
+    /// [`LogError::Encoding`].
+    ///
+    /// ```
+    /// use kappa_log::encoding::ValueEncoding;
+    /// assert_eq!(ValueEncoding::Json.encode_json_text("{ \"n\": 1.0 }")?, b"{\"n\":1}\n");
+    /// assert_eq!(ValueEncoding::Utf8.encode_json_text("\"h\\u00e9\"")?, "hé".as_bytes());
+    /// # Ok::<(), kappa_log::LogError>(())
+    /// ```
+    pub fn encode_json_text(self, text: &str) -> Result<Vec<u8>, LogError> {
+        match self {
+            ValueEncoding::Json => {
+                let mut out = js_json_from_str(text)?;
+                out.push(b'\n');
+                Ok(out)
+            }
+            ValueEncoding::Binary | ValueEncoding::Utf8 => {
+                let value: serde_json::Value =
+                    serde_json::from_str(text).map_err(|e| LogError::Encoding(e.to_string()))?;
+                self.encode(&value)
+            }
+        }
+    }
+}
+
 impl std::str::FromStr for ValueEncoding {
     type Err = LogError;
     fn from_str(s: &str) -> Result<Self, LogError> {
@@ -266,6 +295,162 @@ pub fn js_number(value: f64) -> String {
         out.push_str(&e.abs().to_string());
     }
     out
+}
+
+/// Re-encodes JSON text as [`to_js_json`] would encode the value it parses to:
+/// `JSON.stringify(JSON.parse(text))` in JS terms, without the trailing newline.
+///
+/// The result equals `to_js_json(&serde_json::from_str::<serde_json::Value>(text)?)`
+/// byte for byte, but no value tree is built: the text is read once and written
+/// as it is read, which is what makes `kappa append -` of many lines cheap.
+/// Objects that name a key twice (where JS keeps the first position and the
+/// last value) take the value-tree path, so they come out as JS writes them too.
+///
+/// ```
+/// use kappa_log::encoding::js_json_from_str;
+/// assert_eq!(js_json_from_str(" { \"n\" : 1.0, \"s\": [true, null, \"\\u0041\"] } ")?, br#"{"n":1,"s":[true,null,"A"]}"#);
+/// assert_eq!(js_json_from_str(r#"{"a":1,"b":2,"a":3}"#)?, br#"{"a":3,"b":2}"#);
+/// assert!(js_json_from_str("{\"a\":").is_err());
+/// # Ok::<(), kappa_log::LogError>(())
+/// ```
+pub fn js_json_from_str(text: &str) -> Result<Vec<u8>, LogError> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut de = serde_json::Deserializer::from_str(text);
+    let streamed =
+        serde::de::DeserializeSeed::deserialize(Transcode { out: &mut out }, &mut de).and_then(|()| de.end());
+    match streamed {
+        Ok(()) => Ok(out),
+        // A repeated key, or malformed text: the value-tree path gives JS's result
+        // for the first and the parser's own error for the second.
+        Err(_) => {
+            let value: serde_json::Value =
+                serde_json::from_str(text).map_err(|e| LogError::Encoding(e.to_string()))?;
+            to_js_json(&value)
+        }
+    }
+}
+
+/// Objects with more keys than this take the value-tree path in [`js_json_from_str`].
+const TRANSCODE_MAX_KEYS: usize = 64;
+
+/// An object key, borrowed from the text when it has no escapes.
+struct Key;
+
+impl<'de> serde::de::DeserializeSeed<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<Cow<'de, str>, D::Error> {
+        d.deserialize_str(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Key {
+    type Value = Cow<'de, str>;
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("an object key")
+    }
+    fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Borrowed(v))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Cow<'de, str>, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// Writes what it deserializes as compact JS JSON (see [`js_json_from_str`]).
+struct Transcode<'a> {
+    out: &'a mut Vec<u8>,
+}
+
+impl Transcode<'_> {
+    fn string(&mut self, s: &str) {
+        // serde_json's compact string escaping is JsFormatter's (it only changes floats).
+        // Writing to a Vec cannot fail.
+        let _ = serde::Serializer::serialize_str(&mut serde_json::Serializer::new(&mut *self.out), s);
+    }
+
+    fn display(&mut self, v: impl std::fmt::Display) {
+        use std::io::Write as _;
+        let _ = write!(self.out, "{v}");
+    }
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Transcode<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Transcode<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<(), E> {
+        self.out.extend_from_slice(if v { b"true" } else { b"false" });
+        Ok(())
+    }
+    fn visit_i64<E>(mut self, v: i64) -> Result<(), E> {
+        self.display(v);
+        Ok(())
+    }
+    fn visit_u64<E>(mut self, v: u64) -> Result<(), E> {
+        self.display(v);
+        Ok(())
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<(), E> {
+        self.out.extend_from_slice(js_number(v).as_bytes());
+        Ok(())
+    }
+    fn visit_str<E>(mut self, v: &str) -> Result<(), E> {
+        self.string(v);
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        self.out.extend_from_slice(b"null");
+        Ok(())
+    }
+    fn visit_none<E: serde::de::Error>(self) -> Result<(), E> {
+        self.visit_unit()
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        self.out.push(b'[');
+        let mut first = true;
+        loop {
+            let mark = self.out.len();
+            if !first {
+                self.out.push(b',');
+            }
+            if seq.next_element_seed(Transcode { out: &mut *self.out })?.is_none() {
+                self.out.truncate(mark);
+                break;
+            }
+            first = false;
+        }
+        self.out.push(b']');
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
+        self.out.push(b'{');
+        let mut keys: Vec<Cow<'de, str>> = Vec::new();
+        while let Some(key) = map.next_key_seed(Key)? {
+            // Repeated keys take the value-tree path; so do large objects, where
+            // looking for repeats by scanning would cost more than the tree.
+            if keys.len() >= TRANSCODE_MAX_KEYS || keys.contains(&key) {
+                return Err(serde::de::Error::custom("repeated key or large object"));
+            }
+            if !keys.is_empty() {
+                self.out.push(b',');
+            }
+            self.string(&key);
+            self.out.push(b':');
+            keys.push(key);
+            map.next_value_seed(Transcode { out: &mut *self.out })?;
+        }
+        self.out.push(b'}');
+        Ok(())
+    }
 }
 
 #[cfg(test)]
