@@ -444,6 +444,60 @@ fn cli_rates() -> Result<(f64, f64, String), String> {
     ))
 }
 
+/// What a bulk CLI command took: entries per second and peak RSS in MB.
+struct Bulk {
+    rate: f64,
+    rss_mb: f64,
+}
+
+/// `kappa append -` of `n` JSON lines of about 57 bytes (unique keys) into a
+/// fresh database, then the first `kappa views` (which indexes all of them
+/// into the kv view on redb): the release binary under `/usr/bin/time`.
+fn cli_bulk(n: u64) -> Result<(Bulk, Bulk), String> {
+    use std::io::Write as _;
+    let kappa = target_dir().join("release/kappa");
+    let tmp = std::env::temp_dir().join(format!("kappa-bench-bulk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    std::fs::create_dir_all(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    let input = tmp.join("lines.jsonl");
+    let mut w = std::io::BufWriter::new(
+        std::fs::File::create(&input).map_err(|e| format!("{}: {e}", input.display()))?,
+    );
+    for i in 0..n {
+        writeln!(w, r#"{{"key":"key-{i:07}","value":"a value of entry {i:07}","n":{i}}}"#)
+            .map_err(|e| format!("{}: {e}", input.display()))?;
+    }
+    w.flush().map_err(|e| format!("{}: {e}", input.display()))?;
+    drop(w);
+    let db = tmp.join("db");
+    let timed = |args: &[&str], stdin: Option<&Path>| -> Result<Bulk, String> {
+        let report = tmp.join("time.txt");
+        let mut cmd = Command::new("/usr/bin/time");
+        cmd.arg("-f").arg("%e %M").arg("-o").arg(&report).arg(&kappa).arg("--dir").arg(&db).args(args);
+        cmd.stdout(std::process::Stdio::null());
+        if let Some(p) = stdin {
+            cmd.stdin(std::fs::File::open(p).map_err(|e| format!("{}: {e}", p.display()))?);
+        }
+        let start = std::time::Instant::now();
+        let st = cmd.status().map_err(|e| format!("/usr/bin/time: {e}"))?;
+        let secs = start.elapsed().as_secs_f64();
+        if !st.success() {
+            return Err(format!("kappa {} failed: {st}", args.join(" ")));
+        }
+        let text = std::fs::read_to_string(&report).map_err(|e| format!("{}: {e}", report.display()))?;
+        let kb: f64 = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("/usr/bin/time wrote {text:?}"))?;
+        Ok(Bulk { rate: n as f64 / secs, rss_mb: kb / 1024.0 })
+    };
+    let append = timed(&["append", "-"], Some(&input))?;
+    let views = timed(&["views"], None)?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    Ok((append, views))
+}
+
 /// The kappa-log section of `docs/benchmarks.md`.
 fn log_section(js: &Value, dir: &Path) -> Result<String, String> {
     let mut md = String::new();
@@ -487,6 +541,21 @@ fn log_section(js: &Value, dir: &Path) -> Result<String, String> {
         md,
         "| `kappa get KEY` processes from a shell loop (same database) | {} /s | | | < 3 ms each |",
         fmt_rate(get)
+    );
+    let (append, views) = cli_bulk(1_000_000)?;
+    let batch = criterion_rate(dir, &FIGURES[0])?;
+    let _ = writeln!(
+        md,
+        "| `kappa append -` of 1,000,000 JSON lines of 57 bytes (release build, fresh database) | {} entries/s, peak RSS {:.0} MB | | **{:.2}×** the batch append above | within 2× of the library |",
+        fmt_rate(append.rate),
+        append.rss_mb,
+        append.rate / batch
+    );
+    let _ = writeln!(
+        md,
+        "| the first `kappa views` after it (indexes all into the kv view on redb) | {} entries/s, peak RSS {:.0} MB | | | within 2× of the library's kv view on redb (kappa-index section) |",
+        fmt_rate(views.rate),
+        views.rss_mb
     );
     let _ = writeln!(
         md,
@@ -629,7 +698,23 @@ fn run_postgres_bench() -> Result<(), String> {
     Ok(())
 }
 
+/// `cargo xtask bench cli [N]`: only the bulk CLI figures (`append -` of N
+/// lines, default 1,000,000, and the first `views`), printed.
+fn run_cli_bench(n: Option<&String>) -> Result<(), String> {
+    let n = n.map_or(Ok(1_000_000), |s| s.parse::<u64>().map_err(|e| format!("bench cli N: {e}")))?;
+    run("cargo", &["build", "--release", "-p", "kappa-cli"])?;
+    let (append, views) = cli_bulk(n)?;
+    println!(
+        "kappa append - of {n} lines: {:.0} entries/s, peak RSS {:.0} MB\nfirst kappa views: {:.0} entries/s, peak RSS {:.0} MB",
+        append.rate, append.rss_mb, views.rate, views.rss_mb
+    );
+    Ok(())
+}
+
 pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
+    if args.first().map(String::as_str) == Some("cli") {
+        return run_cli_bench(args.get(1));
+    }
     if args.first().map(String::as_str) == Some("log") {
         return run_log_bench();
     }

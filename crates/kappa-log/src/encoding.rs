@@ -314,6 +314,11 @@ pub fn js_number(value: f64) -> String {
 /// # Ok::<(), kappa_log::LogError>(())
 /// ```
 pub fn js_json_from_str(text: &str) -> Result<Vec<u8>, LogError> {
+    // Most text already is what JS would write (a JS writer's own output, or
+    // compact JSON from a tool): then it is its own encoding, once checked.
+    if Canonical::check(text.as_bytes()) {
+        return Ok(text.as_bytes().to_vec());
+    }
     let mut out = Vec::with_capacity(text.len());
     let mut de = serde_json::Deserializer::from_str(text);
     let streamed =
@@ -327,6 +332,142 @@ pub fn js_json_from_str(text: &str) -> Result<Vec<u8>, LogError> {
                 serde_json::from_str(text).map_err(|e| LogError::Encoding(e.to_string()))?;
             to_js_json(&value)
         }
+    }
+}
+
+/// Whether JSON text is already in the form [`to_js_json`] writes for the value
+/// it parses to: valid, compact, with no repeated key, strings escaped as JS
+/// escapes them and numbers as short integers. Anything it is unsure of is
+/// "no", and takes the slower paths, which decide.
+struct Canonical<'a> {
+    text: &'a [u8],
+    at: usize,
+    depth: usize,
+    /// The keys of the objects being read, innermost last, as byte ranges.
+    keys: Vec<(usize, usize)>,
+}
+
+/// Nesting deeper than this is left to the parser (and its recursion limit).
+const CANONICAL_MAX_DEPTH: usize = 100;
+
+impl<'a> Canonical<'a> {
+    fn check(text: &'a [u8]) -> bool {
+        let mut c = Canonical { text, at: 0, depth: 0, keys: Vec::new() };
+        c.value().is_some() && c.at == text.len()
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.text.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.at += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        let end = self.at.checked_add(word.len())?;
+        (self.text.get(self.at..end)? == word).then(|| self.at = end)
+    }
+
+    fn value(&mut self) -> Option<()> {
+        match self.peek()? {
+            b'{' => self.object(),
+            b'[' => self.array(),
+            b'"' => self.string().map(|_| ()),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.literal(b"null"),
+            b'-' | b'0'..=b'9' => self.number(),
+            _ => None,
+        }
+    }
+
+    fn nest(&mut self) -> Option<()> {
+        self.depth += 1;
+        (self.depth <= CANONICAL_MAX_DEPTH).then_some(())
+    }
+
+    fn array(&mut self) -> Option<()> {
+        self.at += 1;
+        self.nest()?;
+        if self.eat(b']').is_none() {
+            loop {
+                self.value()?;
+                if self.eat(b',').is_none() {
+                    self.eat(b']')?;
+                    break;
+                }
+            }
+        }
+        self.depth -= 1;
+        Some(())
+    }
+
+    fn object(&mut self) -> Option<()> {
+        self.at += 1;
+        self.nest()?;
+        let first = self.keys.len();
+        if self.eat(b'}').is_none() {
+            loop {
+                let (start, end) = self.string()?;
+                let key = &self.text[start..end];
+                // Escapes here have one spelling each, so equal keys are equal bytes.
+                if self.keys.len() - first >= TRANSCODE_MAX_KEYS
+                    || self.keys[first..].iter().any(|&(s, e)| &self.text[s..e] == key)
+                {
+                    return None;
+                }
+                self.keys.push((start, end));
+                self.eat(b':')?;
+                self.value()?;
+                if self.eat(b',').is_none() {
+                    self.eat(b'}')?;
+                    break;
+                }
+            }
+        }
+        self.keys.truncate(first);
+        self.depth -= 1;
+        Some(())
+    }
+
+    /// A string whose escapes are the ones JS writes (`\"`, `\\` and the
+    /// short forms; no `\u`); the range of its contents.
+    fn string(&mut self) -> Option<(usize, usize)> {
+        self.eat(b'"')?;
+        let start = self.at;
+        loop {
+            match self.peek()? {
+                b'"' => break,
+                b'\\' => match self.text.get(self.at + 1)? {
+                    b'"' | b'\\' | b'b' | b'f' | b'n' | b'r' | b't' => self.at += 2,
+                    _ => return None,
+                },
+                0..=0x1f => return None,
+                _ => self.at += 1,
+            }
+        }
+        let end = self.at;
+        self.at += 1;
+        Some((start, end))
+    }
+
+    /// An integer of at most 15 digits (so exact in a double too), without a
+    /// leading zero and not `-0`.
+    fn number(&mut self) -> Option<()> {
+        let negative = self.eat(b'-').is_some();
+        let start = self.at;
+        while matches!(self.peek(), Some(b'0'..=b'9')) {
+            self.at += 1;
+        }
+        let digits = &self.text[start..self.at];
+        let plain = match digits {
+            [] => false,
+            [b'0'] => !negative,
+            [b'0', ..] => false,
+            _ => digits.len() <= 15,
+        };
+        (plain && !matches!(self.peek(), Some(b'.' | b'e' | b'E'))).then_some(())
     }
 }
 

@@ -230,3 +230,21 @@ fn assert_index_sound(bf: &Bitfield) {
         }
     }
 }
+
+/// JSON text re-encoded without a value tree
+/// ([`encoding::js_json_from_str`](crate::encoding::js_json_from_str)) must
+/// agree with the value-tree path (parse to `serde_json::Value`, then
+/// [`to_js_json`](crate::encoding::to_js_json)): the same bytes, or both fail.
+///
+/// Input: the text (bytes that are not UTF-8 are cut at the first bad one).
+pub fn js_json(data: &[u8]) {
+    let text = match std::str::from_utf8(data) {
+        Ok(t) => t,
+        Err(e) => std::str::from_utf8(&data[..e.valid_up_to()]).unwrap_or_default(),
+    };
+    let streamed = crate::encoding::js_json_from_str(text).ok();
+    let tree = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| crate::encoding::to_js_json(&v).ok());
+    assert_eq!(streamed, tree, "js_json_from_str disagrees with the value tree on {text:?}");
+}

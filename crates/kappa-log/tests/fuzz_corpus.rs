@@ -18,3 +18,8 @@ fn verify_proof_corpus() {
 fn bitfield_corpus() {
     replay_fuzz_corpus("bitfield", kappa_log::fuzzing::bitfield);
 }
+
+#[test]
+fn js_json_corpus() {
+    replay_fuzz_corpus("js_json", kappa_log::fuzzing::js_json);
+}
