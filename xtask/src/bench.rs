@@ -265,6 +265,12 @@ fn js_replication(r: &Replication, tmp: &Path, harness: &str) -> Result<(f64, f6
 
 /// Feed-set sync, Rust: (entries/s), median of three runs.
 fn rust_multifeed_sync(feeds: u64, entries: u64, tmp: &Path) -> Result<f64, String> {
+    rust_multifeed_sync_report(feeds, entries, tmp).map(|(rate, _)| rate)
+}
+
+/// Feed-set sync, Rust: the fetching side's report (entries/s, open files,
+/// peak RSS) of the median of three runs, by entries/s.
+fn rust_multifeed_sync_report(feeds: u64, entries: u64, tmp: &Path) -> Result<(f64, Value), String> {
     let bin = target_dir().join("release/examples/sync");
     let bin = bin.to_str().ok_or("path")?;
     let a = tmp.join("mf-rust-a");
@@ -286,10 +292,87 @@ fn rust_multifeed_sync(feeds: u64, entries: u64, tmp: &Path) -> Result<f64, Stri
         let _ = server.wait();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout)
             .map_err(|e| format!("sync fetch: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
-        runs.push(v["entries_per_s"].as_f64().unwrap_or(0.0));
+        if v["entries"].as_u64() != Some(feeds * entries) {
+            return Err(format!("sync fetch did not get every entry: {v}"));
+        }
+        let _ = std::fs::remove_dir_all(&b);
+        runs.push((v["entries_per_s"].as_f64().unwrap_or(0.0), v));
     }
-    runs.sort_by(f64::total_cmp);
-    Ok(runs[1])
+    runs.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let _ = std::fs::remove_dir_all(&a);
+    Ok(runs.swap_remove(1))
+}
+
+/// The seed-node rows (issue 16): a sync of 1,000 feeds × 1,000 entries
+/// between two Rust processes, and opening a set of 10,000 feeds, also under
+/// `ulimit -n 256`; with open files and peak RSS for each.
+fn seed_rows(tmp: &Path) -> Result<String, String> {
+    let mut md = String::new();
+    let (rate, v) = rust_multifeed_sync_report(1000, 1000, tmp)?;
+    let _ = writeln!(
+        md,
+        "| non-live sync of 1,000 feeds × 1,000 JSON entries, two Rust processes, loopback (median of three) | {} entries/s; fetching side: {} open files, peak RSS {} MB | | | ≥ 300,000 entries/s |",
+        fmt_rate(rate),
+        v["open_files"],
+        v["peak_rss_mb"]
+    );
+    eprintln!("sync 1000x1000: {v}");
+    let bin = target_dir().join("release/examples/sync");
+    let bin = bin.to_str().ok_or("path")?;
+    let dir = tmp.join("mf-10k");
+    let dir = dir.to_str().ok_or("path")?;
+    run(bin, &["create", dir, "10000", "1"])?;
+    let open = |limit: Option<u32>| -> Result<Value, String> {
+        let script = match limit {
+            Some(n) => format!("ulimit -n {n} && exec \"$0\" open \"$1\""),
+            None => "exec \"$0\" open \"$1\"".to_owned(),
+        };
+        let out = Command::new("bash")
+            .args(["-c", &script, bin, dir])
+            .output()
+            .map_err(|e| format!("bash: {e}"))?;
+        let v: Value = serde_json::from_slice(&out.stdout)
+            .map_err(|e| format!("sync open: {e}: {}", String::from_utf8_lossy(&out.stderr)))?;
+        if v["feeds"].as_u64() != Some(10_000) || v["last_entries_read"].as_u64() != Some(10_000) {
+            return Err(format!("sync open did not open and read every feed: {v}"));
+        }
+        Ok(v)
+    };
+    let mut runs = (0..3).map(|_| open(None)).collect::<Result<Vec<_>, _>>()?;
+    runs.sort_by(|a, b| {
+        a["open_ms"].as_f64().unwrap_or(0.0).total_cmp(&b["open_ms"].as_f64().unwrap_or(0.0))
+    });
+    let v = &runs[1];
+    let limited = open(Some(256))?;
+    let _ = writeln!(
+        md,
+        "| open a database of 10,000 feeds (1 entry each) from disk, then read the last entry of each (median of three) | {} ms to open, {} ms to read; {} open files, peak RSS {} MB | | | |",
+        v["open_ms"],
+        v["read_ms"],
+        v["open_files"],
+        v["peak_rss_mb"]
+    );
+    let _ = writeln!(
+        md,
+        "| the same under `ulimit -n 256` | {} ms to open, {} ms to read; {} open files, peak RSS {} MB | | | opens and reads every feed |",
+        limited["open_ms"],
+        limited["read_ms"],
+        limited["open_files"],
+        limited["peak_rss_mb"]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+    Ok(md)
+}
+
+/// `cargo xtask bench seed`: only the seed-node rows, printed.
+fn run_seed_bench() -> Result<(), String> {
+    run("cargo", &["build", "--release", "-p", "kappa-multifeed", "--example", "sync"])?;
+    let tmp = std::env::temp_dir().join(format!("kappa-bench-seed-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&tmp);
+    let rows = seed_rows(&tmp);
+    let _ = std::fs::remove_dir_all(&tmp);
+    print!("{}", rows?);
+    Ok(())
 }
 
 /// Feed-set sync, JS kappa-core 6: (entries/s), one successful run. The JS pair
@@ -450,7 +533,7 @@ struct Bulk {
     rss_mb: f64,
 }
 
-/// `kappa append -` of `n` JSON lines of about 57 bytes (unique keys) into a
+/// `kappa append -` of `n` JSON lines of about 67 bytes (unique keys) into a
 /// fresh database, then the first `kappa views` (which indexes all of them
 /// into the kv view on redb): the release binary under `/usr/bin/time`.
 fn cli_bulk(n: u64) -> Result<(Bulk, Bulk), String> {
@@ -546,7 +629,7 @@ fn log_section(js: &Value, dir: &Path) -> Result<String, String> {
     let batch = criterion_rate(dir, &FIGURES[0])?;
     let _ = writeln!(
         md,
-        "| `kappa append -` of 1,000,000 JSON lines of 57 bytes (release build, fresh database) | {} entries/s, peak RSS {:.0} MB | | **{:.2}×** the batch append above | within 2× of the library |",
+        "| `kappa append -` of 1,000,000 JSON lines of about 67 bytes (release build, fresh database) | {} entries/s, peak RSS {:.0} MB | | **{:.2}×** the batch append above | within 2× of the library |",
         fmt_rate(append.rate),
         append.rss_mb,
         append.rate / batch
@@ -712,6 +795,9 @@ fn run_cli_bench(n: Option<&String>) -> Result<(), String> {
 }
 
 pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
+    if args.first().map(String::as_str) == Some("seed") {
+        return run_seed_bench();
+    }
     if args.first().map(String::as_str) == Some("cli") {
         return run_cli_bench(args.get(1));
     }
@@ -790,9 +876,10 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
     let open_ns = criterion_mean_ns(&dir, "multifeed/open_1000_feeds")?;
     let _ = writeln!(
         md,
-        "| open a database of 1,000 feeds (3 entries each) from disk | {:.0} ms | (opens feeds one by one) | | < 1 s |\n",
+        "| open a database of 1,000 feeds (3 entries each) from disk | {:.0} ms | (opens feeds one by one) | | < 1 s |",
         open_ns / 1e6
     );
+    let _ = writeln!(md, "{}", seed_rows(&tmp)?);
     let _ = writeln!(
         md,
         "Rust: `crates/kappa-multifeed/examples/sync.rs` (median of three), `benches/open.rs` \

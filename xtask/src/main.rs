@@ -6,13 +6,14 @@
 //! cargo xtask tidy          docs/architecture.md's dependency diagram against `cargo
 //!                           metadata`: fails on an edge it does not show; see tidy.rs
 //! cargo xtask fuzz [SECS]   run every cargo-fuzz target for SECS seconds each (default 60)
-//! cargo xtask bench [log | replication | postgres | cli [N]]
+//! cargo xtask bench [log | replication | postgres | cli [N] | seed]
 //!                           criterion benches and the JS figures measured side by side,
 //!                           written to docs/benchmarks.md (log: only the kappa-log
 //!                           section, with the CLI loops; replication: only the
 //!                           replication rows of both wire generations, printed;
 //!                           postgres: only the PostgreSQL rows, printed; cli: only
-//!                           `kappa append -` of N lines and the first `views`, printed)
+//!                           `kappa append -` of N lines and the first `views`, printed;
+//!                           seed: sync 1,000 × 1,000 entries and open 10,000 feeds, printed)
 //! cargo xtask soak <CAMPAIGN> [N]
 //!                           long randomized campaigns (kills, damage, all; exchange and
 //!                           interop in soak_exchange.rs); see soak.rs

@@ -176,21 +176,15 @@ pub(crate) fn parse_entries(arg: &str) -> Result<Vec<Vec<u8>>> {
     if arg != "-" {
         return Ok(vec![encode(arg, None)?]);
     }
-    let mut blocks = Vec::new();
-    let mut stdin = std::io::stdin().lock();
-    let mut line = String::new();
-    for n in 1.. {
-        line.clear();
-        let read = std::io::BufRead::read_line(&mut stdin, &mut line)
-            .map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
-        if read == 0 {
-            break;
-        }
-        let text = line.trim_end_matches(['\n', '\r']);
+    let mut input = String::new();
+    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
+        .map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
+    let mut blocks = Vec::with_capacity(input.bytes().filter(|&b| b == b'\n').count() + 1);
+    for (i, text) in input.lines().enumerate() {
         if text.trim().is_empty() {
             continue;
         }
-        blocks.push(encode(text, Some(n))?);
+        blocks.push(encode(text, Some(i + 1))?);
     }
     Ok(blocks)
 }

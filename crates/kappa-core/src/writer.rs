@@ -45,12 +45,8 @@ impl Writer {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// # }).unwrap();
     /// ```
-    pub fn append_encoded_batch<I, V>(&self, blocks: I) -> Result<std::ops::Range<u64>, KappaError>
-    where
-        I: IntoIterator<Item = V>,
-        V: AsRef<[u8]>,
-    {
-        Ok(self.feed.append_batch(blocks)?)
+    pub fn append_encoded_batch(&self, blocks: Vec<Vec<u8>>) -> Result<std::ops::Range<u64>, KappaError> {
+        Ok(self.feed.append_batch_owned(blocks)?)
     }
 
     /// The value encoding [`append`](Self::append) uses.

@@ -242,11 +242,26 @@ impl SharedFeed {
         I: IntoIterator<Item = V>,
         V: AsRef<[u8]>,
     {
-        let r = if self.inner.durable {
-            self.group_commit(values.into_iter().map(|v| v.as_ref().to_vec()).collect())
-        } else {
-            self.lock().append_batch(values)
-        };
+        if self.inner.durable {
+            return self.append_batch_owned(values.into_iter().map(|v| v.as_ref().to_vec()).collect());
+        }
+        let r = self.lock().append_batch(values);
+        self.notify_appended(r)
+    }
+
+    /// [`append_batch`](Self::append_batch) for blocks the caller owns: under
+    /// [`SyncPolicy::PerBatch`] they join the group commit as they are, without
+    /// the copy `append_batch` makes of borrowed blocks.
+    pub fn append_batch_owned(&self, values: Vec<Vec<u8>>) -> Result<std::ops::Range<u64>, LogError> {
+        let r = if self.inner.durable { self.group_commit(values) } else { self.lock().append_batch(values) };
+        self.notify_appended(r)
+    }
+
+    /// Tells listeners of what an append added; passes its result on.
+    fn notify_appended(
+        &self,
+        r: Result<std::ops::Range<u64>, LogError>,
+    ) -> Result<std::ops::Range<u64>, LogError> {
         if let Ok(range) = &r {
             if !range.is_empty() {
                 self.notify_added(range.clone());

@@ -5,10 +5,13 @@
 //! sync create DIR FEEDS ENTRIES    a set of FEEDS writers with ENTRIES JSON entries each
 //! sync serve DIR PORT              serve the set to one peer (non-live)
 //! sync fetch DIR ADDR              sync a set in DIR with the peer at ADDR (non-live)
+//! sync open DIR                    open the set in DIR and read the last entry of each feed
 //! ```
 //!
 //! All use the shared key 32 × `0x42`. `serve` prints `{"port": P}` once
-//! listening; `fetch` prints the feeds, entries and seconds from connect to the end.
+//! listening; `fetch` prints the feeds, entries and seconds from connect to the
+//! end; `open` the feeds and milliseconds. Both also print the process's open
+//! files and peak RSS (from `/proc/self`, 0 where there is none).
 
 use std::error::Error;
 use std::time::Instant;
@@ -66,12 +69,52 @@ fn main() -> Result<(), Box<dyn Error>> {
             })?;
             let entries = report.blocks_received();
             println!(
-                "{{\"feeds\": {}, \"entries\": {entries}, \"seconds\": {secs:.4}, \"entries_per_s\": {:.0}}}",
+                "{{\"feeds\": {}, \"entries\": {entries}, \"seconds\": {secs:.4}, \"entries_per_s\": {:.0}, {}}}",
                 mf.feeds().len(),
-                entries as f64 / secs
+                entries as f64 / secs,
+                process_figures()
             );
         }
-        _ => return Err("usage: sync (create DIR FEEDS ENTRIES | serve DIR PORT | fetch DIR ADDR)".into()),
+        Some("open") => {
+            let dir = arg(1)?;
+            let started = Instant::now();
+            let mf = Multifeed::open_dir(&dir)?;
+            let opened = started.elapsed().as_secs_f64();
+            // Touch every feed: its last entry, read and verified.
+            let mut read = 0u64;
+            for feed in mf.feeds() {
+                let len = feed.len();
+                if len > 0 && feed.get(len - 1)?.is_some() {
+                    read += 1;
+                }
+            }
+            println!(
+                "{{\"feeds\": {}, \"open_ms\": {:.1}, \"read_ms\": {:.1}, \"last_entries_read\": {read}, {}}}",
+                mf.feeds().len(),
+                opened * 1000.0,
+                (started.elapsed().as_secs_f64() - opened) * 1000.0,
+                process_figures()
+            );
+        }
+        _ => {
+            return Err(
+                "usage: sync (create DIR FEEDS ENTRIES | serve DIR PORT | fetch DIR ADDR | open DIR)".into()
+            )
+        }
     }
     Ok(())
+}
+
+/// `"open_files": N, "peak_rss_mb": M` for this process, from `/proc/self`.
+fn process_figures() -> String {
+    let open_files = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let peak_kb: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    format!("\"open_files\": {open_files}, \"peak_rss_mb\": {:.1}", peak_kb as f64 / 1024.0)
 }

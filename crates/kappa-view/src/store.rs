@@ -50,7 +50,8 @@ pub trait ViewStore: Send + Sync + 'static {
     }
 
     /// Whether reading many keys with one [`get_many`](Self::get_many) is much
-    /// cheaper than one [`get`](Self::get) each (a store behind a network).
+    /// cheaper than one [`get`](Self::get) each (a store behind a network, or
+    /// one whose every get begins a transaction).
     /// [`Tx::prefetch`](crate::Tx::prefetch) does nothing for stores that say
     /// no (the default): their gets are cheap already.
     fn batch_reads(&self) -> bool {
