@@ -325,11 +325,15 @@ async fn write_turn<W: AsyncWrite + Unpin>(
             Some(r) => r,
             None => match future::select(write, futures_timer::Delay::new(stall)).await {
                 future::Either::Left((r, _)) => r,
-                future::Either::Right(_) => return Err(ProtocolError::NotReading { buffered, waited: stall }),
+                future::Either::Right(_) => {
+                    return Err(ProtocolError::NotReading { buffered, waited: stall })
+                }
             },
         };
         match r {
-            Ok(0) => return Err(ProtocolError::Io(std::io::Error::from(std::io::ErrorKind::WriteZero).into())),
+            Ok(0) => {
+                return Err(ProtocolError::Io(std::io::Error::from(std::io::ErrorKind::WriteZero).into()))
+            }
             Ok(n) => buf = &buf[n..],
             Err(e) => return Err(ProtocolError::Io(e.into())),
         }

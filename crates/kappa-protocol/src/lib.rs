@@ -20,7 +20,8 @@ pub mod fuzzing;
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
 #[cfg(feature = "driver")]
 pub use driver::{
-    EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport, MAX_BUFFERED_OUT, WRITE_TURN,
+    EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport, MAX_BUFFERED_OUT,
+    WRITE_TURN,
 };
 pub use error::{FramingError, TransportError};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
