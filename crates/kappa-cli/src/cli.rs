@@ -176,6 +176,10 @@ pub(crate) enum Command {
         /// Most peer sessions at once from one IP address.
         #[arg(long, value_name = "N", default_value_t = 16)]
         max_per_address: usize,
+        /// Drop a peer that sends nothing (not even a keep-alive), or reads
+        /// none of what we send, for this long (milliseconds).
+        #[arg(long, value_name = "MS", default_value_t = 20_000)]
+        peer_timeout_ms: u64,
         /// Wire generation: `6` (kappa-core 6: hypercore 8, hypercore-protocol
         /// 7), `7` (kappa-core 7: hypercore 9, hypercore-protocol 8) or `auto`:
         /// both, a new peer answered in kappa-core 6 and, if it hangs up on that

@@ -283,6 +283,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             exit_when_idle_ms,
             max_connections,
             max_per_address,
+            peer_timeout_ms,
             wire,
             discover,
             no_views,
@@ -300,6 +301,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                 caps: kappa_core::ServeOptions::default()
                     .max_connections(*max_connections)
                     .max_per_address(*max_per_address)
+                    .timeout(Duration::from_millis(*peer_timeout_ms))
                     .wire(*wire),
             };
             let listen = listen.clone();

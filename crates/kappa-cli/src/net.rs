@@ -188,7 +188,7 @@ pub(crate) fn hint(e: &KappaError) -> Option<String> {
             "the peer may speak {}: it is answered in that generation when it connects again",
             answered_in.other()
         ),
-        P::Timeout(_) | P::Stalled { .. } => {
+        P::Timeout(_) | P::Stalled { .. } | P::NotReading { .. } => {
             "the peer stopped answering: check the network and try again".to_owned()
         }
         P::Unresponsive { .. } => "the peer stayed connected but did not answer the feed exchange: \
@@ -298,7 +298,7 @@ pub(crate) async fn serve_loop(
     let handles: Handles = Arc::new(Mutex::new(HashMap::new()));
     let gate = kappa_core::ConnectionGate::new(limits.caps.clone());
     let memory = kappa_core::GenerationMemory::for_options(&limits.caps);
-    let wire = limits.caps.wire;
+    let (wire, timeout) = (limits.caps.wire, limits.caps.timeout);
     let accept = {
         let tx = tx.clone();
         let handles = handles.clone();
@@ -324,6 +324,7 @@ pub(crate) async fn serve_loop(
                         let ropts = ReplicateOptions::new(false)
                             .live(true)
                             .wire(wire)
+                            .timeout(timeout)
                             .responder_generation(memory.answer_for(Some(peer.ip())))
                             .peer(peer.to_string());
                         match kappa.replicate_session(stream, ropts) {
@@ -752,6 +753,7 @@ mod tests {
         for other in [
             P::Timeout(Duration::from_secs(20)),
             P::Stalled { len: 9, waited: Duration::from_secs(21) },
+            P::NotReading { buffered: 1 << 20, waited: Duration::from_secs(20) },
             P::UnexpectedEof,
             P::Io(std::io::ErrorKind::ConnectionReset.into()),
             P::BadBlock { index: 3, source: ProofError::ChecksumMismatch { node: 6 } },
@@ -764,6 +766,13 @@ mod tests {
             assert!(!h.contains("shared key"), "{other:?}: {h}");
         }
         assert!(hint_of(disk_full()).contains("disk is full"));
+        for stopped in [
+            P::Timeout(Duration::from_secs(20)),
+            P::NotReading { buffered: 1 << 20, waited: Duration::from_secs(20) },
+        ] {
+            let h = hint_of(stopped.clone());
+            assert!(h.contains("stopped answering"), "{stopped:?}: {h}");
+        }
         assert!(hint_of(P::EndedUnverified { during_handshake: true, source: eof() })
             .contains("connection limit"));
         assert!(hint_of(P::BadBlock { index: 3, source: ProofError::BadSignature })

@@ -81,6 +81,19 @@ impl Server {
         }
     }
 
+    /// The next log event named `event`; panics after `within`.
+    fn next(&self, event: &str, within: Duration) -> Value {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.log.recv_timeout(left) {
+                Ok(v) if v["event"] == event => return v,
+                Ok(_) => {}
+                Err(_) => panic!("no {event} event within {within:?}"),
+            }
+        }
+    }
+
     /// The server's resident memory, from /proc.
     fn rss_kib(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -277,6 +290,38 @@ fn a_trickle_of_bytes_does_not_keep_a_connection() {
     // Due at 20 s + 3 s after its last whole frame (the handshake's).
     assert!(cut > Duration::from_secs(15) && cut < Duration::from_secs(26), "cut after {cut:?}");
     server.wait_for("peer_failed", 1, Duration::from_secs(5));
+}
+
+/// `--peer-timeout-ms` reaches the served sessions: a peer that proved the
+/// shared key and then sends nothing, not even a keep-alive, is dropped with
+/// the error of a 1 s timeout, not the 20 s default (the 30 s bound only keeps
+/// a broken build from hanging).
+#[test]
+fn serve_passes_its_peer_timeout_to_the_sessions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = tmp.path().join("a");
+    ok(&a, &["put", "served", "1"]);
+    let key = hex_key(&ok(&a, &["key"]));
+    let server = Server::start(&a, &["--peer-timeout-ms", "1000"]);
+    let mut s = Stranger::connect(&server.addr).unwrap();
+    s.protocol.open_channel(Instant::now(), PublicKey::from_bytes(key)).unwrap();
+    s.flush().unwrap();
+    while !s.protocol.is_verified() {
+        let mut buf = [0u8; 4096];
+        let n = s.stream.read(&mut buf).unwrap();
+        assert!(n > 0, "the server hung up before the root channel verified");
+        let _ = s.protocol.handle_input(Instant::now(), &buf[..n]);
+    }
+    // Silent from here on (the stranger's timers are never run). Both limits
+    // that can go first are the peer timeout: the silence one, and the
+    // multifeed manifest due within it of the root channel opening.
+    let failed = server.next("peer_failed", Duration::from_secs(30));
+    let error = failed["error"].as_str().unwrap();
+    assert!(
+        error.contains("timed out: nothing received for 1s")
+            || error.contains("timed out: the peer sent no feed manifest within 1"),
+        "{error}"
+    );
 }
 
 fn hex_key(s: &str) -> [u8; 32] {

@@ -151,6 +151,7 @@ impl Kappa {
                             let mut ropts = ReplicateOptions::new(false)
                                 .live(true)
                                 .wire(opts.wire)
+                                .timeout(opts.timeout)
                                 .responder_generation(memory.answer_for(peer));
                             ropts.peer = peer.map(|ip| ip.to_string());
                             let (fut, _handle) = self.replicate_session(stream, ropts)?;

@@ -35,6 +35,12 @@ pub struct ServeOptions {
     /// The generation a peer not seen before is answered in under
     /// [`Wire::Auto`] (default kappa-core 6).
     pub default_generation: Generation,
+    /// How long a served peer may go without sending us a frame, or without
+    /// reading any of what we send, before its session fails and frees its
+    /// place (default 20 s). A live peer that idles sends keep-alives and
+    /// stays; one that stopped reading is dropped, holding at most
+    /// `kappa_protocol::MAX_BUFFERED_OUT` (8 MiB) plus one write turn until then.
+    pub timeout: std::time::Duration,
 }
 
 impl Default for ServeOptions {
@@ -44,6 +50,7 @@ impl Default for ServeOptions {
             max_per_address: 16,
             wire: Wire::Auto,
             default_generation: Generation::KappaCore6,
+            timeout: std::time::Duration::from_secs(20),
         }
     }
 }
@@ -64,6 +71,12 @@ impl ServeOptions {
     /// Sets [`wire`](Self::wire).
     pub fn wire(mut self, wire: Wire) -> Self {
         self.wire = wire;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.timeout = timeout;
         self
     }
 

@@ -8,6 +8,23 @@
 //!
 //! The session ends when the protocol has ended and its last bytes are written; it
 //! does not wait for the peer's end-of-stream (see the comment in `run`).
+//!
+//! # Fairness and limits
+//!
+//! Many sessions may share one task or one executor thread (a server runs all
+//! of its sessions inside one future). So a session takes short turns: it
+//! writes at most [`WRITE_TURN`] bytes and then lets the executor run others
+//! (as it does after each read of at most 64 KiB), however large its backlog
+//! and however fast its peer reads. What it made for the peer and has not
+//! written yet, [`SessionProgress::buffered_out`] (the protocol's output plus
+//! the bytes taken from it for the socket), is bounded: above
+//! [`MAX_BUFFERED_OUT`] the session stops reading from the peer (whose requests
+//! are what make it), and answers to requests are made only while less than
+//! [`OUT_LOW_WATER`](crate::OUT_LOW_WATER) waits. A peer that stops reading
+//! therefore holds at most about 8 MiB plus one read's answer, and once a
+//! socket write has made no progress for the stream timeout
+//! ([`ProtocolOptions::timeout`]) the session fails with
+//! [`ProtocolError::NotReading`], which frees the peer's place.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -43,9 +60,14 @@ impl std::future::Future for YieldNow {
 /// to hang up (see the end of `Session::run`).
 const LINGER: Duration = Duration::from_secs(1);
 
-/// Bytes buffered for sending above which we stop reading until the writer
-/// catches up.
-const MAX_PENDING_OUT: usize = 8 << 20;
+/// Bytes made for the peer and not yet written (see
+/// [`SessionProgress::buffered_out`]) above which a session stops reading
+/// from the peer until the writer catches up: 8 MiB.
+pub const MAX_BUFFERED_OUT: usize = 8 << 20;
+
+/// Most bytes a session writes in one turn before it lets the executor run
+/// other sessions (and its own reader): 64 KiB.
+pub const WRITE_TURN: usize = 64 << 10;
 
 enum Command {
     OpenFeed(SharedFeed, FeedOptions),
@@ -84,10 +106,12 @@ pub struct SessionProgress {
     pub bytes_sent: u64,
     /// Bytes read from the stream so far.
     pub bytes_received: u64,
-    /// Bytes made for the peer and not yet written to the stream: what a
-    /// slow or stalled peer makes us hold. Bounded: reading from the peer
-    /// stops above 8 MiB, and answers to its requests are made only while
-    /// less than [`OUT_LOW_WATER`](crate::OUT_LOW_WATER) waits.
+    /// Bytes made for the peer and not yet written to the stream (those
+    /// waiting in the protocol and those taken from it for the socket): what
+    /// a slow or stalled peer makes us hold. Bounded: reading from the peer
+    /// stops above [`MAX_BUFFERED_OUT`], and answers to its requests are made
+    /// only while less than [`OUT_LOW_WATER`](crate::OUT_LOW_WATER) waits in
+    /// the protocol.
     pub buffered_out: usize,
     /// The wire generation, once the handshake finished.
     pub generation: Option<crate::noise::Generation>,
@@ -159,7 +183,7 @@ impl SessionHandle {
             elapsed: s.started.elapsed(),
             bytes_sent: s.bytes_sent,
             bytes_received: s.bytes_received,
-            buffered_out: s.protocol.pending_transmit_len(),
+            buffered_out: s.buffered_out(),
             generation: s.protocol.generation(),
             verified: s.protocol.is_verified(),
             feeds: s.protocol.feed_progress(),
@@ -271,10 +295,50 @@ struct Shared {
     watched_opened: usize,
     bytes_sent: u64,
     bytes_received: u64,
+    /// Bytes the writer took from the protocol and has not written yet.
+    in_flight: usize,
     peer_eof: bool,
     /// A live peer hung up on our handshake answer in this generation.
     abandoned: Option<crate::noise::Generation>,
     started: Instant,
+}
+
+impl Shared {
+    /// Bytes made for the peer and not yet written.
+    fn buffered_out(&self) -> usize {
+        self.protocol.pending_transmit_len() + self.in_flight
+    }
+}
+
+/// Writes all of `buf`, failing with [`ProtocolError::NotReading`] if one write
+/// makes no progress for `stall` (`buffered` is for that error).
+async fn write_turn<W: AsyncWrite + Unpin>(
+    writer: &mut W,
+    mut buf: &[u8],
+    stall: Duration,
+    buffered: usize,
+) -> Result<(), ProtocolError> {
+    while !buf.is_empty() {
+        let mut write = writer.write(buf);
+        // The common case, a socket with room, needs no timer.
+        let r = match future::poll_immediate(&mut write).await {
+            Some(r) => r,
+            None => match future::select(write, futures_timer::Delay::new(stall)).await {
+                future::Either::Left((r, _)) => r,
+                future::Either::Right(_) => {
+                    return Err(ProtocolError::NotReading { buffered, waited: stall })
+                }
+            },
+        };
+        match r {
+            Ok(0) => {
+                return Err(ProtocolError::Io(std::io::Error::from(std::io::ErrorKind::WriteZero).into()))
+            }
+            Ok(n) => buf = &buf[n..],
+            Err(e) => return Err(ProtocolError::Io(e.into())),
+        }
+    }
+    Ok(())
 }
 
 /// A replication session over a byte stream; see the module docs.
@@ -347,6 +411,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         let started = Instant::now();
         let Session { stream, opts, mut rx, handler, events, probe } = self;
         let live = opts.live;
+        let stall = opts.timeout;
         let shared = Arc::new(Mutex::new(Shared {
             protocol: Protocol::new(started, opts),
             handler,
@@ -355,6 +420,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             watched_opened: 0,
             bytes_sent: 0,
             bytes_received: 0,
+            in_flight: 0,
             peer_eof: false,
             abandoned: None,
             started,
@@ -410,7 +476,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // Back-pressure: let the writer drain a large backlog first.
                 loop {
                     let l = drained.listen();
-                    if lock().protocol.pending_transmit_len() < MAX_PENDING_OUT {
+                    if lock().buffered_out() < MAX_BUFFERED_OUT {
                         break;
                     }
                     l.await;
@@ -453,41 +519,61 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
 
         let write_loop = async {
+            // What was taken from the protocol, and how much of it is written.
+            let mut out: Vec<u8> = Vec::new();
+            let mut at = 0;
             loop {
-                let l = wake_writer.listen();
-                let (bytes, ended, eof) = {
-                    let mut s = lock();
-                    let bytes = s.protocol.poll_transmit(Instant::now());
-                    // Answering the peer's last requests (made in poll_transmit)
-                    // can finish a feed or the session: pass those events on.
-                    dispatch(&mut s);
-                    (bytes, s.protocol.is_ended(), s.peer_eof)
-                };
-                match bytes {
-                    Some(b) => {
-                        drained.notify(usize::MAX);
-                        // A failed write or flush ends the session with that
-                        // error (the writer's end is the session's end).
-                        if let Err(e) = writer.write_all(&b).await {
-                            let mut s = lock();
-                            s.protocol.fail_transport(ProtocolError::Io(e.into()));
-                            after_step(&mut s);
+                if at == out.len() {
+                    let l = wake_writer.listen();
+                    let (bytes, ended, eof) = {
+                        let mut s = lock();
+                        let bytes = s.protocol.poll_transmit(Instant::now());
+                        // Answering the peer's last requests (made in poll_transmit)
+                        // can finish a feed or the session: pass those events on.
+                        dispatch(&mut s);
+                        if let Some(b) = &bytes {
+                            s.in_flight = b.len();
+                        }
+                        (bytes, s.protocol.is_ended(), s.peer_eof)
+                    };
+                    match bytes {
+                        Some(b) => {
+                            out = b;
+                            at = 0;
+                        }
+                        None if ended || eof => {
+                            let _ = writer.close().await;
                             return;
                         }
-                        lock().bytes_sent += b.len() as u64;
-                        if let Err(e) = writer.flush().await {
-                            let mut s = lock();
-                            s.protocol.fail_transport(ProtocolError::Io(e.into()));
-                            after_step(&mut s);
-                            return;
+                        None => {
+                            l.await;
+                            continue;
                         }
                     }
-                    None if ended || eof => {
-                        let _ = writer.close().await;
+                }
+                // One turn: at most WRITE_TURN bytes. A failed write or flush
+                // ends the session with that error (the writer's end is the
+                // session's end).
+                let end = out.len().min(at + WRITE_TURN);
+                let buffered = lock().buffered_out();
+                let mut r = write_turn(&mut writer, &out[at..end], stall, buffered).await;
+                if r.is_ok() && end == out.len() {
+                    r = writer.flush().await.map_err(|e| ProtocolError::Io(e.into()));
+                }
+                {
+                    let mut s = lock();
+                    if let Err(e) = r {
+                        s.protocol.fail_transport(e);
+                        after_step(&mut s);
                         return;
                     }
-                    None => l.await,
+                    s.bytes_sent += (end - at) as u64;
+                    s.in_flight = out.len() - end;
                 }
+                at = end;
+                drained.notify(usize::MAX);
+                // Let other sessions (and our reader) run, however much is left.
+                YieldNow(false).await;
             }
         };
 

@@ -19,7 +19,10 @@ pub mod fuzzing;
 
 pub use cipher::{capability, remote_capability, verify_remote_capability, TransportCipher};
 #[cfg(feature = "driver")]
-pub use driver::{EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport};
+pub use driver::{
+    EndReason, EventHandler, Session, SessionHandle, SessionProgress, SessionReport, MAX_BUFFERED_OUT,
+    WRITE_TURN,
+};
 pub use error::{FramingError, TransportError};
 pub use frame::{encode_frame, encode_message, Decoded, Frame, FrameDecoder, FrameError, KEEP_ALIVE};
 pub use kappa_log::RangeSet;

@@ -78,7 +78,7 @@ impl Multifeed {
             .wire(opts.wire)
             .responder_generation(opts.responder_generation)
             .live(opts.live)
-            .timeouts(opts.timeout, opts.timeout / 2)
+            .timeouts(opts.timeout, opts.keep_alive.unwrap_or(opts.timeout / 2))
             .extensions(vec![
                 HANDSHAKE.into(),
                 MANIFEST.into(),

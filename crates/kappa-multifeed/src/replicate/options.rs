@@ -29,6 +29,10 @@ pub struct ReplicateOptions {
     pub selection: Selection,
     /// Fail if nothing is received for this long (default 20 s, as JS).
     pub timeout: Duration,
+    /// Send a keep-alive after sending nothing for this long (default `None`:
+    /// half of [`timeout`](Self::timeout), so a peer with the same timeout
+    /// never times us out).
+    pub keep_alive: Option<Duration>,
     /// Application data sent in the handshake (`userData`, visible to the peer).
     pub user_data: Option<Value>,
     /// Which wire generations the connection may speak (default
@@ -69,6 +73,7 @@ impl ReplicateOptions {
             accept: None,
             selection: Selection::All,
             timeout: Duration::from_secs(20),
+            keep_alive: None,
             user_data: None,
             wire: Wire::Auto,
             responder_generation: Generation::KappaCore6,
@@ -115,6 +120,12 @@ impl ReplicateOptions {
     /// Sets the silence timeout.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, every: Duration) -> Self {
+        self.keep_alive = Some(every);
         self
     }
 

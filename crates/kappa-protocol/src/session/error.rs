@@ -56,6 +56,18 @@ pub enum ProtocolError {
         /// How long it had.
         waited: Duration,
     },
+    /// The peer read nothing of what we sent for the stream timeout (a
+    /// socket write made no progress): a peer that stopped reading, which
+    /// would otherwise hold its place and our buffered bytes for ever. Set by
+    /// the session driver (`Session`, feature `driver`), which alone sees the
+    /// socket.
+    #[error("timed out: the peer read none of our {buffered} buffered bytes for {waited:?}")]
+    NotReading {
+        /// Bytes made for the peer and not yet written.
+        buffered: usize,
+        /// How long the write waited.
+        waited: Duration,
+    },
     /// The peer proved no key within [`PeerLimits::verify_timeout`](super::PeerLimits::verify_timeout): it opened
     /// no channel of ours with a valid capability (a peer with another shared
     /// key, or not a peer of this protocol).
