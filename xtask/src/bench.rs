@@ -304,8 +304,9 @@ fn rust_multifeed_sync_report(feeds: u64, entries: u64, tmp: &Path) -> Result<(f
 }
 
 /// The seed-node rows (issue 16): a sync of 1,000 feeds × 1,000 entries
-/// between two Rust processes, and opening a set of 10,000 feeds, also under
-/// `ulimit -n 256`; with open files and peak RSS for each.
+/// between two Rust processes, opening a set of 10,000 feeds, also under
+/// `ulimit -n 256`, and 100 peers syncing from one serve, with and without a
+/// stalled peer beside them; with open files and peak RSS for each.
 fn seed_rows(tmp: &Path) -> Result<String, String> {
     let mut md = String::new();
     let (rate, v) = rust_multifeed_sync_report(1000, 1000, tmp)?;
@@ -361,12 +362,50 @@ fn seed_rows(tmp: &Path) -> Result<String, String> {
         limited["peak_rss_mb"]
     );
     let _ = std::fs::remove_dir_all(dir);
+    let peers = target_dir().join("release/examples/many_peers");
+    let peers = peers.to_str().ok_or("path")?;
+    let many = |extra: &[&str]| -> Result<Value, String> {
+        let out = Command::new(peers)
+            .args(["100", "10000"])
+            .args(extra)
+            .output()
+            .map_err(|e| format!("many_peers: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("many_peers failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        serde_json::from_slice(&out.stdout).map_err(|e| format!("many_peers output: {e}"))
+    };
+    let calm = many(&[])?;
+    let stalled = many(&["--stalled"])?;
+    eprintln!("many peers: {calm}\nwith a stalled peer: {stalled}");
+    for (what, v) in [("", &calm), (", beside one more peer that stops reading its socket", &stalled)] {
+        let _ = writeln!(
+            md,
+            "| 100 peers × 10,000 entries from one serve, all in one process on loopback{what} | {} entries/s in all; peers took {} s (fastest) to {} s (slowest, median {} s); at most {} open files, peak RSS {} MB | | | |",
+            fmt_rate(v["entries_per_s"].as_f64().unwrap_or(0.0)),
+            v["fastest_s"],
+            v["slowest_s"],
+            v["median_s"],
+            v["most_open_files"],
+            v["peak_rss_mb"]
+        );
+    }
+    let factor =
+        stalled["slowest_s"].as_f64().unwrap_or(0.0) / calm["slowest_s"].as_f64().unwrap_or(f64::NAN);
+    let _ = writeln!(
+        md,
+        "\nWith the stalled peer the slowest of the others took {factor:.2}× as long as without it; \
+         the server held at most {} bytes for one peer (the bound is `MAX_BUFFERED_OUT + WRITE_TURN`, \
+         8.06 MiB). Rust: `crates/kappa-multifeed/examples/sync.rs`, `crates/kappa-core/examples/many_peers.rs`.",
+        stalled["most_buffered_for_a_peer"]
+    );
     Ok(md)
 }
 
 /// `cargo xtask bench seed`: only the seed-node rows, printed.
 fn run_seed_bench() -> Result<(), String> {
     run("cargo", &["build", "--release", "-p", "kappa-multifeed", "--example", "sync"])?;
+    run("cargo", &["build", "--release", "-p", "kappa-core", "--example", "many_peers"])?;
     let tmp = std::env::temp_dir().join(format!("kappa-bench-seed-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&tmp);
     let rows = seed_rows(&tmp);
@@ -819,6 +858,7 @@ pub(crate) fn run_bench(args: &[String]) -> Result<(), String> {
     run("cargo", &["bench", "-p", "kappa-view-postgres", "--bench", "index"])?;
     run("cargo", &["build", "--release", "-p", "kappa-index", "--example", "index_1m"])?;
     run("cargo", &["build", "--release", "-p", "kappa-core", "--example", "first_answer"])?;
+    run("cargo", &["build", "--release", "-p", "kappa-core", "--example", "many_peers"])?;
     let js = js_figures()?;
     let dir = criterion_dir();
     let date = Command::new("date")

@@ -13,7 +13,8 @@
 //!                           replication rows of both wire generations, printed;
 //!                           postgres: only the PostgreSQL rows, printed; cli: only
 //!                           `kappa append -` of N lines and the first `views`, printed;
-//!                           seed: sync 1,000 × 1,000 entries and open 10,000 feeds, printed)
+//!                           seed: sync 1,000 × 1,000 entries, open 10,000 feeds and
+//!                           serve 100 peers, printed)
 //! cargo xtask soak <CAMPAIGN> [N]
 //!                           long randomized campaigns (kills, damage, all; exchange and
 //!                           interop in soak_exchange.rs); see soak.rs

@@ -15,18 +15,17 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use async_std::net::{TcpListener, TcpStream};
 use futures::channel::{mpsc, oneshot};
-use futures::{AsyncRead, AsyncWrite, StreamExt};
+use futures::StreamExt;
 use kappa_core::multifeed::MultifeedError;
 use kappa_core::protocol::ProtocolError;
 use kappa_core::{Kappa, KappaError, ReplicateOptions, ServeOptions};
 use kappa_protocol::{SessionHandle, MAX_BUFFERED_OUT, WRITE_TURN};
+use kappa_testkit::stall::{connect_small_receive_buffer, small_send_buffer_listener, StopsReading};
 
 const PEERS: usize = 100;
 const FEEDS: usize = 4;
@@ -36,71 +35,6 @@ const ENTRIES_PER_FEED: u64 = 250;
 const STALLED_LABEL: [u8; 4] = [127, 0, 0, 2];
 /// Most bytes one served session may hold for its peer.
 const BOUND: u64 = (MAX_BUFFERED_OUT + WRITE_TURN) as u64;
-
-/// A stream whose reads stop (stay pending for ever) from the first read at
-/// which `stop` says so; writes go on. `stopped` hears when that happens.
-struct StopsReading {
-    inner: TcpStream,
-    stop: Box<dyn FnMut() -> bool + Send>,
-    stopped: Option<oneshot::Sender<()>>,
-}
-
-impl AsyncRead for StopsReading {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let this = &mut *self;
-        if this.stopped.is_none() {
-            return Poll::Pending;
-        }
-        if (this.stop)() {
-            if let Some(tx) = this.stopped.take() {
-                let _ = tx.send(());
-            }
-            return Poll::Pending;
-        }
-        Pin::new(&mut this.inner).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for StopsReading {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.inner).poll_close(cx)
-    }
-}
-
-/// A loopback listener whose accepted sockets have a small send buffer.
-fn small_send_buffer_listener() -> TcpListener {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_send_buffer_size(4096).unwrap();
-    s.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into()).unwrap();
-    s.listen(16).unwrap();
-    TcpListener::from(std::net::TcpListener::from(s))
-}
-
-/// Connects with a small receive buffer.
-fn connect_small_receive_buffer(addr: SocketAddr) -> TcpStream {
-    use socket2::{Domain, Socket, Type};
-    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
-    s.set_recv_buffer_size(4096).unwrap();
-    s.connect(&addr.into()).unwrap();
-    TcpStream::from(std::net::TcpStream::from(s))
-}
 
 /// A client of `server` at `addr` that requests what it is offered and stops
 /// reading once `min_in_flight` requests of its wait; returns its session (to
@@ -116,7 +50,7 @@ fn stalled_peer(
     let h = handle.clone();
     let (tx, rx) = oneshot::channel();
     let stream = StopsReading {
-        inner: connect_small_receive_buffer(addr),
+        inner: connect_small_receive_buffer(addr).unwrap(),
         stop: Box::new(move || {
             let in_flight = h
                 .get()
@@ -162,7 +96,7 @@ fn a_hundred_peers_sync_everything_from_one_serve_despite_a_stalled_peer() {
         let (server, writers) = server_with(FEEDS, ENTRIES_PER_FEED, 200);
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let stalled_listener = small_send_buffer_listener();
+        let stalled_listener = small_send_buffer_listener().unwrap();
         let stalled_addr = stalled_listener.local_addr().unwrap();
         let label = Some(std::net::IpAddr::from(STALLED_LABEL));
         let incoming = futures::stream::select(
@@ -255,7 +189,7 @@ fn a_hundred_peers_sync_everything_from_one_serve_despite_a_stalled_peer() {
 fn a_peer_that_stops_reading_is_dropped_with_not_reading_after_the_timeout() {
     async_std::task::block_on(async {
         let (server, _writers) = server_with(1, 500, 1000);
-        let listener = small_send_buffer_listener();
+        let listener = small_send_buffer_listener().unwrap();
         let addr = listener.local_addr().unwrap();
         // Longer than the session driver's first timer wait (up to 1 s, set
         // before the handshake), after which the stalled peer's keep-alives

@@ -72,7 +72,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 "{{\"feeds\": {}, \"entries\": {entries}, \"seconds\": {secs:.4}, \"entries_per_s\": {:.0}, {}}}",
                 mf.feeds().len(),
                 entries as f64 / secs,
-                process_figures()
+                kappa_testkit::process_figures()
             );
         }
         Some("open") => {
@@ -93,7 +93,7 @@ fn main() -> Result<(), Box<dyn Error>> {
                 mf.feeds().len(),
                 opened * 1000.0,
                 (started.elapsed().as_secs_f64() - opened) * 1000.0,
-                process_figures()
+                kappa_testkit::process_figures()
             );
         }
         _ => {
@@ -103,18 +103,4 @@ fn main() -> Result<(), Box<dyn Error>> {
         }
     }
     Ok(())
-}
-
-/// `"open_files": N, "peak_rss_mb": M` for this process, from `/proc/self`.
-fn process_figures() -> String {
-    let open_files = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
-    let peak_kb: u64 = std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmHWM:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0);
-    format!("\"open_files\": {open_files}, \"peak_rss_mb\": {:.1}", peak_kb as f64 / 1024.0)
 }

@@ -52,6 +52,7 @@ macro_rules! both_generations {
 pub use kappa_protocol::Generation;
 pub mod pair;
 pub mod postgres;
+pub mod stall;
 pub mod trace;
 
 /// Running the JS harness.
@@ -286,4 +287,19 @@ pub fn replay_fuzz_corpus(target: &str, run: fn(&[u8])) {
     }
     assert!(n > 0, "no corpus for {target} in {}", dir.display());
     eprintln!("{target}: replayed {n} inputs");
+}
+
+/// `"open_files": N, "peak_rss_mb": M` for this process, from `/proc/self`
+/// (0 where there is none): for the JSON lines benchmark examples print.
+pub fn process_figures() -> String {
+    let open_files = std::fs::read_dir("/proc/self/fd").map(|d| d.count()).unwrap_or(0);
+    let peak_kb: u64 = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0);
+    format!("\"open_files\": {open_files}, \"peak_rss_mb\": {:.1}", peak_kb as f64 / 1024.0)
 }

@@ -108,8 +108,9 @@ impl<'a> Tx<'a> {
         if !self.store.batch_reads() {
             return Ok(());
         }
-        let mut wanted: Vec<&[u8]> = Vec::new();
-        let mut seen = HashSet::new();
+        let keys = keys.into_iter();
+        let mut wanted: Vec<&[u8]> = Vec::with_capacity(keys.size_hint().0);
+        let mut seen = HashSet::with_capacity(keys.size_hint().0);
         for k in keys {
             if !self.pending.contains_key(k) && !self.fetched.contains_key(k) && seen.insert(k) {
                 wanted.push(k);
@@ -119,6 +120,7 @@ impl<'a> Tx<'a> {
             return Ok(());
         }
         let values = self.store.get_many(&wanted)?;
+        self.fetched.reserve(wanted.len());
         if values.len() != wanted.len() {
             return Err(StoreError::from_message(
                 StoreErrorKind::Backend,
