@@ -661,6 +661,12 @@ impl Replicator {
         self.remote_has.remove(start..start.saturating_add(length));
     }
 
+    /// Whether the feed changed since [`on_local_change`](Self::on_local_change)
+    /// (or the channel's opening) last looked: one lock of its change log.
+    pub(crate) fn has_local_change(&self) -> bool {
+        self.feed.version() != self.seen_version
+    }
+
     /// Announces blocks that appeared locally since the last look.
     pub(crate) fn on_local_change(&mut self, out: &mut Vec<Message>) {
         let (changes, version) = self.feed.changes_since(self.seen_version);

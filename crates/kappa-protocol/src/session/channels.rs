@@ -222,8 +222,12 @@ impl Protocol {
         if self.is_ended() {
             return;
         }
+        // One watcher wakes the session for all its feeds: only the channels
+        // whose feed changed have anything to do (looking at every channel of
+        // a session with 1,000 feeds after each stored batch was most of its
+        // bookkeeping).
         for slot in 0..self.channels.len() {
-            if self.channels[slot].repl.is_none() {
+            if !self.channels[slot].repl.as_ref().is_some_and(|r| r.has_local_change()) {
                 continue;
             }
             let mut out = Vec::new();
