@@ -179,7 +179,7 @@ pub(crate) fn parse_entries(arg: &str) -> Result<Vec<Vec<u8>>> {
     let mut input = String::new();
     std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
         .map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
-    let mut blocks = Vec::with_capacity(input.bytes().filter(|&b| b == b'\n').count() + 1);
+    let mut blocks = Vec::new();
     for (i, text) in input.lines().enumerate() {
         if text.trim().is_empty() {
             continue;

@@ -316,10 +316,12 @@ pub fn js_number(value: f64) -> String {
 pub fn js_json_from_str(text: &str) -> Result<Vec<u8>, LogError> {
     // Most text already is what JS would write (a JS writer's own output, or
     // compact JSON from a tool): then it is its own encoding, once checked.
+    // One byte to spare: block encodings append a newline.
+    let mut out = Vec::with_capacity(text.len() + 1);
     if Canonical::check(text.as_bytes()) {
-        return Ok(text.as_bytes().to_vec());
+        out.extend_from_slice(text.as_bytes());
+        return Ok(out);
     }
-    let mut out = Vec::with_capacity(text.len());
     let mut de = serde_json::Deserializer::from_str(text);
     let streamed =
         serde::de::DeserializeSeed::deserialize(Transcode { out: &mut out }, &mut de).and_then(|()| de.end());
