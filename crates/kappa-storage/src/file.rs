@@ -183,21 +183,37 @@ impl FileStorage {
         }
     }
 
-    /// The file opened for writing, created if needed.
-    fn created(&mut self) -> Result<Arc<File>, StorageError> {
+    /// The file opened for writing, created if needed; and whether this call
+    /// made it (then it is empty, and nobody else has it).
+    fn created(&mut self) -> Result<(Arc<File>, bool), StorageError> {
         if !self.writable {
-            let mut options = OpenOptions::new();
-            options.read(true).write(true).create(true).truncate(false);
-            let f = if self.exists == Some(true) {
+            let (f, made) = if self.exists == Some(true) {
                 // Opened (read-only) before: it must still be there, and its
                 // directory too.
                 self.existing()?;
-                self.pool.open(&options, &self.path).map_err(|e| self.io("create", e))?
+                let mut options = OpenOptions::new();
+                options.read(true).write(true).create(true).truncate(false);
+                (self.pool.open(&options, &self.path).map_err(|e| self.io("create", e))?, false)
             } else {
                 // Missing, or never looked at: created with no probe first. The
                 // directory is made when it is known to be missing, or when the
-                // open finds it missing.
-                let open = || self.pool.open(&options, &self.path);
+                // open finds it missing. A file found missing is made with
+                // O_EXCL, so that we know it is new and empty; if somebody made
+                // it since, it is opened as it is.
+                let new = self.exists == Some(false);
+                let mut options = OpenOptions::new();
+                options.read(true).write(true).create(true).truncate(false);
+                let mut exclusive = options.clone();
+                exclusive.create_new(true);
+                let open = || {
+                    if new {
+                        match self.pool.open(&exclusive, &self.path) {
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                            r => return r.map(|f| (f, true)),
+                        }
+                    }
+                    self.pool.open(&options, &self.path).map(|f| (f, false))
+                };
                 match &self.dir {
                     Some(d) => d.create(self.file_name(), open),
                     None => create_in(self.path.parent(), open),
@@ -208,11 +224,11 @@ impl FileStorage {
             self.writable = true;
             self.exists = Some(true);
             self.unsynced = true;
-            return Ok(self.pool.install(self.slot, f));
+            return Ok((self.pool.install(self.slot, f), made));
         }
         self.unsynced = true;
         match self.existing()? {
-            Some(f) => Ok(f),
+            Some(f) => Ok((f, false)),
             None => Err(self.io("open", io::Error::other("file vanished"))),
         }
     }
@@ -264,7 +280,7 @@ impl RandomAccess for FileStorage {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         end_of(offset, data.len())?;
-        let f = self.created()?;
+        let (f, _) = self.created()?;
         WRITES.fetch_add(1, Relaxed);
         write_at(&f, data, offset).map_err(|e| self.io("write", e))
     }
@@ -277,7 +293,11 @@ impl RandomAccess for FileStorage {
     }
 
     fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
-        let f = self.created()?;
+        let (f, made) = self.created()?;
+        if made && len == 0 {
+            // Just made, so already empty (a new feed truncates each file it makes).
+            return Ok(());
+        }
         WRITES.fetch_add(1, Relaxed);
         f.set_len(len).map_err(|e| self.io("truncate", e))
     }
@@ -718,6 +738,38 @@ mod tests {
         assert!(p.dirs.len() <= 130, "{}", p.dirs.len());
         assert!(p.dirs.live(&tmp.path().join("kept")).is_some());
         drop(keep);
+    }
+
+    #[test]
+    fn truncating_a_file_it_just_made_costs_no_truncate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = DirectoryProvider::with_pool(tmp.path(), FilePool::new(64));
+        let mut a = p.open("0/a").unwrap();
+        let mut b = p.open("0/b").unwrap();
+        let mut c = p.open("0/c").unwrap();
+        assert_eq!(a.len().unwrap(), 0);
+        a.truncate(0).unwrap();
+        assert_eq!(std::fs::metadata(tmp.path().join("0/a")).unwrap().len(), 0);
+        // Made and grown: a real truncate.
+        assert_eq!(b.len().unwrap(), 0);
+        b.truncate(5).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("0/b")).unwrap(), [0; 5]);
+        // Found missing, then made by somebody else: opened as it is, and
+        // truncated for real.
+        assert_eq!(c.len().unwrap(), 0);
+        std::fs::write(tmp.path().join("0/c"), b"abcdef").unwrap();
+        c.truncate(0).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("0/c")).unwrap(), b"");
+        let mut d = FileStorage::new(tmp.path().join("1/d"));
+        assert_eq!(d.len().unwrap(), 0);
+        std::fs::create_dir(tmp.path().join("1")).unwrap();
+        std::fs::write(tmp.path().join("1/d"), b"abcdef").unwrap();
+        d.write(0, b"xy").unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("1/d")).unwrap(), b"xycdef");
+        // A storage never looked at opens what is there.
+        let mut e = FileStorage::new(tmp.path().join("1/d"));
+        e.truncate(0).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("1/d")).unwrap(), b"");
     }
 
     #[test]
