@@ -4,6 +4,7 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 
+use crate::dir::{create_in, DirState, Dirs, Known};
 use crate::{end_of, BoxedStorage, FilePool, LockGuard, Provider, RandomAccess, StorageError};
 
 static WRITES: AtomicU64 = AtomicU64::new(0);
@@ -80,6 +81,10 @@ pub struct FileStorage {
     /// Whether anything was written since the last sync (a sync with nothing
     /// to flush is skipped).
     unsynced: bool,
+    /// What the provider knows of the file's directory (none for a storage
+    /// made on its own): it spares the probe of a file in a directory known
+    /// to be new, and the `mkdir` of one known to exist.
+    dir: Option<Arc<DirState>>,
 }
 
 impl Drop for FileStorage {
@@ -98,7 +103,28 @@ impl FileStorage {
     /// A storage backed by the file at `path`, its descriptor in `pool`.
     pub fn with_pool(path: impl Into<PathBuf>, pool: Arc<FilePool>) -> Self {
         let slot = pool.register();
-        FileStorage { path: path.into(), pool, slot, exists: None, writable: false, unsynced: false }
+        FileStorage {
+            path: path.into(),
+            pool,
+            slot,
+            exists: None,
+            writable: false,
+            unsynced: false,
+            dir: None,
+        }
+    }
+
+    /// A storage of a [`DirectoryProvider`], sharing what it knows of the
+    /// file's directory.
+    fn in_dir(path: PathBuf, pool: Arc<FilePool>, dir: Option<Arc<DirState>>) -> Self {
+        let mut f = Self::with_pool(path, pool);
+        f.dir = dir;
+        f
+    }
+
+    /// The file's name in its directory.
+    fn file_name(&self) -> &std::ffi::OsStr {
+        self.path.file_name().unwrap_or_default()
     }
 
     /// The path of the file.
@@ -119,6 +145,16 @@ impl FileStorage {
         if let Some(f) = self.pool.get(self.slot) {
             return Ok(Some(f));
         }
+        let first = self.exists.is_none();
+        if first {
+            if let Some(d) = &self.dir {
+                if d.known_missing(self.file_name()) {
+                    // In a directory that was missing, and not made since.
+                    self.exists = Some(false);
+                    return Ok(None);
+                }
+            }
+        }
         let mut options = OpenOptions::new();
         options.read(true).write(self.writable);
         match self.pool.open(&options, &self.path) {
@@ -128,10 +164,16 @@ impl FileStorage {
                 } else {
                     OPENED_FOR_READING.fetch_add(1, Relaxed);
                 }
+                if let (true, Some(d)) = (first, &self.dir) {
+                    d.found(&mut d.lock());
+                }
                 self.exists = Some(true);
                 Ok(Some(self.pool.install(self.slot, f)))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound && self.exists.is_none() => {
+            Err(e) if e.kind() == io::ErrorKind::NotFound && first => {
+                if let Some(d) = &self.dir {
+                    d.missed(&mut d.lock(), self.file_name());
+                }
                 self.exists = Some(false);
                 Ok(None)
             }
@@ -141,26 +183,52 @@ impl FileStorage {
         }
     }
 
-    /// The file opened for writing, created if needed.
-    fn created(&mut self) -> Result<Arc<File>, StorageError> {
+    /// The file opened for writing, created if needed; and whether this call
+    /// made it (then it is empty, and nobody else has it).
+    fn created(&mut self) -> Result<(Arc<File>, bool), StorageError> {
         if !self.writable {
-            if self.existing()?.is_none() {
-                if let Some(dir) = self.path.parent() {
-                    fs::create_dir_all(dir).map_err(|e| self.io("create directory for", e))?;
+            let (f, made) = if self.exists == Some(true) {
+                // Opened (read-only) before: it must still be there, and its
+                // directory too.
+                self.existing()?;
+                let mut options = OpenOptions::new();
+                options.read(true).write(true).create(true).truncate(false);
+                (self.pool.open(&options, &self.path).map_err(|e| self.io("create", e))?, false)
+            } else {
+                // Missing, or never looked at: created with no probe first. The
+                // directory is made when it is known to be missing, or when the
+                // open finds it missing. A file found missing is made with
+                // O_EXCL, so that we know it is new and empty; if somebody made
+                // it since, it is opened as it is.
+                let new = self.exists == Some(false);
+                let mut options = OpenOptions::new();
+                options.read(true).write(true).create(true).truncate(false);
+                let mut exclusive = options.clone();
+                exclusive.create_new(true);
+                let open = || {
+                    if new {
+                        match self.pool.open(&exclusive, &self.path) {
+                            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                            r => return r.map(|f| (f, true)),
+                        }
+                    }
+                    self.pool.open(&options, &self.path).map(|f| (f, false))
+                };
+                match &self.dir {
+                    Some(d) => d.create(self.file_name(), open),
+                    None => create_in(self.path.parent(), open),
                 }
-            }
-            let mut options = OpenOptions::new();
-            options.read(true).write(true).create(true).truncate(false);
-            let f = self.pool.open(&options, &self.path).map_err(|e| self.io("create", e))?;
+                .map_err(|(op, e)| self.io(op, e))?
+            };
             OPENED_FOR_WRITING.fetch_add(1, Relaxed);
             self.writable = true;
             self.exists = Some(true);
             self.unsynced = true;
-            return Ok(self.pool.install(self.slot, f));
+            return Ok((self.pool.install(self.slot, f), made));
         }
         self.unsynced = true;
         match self.existing()? {
-            Some(f) => Ok(f),
+            Some(f) => Ok((f, false)),
             None => Err(self.io("open", io::Error::other("file vanished"))),
         }
     }
@@ -212,7 +280,7 @@ impl RandomAccess for FileStorage {
 
     fn write(&mut self, offset: u64, data: &[u8]) -> Result<(), StorageError> {
         end_of(offset, data.len())?;
-        let f = self.created()?;
+        let (f, _) = self.created()?;
         WRITES.fetch_add(1, Relaxed);
         write_at(&f, data, offset).map_err(|e| self.io("write", e))
     }
@@ -225,7 +293,11 @@ impl RandomAccess for FileStorage {
     }
 
     fn truncate(&mut self, len: u64) -> Result<(), StorageError> {
-        let f = self.created()?;
+        let (f, made) = self.created()?;
+        if made && len == 0 {
+            // Just made, so already empty (a new feed truncates each file it makes).
+            return Ok(());
+        }
         WRITES.fetch_add(1, Relaxed);
         f.set_len(len).map_err(|e| self.io("truncate", e))
     }
@@ -262,6 +334,17 @@ impl RandomAccess for FileStorage {
 /// names another), so a provider serving thousands of feeds keeps a bounded
 /// number of files open. Clones share the pool.
 ///
+/// While a storage or a [`lock`](Provider::lock) of the provider in a
+/// directory is alive, the provider remembers what it learnt of that
+/// directory: that it exists (a file created in it needs no `mkdir`), or that
+/// it was missing (a file in it that the provider has not made since does not
+/// exist, with no probe of the disk). Creating a feed in a new directory
+/// thus costs one probe, one `stat`, one `mkdir` and one `open` per file it
+/// writes. This holds because an open feed is locked: nothing but the
+/// provider's storages creates or removes its files (make them through one
+/// provider, or its clones). Once the last storage of a directory drops, the
+/// next open looks at the disk again.
+///
 /// ```
 /// use kappa_storage::{DirectoryProvider, Provider, RandomAccess, StorageError};
 /// let dir = tempfile::tempdir()?;
@@ -276,6 +359,8 @@ impl RandomAccess for FileStorage {
 pub struct DirectoryProvider {
     root: PathBuf,
     pool: Arc<FilePool>,
+    /// What is known of the directories with live storages.
+    dirs: Arc<Dirs>,
 }
 
 impl DirectoryProvider {
@@ -287,7 +372,7 @@ impl DirectoryProvider {
 
     /// A provider rooted at `root` whose files share `pool`.
     pub fn with_pool(root: impl Into<PathBuf>, pool: Arc<FilePool>) -> Self {
-        DirectoryProvider { root: root.into(), pool }
+        DirectoryProvider { root: root.into(), pool, dirs: Arc::default() }
     }
 
     /// The root directory.
@@ -311,13 +396,26 @@ impl DirectoryProvider {
     }
 }
 
+/// The directory and the file name of `path` (a path from
+/// [`DirectoryProvider::path_of`] has both).
+fn split(path: &Path) -> Option<(&Path, &std::ffi::OsStr)> {
+    Some((path.parent()?, path.file_name()?))
+}
+
 impl Provider for DirectoryProvider {
     fn open(&self, name: &str) -> Result<BoxedStorage, StorageError> {
-        Ok(Box::new(FileStorage::with_pool(self.path_of(name)?, self.pool.clone())))
+        let path = self.path_of(name)?;
+        let dir = split(&path).map(|(dir, _)| self.dirs.get_or_insert(dir));
+        Ok(Box::new(FileStorage::in_dir(path, self.pool.clone(), dir)))
     }
 
     fn exists(&self, name: &str) -> Result<bool, StorageError> {
         let path = self.path_of(name)?;
+        if let Some((dir, file)) = split(&path) {
+            if self.dirs.live(dir).is_some_and(|d| d.known_missing(file)) {
+                return Ok(false);
+            }
+        }
         match fs::metadata(&path) {
             Ok(m) => Ok(m.is_file() && m.len() > 0),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
@@ -326,42 +424,72 @@ impl Provider for DirectoryProvider {
     }
 
     fn replace(&self, name: &str, bytes: &[u8]) -> Result<(), StorageError> {
-        crate::replace::replace_file(&self.path_of(name)?, bytes)
+        let path = self.path_of(name)?;
+        match split(&path).and_then(|(dir, file)| Some((self.dirs.live(dir)?, file))) {
+            Some((d, file)) => {
+                let mut known = d.lock();
+                crate::replace::replace_file(&path, bytes)?;
+                d.made(&mut known, file);
+                Ok(())
+            }
+            None => crate::replace::replace_file(&path, bytes),
+        }
     }
 
     fn remove(&self, name: &str) -> Result<(), StorageError> {
-        crate::replace::remove_file(&self.path_of(name)?)
+        let path = self.path_of(name)?;
+        match split(&path).and_then(|(dir, file)| Some((self.dirs.live(dir)?, file))) {
+            Some((d, file)) => {
+                let mut known = d.lock();
+                if !matches!(&*known, Known::Fresh { files, .. } if !files.contains(file)) {
+                    crate::replace::remove_file(&path)?;
+                    d.removed(&mut known, file);
+                }
+                Ok(())
+            }
+            None => crate::replace::remove_file(&path),
+        }
     }
 
     /// Takes an exclusive `flock` on the file `name` (created if missing).
     /// The lock lives on a descriptor of its own, outside the pool: a lock is
     /// held by an open file description, and the pool closes descriptors.
+    /// The guard also keeps what the provider knows of the file's directory
+    /// (the lock keeps everybody else out of it).
     fn lock(&self, name: &str) -> Result<LockGuard, StorageError> {
         let path = self.path_of(name)?;
         let display = path.display().to_string();
-        if let Some(dir) = path.parent() {
-            fs::create_dir_all(dir).map_err(|source| StorageError::Io {
-                op: "create directory for",
-                path: display.clone(),
-                source,
-            })?;
-        }
-        // flock needs no write access: an existing file is opened read-only.
-        let file = match OpenOptions::new().read(true).open(&path) {
-            Ok(f) => Ok(f),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                OPENED_FOR_WRITING.fetch_add(1, Relaxed);
-                OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path)
+        let io = |op, source| StorageError::Io { op, path: display.clone(), source };
+        let (dir, file) = split(&path).ok_or_else(|| StorageError::InvalidName(name.to_owned()))?;
+        let d = self.dirs.get_or_insert(dir);
+        let file = {
+            let mut known = d.lock();
+            d.prepare(&mut known).map_err(|e| io("create directory for", e))?;
+            // flock needs no write access: an existing file is opened read-only.
+            match OpenOptions::new().read(true).open(&path) {
+                Ok(f) => {
+                    d.found(&mut known);
+                    f
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    if matches!(*known, Known::Unknown) {
+                        d.made_dir(&mut known).map_err(|e| io("create directory for", e))?;
+                    }
+                    let create =
+                        || OpenOptions::new().read(true).write(true).create(true).truncate(false).open(&path);
+                    let f = crate::dir::create_in(Some(dir), create)
+                        .map_err(|(op, e)| io(if op == "create" { "open lock" } else { op }, e))?;
+                    OPENED_FOR_WRITING.fetch_add(1, Relaxed);
+                    d.made(&mut known, file);
+                    f
+                }
+                Err(e) => return Err(io("open lock", e)),
             }
-            Err(e) => Err(e),
-        }
-        .map_err(|source| StorageError::Io { op: "open lock", path: display.clone(), source })?;
+        };
         match file.try_lock() {
-            Ok(()) => Ok(LockGuard::file(file)),
+            Ok(()) => Ok(LockGuard::file(file, d)),
             Err(fs::TryLockError::WouldBlock) => Err(StorageError::Locked { path: display }),
-            Err(fs::TryLockError::Error(source)) => {
-                Err(StorageError::Io { op: "lock", path: display, source })
-            }
+            Err(fs::TryLockError::Error(source)) => Err(io("lock", source)),
         }
     }
 }
@@ -504,6 +632,144 @@ mod tests {
             "{err:?}"
         );
         assert_eq!(b.read(0, 1).unwrap(), b"b");
+    }
+
+    fn known(p: &DirectoryProvider, dir: &str) -> String {
+        let d = p.dirs.live(&p.root.join(dir)).expect("a live record");
+        let k = d.lock();
+        match &*k {
+            Known::Fresh { on_disk, files } => {
+                let mut names: Vec<_> = files.iter().map(|f| f.to_string_lossy().into_owned()).collect();
+                names.sort();
+                format!("fresh on_disk={on_disk} {names:?}")
+            }
+            other => format!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_new_directory_is_looked_at_once_and_made_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = DirectoryProvider::with_pool(tmp.path(), FilePool::new(64));
+        let names = ["kappa-head", "bitfield", "tree", "signatures", "data", "key", "secret_key"];
+        let mut files: Vec<BoxedStorage> = names.iter().map(|n| p.open(&format!("0/{n}")).unwrap()).collect();
+        assert_eq!(known(&p, "0"), "Unknown");
+        assert_eq!(files[0].len().unwrap(), 0);
+        // One probe and one look at the directory: it is missing.
+        assert_eq!(known(&p, "0"), "fresh on_disk=false []");
+        // The other files are known missing: not probed. (A file made behind
+        // the provider's back, which a lock rules out, shows it.)
+        std::fs::create_dir(tmp.path().join("0")).unwrap();
+        std::fs::write(tmp.path().join("0/tree"), b"not seen").unwrap();
+        for f in &mut files[1..] {
+            assert_eq!(f.len().unwrap(), 0);
+        }
+        assert!(!p.exists("0/tree").unwrap());
+        std::fs::remove_dir_all(tmp.path().join("0")).unwrap();
+        for f in &mut files[1..6] {
+            f.truncate(0).unwrap();
+        }
+        files[5].write(0, &[7; 32]).unwrap();
+        assert_eq!(known(&p, "0"), r#"fresh on_disk=true ["bitfield", "data", "key", "signatures", "tree"]"#);
+        assert!(p.exists("0/key").unwrap());
+        assert!(!p.exists("0/tree").unwrap(), "made, but empty");
+        assert!(!p.exists("0/secret_key").unwrap());
+        // A second storage of a file made here finds it.
+        assert_eq!(p.open("0/key").unwrap().read(0, 32).unwrap(), [7; 32]);
+        // Replace and remove keep the record right.
+        p.replace("0/policy", b"p").unwrap();
+        assert!(p.exists("0/policy").unwrap());
+        assert_eq!(p.open("0/policy").unwrap().read(0, 1).unwrap(), b"p");
+        p.remove("0/policy").unwrap();
+        assert!(!p.exists("0/policy").unwrap());
+        assert_eq!(known(&p, "0"), r#"fresh on_disk=true ["bitfield", "data", "key", "signatures", "tree"]"#);
+        // When the last storage drops, so does the record.
+        drop(files);
+        assert!(p.dirs.live(&tmp.path().join("0")).is_none());
+        assert_eq!(p.open("0/key").unwrap().read(0, 32).unwrap(), [7; 32]);
+    }
+
+    #[test]
+    fn an_existing_directory_is_probed_file_by_file_and_not_made_again() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::create_dir(tmp.path().join("0")).unwrap();
+        std::fs::write(tmp.path().join("0/key"), [1; 32]).unwrap();
+        let p = DirectoryProvider::with_pool(tmp.path(), FilePool::new(64));
+        let mut head = p.open("0/kappa-head").unwrap();
+        let mut key = p.open("0/key").unwrap();
+        assert_eq!(head.len().unwrap(), 0);
+        assert_eq!(known(&p, "0"), "Exists");
+        assert_eq!(key.read(0, 32).unwrap(), [1; 32]);
+        head.write(0, b"h").unwrap();
+        assert_eq!(known(&p, "0"), "Exists");
+        assert!(p.exists("0/kappa-head").unwrap());
+    }
+
+    #[test]
+    fn a_lock_in_a_new_directory_knows_it_is_empty() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = DirectoryProvider::with_pool(tmp.path(), FilePool::new(64));
+        let guard = p.lock("f/bitfield").unwrap();
+        assert_eq!(known(&p, "f"), r#"fresh on_disk=true ["bitfield"]"#);
+        let mut bitfield = p.open("f/bitfield").unwrap();
+        assert_eq!(bitfield.len().unwrap(), 0);
+        bitfield.write(0, b"b").unwrap();
+        assert_eq!(p.open("f/tree").unwrap().len().unwrap(), 0);
+        drop(bitfield);
+        // The guard keeps the record.
+        assert_eq!(known(&p, "f"), r#"fresh on_disk=true ["bitfield"]"#);
+        drop(guard);
+        assert!(p.dirs.live(&tmp.path().join("f")).is_none());
+        // In an existing directory, a lock learns only that it exists.
+        let _g = p.lock("f/bitfield").unwrap();
+        assert_eq!(known(&p, "f"), "Exists");
+        let _g2 = p.lock("f/other").unwrap();
+        assert_eq!(known(&p, "f"), "Exists");
+    }
+
+    #[test]
+    fn records_of_dropped_directories_are_swept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = DirectoryProvider::with_pool(tmp.path(), FilePool::new(16));
+        let keep = p.open("kept/key").unwrap();
+        for i in 0..1000 {
+            p.open(&format!("{i}/key")).unwrap().write(0, b"k").unwrap();
+        }
+        assert!(p.dirs.len() <= 130, "{}", p.dirs.len());
+        assert!(p.dirs.live(&tmp.path().join("kept")).is_some());
+        drop(keep);
+    }
+
+    #[test]
+    fn truncating_a_file_it_just_made_costs_no_truncate() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = DirectoryProvider::with_pool(tmp.path(), FilePool::new(64));
+        let mut a = p.open("0/a").unwrap();
+        let mut b = p.open("0/b").unwrap();
+        let mut c = p.open("0/c").unwrap();
+        assert_eq!(a.len().unwrap(), 0);
+        a.truncate(0).unwrap();
+        assert_eq!(std::fs::metadata(tmp.path().join("0/a")).unwrap().len(), 0);
+        // Made and grown: a real truncate.
+        assert_eq!(b.len().unwrap(), 0);
+        b.truncate(5).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("0/b")).unwrap(), [0; 5]);
+        // Found missing, then made by somebody else: opened as it is, and
+        // truncated for real.
+        assert_eq!(c.len().unwrap(), 0);
+        std::fs::write(tmp.path().join("0/c"), b"abcdef").unwrap();
+        c.truncate(0).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("0/c")).unwrap(), b"");
+        let mut d = FileStorage::new(tmp.path().join("1/d"));
+        assert_eq!(d.len().unwrap(), 0);
+        std::fs::create_dir(tmp.path().join("1")).unwrap();
+        std::fs::write(tmp.path().join("1/d"), b"abcdef").unwrap();
+        d.write(0, b"xy").unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("1/d")).unwrap(), b"xycdef");
+        // A storage never looked at opens what is there.
+        let mut e = FileStorage::new(tmp.path().join("1/d"));
+        e.truncate(0).unwrap();
+        assert_eq!(std::fs::read(tmp.path().join("1/d")).unwrap(), b"");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod dir;
 mod error;
 mod fault;
 mod file;
@@ -166,16 +167,19 @@ impl<P: Provider + ?Sized> Provider for std::sync::Arc<P> {
 #[must_use = "the lock is released when the guard is dropped"]
 pub struct LockGuard {
     _file: Option<std::fs::File>,
+    /// What the provider knows of the locked file's directory, kept while the
+    /// lock keeps others out of it.
+    _dir: Option<std::sync::Arc<dir::DirState>>,
 }
 
 impl LockGuard {
     /// A guard that holds nothing.
     pub fn none() -> Self {
-        LockGuard { _file: None }
+        LockGuard { _file: None, _dir: None }
     }
 
-    pub(crate) fn file(file: std::fs::File) -> Self {
-        LockGuard { _file: Some(file) }
+    pub(crate) fn file(file: std::fs::File, dir: std::sync::Arc<dir::DirState>) -> Self {
+        LockGuard { _file: Some(file), _dir: Some(dir) }
     }
 }
 
