@@ -301,6 +301,10 @@ struct Shared {
     /// A live peer hung up on our handshake answer in this generation.
     abandoned: Option<crate::noise::Generation>,
     started: Instant,
+    /// When the timer loop is set to wake (`None` while it is not waiting):
+    /// a step that brings the protocol's next timeout before it wakes the
+    /// timer loop early.
+    armed: Option<Instant>,
 }
 
 impl Shared {
@@ -424,9 +428,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             peer_eof: false,
             abandoned: None,
             started,
+            armed: None,
         }));
         *probe.lock().unwrap_or_else(|e| e.into_inner()) = Arc::downgrade(&shared);
         let wake_writer = Notify::new();
+        let rearm = Notify::new();
         let drained = Notify::new();
         let watch = Arc::new(Notify::new());
         let lock = || shared.lock().unwrap_or_else(|e| e.into_inner());
@@ -468,6 +474,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 }
             }
             wake_writer.notify(usize::MAX);
+            // A timeout now due before the timer loop wakes (a wake-up the
+            // layer above asked for, a shorter keep-alive) re-arms it.
+            if let (Some(armed), Some(next)) = (s.armed, s.protocol.poll_timeout()) {
+                if next < armed {
+                    s.armed = None;
+                    rearm.notify(usize::MAX);
+                }
+            }
         };
 
         let read_loop = async {
@@ -508,8 +522,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                         return;
                     }
                     s.bytes_received += n as u64;
-                    let _ = s.protocol.handle_input(Instant::now(), &buf[..n]);
+                    let t0 = Instant::now();
+                    let _ = s.protocol.handle_input(t0, &buf[..n]);
                     after_step(&mut s);
+                    slow_step("input", t0);
                 }
                 // Let the writer send what this input produced (our requests, our
                 // answers) before reading on: while the socket has data, reading
@@ -527,13 +543,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     let l = wake_writer.listen();
                     let (bytes, ended, eof) = {
                         let mut s = lock();
-                        let bytes = s.protocol.poll_transmit(Instant::now());
+                        let t0 = Instant::now();
+                        let bytes = s.protocol.poll_transmit(t0);
                         // Answering the peer's last requests (made in poll_transmit)
                         // can finish a feed or the session: pass those events on.
                         dispatch(&mut s);
                         if let Some(b) = &bytes {
                             s.in_flight = b.len();
                         }
+                        slow_step("transmit", t0);
                         (bytes, s.protocol.is_ended(), s.peer_eof)
                     };
                     match bytes {
@@ -579,16 +597,32 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
 
         let timer_loop = async {
             loop {
-                let deadline = lock().protocol.poll_timeout();
-                let Some(deadline) = deadline else { return };
-                let wait = deadline.saturating_duration_since(Instant::now()).min(Duration::from_secs(1));
-                futures_timer::Delay::new(wait).await;
-                let mut s = lock();
-                s.protocol.handle_timeout(Instant::now());
-                after_step(&mut s);
-                if s.protocol.is_ended() {
-                    return;
+                let rearmed = rearm.listen();
+                let wait = {
+                    let mut s = lock();
+                    let Some(deadline) = s.protocol.poll_timeout() else { return };
+                    let now = Instant::now();
+                    let wait = deadline.saturating_duration_since(now).min(Duration::from_secs(1));
+                    s.armed = Some(now + wait);
+                    wait
+                };
+                let delay = futures_timer::Delay::new(wait);
+                futures::pin_mut!(delay);
+                let _ = future::select(delay, rearmed).await;
+                {
+                    let mut s = lock();
+                    s.armed = None;
+                    let t0 = Instant::now();
+                    s.protocol.handle_timeout(t0);
+                    after_step(&mut s);
+                    slow_step("timeout", t0);
+                    if s.protocol.is_ended() {
+                        return;
+                    }
                 }
+                // A wake-up asked for now (work cut into slices) must not
+                // run every slice in one go: let the reader and writer run.
+                YieldNow(false).await;
             }
         };
 
@@ -602,8 +636,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 // peer without the feed's last entries.
                 l = watch.listen();
                 let mut s = lock();
-                s.protocol.feeds_changed(Instant::now());
+                let t0 = Instant::now();
+                s.protocol.feeds_changed(t0);
                 after_step(&mut s);
+                slow_step("feeds changed", t0);
             }
         };
 
@@ -630,6 +666,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     }
                 };
                 after_step(&mut s);
+                slow_step("command", now);
             }
             future::pending::<()>().await;
         };
@@ -701,5 +738,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
             duration,
             end,
         }
+    }
+}
+
+/// Reports a step of the session that held it for long (a second or more):
+/// while it runs, nothing is read, written or timed.
+fn slow_step(what: &'static str, since: Instant) {
+    let took = since.elapsed();
+    if took >= Duration::from_secs(1) {
+        tracing::debug!(step = what, ?took, "session: a long step");
     }
 }

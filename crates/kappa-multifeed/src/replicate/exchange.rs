@@ -2,6 +2,12 @@
 
 use super::*;
 
+/// Feeds opened per [`Event::Wake`] once the exchange agreed on them: a
+/// feed the peer has and we do not is made on disk (a directory and five
+/// files), and ten thousand of them in one step kept a session silent for
+/// longer than the peer's timeout.
+pub(crate) const OPEN_SLICE: usize = 64;
+
 /// The multifeed-5 feed exchange of one session, as a sans-IO state machine:
 /// feed it the session's [`Event`]s with the [`Protocol`] at hand
 /// ([`handle`](Self::handle)); it sends the exchange's extension messages and
@@ -42,6 +48,18 @@ pub struct Exchange {
     /// Requested feeds the peer agreed to replicate (its answers).
     agreed: HashSet<PublicKey>,
     pub(super) replicating: Vec<PublicKey>,
+    /// The discovery keys of `replicating` (thousands of feeds: no list scans).
+    replicating_dkeys: HashSet<[u8; 32]>,
+    /// How many of `replicating` have closed (are in `closed_feeds`).
+    replicating_closed: usize,
+    /// `remote_offer` and `requested` as sets, for lookups.
+    remote_offer_set: HashSet<PublicKey>,
+    requested_set: HashSet<PublicKey>,
+    /// Feeds agreed on and not opened yet (`true`: the peer's, made here if
+    /// new): opened [`OPEN_SLICE`] at a time, one slice per
+    /// [`Event::Wake`], so that making thousands of feeds on disk does not
+    /// keep the session from reading, writing and sending keep-alives.
+    to_open: VecDeque<(PublicKey, bool)>,
     closed_feeds: HashSet<[u8; 32]>,
     /// Feeds whose non-live download completed (`FeedSynced`).
     synced: HashSet<[u8; 32]>,
@@ -111,6 +129,11 @@ impl Exchange {
             refused: Vec::new(),
             agreed: HashSet::new(),
             replicating: Vec::new(),
+            replicating_dkeys: HashSet::new(),
+            replicating_closed: 0,
+            remote_offer_set: HashSet::new(),
+            requested_set: HashSet::new(),
+            to_open: VecDeque::new(),
             closed_feeds: HashSet::new(),
             synced: HashSet::new(),
             requests_sent: 0,
@@ -286,10 +309,36 @@ impl Exchange {
                 None => return Ok(()),
             }
         };
-        if !self.replicating.contains(&key) {
-            self.replicating.push(key);
-        }
         p.open_feed(now, feed, self.feed_options()).map_err(|e| e.to_string())
+    }
+
+    /// Queues feed `key` (the peer's if `remote`) to be opened, and counts it
+    /// as replicating from now on (the root channel stays open for it).
+    fn queue_open(&mut self, p: &mut Protocol, now: Instant, key: PublicKey, remote: bool) {
+        let dkey = key.discovery_key();
+        if self.replicating_dkeys.insert(dkey) {
+            self.replicating.push(key);
+            if self.closed_feeds.contains(&dkey) {
+                self.replicating_closed += 1;
+            }
+        }
+        if self.to_open.is_empty() {
+            p.wake_me(now);
+        }
+        self.to_open.push_back((key, remote));
+    }
+
+    /// Opens the next slice of the queued feeds, and asks for another
+    /// wake-up if some are left.
+    fn open_slice(&mut self, p: &mut Protocol, now: Instant) -> Result<(), String> {
+        for _ in 0..OPEN_SLICE {
+            let Some((key, remote)) = self.to_open.pop_front() else { break };
+            self.open(p, now, key, remote)?;
+        }
+        if !self.to_open.is_empty() {
+            p.wake_me(now);
+        }
+        Ok(())
     }
 
     /// Handles one session event (call it for every event, in order).
@@ -331,6 +380,12 @@ impl Exchange {
             Event::FeedSynced { discovery_key } => {
                 self.synced.insert(*discovery_key);
             }
+            Event::Wake => {
+                if let Err(e) = self.open_slice(p, now) {
+                    p.reject(e);
+                }
+                self.maybe_close_root(p, now);
+            }
             // multifeed 5 closes its root channel early (an empty answer while
             // none of its feeds replicates); its answers to our requests still
             // come. Before its manifest, though, it has given up.
@@ -340,7 +395,10 @@ impl Exchange {
                 p.reject("the peer closed the feed exchange before offering its feeds");
             }
             Event::ChannelClosed { discovery_key, .. } => {
-                self.closed_feeds.insert(*discovery_key);
+                if self.closed_feeds.insert(*discovery_key) && self.replicating_dkeys.contains(discovery_key)
+                {
+                    self.replicating_closed += 1;
+                }
                 self.maybe_close_root(p, now);
             }
             _ => {}
@@ -369,7 +427,8 @@ impl Exchange {
 
     /// Holds the protocol open while the exchange is not settled.
     fn update_hold(&mut self, p: &mut Protocol) {
-        let hold = !self.is_settled() && !p.is_ended();
+        let done = self.is_settled() && self.to_open.is_empty();
+        let hold = !done && !p.is_ended();
         if hold && !self.holding {
             p.hold();
         } else if !hold && self.holding {
@@ -419,7 +478,7 @@ impl Exchange {
                 let keys = parse_keys(v.get("keys"));
                 self.known.extend(keys.iter().copied());
                 for k in &keys {
-                    if !self.remote_offer.contains(k) {
+                    if self.remote_offer_set.insert(*k) {
                         self.remote_offer.push(*k);
                     }
                 }
@@ -436,7 +495,7 @@ impl Exchange {
                     keys.into_iter().filter(|k| self.opts.accept.as_ref().is_none_or(|f| f(k))).collect();
                 tracing::debug!(offered, requested = want.len(), "feed exchange: the peer offered feeds");
                 for k in &want {
-                    if !self.requested.contains(k) {
+                    if self.requested_set.insert(*k) {
                         self.requested.push(*k);
                     }
                 }
@@ -455,7 +514,7 @@ impl Exchange {
             }
             REPLICATE_FEEDS => {
                 let keys: Vec<PublicKey> =
-                    parse_keys(Some(&v)).into_iter().filter(|k| self.requested.contains(k)).collect();
+                    parse_keys(Some(&v)).into_iter().filter(|k| self.requested_set.contains(k)).collect();
                 self.answers_received += 1;
                 self.request_times.pop_front();
                 tracing::debug!(feeds = keys.len(), "feed exchange: the peer agreed to replicate");
@@ -470,7 +529,7 @@ impl Exchange {
                     if self.mf.feed(&k).is_none() {
                         self.new_feeds.push(k);
                     }
-                    self.open(p, now, k, true)?;
+                    self.queue_open(p, now, k, true);
                 }
                 self.answer_queued(p, now)?;
                 self.maybe_close_root(p, now);
@@ -512,7 +571,7 @@ impl Exchange {
             self.send(p, now, REPLICATE_FEEDS, &Value::Array(keys_json(&keys)));
             self.answers_sent += 1;
             for k in keys {
-                self.open(p, now, k, false)?;
+                self.queue_open(p, now, k, false);
             }
         }
         self.maybe_close_root(p, now);
@@ -523,10 +582,10 @@ impl Exchange {
     /// channel closed, close the root channel (JS closes its root on the first
     /// Close it sees; we answer that automatically).
     fn maybe_close_root(&mut self, p: &mut Protocol, now: Instant) {
-        if self.opts.live || !self.is_settled() || self.answers_sent == 0 {
+        if self.opts.live || !self.is_settled() || !self.to_open.is_empty() || self.answers_sent == 0 {
             return;
         }
-        let all_closed = self.replicating.iter().all(|k| self.closed_feeds.contains(&k.discovery_key()));
+        let all_closed = self.replicating_closed == self.replicating.len();
         if all_closed && p.is_open_locally(&self.root_dkey) {
             self.update_hold(p);
             p.close_channel(now, &self.root);
@@ -637,5 +696,85 @@ mod tests {
         pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
         assert!(conn.is_settled());
         (before, sent_by_us)
+    }
+}
+
+#[cfg(test)]
+mod slices {
+    use super::*;
+    use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
+
+    /// Feeds agreed on are opened a slice at a time, one slice per wake-up
+    /// the exchange asks for, and the exchange holds the session open until
+    /// the last is: ten thousand feeds made on disk in one step kept a
+    /// session silent past the peer's timeout (`cargo xtask soak feeds`).
+    #[test]
+    fn agreed_feeds_are_opened_one_slice_per_wake_up() {
+        let now = Instant::now();
+        let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
+        let hs_a = Handshake::new_initiator(
+            NoiseKeyPair::from_seed(&[1; 32]),
+            NoiseKeyPair::from_seed(&[2; 32]),
+            [3; 24],
+        );
+        let hs_b = Handshake::new_responder(
+            NoiseKeyPair::from_seed(&[4; 32]),
+            NoiseKeyPair::from_seed(&[5; 32]),
+            [6; 24],
+        );
+        let mut js = Protocol::with_handshake(now, ProtocolOptions::new(true).extensions(ext()), hs_a);
+        let mut us = Protocol::with_handshake(now, ProtocolOptions::new(false).extensions(ext()), hs_b);
+        let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
+        js.open_channel(now, root).unwrap();
+        us.open_channel(now, root).unwrap();
+        let mut conn = Exchange::new(Multifeed::in_memory().unwrap(), ReplicateOptions::new(false));
+        let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Exchange| {
+            for _ in 0..4 {
+                if let Some(bytes) = js.poll_transmit(now) {
+                    us.handle_input(now, &bytes).unwrap();
+                }
+                while let Some(ev) = us.poll_event() {
+                    conn.handle(us, now, &ev);
+                }
+                if let Some(bytes) = us.poll_transmit(now) {
+                    js.handle_input(now, &bytes).unwrap();
+                }
+                while js.poll_event().is_some() {}
+            }
+        };
+        pump(&mut js, &mut us, &mut conn);
+
+        // The peer offers 3.5 slices of feeds we do not have, and agrees.
+        let theirs = Multifeed::in_memory().unwrap();
+        let n = OPEN_SLICE * 3 + OPEN_SLICE / 2;
+        let keys: Vec<String> =
+            (0..n).map(|i| theirs.writer(&format!("w{i}")).unwrap().public_key().to_hex()).collect();
+        let hs = json!({"client": "MULTIFEED", "version": PROTOCOL_VERSION, "live": false});
+        for (name, v) in
+            [(HANDSHAKE, hs), (MANIFEST, json!({ "keys": keys })), (REPLICATE_FEEDS, json!(keys))]
+        {
+            let payload = v.to_string().into_bytes();
+            conn.handle(&mut us, now, &Event::Extension { name: name.into(), payload });
+        }
+        assert!(conn.is_settled());
+        assert_eq!(us.feeds().len(), 0, "nothing is opened in the step that agreed");
+        assert_eq!(conn.replicating.len(), n);
+
+        let mut opened = Vec::new();
+        loop {
+            let before = us.feeds().len();
+            if before == n {
+                break;
+            }
+            assert!(us.poll_timeout().is_some_and(|t| t <= now), "a wake-up is due while feeds wait");
+            assert!(conn.holding, "the exchange holds the session while feeds wait");
+            us.handle_timeout(now);
+            while let Some(ev) = us.poll_event() {
+                conn.handle(&mut us, now, &ev);
+            }
+            opened.push(us.feeds().len() - before);
+            assert!(opened.len() <= 4, "{opened:?}");
+        }
+        assert_eq!(opened, [OPEN_SLICE, OPEN_SLICE, OPEN_SLICE, OPEN_SLICE / 2]);
     }
 }

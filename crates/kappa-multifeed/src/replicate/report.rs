@@ -84,13 +84,17 @@ impl SyncReport {
 impl Exchange {
     /// The report of a session that ran this exchange.
     pub(super) fn report(&self, session: &SessionReport, warnings: Vec<String>) -> SyncReport {
+        // By discovery key: thousands of feeds, no scan per feed.
+        let mut by_dkey: std::collections::HashMap<&[u8; 32], &FeedStats> = Default::default();
+        for (dk, s) in &session.feeds {
+            by_dkey.entry(dk).or_insert(s);
+        }
         let feeds: Vec<(PublicKey, FeedStats)> = self
             .replicating
             .iter()
             .map(|k| {
                 let d = k.discovery_key();
-                let stats =
-                    session.feeds.iter().find(|(dk, _)| *dk == d).map(|(_, s)| *s).unwrap_or_default();
+                let stats = by_dkey.get(&d).map(|s| **s).unwrap_or_default();
                 (*k, stats)
             })
             .collect();

@@ -84,4 +84,10 @@ pub enum Event {
     },
     /// Non-live: every channel is closed on both sides; the session is done.
     Finished,
+    /// The wake-up the layer above asked for with
+    /// [`Protocol::wake_me`](super::Protocol::wake_me): delivered by
+    /// [`handle_timeout`](super::Protocol::handle_timeout), so a long piece
+    /// of work can be done a slice at a time, with reading, writing and
+    /// keep-alives in between.
+    Wake,
 }

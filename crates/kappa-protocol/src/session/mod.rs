@@ -156,6 +156,8 @@ pub struct Protocol {
     holds: usize,
     /// The layer above's deadline: when, what it waits for, and since when.
     deadline: Option<(Instant, &'static str, Instant)>,
+    /// When the layer above wants [`Event::Wake`] ([`Protocol::wake_me`]).
+    wake_at: Option<Instant>,
     /// The test hook of [`Protocol::tamper_outgoing`].
     #[cfg(feature = "test-hooks")]
     tamper: Option<Tamper>,
@@ -295,6 +297,7 @@ impl Protocol {
             early_total: 0,
             holds: 0,
             deadline: None,
+            wake_at: None,
             #[cfg(feature = "test-hooks")]
             tamper: None,
             compact_proofs: false,

@@ -21,6 +21,9 @@ impl Protocol {
         if let Some((d, _, _)) = self.deadline {
             t = t.min(d);
         }
+        if let Some(w) = self.wake_at {
+            t = t.min(w);
+        }
         Some(t)
     }
 
@@ -77,7 +80,41 @@ impl Protocol {
         if self.handshake_result().is_some() && now >= self.last_send + self.opts.keep_alive {
             self.write_plain(now, &[0]);
         }
+        if self.wake_at.is_some_and(|w| now >= w) {
+            self.wake_at = None;
+            self.events.push_back(super::Event::Wake);
+        }
         self.answer_requests(now);
+    }
+
+    /// Asks for an [`Event::Wake`](super::Event::Wake) from the first
+    /// [`handle_timeout`](Self::handle_timeout) at or after `at`
+    /// ([`poll_timeout`](Self::poll_timeout) includes it; an earlier request
+    /// still pending wins). The layer above uses it to cut long work (opening
+    /// thousands of feeds) into slices: a driver reads, writes and sends
+    /// keep-alives between two wake-ups, so the peer never sees a silence
+    /// that is only our own work.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use kappa_protocol::{Event, Protocol, ProtocolOptions};
+    ///
+    /// let now = Instant::now();
+    /// let mut p = Protocol::new(now, ProtocolOptions::new(true));
+    /// p.wake_me(now);
+    /// assert!(p.poll_timeout().is_some_and(|t| t <= now));
+    /// p.handle_timeout(now);
+    /// let mut woken = false;
+    /// while let Some(ev) = p.poll_event() {
+    ///     woken |= ev == Event::Wake;
+    /// }
+    /// assert!(woken);
+    /// ```
+    pub fn wake_me(&mut self, at: Instant) {
+        if self.is_ended() {
+            return;
+        }
+        self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
     /// Sets (or, with `None`, clears) the layer above's deadline: unless it is
