@@ -122,11 +122,18 @@ fn many_feeds_open_sync_and_serve_under_a_small_open_file_limit() {
     }
     let status = server.wait().unwrap();
     let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    // A failed sync shows the server's side too (its last lines: with
+    // RUST_LOG set they say what it was doing when the sync gave up).
+    let tail = |text: &str| {
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(200)..].join("\n")
+    };
     assert!(
         synced.status.success(),
-        "kappa sync under ulimit -n {LIMIT}: {}\n{}",
+        "kappa sync under ulimit -n {LIMIT}: {}\n{}\nserve ({status}), its last lines:\n{}",
         synced.status,
-        String::from_utf8_lossy(&synced.stderr)
+        tail(&String::from_utf8_lossy(&synced.stderr)),
+        tail(&err)
     );
     assert!(status.success(), "serve: {status}: {err}\n{}", out.len());
 
