@@ -177,7 +177,8 @@ pub(crate) enum Command {
         #[arg(long, value_name = "N", default_value_t = 16)]
         max_per_address: usize,
         /// Drop a peer that sends nothing (not even a keep-alive), or reads
-        /// none of what we send, for this long (milliseconds).
+        /// none of what we send, for this long (milliseconds); with
+        /// `--discover`, the peers we dial as well as those that connect.
         #[arg(long, value_name = "MS", default_value_t = 20_000)]
         peer_timeout_ms: u64,
         /// Wire generation: `6` (kappa-core 6: hypercore 8, hypercore-protocol

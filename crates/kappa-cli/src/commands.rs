@@ -197,22 +197,16 @@ pub(crate) fn append(db: &Db, out: &Out, blocks: Vec<Vec<u8>>) -> Result<()> {
     if blocks.is_empty() {
         return out.text("nothing to append");
     }
-    // The CLI's databases are JSON; blocks for any other encoding are made
-    // again from their values.
-    let blocks = if w.encoding() == ValueEncoding::Json {
-        blocks
-    } else {
-        let values = blocks
-            .iter()
-            .map(|b| serde_json::from_slice::<Value>(b))
-            .collect::<std::result::Result<Vec<Value>, _>>()
-            .map_err(|e| CliError::Usage(format!("malformed JSON entry: {e}")))?;
-        values
-            .iter()
-            .map(|v| w.encoding().encode(v))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(kappa_core::KappaError::Log)?
-    };
+    // Every database the CLI opens is JSON (kappa-core's default encoding; a
+    // feed's encoding is not kept on disk), so the blocks go in as they are,
+    // after whatever the feed already holds. A writer of another encoding
+    // would get blocks it misreads: refused, not re-encoded.
+    if w.encoding() != ValueEncoding::Json {
+        return Err(CliError::Runtime(format!(
+            "the local writer encodes {:?}, not JSON: kappa append writes JSON blocks only",
+            w.encoding()
+        )));
+    }
     let seqs = w.append_encoded_batch(blocks)?;
     let n = seqs.end - seqs.start;
     if n == 1 {

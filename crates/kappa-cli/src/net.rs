@@ -495,7 +495,7 @@ async fn serve_on(
         )?;
     }
     let discovery = if discover { Some(open_discovery(&kappa, out, Some(local.port()))?) } else { None };
-    let wire = limits.caps.wire;
+    let (wire, timeout) = (limits.caps.wire, limits.caps.timeout);
     let k = kappa.clone();
     let serving = serve_loop(kappa.clone(), listener, limits, stop, |ev| match ev {
         ServeEvent::Connected { peer } => out.emit(
@@ -530,7 +530,8 @@ async fn serve_on(
         }
     });
     let Some(discovery) = discovery else { return serving.await };
-    let opts = kappa_core::JoinOptions::default().wire(wire);
+    // Dialled sessions get the same `--peer-timeout-ms` as accepted ones.
+    let opts = kappa_core::JoinOptions::default().wire(wire).timeout(timeout);
     let joining = kappa.join(&discovery, Some(local.port()), dial, opts, |ev| join_event(&k, out, ev));
     futures::pin_mut!(serving, joining);
     match futures::future::select(serving, joining).await {

@@ -530,3 +530,41 @@ fn a_sync_that_leaves_feeds_behind_fails() {
     assert!(stderr(&o).contains("incomplete") && stderr(&o).contains(offered), "{}", stderr(&o));
     assert!(!stdout(&o).contains("synced with"), "{}", stdout(&o));
 }
+
+/// A local feed that already holds non-JSON blocks (written by a library
+/// user with the utf8 encoding: a feed's encoding is not kept on disk) gets
+/// JSON blocks from `kappa append`, after the old ones, which stay as they
+/// were; `kappa log` shows both (the old ones as `raw`).
+#[test]
+fn append_to_a_feed_written_with_another_encoding_adds_json_blocks() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().join("db");
+    let key = hex_to_key(&key_of(&d));
+    {
+        let k = kappa_core::Kappa::builder()
+            .dir(&d)
+            .shared_key(key)
+            .value_encoding(kappa_core::ValueEncoding::Utf8)
+            .open()
+            .unwrap();
+        let w = k.writer("local").unwrap();
+        assert_eq!(w.append(&"plain text").unwrap(), 0);
+        k.close().unwrap();
+    }
+    let appended = json_lines(&d, &["append", r#"{"n": 1.0}"#]).remove(0);
+    assert_eq!(appended["seq"], 1, "{appended}");
+    let log = json_lines(&d, &["log"]);
+    assert_eq!(log.len(), 2, "{log:?}");
+    // Not JSON: shown as it is, not as a value.
+    assert_eq!(log[0]["raw"], "plain text", "{log:?}");
+    assert!(log[0].get("value").is_none(), "{log:?}");
+    assert_eq!(log[1]["value"], serde_json::json!({"n": 1}), "{log:?}");
+}
+
+fn hex_to_key(s: &str) -> [u8; 32] {
+    let mut k = [0u8; 32];
+    for (i, b) in k.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap();
+    }
+    k
+}

@@ -31,6 +31,29 @@ pub struct JoinOptions {
     pub max_retries: u32,
     /// The wire generations spoken (default [`Wire::Auto`]).
     pub wire: Wire,
+    /// How long a dialled peer may go without sending us a frame, or without
+    /// reading any of what we send, before its session fails (default 20 s,
+    /// as [`ServeOptions::timeout`](crate::ServeOptions::timeout) for
+    /// accepted sessions). A peer that accepts the connection and then goes
+    /// silent is dropped after this long and redialled with backoff like any
+    /// session that failed; the other sessions go on meanwhile.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kappa_core::JoinOptions;
+    ///
+    /// let opts = JoinOptions::default().timeout(Duration::from_secs(5));
+    /// assert_eq!(opts.timeout, Duration::from_secs(5));
+    /// // Keep-alives go out at half the timeout unless set.
+    /// assert_eq!(opts.keep_alive, None);
+    /// let opts = opts.keep_alive(Duration::from_secs(1));
+    /// assert_eq!(opts.keep_alive, Some(Duration::from_secs(1)));
+    /// ```
+    pub timeout: Duration,
+    /// Send a keep-alive after sending nothing for this long (default `None`:
+    /// half of [`timeout`](Self::timeout), so a peer with the same timeout
+    /// never times us out).
+    pub keep_alive: Option<Duration>,
 }
 
 impl Default for JoinOptions {
@@ -41,6 +64,8 @@ impl Default for JoinOptions {
             backoff_max: Duration::from_secs(30),
             max_retries: 6,
             wire: Wire::Auto,
+            timeout: Duration::from_secs(20),
+            keep_alive: None,
         }
     }
 }
@@ -68,6 +93,18 @@ impl JoinOptions {
     /// Sets [`wire`](Self::wire).
     pub fn wire(mut self, wire: Wire) -> Self {
         self.wire = wire;
+        self
+    }
+
+    /// Sets [`timeout`](Self::timeout).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Sets [`keep_alive`](Self::keep_alive).
+    pub fn keep_alive(mut self, every: Duration) -> Self {
+        self.keep_alive = Some(every);
         self
     }
 }
@@ -180,7 +217,7 @@ impl Kappa {
         let mut peers: HashMap<SocketAddr, PeerState> = HashMap::new();
         let mut steps: FuturesUnordered<StepFuture> = FuturesUnordered::new();
         let mut lookup_done = false;
-        let wire = opts.wire;
+        let (wire, timeout, keep_alive) = (opts.wire, opts.timeout, opts.keep_alive);
         let dial = |peer: SocketAddr, connect: &mut C| -> StepFuture {
             let conn = connect(peer);
             let kappa = self.clone();
@@ -189,7 +226,8 @@ impl Kappa {
                     Ok(stream) => stream,
                     Err(e) => return Step::ConnectFailed(peer, e),
                 };
-                let ropts = ReplicateOptions::new(true).live(true).wire(wire);
+                let mut ropts = ReplicateOptions::new(true).live(true).wire(wire).timeout(timeout);
+                ropts.keep_alive = keep_alive;
                 match kappa.replicate_session(stream, ropts) {
                     Ok((session, _handle)) => Step::Connected(peer, Box::pin(session)),
                     Err(e) => Step::Ended(peer, Err(e)),

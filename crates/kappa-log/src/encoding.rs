@@ -175,9 +175,7 @@ impl ValueEncoding {
             }
         }
     }
-}
 
-impl ValueEncoding {
     /// Encodes the value that JSON `text` parses to, as [`encode`](Self::encode)
     /// would encode it: for [`Json`](Self::Json) without building a value tree
     /// ([`js_json_from_str`] plus `\n`). Malformed text fails with
