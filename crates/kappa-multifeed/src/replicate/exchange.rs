@@ -616,7 +616,33 @@ impl Exchange {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
+
+    /// Four rounds of bytes both ways at `now`: `us` runs the exchange
+    /// `conn`; the names of the extension messages `js` receives go to `sent`.
+    pub(super) fn pump(
+        now: Instant,
+        js: &mut Protocol,
+        us: &mut Protocol,
+        conn: &mut Exchange,
+        sent: &mut Vec<String>,
+    ) {
+        for _ in 0..4 {
+            if let Some(bytes) = js.poll_transmit(now) {
+                us.handle_input(now, &bytes).unwrap();
+            }
+            while let Some(ev) = us.poll_event() {
+                conn.handle(us, now, &ev);
+            }
+            if let Some(bytes) = us.poll_transmit(now) {
+                js.handle_input(now, &bytes).unwrap();
+            }
+            while let Some(ev) = js.poll_event() {
+                if let Event::Extension { name, .. } = ev {
+                    sent.push(name);
+                }
+            }
+        }
+    }
 
     /// A JS peer may ask for our feeds before sending its manifest. We must
     /// request its feeds before answering (multifeed 5 ends the exchange once
@@ -638,44 +664,11 @@ mod tests {
     /// we send once it answered our request.
     fn exchange_order(live: bool) -> (Vec<String>, Vec<String>) {
         let now = Instant::now();
-        let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
-        let hs_a = Handshake::new_initiator(
-            NoiseKeyPair::from_seed(&[1; 32]),
-            NoiseKeyPair::from_seed(&[2; 32]),
-            [3; 24],
-        );
-        let hs_b = Handshake::new_responder(
-            NoiseKeyPair::from_seed(&[4; 32]),
-            NoiseKeyPair::from_seed(&[5; 32]),
-            [6; 24],
-        );
-        let mut js = Protocol::with_handshake(now, ProtocolOptions::new(true).extensions(ext()), hs_a);
-        let mut us = Protocol::with_handshake(now, ProtocolOptions::new(false).extensions(ext()), hs_b);
+        let (mut js, mut us) = super::super::fuzz::exchange_pair(now);
         let mf = Multifeed::in_memory().unwrap();
-        let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
-        js.open_channel(now, root).unwrap();
-        us.open_channel(now, root).unwrap();
         let mut conn = Exchange::new(mf, ReplicateOptions::new(false));
         let mut sent_by_us = Vec::new();
-        let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Exchange, sent: &mut Vec<String>| {
-            for _ in 0..4 {
-                if let Some(bytes) = js.poll_transmit(now) {
-                    us.handle_input(now, &bytes).unwrap();
-                }
-                while let Some(ev) = us.poll_event() {
-                    conn.handle(us, now, &ev);
-                }
-                if let Some(bytes) = us.poll_transmit(now) {
-                    js.handle_input(now, &bytes).unwrap();
-                }
-                while let Some(ev) = js.poll_event() {
-                    if let Event::Extension { name, .. } = ev {
-                        sent.push(name);
-                    }
-                }
-            }
-        };
-        pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
+        pump(now, &mut js, &mut us, &mut conn, &mut sent_by_us);
         let hs = json!({"client": "MULTIFEED", "version": PROTOCOL_VERSION, "live": live});
         let js_key = "022fa880da6f9c99a672e867f9bccdf6ef54dccf72e0abc2363cb1cc6dc706b7";
         // The JS order that lost feeds: handshake, request, then manifest.
@@ -687,13 +680,13 @@ mod tests {
                 now,
                 &Event::Extension { name: name.into(), payload: v.to_string().into_bytes() },
             );
-            pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
+            pump(now, &mut js, &mut us, &mut conn, &mut sent_by_us);
         }
         assert_eq!(conn.unanswered_requests(), 1);
         let before = std::mem::take(&mut sent_by_us);
         let answer = json!([js_key]).to_string().into_bytes();
         conn.handle(&mut us, now, &Event::Extension { name: REPLICATE_FEEDS.into(), payload: answer });
-        pump(&mut js, &mut us, &mut conn, &mut sent_by_us);
+        pump(now, &mut js, &mut us, &mut conn, &mut sent_by_us);
         assert!(conn.is_settled());
         (before, sent_by_us)
     }
@@ -702,7 +695,6 @@ mod tests {
 #[cfg(test)]
 mod slices {
     use super::*;
-    use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
 
     /// Feeds agreed on are opened a slice at a time, one slice per wake-up
     /// the exchange asks for, and the exchange holds the session open until
@@ -711,38 +703,9 @@ mod slices {
     #[test]
     fn agreed_feeds_are_opened_one_slice_per_wake_up() {
         let now = Instant::now();
-        let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
-        let hs_a = Handshake::new_initiator(
-            NoiseKeyPair::from_seed(&[1; 32]),
-            NoiseKeyPair::from_seed(&[2; 32]),
-            [3; 24],
-        );
-        let hs_b = Handshake::new_responder(
-            NoiseKeyPair::from_seed(&[4; 32]),
-            NoiseKeyPair::from_seed(&[5; 32]),
-            [6; 24],
-        );
-        let mut js = Protocol::with_handshake(now, ProtocolOptions::new(true).extensions(ext()), hs_a);
-        let mut us = Protocol::with_handshake(now, ProtocolOptions::new(false).extensions(ext()), hs_b);
-        let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
-        js.open_channel(now, root).unwrap();
-        us.open_channel(now, root).unwrap();
+        let (mut js, mut us) = super::super::fuzz::exchange_pair(now);
         let mut conn = Exchange::new(Multifeed::in_memory().unwrap(), ReplicateOptions::new(false));
-        let pump = |js: &mut Protocol, us: &mut Protocol, conn: &mut Exchange| {
-            for _ in 0..4 {
-                if let Some(bytes) = js.poll_transmit(now) {
-                    us.handle_input(now, &bytes).unwrap();
-                }
-                while let Some(ev) = us.poll_event() {
-                    conn.handle(us, now, &ev);
-                }
-                if let Some(bytes) = us.poll_transmit(now) {
-                    js.handle_input(now, &bytes).unwrap();
-                }
-                while js.poll_event().is_some() {}
-            }
-        };
-        pump(&mut js, &mut us, &mut conn);
+        super::tests::pump(now, &mut js, &mut us, &mut conn, &mut Vec::new());
 
         // The peer offers 3.5 slices of feeds we do not have, and agrees.
         let theirs = Multifeed::in_memory().unwrap();

@@ -5,29 +5,12 @@ use super::*;
 /// Fuzzing entry point (see `crate::fuzzing::extensions`).
 #[cfg(feature = "fuzzing")]
 pub(crate) fn fuzz_extensions(data: &[u8]) {
-    use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
-
     let now = Instant::now();
-    let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
-    let hs_a = Handshake::new_initiator(
-        NoiseKeyPair::from_seed(&[1; 32]),
-        NoiseKeyPair::from_seed(&[2; 32]),
-        [3; 24],
-    );
-    let hs_b = Handshake::new_responder(
-        NoiseKeyPair::from_seed(&[4; 32]),
-        NoiseKeyPair::from_seed(&[5; 32]),
-        [6; 24],
-    );
-    let mut a = Protocol::with_handshake(now, ProtocolOptions::new(true).extensions(ext()), hs_a);
-    let mut b = Protocol::with_handshake(now, ProtocolOptions::new(false).extensions(ext()), hs_b);
+    let (mut a, mut b) = exchange_pair(now);
     let Ok(mf) = Multifeed::in_memory() else { return };
     if let Ok(w) = mf.writer("local") {
         let _ = w.append(b"x");
     }
-    let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
-    let _ = a.open_channel(now, root);
-    let _ = b.open_channel(now, root);
     let mut conn = Exchange::new(mf.clone(), ReplicateOptions::new(false));
     for _ in 0..6 {
         if let Some(bytes) = a.poll_transmit(now) {
@@ -61,4 +44,30 @@ pub(crate) fn fuzz_extensions(data: &[u8]) {
             "a feed was added that was never requested"
         );
     }
+}
+
+/// Two protocols with the exchange's extensions, handshakes made from fixed
+/// keys, and the default root channel opened on both: the initiator (a JS
+/// peer's role in the tests) and the responder (ours).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn exchange_pair(now: Instant) -> (Protocol, Protocol) {
+    use kappa_protocol::noise::{Handshake, KeyPair as NoiseKeyPair};
+
+    let ext = || vec![HANDSHAKE.into(), MANIFEST.into(), REPLICATE_FEEDS.into(), REQUEST_FEEDS.into()];
+    let hs_a = Handshake::new_initiator(
+        NoiseKeyPair::from_seed(&[1; 32]),
+        NoiseKeyPair::from_seed(&[2; 32]),
+        [3; 24],
+    );
+    let hs_b = Handshake::new_responder(
+        NoiseKeyPair::from_seed(&[4; 32]),
+        NoiseKeyPair::from_seed(&[5; 32]),
+        [6; 24],
+    );
+    let mut a = Protocol::with_handshake(now, ProtocolOptions::new(true).extensions(ext()), hs_a);
+    let mut b = Protocol::with_handshake(now, ProtocolOptions::new(false).extensions(ext()), hs_b);
+    let root = PublicKey::from_bytes(DEFAULT_SHARED_KEY);
+    let _ = a.open_channel(now, root);
+    let _ = b.open_channel(now, root);
+    (a, b)
 }

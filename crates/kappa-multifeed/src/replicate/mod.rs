@@ -38,7 +38,7 @@ use crate::{FeedAdded, Multifeed, MultifeedError};
 mod codec;
 mod driver;
 mod exchange;
-#[cfg(feature = "fuzzing")]
+#[cfg(any(test, feature = "fuzzing"))]
 mod fuzz;
 mod options;
 mod report;
