@@ -22,8 +22,8 @@ pub mod fuzzing {
     use crate::Config;
 
     /// Everything a server says to a client, as `data`: the client logs in
-    /// (with a password, so every login path is open), runs a two-statement
-    /// pipeline, a query and a simple query. Then the same script once more
+    /// (with a password, so every login path is open), runs a pipeline of
+    /// two statements and a binary COPY, a query and a simple query. Then the same script once more
     /// after asking for TLS (its first byte answers the request; a server
     /// without TLS goes on with the rest), and once refusing to send the
     /// password unprotected. Nothing may panic or hang.
@@ -45,6 +45,7 @@ pub mod fuzzing {
         let stmts = [
             Stmt::new("SELECT 1", vec![Param::ByteaArray(&keys)]),
             Stmt::new("SELECT 2", vec![Param::Bytea(b"x"), Param::Int8(-1), Param::Text("t")]),
+            Stmt::copy_pairs("COPY t (key, value) FROM STDIN (FORMAT binary)", &keys, &keys),
         ];
         let _ = conn.pipeline(&stmts);
         let _ = conn.query("SELECT 1", vec![]);
