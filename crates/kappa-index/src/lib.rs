@@ -6,12 +6,12 @@ mod source;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, ScopedJoinHandle};
 
 use event_listener::{Event, Listener};
 use futures::channel::mpsc;
 use kappa_log::{PublicKey, SharedFeed};
-use kappa_view::{Entry, StoreError, StoreErrorKind, Tx, View, ViewError};
+use kappa_view::{Batch, Entry, StoreError, StoreErrorKind, Tx, Unsaved, View, ViewError};
 
 pub use progress::Progress;
 pub use source::FeedSource;
@@ -596,7 +596,7 @@ fn run(inner: Arc<Inner>) {
             let mut sh = inner.lock();
             inner.set_status(&mut sh, Status::Indexing);
         }
-        match index_group(&inner, feed, seqs) {
+        match index_groups(&inner, feed, seqs) {
             Ok(()) => {}
             Err(e) if is_transient(&e) => wait_for_store(&inner, e),
             Err(e) => inner.fail(e),
@@ -682,15 +682,119 @@ fn wait_for_store(inner: &Inner, first: IndexError) {
 /// makes durable stores much faster; rows and progress still commit together.
 const GROUP_ENTRIES: usize = 4096;
 
-/// Reads the batch `seqs` of `feed` and, while more work is ready and no pause
-/// is requested, further batches, then maps them all into one transaction
-/// ([`View::map_batches`]) and commits it with the new progress.
-fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), IndexError> {
+/// A commit group: the batches mapped into one transaction, and the progress
+/// that goes with them.
+struct Group {
+    /// The progress once the group is committed.
+    next: Progress,
+    /// The entries, by feed, in the order they were mapped.
+    done: Vec<(PublicKey, Vec<Entry>)>,
+    mapped: usize,
+    /// `index_group`, around its mapping, commit and outcome.
+    span: tracing::Span,
+}
+
+/// A group's commit on a thread of its own.
+type Commit<'scope> = ScopedJoinHandle<'scope, Result<(), StoreError>>;
+
+/// Whether the worker has something to do besides indexing: close, pause,
+/// reload the progress, or apply a new feed policy.
+fn interrupted(inner: &Inner) -> bool {
+    let version = inner.feeds.policy_version();
+    let sh = inner.lock();
+    sh.closed
+        || sh.pause_requested
+        || sh.paused
+        || sh.error.is_some()
+        || sh.reload
+        || version != sh.policy_seen
+}
+
+/// Indexes the batch `seqs` of `feed` and, while more work is ready and
+/// nothing interrupts, the groups that follow it.
+///
+/// Each group is the batch and, while more work is ready and no pause is
+/// requested, further batches, mapped into one transaction
+/// ([`View::map_batches`]) and committed with the new progress. With a
+/// backlog, the commits are pipelined: a group is committed on a thread of its
+/// own while the next one is read and mapped, its transaction begun
+/// [`after`](Tx::after) the one in flight (so it reads its writes). A group is
+/// only handed to the store once the one before it has committed; if that
+/// commit fails, the group mapped behind it is dropped, and the caller
+/// reloads the progress the store holds.
+fn index_groups(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), IndexError> {
+    let store = inner.view.store();
+    let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
+    std::thread::scope(|scope| {
+        // The group being committed, its writes, and its commit.
+        let mut in_flight: Option<(Group, Arc<Unsaved>, Commit<'_>)> = None;
+        let mut work = Some((feed, seqs));
+        loop {
+            let built = match work.take() {
+                Some((feed, seqs)) => {
+                    let from = match &in_flight {
+                        Some((g, _, _)) => g.next.clone(),
+                        None => inner.lock().progress.clone(),
+                    };
+                    let unsaved = in_flight.as_ref().map(|(_, u, _)| u.clone());
+                    build_group(inner, feed, seqs, from, unsaved.as_deref())
+                }
+                None => Ok(None),
+            };
+            // The group in flight lands (or fails) before anything else.
+            if let Some((group, _, commit)) = in_flight.take() {
+                let landed = commit.join().unwrap_or_else(|_| {
+                    Err(StoreError::from_message(StoreErrorKind::Backend, "the view store's commit panicked"))
+                });
+                landed.map_err(store_err)?;
+                finish_group(inner, group);
+            }
+            let Some((group, batch)) = built? else { return Ok(()) };
+            // More work ready, and nothing else to do: commit this group while
+            // the next one is mapped. Otherwise commit it here.
+            let next = if interrupted(inner) { None } else { next_batch_after(inner, &group.next) };
+            if next.is_none() {
+                group.span.in_scope(|| store.commit(batch)).map_err(store_err)?;
+                finish_group(inner, group);
+                return Ok(());
+            }
+            let unsaved = Arc::new(Unsaved::of(&batch));
+            let span = group.span.clone();
+            let spawned = std::thread::Builder::new()
+                .name("kappa-index-commit".into())
+                .spawn_scoped(scope, move || span.in_scope(|| store.commit(batch)));
+            match spawned {
+                Ok(commit) => in_flight = Some((group, unsaved, commit)),
+                Err(e) => {
+                    // No thread to spare: the group was not committed; the
+                    // caller retries from the progress the store holds.
+                    return Err(store_err(StoreError::from_message(
+                        StoreErrorKind::Unavailable,
+                        format!("cannot start a commit thread: {e}"),
+                    )));
+                }
+            }
+            work = next;
+        }
+    })
+}
+
+/// Reads the batch `seqs` of `feed` and, while more work is ready and no
+/// pause is requested, further batches (after the progress `from`), and maps
+/// them all into one transaction, begun after `unsaved` (the writes of the
+/// group in flight, if any). `None` if the feed was blocked while it was read.
+fn build_group(
+    inner: &Inner,
+    feed: SharedFeed,
+    seqs: Vec<u64>,
+    from: Progress,
+    unsaved: Option<&Unsaved>,
+) -> Result<Option<(Group, Batch)>, IndexError> {
     let span =
         tracing::debug_span!("index_group", entries = tracing::field::Empty, batches = tracing::field::Empty);
     let _entered = span.enter();
     let store = inner.view.store();
-    let mut next = inner.lock().progress.clone();
+    let mut next = from;
     let mut done: Vec<(PublicKey, Vec<Entry>)> = Vec::new();
     let mut mapped = 0;
     let (mut feed, mut seqs) = (feed, seqs);
@@ -700,7 +804,7 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
             // Blocked while we read it (its files are cut off): nothing of
             // this group is committed, and the rebuild that follows the
             // policy change leaves the feed out.
-            Err(_) if inner.feeds.is_blocked(feed.public_key()) => return Ok(()),
+            Err(_) if inner.feeds.is_blocked(feed.public_key()) => return Ok(None),
             Err(e) => return Err(e),
         };
         let key = *feed.public_key();
@@ -718,27 +822,34 @@ fn index_group(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), In
             None => break,
         }
     }
-    let mut tx = Tx::new(store);
+    let mut tx = match unsaved {
+        Some(u) => Tx::after(store, u),
+        None => Tx::new(store),
+    };
     let batches: Vec<&[Entry]> = done.iter().map(|(_, entries)| entries.as_slice()).collect();
     inner
         .view
         .map_batches(&batches, &mut tx)
         .map_err(|source| IndexError::View { view: inner.name.clone(), source })?;
-    // The new progress goes into the same atomic batch as the rows; the shared
-    // progress (what `ready` looks at) moves only once the batch is committed.
-    store
-        .commit(tx.into_batch(Some(next.encode())))
-        .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
     span.record("entries", mapped).record("batches", done.len());
-    tracing::debug!(entries = mapped, batches = done.len(), "committed");
-    inner.lock().progress = next;
-    for (key, entries) in done {
+    // The new progress goes into the same atomic batch as the rows.
+    let batch = tx.into_batch(Some(next.encode()));
+    drop(_entered);
+    Ok(Some((Group { next, done, mapped, span }, batch)))
+}
+
+/// After a group's commit: the shared progress (what `ready` looks at) moves,
+/// and the view and subscribers hear of the entries.
+fn finish_group(inner: &Inner, group: Group) {
+    let _entered = group.span.enter();
+    tracing::debug!(entries = group.mapped, batches = group.done.len(), "committed");
+    inner.lock().progress = group.next;
+    for (key, entries) in group.done {
         inner.view.indexed(&entries);
         let mut sh = inner.lock();
         Inner::emit(&mut sh, IndexEvent::Indexed { feed: key, count: entries.len() });
     }
     inner.changed.notify(usize::MAX);
-    Ok(())
 }
 
 fn read_entries(inner: &Inner, feed: &SharedFeed, seqs: &[u64]) -> Result<Vec<Entry>, IndexError> {

@@ -58,6 +58,9 @@ impl Entry {
 #[derive(Debug)]
 pub struct Tx<'a> {
     store: &'a dyn ViewStore,
+    /// The writes of a batch handed to the store before this transaction
+    /// began, which may not have landed yet.
+    unsaved: Option<&'a Unsaved>,
     pending: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     order: Vec<Vec<u8>>,
     /// Values read ahead by [`Tx::prefetch`], as the store had them.
@@ -73,13 +76,42 @@ impl std::fmt::Debug for dyn ViewStore {
 impl<'a> Tx<'a> {
     /// A transaction over `store`.
     pub fn new(store: &'a dyn ViewStore) -> Self {
-        Tx { store, pending: BTreeMap::new(), order: Vec::new(), fetched: HashMap::new() }
+        Tx { store, unsaved: None, pending: BTreeMap::new(), order: Vec::new(), fetched: HashMap::new() }
+    }
+
+    /// A transaction over `store` that begins after `unsaved`, a batch handed
+    /// to the store whose commit may still be under way: reads see its writes
+    /// whether or not the store holds them yet. The indexer maps the next
+    /// group this way while the previous one commits; the batch of this
+    /// transaction must only be committed once `unsaved` is.
+    ///
+    /// ```
+    /// use kappa_view::{Batch, MemoryStore, Tx, Unsaved};
+    /// let store = MemoryStore::new();
+    /// let first = Batch { ops: vec![(b"a".to_vec(), Some(b"1".to_vec()))], state: None };
+    /// let unsaved = Unsaved::of(&first);
+    /// // `first` is not committed yet, but the next transaction reads it.
+    /// let tx = Tx::after(&store, &unsaved);
+    /// assert_eq!(tx.get(b"a")?, Some(b"1".to_vec()));
+    /// # Ok::<(), kappa_view::StoreError>(())
+    /// ```
+    pub fn after(store: &'a dyn ViewStore, unsaved: &'a Unsaved) -> Self {
+        Tx { unsaved: Some(unsaved), ..Tx::new(store) }
+    }
+
+    /// The value of `key` as the writes before the store's own rows have it,
+    /// if they wrote it: this transaction's, then the unsaved batch's.
+    fn written(&self, key: &[u8]) -> Option<Option<Vec<u8>>> {
+        if let Some(v) = self.pending.get(key) {
+            return Some(v.clone());
+        }
+        self.unsaved.and_then(|u| u.writes.get(key)).cloned()
     }
 
     /// The value of `key`, seeing this transaction's own writes.
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        if let Some(v) = self.pending.get(key) {
-            return Ok(v.clone());
+        if let Some(v) = self.written(key) {
+            return Ok(v);
         }
         match self.fetched.get(key) {
             Some(v) => Ok(v.clone()),
@@ -112,7 +144,9 @@ impl<'a> Tx<'a> {
         let mut wanted: Vec<&[u8]> = Vec::with_capacity(keys.size_hint().0);
         let mut seen = HashSet::with_capacity(keys.size_hint().0);
         for k in keys {
-            if !self.pending.contains_key(k) && !self.fetched.contains_key(k) && seen.insert(k) {
+            let written =
+                self.pending.contains_key(k) || self.unsaved.is_some_and(|u| u.writes.contains_key(k));
+            if !written && !self.fetched.contains_key(k) && seen.insert(k) {
                 wanted.push(k);
             }
         }
@@ -161,6 +195,29 @@ impl<'a> Tx<'a> {
     }
 }
 
+/// The writes of a [`Batch`] handed to a store whose commit may not have
+/// finished: a transaction begun with [`Tx::after`] reads them first.
+#[derive(Debug, Default, Clone)]
+pub struct Unsaved {
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+impl Unsaved {
+    /// The writes of `batch` (the last op of a key decides).
+    pub fn of(batch: &Batch) -> Self {
+        let mut writes = HashMap::with_capacity(batch.ops.len());
+        for (k, v) in &batch.ops {
+            writes.insert(k.clone(), v.clone());
+        }
+        Unsaved { writes }
+    }
+
+    /// Whether the batch wrote nothing.
+    pub fn is_empty(&self) -> bool {
+        self.writes.is_empty()
+    }
+}
+
 /// A materialized view: a versioned `map` over batches of entries.
 ///
 /// Implement [`store`](Self::store) and [`map`](Self::map); the rest has
@@ -173,7 +230,10 @@ pub trait View: Send + Sync + 'static {
     /// Where the view's rows live.
     fn store(&self) -> &dyn ViewStore;
 
-    /// Writes the rows for `entries`.
+    /// Writes the rows for `entries`. Every read goes through `tx`: it holds
+    /// the writes of the batches mapped before in the same group, and those of
+    /// the group before, which the indexer may still be committing while it
+    /// maps this one; the store itself may not have them yet.
     fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError>;
 
     /// Writes the rows for several batches, in order, into one transaction:
