@@ -803,10 +803,12 @@ fn postgres_rows(dir: &std::path::Path) -> String {
     let _ = writeln!(
         md,
         "\nThe indexer commits up to 4,096 entries per transaction (41 `map` batches of 100, \
-         handed to the view together); the kv view reads the rows all of them need in one `= ANY` \
-         query, and the commit is one round trip (rows as two array parameters in key order, a plain \
-         `INSERT … SELECT unnest …`, upserted only if a key exists, plus the indexing state). The \
-         server is a throwaway cluster started by the bench (`initdb`, default settings). \
+         handed to the view together), each group's commit pipelined with the mapping of the next; \
+         the kv view reads the rows all of them need in one `= ANY` query, and the commit is one \
+         round trip (a binary `COPY` of the rows in key order, upserted only if a key exists, plus \
+         the indexing state). The server is a throwaway cluster started by the bench (`initdb`, \
+         default settings); each iteration indexes into a fresh schema, dropped after it and \
+         followed by a `CHECKPOINT` (untimed), so every sample starts from a server at rest. \
          `crates/kappa-view-postgres/benches/index.rs`.\n"
     );
     md
