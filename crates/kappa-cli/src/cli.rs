@@ -179,7 +179,7 @@ pub(crate) enum Command {
         /// Drop a peer that sends nothing (not even a keep-alive), or reads
         /// none of what we send, for this long (milliseconds); with
         /// `--discover`, the peers we dial as well as those that connect.
-        #[arg(long, value_name = "MS", default_value_t = 20_000)]
+        #[arg(long, value_name = "MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
         peer_timeout_ms: u64,
         /// Wire generation: `6` (kappa-core 6: hypercore 8, hypercore-protocol
         /// 7), `7` (kappa-core 7: hypercore 9, hypercore-protocol 8) or `auto`:
@@ -222,6 +222,11 @@ pub(crate) enum Command {
         /// Give up connecting after this many milliseconds.
         #[arg(long, value_name = "MS", default_value_t = 10_000)]
         connect_timeout_ms: u64,
+        /// Give up on a peer that sends nothing (not even a keep-alive), or
+        /// reads none of what we send, for this long (milliseconds); a
+        /// keep-alive goes out after half of it without sending.
+        #[arg(long, value_name = "MS", default_value_t = 20_000, value_parser = clap::value_parser!(u64).range(1..))]
+        peer_timeout_ms: u64,
         /// Wire generation: `6` (kappa-core 6), `7` (kappa-core 7) or `auto`
         /// (whichever the peer answers in).
         #[arg(long, value_name = "auto|6|7", default_value = "auto")]

@@ -126,7 +126,7 @@ async fn sync(
         stream,
         addr,
         kappa_core::protocol::Selection::All,
-        kappa_core::protocol::Wire::Auto,
+        net::PeerLimits::default(),
         false,
     )
     .await?;

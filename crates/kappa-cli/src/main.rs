@@ -160,7 +160,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                         stream,
                         &addr,
                         Selection::Newest(newest),
-                        kappa_core::protocol::Wire::Auto,
+                        net::PeerLimits::default(),
                         out.bars(),
                     )
                     .await
@@ -330,27 +330,36 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
-        Command::Sync { addr: None, newest, connect_timeout_ms, wire, discover_timeout_ms, .. } => {
+        Command::Sync {
+            addr: None,
+            newest,
+            connect_timeout_ms,
+            wire,
+            discover_timeout_ms,
+            peer_timeout_ms,
+            ..
+        } => {
             let selection = newest.map_or(Selection::All, Selection::Newest);
             let (wire, connect) = (*wire, Duration::from_millis(*connect_timeout_ms));
             let limit = Duration::from_millis(*discover_timeout_ms);
+            let peer = net::PeerLimits { wire, timeout: Duration::from_millis(*peer_timeout_ms) };
             with_db(&cli, Views::None, |db| async move {
                 let r = match net::discover_one(&db.kappa, &out, limit, connect).await {
-                    Ok((stream, addr)) => sync(&db, &out, stream, &addr, selection, wire).await,
+                    Ok((stream, addr)) => sync(&db, &out, stream, &addr, selection, peer).await,
                     Err(e) => Err(e),
                 };
                 (db, r)
             })
             .await
         }
-        Command::Sync { addr: Some(addr), newest, connect_timeout_ms, wire, .. } => {
+        Command::Sync { addr: Some(addr), newest, connect_timeout_ms, wire, peer_timeout_ms, .. } => {
             // Connect first: an unreachable peer changes nothing here.
             let stream = net::connect(addr, Duration::from_millis(*connect_timeout_ms)).await?;
             let addr = addr.clone();
             let selection = newest.map_or(Selection::All, Selection::Newest);
-            let wire = *wire;
+            let peer = net::PeerLimits { wire: *wire, timeout: Duration::from_millis(*peer_timeout_ms) };
             with_db(&cli, Views::None, |db| async move {
-                let r = sync(&db, &out, stream, &addr, selection, wire).await;
+                let r = sync(&db, &out, stream, &addr, selection, peer).await;
                 (db, r)
             })
             .await
@@ -364,9 +373,9 @@ async fn sync(
     stream: async_std::net::TcpStream,
     addr: &str,
     selection: Selection,
-    wire: kappa_core::protocol::Wire,
+    peer: net::PeerLimits,
 ) -> Result<()> {
-    let report = net::sync_stream(&db.kappa, stream, addr, selection, wire, out.bars()).await?;
+    let report = net::sync_stream(&db.kappa, stream, addr, selection, peer, out.bars()).await?;
     for w in &report.warnings {
         eprintln!("kappa: warning: {}", output::escape(w));
     }

@@ -692,6 +692,21 @@ pub(crate) async fn discover_one(
     }))
 }
 
+/// The session settings of `kappa sync`: the wire generation, and how long a
+/// silent peer is waited for (`--peer-timeout-ms`).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct PeerLimits {
+    pub(crate) wire: Wire,
+    pub(crate) timeout: Duration,
+}
+
+impl Default for PeerLimits {
+    /// Either generation, and the protocol's 20 s.
+    fn default() -> Self {
+        PeerLimits { wire: Wire::Auto, timeout: ReplicateOptions::new(true).timeout }
+    }
+}
+
 /// Replicates once (non-live, as the initiator) over `stream`; returns when both
 /// sides have everything. Against a live peer (such as `kappa serve`), which
 /// never says it is done downloading, the session still ends: the peer's
@@ -703,11 +718,12 @@ pub(crate) async fn sync_stream(
     stream: TcpStream,
     peer: &str,
     selection: Selection,
-    wire: Wire,
+    limits: PeerLimits,
     bars: bool,
 ) -> Result<SyncReport> {
-    let mut opts = ReplicateOptions::new(true).wire(wire).peer(peer);
+    let mut opts = ReplicateOptions::new(true).wire(limits.wire).peer(peer);
     opts.selection = selection;
+    opts.timeout = limits.timeout;
     let (session, _handle) =
         kappa.replicate_session(stream, opts).map_err(|e| replication_error(peer, &e))?;
     crate::progress::sync(kappa, session, bars, peer).await.map_err(|e| replication_error(peer, &e))

@@ -208,7 +208,7 @@ pub(crate) async fn repair(
             stream,
             &addr,
             Selection::All,
-            kappa_core::protocol::Wire::Auto,
+            crate::net::PeerLimits::default(),
             out.bars(),
         )
         .await?;

@@ -568,3 +568,36 @@ fn hex_to_key(s: &str) -> [u8; 32] {
     }
     k
 }
+
+/// `kappa sync --peer-timeout-ms`: a peer that accepts the connection and
+/// then says nothing is given up after that long (the default is 20 s), with
+/// an error and exit 1, and nothing is reported as synced.
+#[test]
+fn sync_gives_up_on_a_silent_peer_after_the_peer_timeout() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("db");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    // Accepts, reads what comes (so nothing blocks on our side), never answers.
+    let silent = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut sink = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut stream, &mut sink);
+    });
+    let start = std::time::Instant::now();
+    let o = kappa(&dir, &["sync", &addr, "--peer-timeout-ms", "700"]);
+    let took = start.elapsed();
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(!stdout(&o).contains("synced"), "{}", stdout(&o));
+    assert!(
+        stderr(&o).contains("stopped answering") || stderr(&o).contains("nothing received"),
+        "{}",
+        stderr(&o)
+    );
+    // Well before the 20 s default, and before the 10 s in which a peer must
+    // prove the shared key (the bound is loose: a loaded machine).
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}: {}", stderr(&o));
+    let _ = silent.join();
+    // A timeout of 0 is refused as a usage error, not taken as "never".
+    fails(&dir, &["sync", &addr, "--peer-timeout-ms", "0"], 2, "peer-timeout-ms");
+}
