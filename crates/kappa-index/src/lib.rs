@@ -196,7 +196,9 @@ impl Inner {
 
 /// Runs one view over a feed set in the background (see the crate docs).
 ///
-/// Dropping the indexer stops its thread after the batch in flight.
+/// Dropping the indexer stops its thread once the work in flight is
+/// committed: with a backlog, the group being committed and the one being
+/// mapped behind it (each up to 4,096 entries).
 pub struct Indexer {
     inner: Arc<Inner>,
     thread: Option<JoinHandle<()>>,
@@ -396,7 +398,8 @@ impl Indexer {
         self.inner.wake.notify(usize::MAX);
     }
 
-    /// Stops the indexer after the batch in flight.
+    /// Stops the indexer once the work in flight is committed (with a
+    /// backlog, the group being committed and the one mapped behind it).
     pub fn close(&mut self) {
         self.inner.lock().closed = true;
         self.inner.wake.notify(usize::MAX);
