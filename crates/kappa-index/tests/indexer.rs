@@ -13,6 +13,7 @@ use kappa_index::{IndexError, IndexEvent, Indexer, Status};
 use kappa_log::{Feed, KeyPair, SharedFeed};
 use kappa_multifeed::Multifeed;
 use kappa_storage::MemoryProvider;
+use kappa_testkit::store::HookedStore;
 use kappa_view::sum::SumView;
 use kappa_view::{Batch, Entry, MemoryStore, StoreError, StoreErrorKind, Tx, View, ViewError, ViewStore};
 
@@ -341,36 +342,13 @@ fn live_appends_and_new_feeds_wake_the_indexer() {
 }
 
 /// A store that fails the Nth commit (before applying it), then works again.
-struct Flaky<S: ViewStore = MemoryStore> {
-    inner: S,
-    commits: AtomicUsize,
-    fail_at: usize,
-}
-
-impl<S: ViewStore> ViewStore for Flaky<S> {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        r: kappa_view::KeyRange,
-        rev: bool,
-        lim: Option<usize>,
-    ) -> Result<Vec<kappa_view::Row>, StoreError> {
-        self.inner.scan(r, rev, lim)
-    }
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if self.commits.fetch_add(1, Ordering::SeqCst) == self.fail_at {
+fn flaky<S: ViewStore>(inner: S, fail_at: usize) -> HookedStore<S> {
+    HookedStore::new(inner, move |n, inner, batch| {
+        if n == fail_at {
             return Err(StoreError::backend(InjectedFault("commit")));
         }
-        self.inner.commit(batch)
-    }
-    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.state()
-    }
-    fn clear(&self) -> Result<(), StoreError> {
-        self.inner.clear()
-    }
+        inner.commit(batch)
+    })
 }
 
 /// Counts how often each entry was applied (one row per entry id), over any
@@ -405,21 +383,16 @@ fn exactly_once_with<S: ViewStore + Clone>(make: impl Fn() -> S) {
         let writers = [mf.writer("a").unwrap(), mf.writer("b").unwrap()];
         let store = make();
         {
-            let flaky = Flaky { inner: store.clone(), commits: AtomicUsize::new(0), fail_at };
-            let view = Arc::new(Counting(flaky));
+            let view = Arc::new(Counting(flaky(store.clone(), fail_at)));
             let ix = Indexer::start("count", view.clone(), &mf).unwrap();
             for round in 0..8 {
                 writers[round % 2].append_batch([num(1), num(2)]).unwrap();
                 let _ = block_on(ix.ready()); // from commit `fail_at` on: the "crash"
             }
-            assert!(view.0.commits.load(Ordering::SeqCst) > fail_at, "fault {fail_at} never fired");
+            assert!(view.0.commits() > fail_at, "fault {fail_at} never fired");
         }
         // Restart on what was committed.
-        let view = Arc::new(Counting(Flaky {
-            inner: store.clone(),
-            commits: AtomicUsize::new(0),
-            fail_at: usize::MAX,
-        }));
+        let view = Arc::new(Counting(flaky(store.clone(), usize::MAX)));
         let ix = Indexer::start("count", view, &mf).unwrap();
         block_on(ix.ready()).unwrap();
         let rows = store.scan((std::ops::Bound::Unbounded, std::ops::Bound::Unbounded), false, None).unwrap();
@@ -468,30 +441,11 @@ fn concurrent_writers_while_indexing() {
 }
 
 /// A store that takes its time on every commit.
-struct Slow(MemoryStore);
-
-impl ViewStore for Slow {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.get(key)
-    }
-    fn scan(
-        &self,
-        r: kappa_view::KeyRange,
-        rev: bool,
-        lim: Option<usize>,
-    ) -> Result<Vec<kappa_view::Row>, StoreError> {
-        self.0.scan(r, rev, lim)
-    }
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
+fn slow(inner: MemoryStore) -> HookedStore {
+    HookedStore::new(inner, |_, inner, batch| {
         std::thread::sleep(Duration::from_millis(20));
-        self.0.commit(batch)
-    }
-    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.0.state()
-    }
-    fn clear(&self) -> Result<(), StoreError> {
-        self.0.clear()
-    }
+        inner.commit(batch)
+    })
 }
 
 #[test]
@@ -499,7 +453,7 @@ fn a_slow_store_with_appends_meanwhile() {
     let mf = Multifeed::in_memory().unwrap();
     let w = mf.writer("local").unwrap();
     let store = MemoryStore::new();
-    let sum = Arc::new(SumView::new(Arc::new(Slow(store.clone()))));
+    let sum = Arc::new(SumView::new(Arc::new(slow(store.clone()))));
     let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
     for i in 0..30 {
         w.append(num(i)).unwrap();
@@ -609,45 +563,19 @@ fn an_unavailable_store_is_retried_without_losing_or_repeating_entries() {
 /// twice.
 #[test]
 fn resume_after_a_commit_that_landed_but_failed_does_not_repeat_it() {
-    struct LandsThenFails {
-        inner: MemoryStore,
-        commits: AtomicUsize,
-    }
-    impl ViewStore for LandsThenFails {
-        fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.get(key)
-        }
-        fn scan(
-            &self,
-            r: kappa_view::KeyRange,
-            rev: bool,
-            lim: Option<usize>,
-        ) -> Result<Vec<kappa_view::Row>, StoreError> {
-            self.inner.scan(r, rev, lim)
-        }
-        fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-            self.inner.commit(batch)?;
-            if self.commits.fetch_add(1, Ordering::SeqCst) == 1 {
+    let lands_then_fails = |inner| {
+        HookedStore::new(inner, |n, inner: &MemoryStore, batch| {
+            inner.commit(batch)?;
+            if n == 1 {
                 return Err(StoreError::backend(InjectedFault("the answer was lost")));
             }
             Ok(())
-        }
-        fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-            self.inner.state()
-        }
-        fn clear(&self) -> Result<(), StoreError> {
-            self.inner.clear()
-        }
-    }
+        })
+    };
     let mf = Multifeed::in_memory().unwrap();
     let w = mf.writer("a").unwrap();
     let store = MemoryStore::new();
-    let ix = Indexer::start(
-        "count",
-        Arc::new(Counting(LandsThenFails { inner: store.clone(), commits: AtomicUsize::new(0) })),
-        &mf,
-    )
-    .unwrap();
+    let ix = Indexer::start("count", Arc::new(Counting(lands_then_fails(store.clone()))), &mf).unwrap();
     let mut resumed = false;
     for round in 0..4 {
         w.append_batch([num(1), num(2)]).unwrap();

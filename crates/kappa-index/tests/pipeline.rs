@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::executor::block_on;
 use kappa_index::Indexer;
 use kappa_multifeed::Multifeed;
-use kappa_view::{Batch, Entry, MemoryStore, StoreError, StoreErrorKind, Tx, View, ViewError, ViewStore};
+use kappa_testkit::store::HookedStore;
+use kappa_view::{Entry, MemoryStore, StoreError, StoreErrorKind, Tx, View, ViewError, ViewStore};
 
 /// Keys the entries count into: fewer than a group's entries, so every group
 /// reads rows that the group before it wrote.
@@ -62,117 +63,70 @@ fn check(store: &MemoryStore) {
     }
 }
 
-/// A store whose commits wait (up to 10 s) until the indexer reads during
-/// them: the rows a commit writes land only after the next group has read.
-struct HoldsCommits {
-    inner: MemoryStore,
-    /// Reads seen while a commit was waiting.
+/// Reads seen while a commit waits: `(waiting, reads)`.
+#[derive(Default)]
+struct Held {
     state: Mutex<(bool, usize)>,
     read: Condvar,
     overlapped: AtomicUsize,
-    commits: AtomicUsize,
 }
 
-impl ViewStore for HoldsCommits {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        let mut st = self.state.lock().unwrap();
-        if st.0 {
-            st.1 += 1;
-            self.read.notify_all();
-        }
-        drop(st);
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        r: kappa_view::KeyRange,
-        rev: bool,
-        lim: Option<usize>,
-    ) -> Result<Vec<kappa_view::Row>, StoreError> {
-        self.inner.scan(r, rev, lim)
-    }
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        let n = self.commits.fetch_add(1, Ordering::SeqCst);
+/// A store whose commits wait (up to 10 s) until the indexer reads during
+/// them: the rows a commit writes land only after the next group has read.
+fn holds_commits(inner: MemoryStore, held: Arc<Held>) -> HookedStore {
+    let on_read = held.clone();
+    HookedStore::new(inner, move |n, inner, batch| {
         // The last commit has no group behind it; the others wait for one.
         if n < (ENTRIES / 4096) as usize {
-            let mut st = self.state.lock().unwrap();
+            let mut st = held.state.lock().unwrap();
             *st = (true, 0);
             let (mut st, _) =
-                self.read.wait_timeout_while(st, Duration::from_secs(10), |st| st.1 == 0).unwrap();
+                held.read.wait_timeout_while(st, Duration::from_secs(10), |st| st.1 == 0).unwrap();
             if st.1 > 0 {
-                self.overlapped.fetch_add(1, Ordering::SeqCst);
+                held.overlapped.fetch_add(1, Ordering::SeqCst);
             }
             *st = (false, 0);
         }
-        self.inner.commit(batch)
-    }
-    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.state()
-    }
-    fn clear(&self) -> Result<(), StoreError> {
-        self.inner.clear()
-    }
+        inner.commit(batch)
+    })
+    .on_read(move || {
+        let mut st = on_read.state.lock().unwrap();
+        if st.0 {
+            st.1 += 1;
+            on_read.read.notify_all();
+        }
+    })
 }
 
 #[test]
 fn the_next_group_is_mapped_while_a_commit_is_in_flight_and_reads_its_writes() {
     let mf = backlog();
     let store = MemoryStore::new();
-    let holds = HoldsCommits {
-        inner: store.clone(),
-        state: Mutex::new((false, 0)),
-        read: Condvar::new(),
-        overlapped: AtomicUsize::new(0),
-        commits: AtomicUsize::new(0),
-    };
-    let view = Arc::new(Counter(holds));
+    let held = Arc::new(Held::default());
+    let view = Arc::new(Counter(holds_commits(store.clone(), held.clone())));
     let ix = Indexer::start("count", view.clone(), &mf).unwrap();
     block_on(ix.ready()).unwrap();
-    let commits = view.0.commits.load(Ordering::SeqCst);
+    let commits = view.0.commits();
     assert_eq!(commits, ENTRIES.div_ceil(4096) as usize, "one commit per group of 4,096");
     // Every commit but the last waited for, and saw, the next group's reads:
     // the rows it held had not landed when the next group counted on them.
-    assert_eq!(view.0.overlapped.load(Ordering::SeqCst), commits - 1);
+    assert_eq!(held.overlapped.load(Ordering::SeqCst), commits - 1);
     check(&store);
 }
 
-/// A store that fails its Nth commit, before or after applying it.
-struct FailsOnce {
-    inner: MemoryStore,
-    commits: AtomicUsize,
-    fail_at: usize,
-    landed: bool,
-}
-
-impl ViewStore for FailsOnce {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        r: kappa_view::KeyRange,
-        rev: bool,
-        lim: Option<usize>,
-    ) -> Result<Vec<kappa_view::Row>, StoreError> {
-        self.inner.scan(r, rev, lim)
-    }
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if self.commits.fetch_add(1, Ordering::SeqCst) != self.fail_at {
-            return self.inner.commit(batch);
+/// A store that fails its `fail_at`th commit, after applying it if
+/// `landed`. Transient: the indexer reloads the progress the store holds and
+/// goes on.
+fn fails_once(inner: MemoryStore, fail_at: usize, landed: bool) -> HookedStore {
+    HookedStore::new(inner, move |n, inner, batch| {
+        if n != fail_at {
+            return inner.commit(batch);
         }
-        if self.landed {
-            self.inner.commit(batch)?;
+        if landed {
+            inner.commit(batch)?;
         }
-        // Transient: the indexer reloads the progress the store holds and
-        // goes on.
         Err(StoreError::from_message(StoreErrorKind::Unavailable, "injected: connection lost"))
-    }
-    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.state()
-    }
-    fn clear(&self) -> Result<(), StoreError> {
-        self.inner.clear()
-    }
+    })
 }
 
 #[test]
@@ -181,15 +135,10 @@ fn a_failed_commit_in_flight_drops_the_group_mapped_behind_it() {
     for fail_at in 0..5 {
         for landed in [false, true] {
             let store = MemoryStore::new();
-            let view = Arc::new(Counter(FailsOnce {
-                inner: store.clone(),
-                commits: AtomicUsize::new(0),
-                fail_at,
-                landed,
-            }));
+            let view = Arc::new(Counter(fails_once(store.clone(), fail_at, landed)));
             let ix = Indexer::start("count", view.clone(), &mf).unwrap();
             block_on(ix.ready()).unwrap();
-            assert!(view.0.commits.load(Ordering::SeqCst) > fail_at, "fault {fail_at} never fired");
+            assert!(view.0.commits() > fail_at, "fault {fail_at} never fired");
             // Exactly once: the group mapped behind the failed commit was not
             // committed on top of it, and nothing was lost.
             check(&store);

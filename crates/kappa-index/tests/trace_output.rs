@@ -2,49 +2,27 @@
 //! unreachable for a moment shows as a retry with the store's own error, and
 //! each commit as an event with its counts.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::executor::block_on;
 use kappa_index::Indexer;
 use kappa_multifeed::Multifeed;
+use kappa_testkit::store::HookedStore;
 use kappa_view::sum::SumView;
-use kappa_view::{Batch, MemoryStore, StoreError, StoreErrorKind, ViewStore};
+use kappa_view::{MemoryStore, StoreError, StoreErrorKind, ViewStore};
 
 /// Fails its first commit as a store whose server went away (before the
 /// commit landed); then works.
-struct DownOnce {
-    inner: MemoryStore,
-    commits: AtomicUsize,
-}
-
-impl ViewStore for DownOnce {
-    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.get(key)
-    }
-    fn scan(
-        &self,
-        r: kappa_view::KeyRange,
-        rev: bool,
-        lim: Option<usize>,
-    ) -> Result<Vec<kappa_view::Row>, StoreError> {
-        self.inner.scan(r, rev, lim)
-    }
-    fn commit(&self, batch: Batch) -> Result<(), StoreError> {
-        if self.commits.fetch_add(1, Ordering::SeqCst) == 0 {
+fn down_once() -> HookedStore {
+    HookedStore::new(MemoryStore::new(), |n, inner, batch| {
+        if n == 0 {
             return Err(StoreError::from_message(
                 StoreErrorKind::Unavailable,
                 "connection to the view server lost",
             ));
         }
-        self.inner.commit(batch)
-    }
-    fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.state()
-    }
-    fn clear(&self) -> Result<(), StoreError> {
-        self.inner.clear()
-    }
+        inner.commit(batch)
+    })
 }
 
 #[test]
@@ -53,8 +31,7 @@ fn a_retry_and_the_commits_are_traced_in_the_indexer_span() {
     let captured = kappa_testkit::trace::capture_global("kappa_index=debug");
     let mf = Multifeed::in_memory().unwrap();
     let w = mf.writer("local").unwrap();
-    let store = DownOnce { inner: MemoryStore::new(), commits: AtomicUsize::new(0) };
-    let sum = Arc::new(SumView::new(Arc::new(store)));
+    let sum = Arc::new(SumView::new(Arc::new(down_once())));
     let ix = Indexer::start("sum", sum.clone(), &mf).unwrap();
     w.append_batch(["1\n", "2\n", "3\n"]).unwrap();
     block_on(ix.ready()).unwrap();

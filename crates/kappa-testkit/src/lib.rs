@@ -16,6 +16,8 @@
 //! - [`chaos`]: a loopback TCP relay that splits and delays the byte stream at
 //!   random (seeded), for interop tests with real JS peers.
 //! - [`trace`]: capturing the libraries' tracing output in a test.
+//! - [`store`]: a view store whose commits go through a hook (faults, held
+//!   commits) and whose reads can be watched.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -53,6 +55,7 @@ pub use kappa_protocol::Generation;
 pub mod pair;
 pub mod postgres;
 pub mod stall;
+pub mod store;
 pub mod trace;
 
 /// Running the JS harness.
