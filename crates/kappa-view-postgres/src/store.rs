@@ -237,6 +237,7 @@ impl PgViews {
             name: view_name.to_owned(),
             sql: Arc::new(Mutex::new(None)),
             puts: Arc::new(Mutex::new(PutMode::default())),
+            is_shadow: false,
         };
         if self.shared.role == Role::Writer {
             store.statements()?;
@@ -320,9 +321,11 @@ struct Statements {
 }
 
 impl Statements {
-    fn new(schema: &str, table: &str) -> Self {
+    /// The statements of the rows `table`, whose state is in `registry`
+    /// (`kappa_views`, or `kappa_shadows` for a shadow).
+    fn new(schema: &str, table: &str, registry: &str) -> Self {
         let t = format!("{schema}.{}", escape_identifier(table));
-        let registry = format!("{schema}.kappa_views");
+        let registry = format!("{schema}.{registry}");
         Statements {
             table: table.to_owned(),
             get: format!("SELECT value FROM {t} WHERE key = $1"),
@@ -361,6 +364,29 @@ pub struct PgStore {
     name: String,
     sql: Arc<Mutex<Option<Arc<Statements>>>>,
     puts: Arc<Mutex<PutMode>>,
+    /// Whether this is the view's shadow: rows in `<table>_shadow`, state
+    /// in `kappa_shadows`.
+    is_shadow: bool,
+}
+
+/// The registry of views' shadows (made when the first shadow is): a
+/// shadow's rows table, its state, and a generation that each
+/// [`promote_shadow`](ViewStore::promote_shadow) moves on, so a promote
+/// retried after a lost connection knows whether it landed.
+fn shadows_ddl(schema: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {schema}.kappa_shadows (
+             name text PRIMARY KEY,
+             rows_table text NOT NULL UNIQUE,
+             state bytea,
+             generation bigint NOT NULL DEFAULT 0
+         )"
+    )
+}
+
+/// The rows table of the shadow of a view whose rows are in `table`.
+fn shadow_table(table: &str) -> String {
+    format!("{table}_shadow")
 }
 
 /// How commits write their puts. An upsert (`INSERT ... ON CONFLICT DO
@@ -427,6 +453,9 @@ impl PgStore {
         let shared = &self.views.shared;
         let schema = &shared.schema;
         let name = self.name.as_str();
+        if self.is_shadow {
+            return self.shadow_statements();
+        }
         let table = self.views.retrying(|| {
             self.pool().with_conn(|c| {
                 let lookup = format!("SELECT rows_table FROM {schema}.kappa_views WHERE name = $1");
@@ -455,9 +484,98 @@ impl PgStore {
             })
         })?;
         let Some(table) = table else { return Ok(None) };
-        let s = Arc::new(Statements::new(schema, &table));
+        let s = Arc::new(Statements::new(schema, &table, "kappa_views"));
         *lock(&self.sql) = Some(s.clone());
         Ok(Some(s))
+    }
+
+    /// The live store of this shadow's view.
+    fn live(&self) -> PgStore {
+        PgStore { is_shadow: false, sql: Arc::new(Mutex::new(None)), ..self.clone() }
+    }
+
+    /// A shadow's statements: a writer registers the shadow (after the view)
+    /// and creates its table; a reader uses the name it will have.
+    fn shadow_statements(&self) -> Result<Option<Arc<Statements>>, PgError> {
+        let Some(live) = self.live().statements()? else { return Ok(None) };
+        let shared = &self.views.shared;
+        let schema = &shared.schema;
+        let table = shadow_table(&live.table);
+        if shared.role == Role::Writer {
+            self.views.retrying(|| {
+                self.pool().with_conn(|c| {
+                    transaction(c, |c| {
+                        c.query("SELECT pg_advisory_xact_lock($1)", vec![Param::Int8(shared.ddl_key)])?;
+                        c.simple(&shadows_ddl(schema))?;
+                        c.query(
+                            &format!(
+                                "INSERT INTO {schema}.kappa_shadows (name, rows_table) VALUES ($1, $2) \
+                                 ON CONFLICT (name) DO NOTHING"
+                            ),
+                            vec![Param::Text(&self.name), Param::Text(&table)],
+                        )?;
+                        c.simple(&format!(
+                            "CREATE TABLE IF NOT EXISTS {schema}.{} (key bytea PRIMARY KEY, value bytea NOT NULL)",
+                            escape_identifier(&table)
+                        ))
+                    })
+                })
+            })?;
+        }
+        let s = Arc::new(Statements::new(schema, &table, "kappa_shadows"));
+        *lock(&self.sql) = Some(s.clone());
+        Ok(Some(s))
+    }
+
+    /// Swaps the shadow's rows and state in (see [`ViewStore::promote_shadow`]).
+    fn promote(&self) -> Result<(), PgError> {
+        let live = self.statements()?.ok_or(PgError::ReadOnly)?;
+        let shadow = PgStore { is_shadow: true, sql: Arc::new(Mutex::new(None)), ..self.clone() };
+        let sh = shadow.statements()?.ok_or(PgError::ReadOnly)?;
+        let schema = &self.views.shared.schema;
+        let name = self.name.as_str();
+        let generation_sql =
+            format!("SELECT generation FROM {schema}.kappa_shadows WHERE name = $1 FOR UPDATE");
+        let generation = |c: &mut Conn| -> Result<Vec<u8>, PgError> {
+            let rows = c.query(&generation_sql, vec![Param::Text(name)])?;
+            rows.into_iter()
+                .next()
+                .and_then(|r| r.into_iter().next().flatten())
+                .ok_or_else(|| PgError::protocol("the view's shadow is not registered"))
+        };
+        // The generation before the swap: a retry after a lost connection
+        // that finds another one knows the swap landed.
+        let before = self.views.retrying(|| self.views.with_writer(generation))?;
+        let (live_t, shadow_t) = (escape_identifier(&live.table), escape_identifier(&sh.table));
+        self.views.retrying(|| {
+            self.views.with_writer(|c| {
+                transaction(c, |c| {
+                    if generation(c)? != before {
+                        return Ok(());
+                    }
+                    c.simple(&format!(
+                        "DROP TABLE IF EXISTS {schema}.{live_t};
+                         ALTER TABLE {schema}.{shadow_t} RENAME TO {live_t};
+                         CREATE TABLE {schema}.{shadow_t} (key bytea PRIMARY KEY, value bytea NOT NULL)"
+                    ))?;
+                    c.query(
+                        &format!(
+                            "UPDATE {schema}.kappa_views SET state = \
+                             (SELECT state FROM {schema}.kappa_shadows WHERE name = $1) WHERE name = $1"
+                        ),
+                        vec![Param::Text(name)],
+                    )?;
+                    c.query(
+                        &format!(
+                            "UPDATE {schema}.kappa_shadows SET state = NULL, generation = generation + 1 \
+                             WHERE name = $1"
+                        ),
+                        vec![Param::Text(name)],
+                    )?;
+                    Ok(())
+                })
+            })
+        })
     }
 
     /// Runs a read on a pooled connection, retrying while the server is away;
@@ -651,6 +769,33 @@ impl ViewStore for PgStore {
                 Ok(())
             })
         })?;
+        Ok(())
+    }
+
+    fn shadow(&self) -> Result<Option<Arc<dyn ViewStore>>, StoreError> {
+        if self.is_shadow {
+            return Ok(None);
+        }
+        let shadow = PgStore {
+            is_shadow: true,
+            sql: Arc::new(Mutex::new(None)),
+            puts: Arc::new(Mutex::new(PutMode::default())),
+            ..self.clone()
+        };
+        if self.views.shared.role == Role::Writer {
+            shadow.statements()?;
+        }
+        Ok(Some(Arc::new(shadow)))
+    }
+
+    fn promote_shadow(&self) -> Result<(), StoreError> {
+        if self.is_shadow {
+            return Err(StoreError::from_message(
+                StoreErrorKind::Backend,
+                "a shadow has no shadow to promote",
+            ));
+        }
+        self.promote()?;
         Ok(())
     }
 }

@@ -3,11 +3,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use kappa_view::{range_is_empty, Batch, KeyRange, Row, StoreError, ViewStore};
-use redb::{ReadableTable, TableDefinition, TableError};
+use redb::{ReadableTable, ReadableTableMetadata, TableDefinition, TableError};
 
 use crate::error::{guarded, store_err};
 use crate::handle::Handle;
-use crate::views::{ROWS_PREFIX, STATE};
+use crate::views::{ROWS_PREFIX, SHADOW_PREFIX, SHADOW_STATE, STATE};
 
 /// How a [`RedbStore`] commits.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -41,6 +41,11 @@ pub enum Durability {
 /// reads run in read transactions (snapshots), so readers never see half a
 /// batch. Write transactions of all the views in a database take turns.
 ///
+/// Its [`shadow`](ViewStore::shadow) keeps its rows in `shadow/<view name>`
+/// and its state in a table of its own, so the database lists it as no view;
+/// [`promote_shadow`](ViewStore::promote_shadow) drops the live rows table and
+/// renames the shadow's in one write transaction.
+///
 /// Clones share the view and the [`Durability`] setting.
 #[derive(Debug, Clone)]
 pub struct RedbStore {
@@ -48,6 +53,8 @@ pub struct RedbStore {
     view: Arc<str>,
     rows_table: Arc<str>,
     non_durable: Arc<AtomicBool>,
+    /// Whether this is the view's shadow.
+    is_shadow: bool,
 }
 
 impl RedbStore {
@@ -57,6 +64,15 @@ impl RedbStore {
             view: view.into(),
             rows_table: format!("{ROWS_PREFIX}{view}").into(),
             non_durable: Arc::new(AtomicBool::new(false)),
+            is_shadow: false,
+        }
+    }
+
+    fn state_def(&self) -> TableDefinition<'static, &'static str, &'static [u8]> {
+        if self.is_shadow {
+            SHADOW_STATE
+        } else {
+            STATE
         }
     }
 
@@ -168,7 +184,7 @@ impl RedbStore {
             }
         }
         if let Some(state) = &batch.state {
-            let mut table = tx.open_table(STATE).map_err(store_err)?;
+            let mut table = tx.open_table(self.state_def()).map_err(store_err)?;
             table.insert(&*self.view, state.as_slice()).map_err(store_err)?;
         }
         // Dropping `tx` on an error above aborts it: nothing of the batch lands.
@@ -177,7 +193,7 @@ impl RedbStore {
 
     fn state_(&self) -> Result<Option<Vec<u8>>, StoreError> {
         self.db.read(|tx| {
-            let table = match tx.open_table(STATE) {
+            let table = match tx.open_table(self.state_def()) {
                 Ok(t) => t,
                 Err(TableError::TableDoesNotExist(_)) => return Ok(None),
                 Err(e) => return Err(store_err(e)),
@@ -192,8 +208,59 @@ impl RedbStore {
         let tx = self.begin_write()?;
         tx.delete_table(self.rows_def()).map_err(store_err)?;
         {
-            let mut table = tx.open_table(STATE).map_err(store_err)?;
+            let mut table = tx.open_table(self.state_def()).map_err(store_err)?;
             table.remove(&*self.view).map_err(store_err)?;
+        }
+        tx.commit().map_err(store_err)
+    }
+
+    fn shadow_store(&self) -> RedbStore {
+        RedbStore {
+            db: self.db.clone(),
+            view: self.view.clone(),
+            rows_table: format!("{SHADOW_PREFIX}{}", self.view).into(),
+            non_durable: self.non_durable.clone(),
+            is_shadow: true,
+        }
+    }
+
+    fn promote_shadow_(&self) -> Result<(), StoreError> {
+        if self.is_shadow {
+            return Err(StoreError::from_message(
+                kappa_view::StoreErrorKind::Backend,
+                "a shadow has no shadow to promote",
+            ));
+        }
+        let shadow = self.shadow_store();
+        // Always durable: the swap is what a restart must find.
+        let tx = self.db.begin_write()?;
+        tx.delete_table(self.rows_def()).map_err(store_err)?;
+        // (Opening a table in a write transaction makes it if need be.)
+        let empty = {
+            let t = tx.open_table(shadow.rows_def()).map_err(store_err)?;
+            let len = ReadableTableMetadata::len(&t).map_err(store_err)?;
+            len == 0
+        };
+        if empty {
+            tx.delete_table(shadow.rows_def()).map_err(store_err)?;
+        } else {
+            tx.rename_table(shadow.rows_def(), self.rows_def()).map_err(store_err)?;
+        }
+        let state = {
+            let mut table = tx.open_table(SHADOW_STATE).map_err(store_err)?;
+            let state = table.remove(&*self.view).map_err(store_err)?.map(|v| v.value().to_vec());
+            state
+        };
+        {
+            let mut table = tx.open_table(STATE).map_err(store_err)?;
+            match &state {
+                Some(st) => {
+                    table.insert(&*self.view, st.as_slice()).map_err(store_err)?;
+                }
+                None => {
+                    table.remove(&*self.view).map_err(store_err)?;
+                }
+            }
         }
         tx.commit().map_err(store_err)
     }
@@ -234,6 +301,17 @@ impl ViewStore for RedbStore {
 
     fn clear(&self) -> Result<(), StoreError> {
         guarded(|| self.clear_())
+    }
+
+    fn shadow(&self) -> Result<Option<Arc<dyn ViewStore>>, StoreError> {
+        if self.is_shadow {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(self.shadow_store())))
+    }
+
+    fn promote_shadow(&self) -> Result<(), StoreError> {
+        guarded(|| self.promote_shadow_())
     }
 }
 

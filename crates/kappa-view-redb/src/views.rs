@@ -17,6 +17,11 @@ pub(crate) const META: TableDefinition<'static, &str, &[u8]> = TableDefinition::
 pub(crate) const STATE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("kappa-view-redb/state");
 /// The prefix of the table holding one view's rows.
 pub(crate) const ROWS_PREFIX: &str = "rows/";
+/// The rows tables of views' shadows (a rebuild in progress).
+pub(crate) const SHADOW_PREFIX: &str = "shadow/";
+/// The indexing state of views' shadows, by view name.
+pub(crate) const SHADOW_STATE: TableDefinition<'static, &str, &[u8]> =
+    TableDefinition::new("kappa-view-redb/shadow-state");
 
 const FORMAT_KEY: &str = "format";
 const FORMAT: &[u8] = b"kappa-view-redb/1";

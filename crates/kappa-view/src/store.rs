@@ -67,6 +67,47 @@ pub trait ViewStore: Send + Sync + 'static {
     ) -> Result<Vec<Row>, StoreError> {
         self.scan(prefix_range(prefix), reverse, limit)
     }
+
+    /// The store's shadow: a second keyspace for the same view, with rows and
+    /// a state of its own, that readers of this store never see. A rebuild
+    /// (a version bump, a feed blocked or hidden) writes the new rows there
+    /// through the returned store while readers keep the old, complete view;
+    /// [`promote_shadow`](Self::promote_shadow) then swaps them in at once.
+    ///
+    /// The shadow persists like the store (a rebuild killed half way resumes
+    /// from the shadow's state); its [`clear`](Self::clear) empties the shadow
+    /// only. `None` (the default) for a store without one: the indexer then
+    /// rebuilds in place (the view is blank meanwhile). A shadow has no shadow
+    /// of its own.
+    ///
+    /// ```
+    /// use kappa_view::{Batch, MemoryStore, ViewStore};
+    /// let live = MemoryStore::new();
+    /// live.commit(Batch { ops: vec![(b"old".to_vec(), Some(b"1".to_vec()))], state: Some(b"v1".to_vec()) })?;
+    /// let shadow = live.shadow()?.expect("memory stores have a shadow");
+    /// shadow.commit(Batch { ops: vec![(b"new".to_vec(), Some(b"2".to_vec()))], state: Some(b"v2".to_vec()) })?;
+    /// // Readers of the live store still see the old view whole...
+    /// assert_eq!(live.get(b"new")?, None);
+    /// assert_eq!(live.state()?, Some(b"v1".to_vec()));
+    /// // ...until the swap, which replaces rows and state in one step.
+    /// live.promote_shadow()?;
+    /// assert_eq!(live.get(b"old")?, None);
+    /// assert_eq!(live.get(b"new")?, Some(b"2".to_vec()));
+    /// assert_eq!(live.state()?, Some(b"v2".to_vec()));
+    /// assert_eq!(shadow.state()?, None, "the shadow is empty again");
+    /// # Ok::<(), kappa_view::StoreError>(())
+    /// ```
+    fn shadow(&self) -> Result<Option<Arc<dyn ViewStore>>, StoreError> {
+        Ok(None)
+    }
+
+    /// Replaces this store's rows and state with its shadow's, atomically
+    /// (readers, also those of other processes and those that crash in
+    /// between, see the old view or the new one, never a mix), and empties
+    /// the shadow. An error for a store without a shadow (the default).
+    fn promote_shadow(&self) -> Result<(), StoreError> {
+        Err(StoreError::from_message(StoreErrorKind::Backend, "this view store has no shadow"))
+    }
 }
 
 impl<S: ViewStore + ?Sized> ViewStore for Arc<S> {
@@ -99,6 +140,12 @@ impl<S: ViewStore + ?Sized> ViewStore for Arc<S> {
     ) -> Result<Vec<Row>, StoreError> {
         (**self).scan_prefix(prefix, reverse, limit)
     }
+    fn shadow(&self) -> Result<Option<Arc<dyn ViewStore>>, StoreError> {
+        (**self).shadow()
+    }
+    fn promote_shadow(&self) -> Result<(), StoreError> {
+        (**self).promote_shadow()
+    }
 }
 
 /// The range of all keys starting with `prefix`.
@@ -121,13 +168,20 @@ pub fn prefix_range(prefix: &[u8]) -> KeyRange {
 }
 
 #[derive(Debug, Default)]
-struct Inner {
+struct Side {
     rows: BTreeMap<Vec<u8>, Vec<u8>>,
     state: Option<Vec<u8>>,
 }
 
+#[derive(Debug, Default)]
+struct Inner {
+    live: Side,
+    shadow: Side,
+}
+
 /// A [`ViewStore`] in memory. Clones share their data: a view re-created on a
-/// clone (a simulated restart) sees everything committed.
+/// clone (a simulated restart) sees everything committed. Its
+/// [`shadow`](ViewStore::shadow) is a `MemoryStore` too, over the same data.
 ///
 /// ```
 /// use kappa_view::{Batch, MemoryStore, ViewStore};
@@ -140,6 +194,8 @@ struct Inner {
 #[derive(Debug, Clone, Default)]
 pub struct MemoryStore {
     inner: Arc<RwLock<Inner>>,
+    /// Whether this handle is the shadow's.
+    is_shadow: bool,
 }
 
 impl MemoryStore {
@@ -150,12 +206,28 @@ impl MemoryStore {
 
     /// Number of rows.
     pub fn len(&self) -> usize {
-        self.read().rows.len()
+        self.side(&self.read()).rows.len()
     }
 
     /// Whether the store has no rows.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    fn side<'a>(&self, inner: &'a Inner) -> &'a Side {
+        if self.is_shadow {
+            &inner.shadow
+        } else {
+            &inner.live
+        }
+    }
+
+    fn side_mut<'a>(&self, inner: &'a mut Inner) -> &'a mut Side {
+        if self.is_shadow {
+            &mut inner.shadow
+        } else {
+            &mut inner.live
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Inner> {
@@ -169,7 +241,7 @@ impl MemoryStore {
 
 impl ViewStore for MemoryStore {
     fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.read().rows.get(key).cloned())
+        Ok(self.side(&self.read()).rows.get(key).cloned())
     }
 
     fn scan(&self, range: KeyRange, reverse: bool, limit: Option<usize>) -> Result<Vec<Row>, StoreError> {
@@ -179,7 +251,7 @@ impl ViewStore for MemoryStore {
         if range_is_empty(&range) {
             return Ok(Vec::new());
         }
-        let iter = inner.rows.range(range);
+        let iter = self.side(&inner).rows.range(range);
         let rows: Vec<Row> = if reverse {
             iter.rev().take(limit).map(|(k, v)| (k.clone(), v.clone())).collect()
         } else {
@@ -190,30 +262,49 @@ impl ViewStore for MemoryStore {
 
     fn commit(&self, batch: Batch) -> Result<(), StoreError> {
         let mut inner = self.write();
+        let side = self.side_mut(&mut inner);
         for (k, v) in batch.ops {
             match v {
                 Some(v) => {
-                    inner.rows.insert(k, v);
+                    side.rows.insert(k, v);
                 }
                 None => {
-                    inner.rows.remove(&k);
+                    side.rows.remove(&k);
                 }
             }
         }
         if let Some(s) = batch.state {
-            inner.state = Some(s);
+            side.state = Some(s);
         }
         Ok(())
     }
 
     fn state(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        Ok(self.read().state.clone())
+        Ok(self.side(&self.read()).state.clone())
     }
 
     fn clear(&self) -> Result<(), StoreError> {
         let mut inner = self.write();
-        inner.rows.clear();
-        inner.state = None;
+        *self.side_mut(&mut inner) = Side::default();
+        Ok(())
+    }
+
+    fn shadow(&self) -> Result<Option<Arc<dyn ViewStore>>, StoreError> {
+        if self.is_shadow {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(MemoryStore { inner: self.inner.clone(), is_shadow: true })))
+    }
+
+    fn promote_shadow(&self) -> Result<(), StoreError> {
+        if self.is_shadow {
+            return Err(StoreError::from_message(
+                StoreErrorKind::Backend,
+                "a shadow has no shadow to promote",
+            ));
+        }
+        let mut inner = self.write();
+        inner.live = std::mem::take(&mut inner.shadow);
         Ok(())
     }
 }
