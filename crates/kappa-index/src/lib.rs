@@ -11,7 +11,7 @@ use std::thread::{JoinHandle, ScopedJoinHandle};
 use event_listener::{Event, Listener};
 use futures::channel::mpsc;
 use kappa_log::{PublicKey, SharedFeed};
-use kappa_view::{Batch, Entry, StoreError, StoreErrorKind, Tx, Unsaved, View, ViewError};
+use kappa_view::{Batch, Entry, StoreError, StoreErrorKind, Tx, Unsaved, View, ViewError, ViewStore};
 
 pub use progress::Progress;
 pub use source::FeedSource;
@@ -110,6 +110,23 @@ pub struct IndexState {
     pub total: u64,
     /// The error, in the error state.
     pub error: Option<IndexError>,
+    /// A rebuild in progress beside the live view (a version bump, a feed
+    /// blocked or hidden): `indexed` then counts the rebuild's entries, and
+    /// readers still see the live view this describes.
+    pub rebuild: Option<RebuildState>,
+}
+
+/// A rebuild in progress in the store's [shadow](ViewStore::shadow), while
+/// readers keep the live view whole; it is swapped in once it has caught up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RebuildState {
+    /// Why the view is rebuilt.
+    pub reason: String,
+    /// The version the live view's rows were made with (`None` if its
+    /// progress could not be read).
+    pub live_version: Option<u64>,
+    /// Entries the live view has indexed.
+    pub live_indexed: u64,
 }
 
 /// Something an indexer did.
@@ -131,13 +148,42 @@ pub enum IndexEvent {
     /// the indexer waits and tries again by itself, from the progress the store
     /// holds, so no entry is lost or indexed twice.
     Retrying(IndexError),
-    /// The view was cleared and is being rebuilt from the logs without the
-    /// feeds the feed set's policy now leaves out (a feed blocked or hidden
-    /// while the view held its entries).
+    /// The view is being rebuilt from the logs without the feeds the feed
+    /// set's policy now leaves out (a feed blocked or hidden while the view
+    /// held its entries): beside the live view, which readers keep seeing
+    /// until [`Rebuilt`](Self::Rebuilt), if the store has a
+    /// [shadow](ViewStore::shadow); in place (the view cleared) if not.
     Rebuilding {
         /// Why.
         reason: String,
     },
+    /// A rebuild made beside the live view was swapped in: readers see the
+    /// new rows from now on.
+    Rebuilt {
+        /// Why the view was rebuilt.
+        reason: String,
+    },
+}
+
+/// A rebuild in the store's shadow.
+struct Rebuild {
+    shadow: Arc<dyn ViewStore>,
+    reason: String,
+    /// The live view's progress, as the rebuild began.
+    live: Option<Progress>,
+    /// Entries the rebuild indexed that the live view had not: the view
+    /// hears of them (`View::indexed`) once they are visible, after the swap.
+    pending: Vec<Entry>,
+}
+
+impl Rebuild {
+    fn state(&self) -> RebuildState {
+        RebuildState {
+            reason: self.reason.clone(),
+            live_version: self.live.as_ref().map(|p| p.version),
+            live_indexed: self.live.as_ref().map_or(0, Progress::count),
+        }
+    }
 }
 
 struct Shared {
@@ -155,6 +201,8 @@ struct Shared {
     policy_seen: u64,
     turn: usize,
     subscribers: Vec<mpsc::UnboundedSender<IndexEvent>>,
+    /// A rebuild in the shadow, which `progress` then describes.
+    rebuild: Option<Rebuild>,
 }
 
 struct Inner {
@@ -224,36 +272,8 @@ impl Indexer {
     ) -> Result<Indexer, IndexError> {
         let mf: Arc<dyn FeedSource> = Arc::new(mf.clone());
         let store_err = |source| IndexError::Store { view: name.to_owned(), source };
-        let version = view.version();
         let policy_version = mf.policy_version();
-        let stored = view.store().state().map_err(store_err)?.and_then(|b| Progress::decode(&b));
-        let mut rebuilt_because = None;
-        let progress = match stored {
-            Some(p) if p.version == version => {
-                match excluded_in(&p, &*mf).or_else(|| ahead_of_the_logs(&p, &*mf)) {
-                    None => p,
-                    Some(why) => {
-                        // The view holds rows of entries the logs do not (a crash of
-                        // the machine after the view committed and before the log
-                        // reached the disk): the logs are the truth, rebuild.
-                        view.store().clear().map_err(store_err)?;
-                        tracing::info!(view = name, reason = %why, "view cleared: rebuilding it");
-                        rebuilt_because = Some(why);
-                        Progress::new(version)
-                    }
-                }
-            }
-            other => {
-                tracing::debug!(
-                    view = name,
-                    version,
-                    stored_version = other.map(|p| p.version),
-                    "view (re)built from all entries"
-                );
-                view.store().clear().map_err(store_err)?;
-                Progress::new(version)
-            }
-        };
+        let (progress, rebuild, rebuilt_because) = starting_point(name, &*view, &*mf).map_err(store_err)?;
         let inner = Arc::new(Inner {
             name: name.to_owned(),
             view,
@@ -269,6 +289,7 @@ impl Indexer {
                 policy_seen: policy_version,
                 turn: 0,
                 subscribers: Vec::new(),
+                rebuild,
             }),
             wake: Arc::new(Event::new()),
             changed: Event::new(),
@@ -304,12 +325,12 @@ impl Indexer {
 
     /// The current state.
     pub fn state(&self) -> IndexState {
-        let (status, indexed, error) = {
+        let (status, indexed, error, rebuild) = {
             let sh = self.inner.lock();
-            (sh.status, sh.progress.count(), sh.error.clone())
+            (sh.status, sh.progress.count(), sh.error.clone(), sh.rebuild.as_ref().map(Rebuild::state))
         };
         let total = self.inner.feeds.visible_feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum();
-        IndexState { status, indexed, total, error }
+        IndexState { status, indexed, total, error, rebuild }
     }
 
     /// A stream of what the indexer does.
@@ -321,10 +342,14 @@ impl Indexer {
 
     /// Whether some entry stored locally is not indexed yet.
     fn has_work(&self) -> bool {
-        let (progress, policy_seen) = {
+        let (progress, policy_seen, rebuilding) = {
             let sh = self.inner.lock();
-            (sh.progress.clone(), sh.policy_seen)
+            (sh.progress.clone(), sh.policy_seen, sh.rebuild.is_some())
         };
+        if rebuilding {
+            // Readers see the old view until the rebuild is swapped in.
+            return true;
+        }
         if policy_seen != self.inner.feeds.policy_version() {
             // A feed may have been blocked or hidden: not ready until the
             // view has dropped its entries.
@@ -424,26 +449,157 @@ fn excluded_in(p: &Progress, mf: &dyn FeedSource) -> Option<String> {
     })
 }
 
-/// Clears the view if it holds entries of a feed the policy now leaves out,
-/// and records the policy version it agrees with.
+/// Rebuilds the view if it holds entries of a feed the policy now leaves
+/// out (beside the live view, if the store has a shadow), and records the
+/// policy version it agrees with.
 fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
     let progress = inner.lock().progress.clone();
     if let Some(reason) = excluded_in(&progress, &*inner.feeds) {
-        // The general mechanism for now: a full rebuild (the view is blank
-        // until it has caught up again).
-        inner
-            .view
-            .store()
-            .clear()
-            .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
-        tracing::info!(reason = %reason, "view cleared after a policy change: rebuilding it");
-        let mut sh = inner.lock();
-        sh.progress = Progress::new(inner.view.version());
-        Inner::emit(&mut sh, IndexEvent::Rebuilding { reason });
+        let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
+        let rebuilding = inner.lock().rebuild.as_ref().map(|r| r.shadow.clone());
+        let shadow = match rebuilding {
+            Some(shadow) => Some(shadow),
+            None => inner.view.store().shadow().map_err(store_err)?,
+        };
+        match shadow {
+            Some(shadow) => {
+                // Readers keep the live view whole until the rebuild has
+                // caught up and is swapped in.
+                shadow.clear().map_err(store_err)?;
+                tracing::info!(reason = %reason, "rebuilding the view beside the live one after a policy change");
+                let mut sh = inner.lock();
+                match &mut sh.rebuild {
+                    Some(r) => r.reason = reason.clone(),
+                    None => {
+                        sh.rebuild = Some(Rebuild {
+                            shadow,
+                            reason: reason.clone(),
+                            live: Some(progress),
+                            pending: Vec::new(),
+                        })
+                    }
+                }
+                sh.progress = Progress::new(inner.view.version());
+                Inner::emit(&mut sh, IndexEvent::Rebuilding { reason });
+            }
+            None => {
+                // A store without a shadow: the view is blank until it has
+                // caught up again.
+                inner.view.store().clear().map_err(store_err)?;
+                tracing::info!(reason = %reason, "view cleared after a policy change: rebuilding it");
+                let mut sh = inner.lock();
+                sh.progress = Progress::new(inner.view.version());
+                Inner::emit(&mut sh, IndexEvent::Rebuilding { reason });
+            }
+        }
     }
     inner.lock().policy_seen = version;
     inner.changed.notify(usize::MAX);
     Ok(())
+}
+
+/// Why the view whose stored progress is `p` cannot be read as it is, if it
+/// cannot: another version, entries of a feed the policy leaves out, or
+/// entries the logs do not hold.
+fn unfit(p: &Progress, version: u64, mf: &dyn FeedSource) -> Option<String> {
+    if p.version != version {
+        return Some(format!(
+            "its rows were made by version {} and the view is now version {version}",
+            p.version
+        ));
+    }
+    excluded_in(p, mf).or_else(|| ahead_of_the_logs(p, mf))
+}
+
+/// Where an indexer starts: the progress it resumes from, the rebuild in the
+/// shadow it resumes or begins (if the live view is unfit and the store has
+/// a shadow), and why a view of the current version is rebuilt.
+///
+/// The live view is kept for readers while it is rebuilt beside it; a store
+/// without a shadow, or a live view without progress (nothing to show), is
+/// cleared and rebuilt in place. A rebuild that a crash interrupted resumes
+/// from what its shadow holds, if that still fits.
+fn starting_point(
+    name: &str,
+    view: &dyn View,
+    mf: &dyn FeedSource,
+) -> Result<(Progress, Option<Rebuild>, Option<String>), StoreError> {
+    let version = view.version();
+    let store = view.store();
+    let live = store.state()?.map(|b| Progress::decode(&b));
+    let why = match &live {
+        Some(Some(p)) => unfit(p, version, mf),
+        Some(None) => Some("its stored progress is unreadable".to_owned()),
+        None => None,
+    };
+    // A view of this version rebuilt all the same (a crash of the machine, a
+    // policy change while it was closed): worth telling the user.
+    let rebuilt_because = match &live {
+        Some(Some(p)) if p.version == version => why.clone(),
+        _ => None,
+    };
+    let Some(why) = why else {
+        // The live view fits (or is empty): a rebuild left in the shadow is stale.
+        if let Some(shadow) = store.shadow()? {
+            if shadow.state()?.is_some() {
+                shadow.clear()?;
+                tracing::debug!(view = name, "dropped a rebuild the live view no longer needs");
+            }
+        }
+        if live.is_none() {
+            store.clear()?;
+            tracing::debug!(view = name, version, "view built from all entries");
+        }
+        let progress = live.flatten().unwrap_or_else(|| Progress::new(version));
+        return Ok((progress, None, None));
+    };
+    let Some(shadow) = store.shadow()? else {
+        store.clear()?;
+        tracing::info!(view = name, reason = %why, "view cleared: rebuilding it");
+        return Ok((Progress::new(version), None, rebuilt_because));
+    };
+    let resumed = match shadow.state()?.map(|b| Progress::decode(&b)) {
+        Some(Some(p)) if unfit(&p, version, mf).is_none() => Some(p),
+        _ => None,
+    };
+    let progress = match resumed {
+        Some(p) => {
+            tracing::info!(view = name, reason = %why, indexed = p.count(), "resuming the rebuild beside the live view");
+            p
+        }
+        None => {
+            shadow.clear()?;
+            tracing::info!(view = name, reason = %why, "rebuilding the view beside the live one");
+            Progress::new(version)
+        }
+    };
+    let rebuild = Rebuild { shadow, reason: why, live: live.flatten(), pending: Vec::new() };
+    Ok((progress, Some(rebuild), rebuilt_because))
+}
+
+/// Swaps a rebuild that has caught up in: the store promotes its shadow,
+/// and the view hears of the entries that are new to its readers.
+fn swap_in(inner: &Inner) -> Result<(), IndexError> {
+    inner
+        .view
+        .store()
+        .promote_shadow()
+        .map_err(|source| IndexError::Store { view: inner.name.clone(), source })?;
+    finish_rebuild(inner);
+    Ok(())
+}
+
+/// After the swap (or on finding it landed): the rebuild is over.
+fn finish_rebuild(inner: &Inner) {
+    let Some(rebuild) = inner.lock().rebuild.take() else { return };
+    tracing::info!(reason = %rebuild.reason, "the rebuilt view is swapped in");
+    if !rebuild.pending.is_empty() {
+        inner.view.indexed(&rebuild.pending);
+    }
+    let mut sh = inner.lock();
+    Inner::emit(&mut sh, IndexEvent::Rebuilt { reason: rebuild.reason });
+    drop(sh);
+    inner.changed.notify(usize::MAX);
 }
 
 /// Why `p` is ahead of the logs, if it is: it counts as indexed an entry
@@ -589,6 +745,15 @@ fn run(inner: Arc<Inner>) {
             }
         }
         let Some((feed, seqs)) = next_batch(&inner) else {
+            if inner.lock().rebuild.is_some() {
+                // The rebuild has caught up: swap it in.
+                match swap_in(&inner) {
+                    Ok(()) => {}
+                    Err(e) if is_transient(&e) => wait_for_store(&inner, e),
+                    Err(e) => inner.fail(e),
+                }
+                continue;
+            }
             let mut sh = inner.lock();
             inner.set_status(&mut sh, Status::Idle);
             drop(sh);
@@ -621,7 +786,25 @@ fn is_transient(e: &IndexError) -> bool {
 fn reload_progress(inner: &Inner) -> Result<(), IndexError> {
     let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
     let version = inner.view.version();
-    let progress = match inner.view.store().state().map_err(store_err)? {
+    let shadow = inner.lock().rebuild.as_ref().map(|r| r.shadow.clone());
+    let store: &dyn ViewStore = match &shadow {
+        Some(shadow) => {
+            // A swap that failed may have landed after all: then the live
+            // view holds the rebuild.
+            let live = inner.view.store().state().map_err(store_err)?.and_then(|b| Progress::decode(&b));
+            if let Some(p) = live {
+                if shadow.state().map_err(store_err)?.is_none() && unfit(&p, version, &*inner.feeds).is_none()
+                {
+                    inner.lock().progress = p;
+                    finish_rebuild(inner);
+                    return Ok(());
+                }
+            }
+            &**shadow
+        }
+        None => inner.view.store(),
+    };
+    let progress = match store.state().map_err(store_err)? {
         None => Progress::new(version),
         Some(bytes) => match Progress::decode(&bytes) {
             Some(p) if p.version == version => p,
@@ -726,7 +909,12 @@ fn interrupted(inner: &Inner) -> bool {
 /// commit fails, the group mapped behind it is dropped, and the caller
 /// reloads the progress the store holds.
 fn index_groups(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), IndexError> {
-    let store = inner.view.store();
+    // The shadow while a rebuild runs (only this thread starts or ends one).
+    let shadow = inner.lock().rebuild.as_ref().map(|r| r.shadow.clone());
+    let store: &dyn ViewStore = match &shadow {
+        Some(shadow) => &**shadow,
+        None => inner.view.store(),
+    };
     let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
     std::thread::scope(|scope| {
         // The group being committed, its writes, and its commit.
@@ -740,7 +928,7 @@ fn index_groups(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), I
                         None => inner.lock().progress.clone(),
                     };
                     let unsaved = in_flight.as_ref().map(|(_, u, _)| u.clone());
-                    build_group(inner, feed, seqs, from, unsaved.as_deref())
+                    build_group(inner, store, feed, seqs, from, unsaved.as_deref())
                 }
                 None => Ok(None),
             };
@@ -788,6 +976,7 @@ fn index_groups(inner: &Inner, feed: SharedFeed, seqs: Vec<u64>) -> Result<(), I
 /// group in flight, if any). `None` if the feed was blocked while it was read.
 fn build_group(
     inner: &Inner,
+    store: &dyn ViewStore,
     feed: SharedFeed,
     seqs: Vec<u64>,
     from: Progress,
@@ -796,7 +985,6 @@ fn build_group(
     let span =
         tracing::debug_span!("index_group", entries = tracing::field::Empty, batches = tracing::field::Empty);
     let _entered = span.enter();
-    let store = inner.view.store();
     let mut next = from;
     let mut done: Vec<(PublicKey, Vec<Entry>)> = Vec::new();
     let mut mapped = 0;
@@ -848,8 +1036,22 @@ fn finish_group(inner: &Inner, group: Group) {
     tracing::debug!(entries = group.mapped, batches = group.done.len(), "committed");
     inner.lock().progress = group.next;
     for (key, entries) in group.done {
-        inner.view.indexed(&entries);
         let mut sh = inner.lock();
+        match &mut sh.rebuild {
+            // Not visible before the swap; what readers had seen already is
+            // not news.
+            Some(r) => {
+                let live = r.live.as_ref();
+                r.pending.extend(
+                    entries.iter().filter(|e| !live.is_some_and(|p| p.contains(&e.feed, e.seq))).cloned(),
+                );
+            }
+            None => {
+                drop(sh);
+                inner.view.indexed(&entries);
+                sh = inner.lock();
+            }
+        }
         Inner::emit(&mut sh, IndexEvent::Indexed { feed: key, count: entries.len() });
     }
     inner.changed.notify(usize::MAX);

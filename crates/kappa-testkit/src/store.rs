@@ -33,6 +33,7 @@ pub struct HookedStore<S: ViewStore = MemoryStore> {
     commits: AtomicUsize,
     on_commit: CommitHook<S>,
     on_read: Option<Box<dyn Fn() + Send + Sync>>,
+    on_promote: Option<Box<dyn Fn() + Send + Sync>>,
 }
 
 impl<S: ViewStore> HookedStore<S> {
@@ -41,7 +42,21 @@ impl<S: ViewStore> HookedStore<S> {
         inner: S,
         on_commit: impl Fn(usize, &S, Batch) -> Result<(), StoreError> + Send + Sync + 'static,
     ) -> Self {
-        HookedStore { inner, commits: AtomicUsize::new(0), on_commit: Box::new(on_commit), on_read: None }
+        HookedStore {
+            inner,
+            commits: AtomicUsize::new(0),
+            on_commit: Box::new(on_commit),
+            on_read: None,
+            on_promote: None,
+        }
+    }
+
+    /// Gives the store `inner`'s [shadow](ViewStore::shadow) (without hooks:
+    /// a hooked store has none otherwise, so an indexer rebuilds in place),
+    /// and calls `f` before every [`promote_shadow`](ViewStore::promote_shadow).
+    pub fn shadowed(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_promote = Some(Box::new(f));
+        self
     }
 
     /// Calls `f` before every `get` and `get_many`.
@@ -86,5 +101,23 @@ impl<S: ViewStore> ViewStore for HookedStore<S> {
     }
     fn clear(&self) -> Result<(), StoreError> {
         self.inner.clear()
+    }
+    fn shadow(&self) -> Result<Option<std::sync::Arc<dyn ViewStore>>, StoreError> {
+        match &self.on_promote {
+            Some(_) => self.inner.shadow(),
+            None => Ok(None),
+        }
+    }
+    fn promote_shadow(&self) -> Result<(), StoreError> {
+        match &self.on_promote {
+            Some(f) => {
+                f();
+                self.inner.promote_shadow()
+            }
+            None => Err(StoreError::from_message(
+                kappa_view::StoreErrorKind::Backend,
+                "this hooked store has no shadow (see HookedStore::shadowed)",
+            )),
+        }
     }
 }
