@@ -6,60 +6,17 @@
 //! test (proptest) drives appends, version bumps, blocks, hides, unhides and
 //! restarts in any order and checks the view after each `ready`.
 
-use std::ops::Bound::Unbounded;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use futures::executor::block_on;
 use kappa_index::{IndexEvent, Indexer};
-use kappa_log::{Feed, KeyPair, PublicKey, SharedFeed};
+use kappa_log::{Feed, KeyPair, SharedFeed};
 use kappa_multifeed::Multifeed;
 use kappa_storage::MemoryProvider;
+use kappa_testkit::generations::{reader_sees_one_whole_view, snapshot, Generations};
 use kappa_view::{Entry, MemoryStore, Tx, View, ViewError, ViewStore};
 use kappa_view_redb::RedbViews;
 use proptest::prelude::*;
-
-/// One row per entry (`feed:seq`), its value the view version and how many
-/// times the entry was applied in this generation.
-struct Generations {
-    store: Arc<dyn ViewStore>,
-    version: u64,
-}
-
-fn row_key(feed: &PublicKey, seq: u64) -> Vec<u8> {
-    let mut k = feed.as_bytes()[..8].to_vec();
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn row_value(version: u64, count: u64) -> Vec<u8> {
-    let mut v = version.to_be_bytes().to_vec();
-    v.extend_from_slice(&count.to_be_bytes());
-    v
-}
-
-fn parse(v: &[u8]) -> (u64, u64) {
-    let a: [u8; 8] = v[..8].try_into().unwrap();
-    let b: [u8; 8] = v[8..16].try_into().unwrap();
-    (u64::from_be_bytes(a), u64::from_be_bytes(b))
-}
-
-impl View for Generations {
-    fn store(&self) -> &dyn ViewStore {
-        &*self.store
-    }
-    fn map(&self, entries: &[Entry], tx: &mut Tx<'_>) -> Result<(), ViewError> {
-        for e in entries {
-            let key = row_key(&e.feed, e.seq);
-            let n = tx.get(&key)?.map_or(0, |v| parse(&v).1);
-            tx.put(key, row_value(self.version, n + 1));
-        }
-        Ok(())
-    }
-    fn version(&self) -> u64 {
-        self.version
-    }
-}
 
 /// A writer elsewhere with `n` entries, and its whole replica in `mf`.
 fn replica_of(mf: &Multifeed, seed: u8, n: u64) -> SharedFeed {
@@ -80,86 +37,34 @@ fn replica_of(mf: &Multifeed, seed: u8, n: u64) -> SharedFeed {
     r
 }
 
-/// The whole view, as a reader sees it in one scan: (version, rows), the
-/// version `None` for an empty view. Panics if the rows mix versions or an
-/// entry was applied other than once.
-fn snapshot(store: &dyn ViewStore) -> (Option<u64>, usize) {
-    let rows = store.scan((Unbounded, Unbounded), false, None).unwrap();
-    let mut version = None;
-    for (k, v) in &rows {
-        let (ver, count) = parse(v);
-        assert_eq!(count, 1, "entry {} applied {count} times", hex(k));
-        match version {
-            None => version = Some(ver),
-            Some(v) => assert_eq!(v, ver, "a reader saw rows of versions {v} and {ver} at once"),
-        }
-    }
-    (version, rows.len())
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Runs `change` (which starts the rebuild and returns the indexer to wait
-/// on) while a reader scans the live store in a loop, and checks that every
-/// scan saw either the whole old view or the whole new one, and the new one
-/// once the indexer is ready.
+/// Runs `change` (which starts the rebuild and returns the indexer) while a
+/// reader scans the live store, and checks that it saw the whole old view,
+/// then the whole new one; the rebuild's progress shows meanwhile.
 fn readers_never_see_a_blank_view(
     store: Arc<dyn ViewStore>,
     old: (u64, usize),
     new: (u64, usize),
     change: impl FnOnce() -> Indexer,
 ) {
-    assert_eq!(snapshot(&*store), (Some(old.0), old.1), "the old view, before");
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = {
-        let store = store.clone();
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let (mut olds, mut news) = (0u32, 0u32);
-            loop {
-                let last = stop.load(Ordering::SeqCst);
-                let (v, n) = snapshot(&*store);
-                if v == Some(old.0) && n == old.1 && news == 0 {
-                    olds += 1;
-                } else if v == Some(new.0) && n == new.1 {
-                    news += 1;
-                } else {
-                    panic!(
-                        "a reader saw version {v:?} with {n} rows (after {olds} old and {news} new views)"
-                    );
-                }
-                if last {
-                    return (olds, news);
-                }
+    let (olds, news) = reader_sees_one_whole_view(store.clone(), old, new, || {
+        let ix = change();
+        let mut saw_rebuild = false;
+        loop {
+            let st = ix.state();
+            if let Some(r) = &st.rebuild {
+                saw_rebuild = true;
+                assert!(st.indexed <= st.total, "{st:?}");
+                assert_eq!(r.live_indexed, old.1 as u64, "the live view's count is shown beside the rebuild");
             }
-        })
-    };
-    let ix = change();
-    let mut saw_rebuild = false;
-    loop {
-        let st = ix.state();
-        if let Some(r) = &st.rebuild {
-            saw_rebuild = true;
-            assert!(st.indexed <= st.total, "{st:?}");
-            assert_eq!(r.live_indexed, old.1 as u64, "the live view's count is shown beside the rebuild");
+            if st.rebuild.is_none() && (saw_rebuild || snapshot(&*store).0 == Some(new.0)) {
+                break;
+            }
+            std::thread::yield_now();
         }
-        if st.rebuild.is_none() && saw_rebuild {
-            break;
-        }
-        if st.rebuild.is_none() && snapshot(&*store).0 == Some(new.0) {
-            break;
-        }
-        std::thread::yield_now();
-    }
-    block_on(ix.ready()).unwrap();
-    assert!(ix.state().rebuild.is_none());
-    stop.store(true, Ordering::SeqCst);
-    let (olds, news) = reader.join().unwrap();
+        block_on(ix.ready()).unwrap();
+        assert!(ix.state().rebuild.is_none());
+    });
     eprintln!("reader saw the old view {olds} times, then the new one {news} times");
-    assert!(olds >= 1 && news >= 1, "the reader ran through the swap");
-    assert_eq!(snapshot(&*store), (Some(new.0), new.1), "the new view, after");
 }
 
 const N: u64 = 100_000;
