@@ -400,7 +400,42 @@ fn view_json(name: &str, version: u64, st: &IndexState) -> Value {
         "indexed": st.indexed,
         "total": st.total,
         "error": st.error.as_ref().map(|e| e.to_string()),
+        "rebuild": st.rebuild.as_ref().map(|r| json!({
+            "reason": r.reason,
+            "live_version": r.live_version,
+            "live_indexed": r.live_indexed,
+        })),
     })
+}
+
+/// The table rows of one view for `kappa views`: one row, or, while it is
+/// rebuilt beside its live rows, the live version (what readers see) and
+/// the rebuild under it.
+fn view_rows(name: &str, version: u64, st: &IndexState) -> Vec<Vec<String>> {
+    let pct = st.indexed.saturating_mul(100).checked_div(st.total).unwrap_or(100);
+    let progress = format!("{}/{} ({pct}%)", st.indexed, st.total);
+    let error = st.error.as_ref().map(|e| e.to_string()).unwrap_or_default();
+    match &st.rebuild {
+        None => {
+            vec![vec![name.to_owned(), version.to_string(), status_name(st.status).into(), progress, error]]
+        }
+        Some(r) => vec![
+            vec![
+                name.to_owned(),
+                r.live_version.map_or("?".to_owned(), |v| v.to_string()),
+                "live".into(),
+                format!("{} entries (readers see these until the swap)", r.live_indexed),
+                String::new(),
+            ],
+            vec![
+                String::new(),
+                version.to_string(),
+                format!("rebuilding ({})", status_name(st.status)),
+                format!("{progress}: {}", r.reason),
+                error,
+            ],
+        ],
+    }
 }
 
 /// `kappa views`.
@@ -420,14 +455,7 @@ pub(crate) async fn views(db: &Db, out: &Out, no_wait: bool) -> Result<()> {
         vec![vec!["VIEW".into(), "VERSION".into(), "STATUS".into(), "INDEXED".into(), "ERROR".into()]];
     for (name, st) in db.kappa.view_states() {
         out.json_line(&view_json(&name, KV_VERSION, &st))?;
-        let pct = st.indexed.saturating_mul(100).checked_div(st.total).unwrap_or(100);
-        rows.push(vec![
-            name,
-            KV_VERSION.to_string(),
-            status_name(st.status).into(),
-            format!("{}/{} ({pct}%)", st.indexed, st.total),
-            st.error.map(|e| e.to_string()).unwrap_or_default(),
-        ]);
+        rows.extend(view_rows(&name, KV_VERSION, &st));
     }
     for line in columns(&rows) {
         out.text(line)?;
@@ -455,6 +483,34 @@ mod tests {
         assert_eq!(parse_value("{broken"), json!("{broken"));
         assert!(parse_entries("{broken").is_err());
         assert_eq!(parse_entries(r#"{ "a" : 1.0 }"#).unwrap(), vec![b"{\"a\":1}\n".to_vec()]);
+    }
+
+    #[test]
+    fn a_rebuild_shows_beside_the_live_version() {
+        let st = IndexState {
+            status: Status::Indexing,
+            indexed: 40,
+            total: 100,
+            error: None,
+            rebuild: Some(kappa_core::RebuildState {
+                reason: "feed ab is blocked in this database".into(),
+                live_version: Some(1),
+                live_indexed: 100,
+            }),
+        };
+        let rows = view_rows("kv", 2, &st);
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows[0][..3], ["kv", "1", "live"]);
+        assert!(rows[0][3].starts_with("100 entries"), "{rows:?}");
+        assert_eq!(rows[1][1..3], ["2", "rebuilding (indexing)"]);
+        assert_eq!(rows[1][3], "40/100 (40%): feed ab is blocked in this database");
+        let j = view_json("kv", 2, &st);
+        assert_eq!(j["rebuild"]["live_version"], 1);
+        assert_eq!(j["rebuild"]["live_indexed"], 100);
+        assert_eq!(j["indexed"], 40);
+        let idle = IndexState { rebuild: None, status: Status::Idle, indexed: 100, ..st };
+        assert_eq!(view_rows("kv", 2, &idle), vec![vec!["kv", "2", "idle", "100/100 (100%)", ""]]);
+        assert!(view_json("kv", 2, &idle)["rebuild"].is_null());
     }
 
     #[test]

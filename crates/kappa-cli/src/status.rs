@@ -212,9 +212,19 @@ fn print(dir: &Path, s: &KappaStatus, source: &Source, out: &Out) -> Result<()> 
         let mut rows = vec![["VIEW", "STATUS", "INDEXED", "ERROR"].map(String::from).to_vec()];
         for v in &s.views {
             let pct = v.indexed.saturating_mul(100).checked_div(v.available).unwrap_or(100);
+            let status = match &v.rebuild {
+                None => v.status.clone(),
+                Some(r) => format!(
+                    "{}, rebuilding beside the live rows (version {}, {} entries): {}",
+                    v.status,
+                    r.live_version.map_or("?".to_owned(), |n| n.to_string()),
+                    r.live_indexed,
+                    r.reason
+                ),
+            };
             rows.push(vec![
                 escape(&v.name).into_owned(),
-                v.status.clone(),
+                status,
                 format!("{}/{} ({pct}%)", v.indexed, v.available),
                 v.error.clone().unwrap_or_default(),
             ]);

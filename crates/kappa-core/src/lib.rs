@@ -18,7 +18,7 @@ pub use kappa_view_redb as view_redb;
 
 pub use join::{JoinEvent, JoinOptions};
 pub use kappa_discovery as discovery;
-pub use kappa_index::{IndexError, IndexEvent, IndexState, Status};
+pub use kappa_index::{IndexError, IndexEvent, IndexState, RebuildState, Status};
 pub use kappa_log::encoding::ValueEncoding;
 pub use kappa_log::{PublicKey, SharedFeed, SyncPolicy};
 pub use kappa_multifeed::{
@@ -27,7 +27,7 @@ pub use kappa_multifeed::{
 pub use kappa_view::{Entry, View, ViewBackend, ViewStore};
 pub use serve::{ConnectionGate, GenerationMemory, Permit, Refusal, ServeOptions, GENERATION_MEMORY_SIZE};
 pub use status::{
-    FeedSyncStatus, FeedsStatus, FilesStatus, KappaStatus, MemoryStatus, PeerStatus, ViewStatus,
+    FeedSyncStatus, FeedsStatus, FilesStatus, KappaStatus, MemoryStatus, PeerStatus, ViewRebuild, ViewStatus,
 };
 
 pub use builder::{KappaBuilder, ViewStorage, VIEWS_FILE};

@@ -105,6 +105,23 @@ pub struct ViewStatus {
     pub available: u64,
     /// The error, in the error state.
     pub error: Option<String>,
+    /// A rebuild in progress beside the live rows (`indexed` then counts the
+    /// rebuild's entries): readers see the live view until it is swapped in.
+    #[serde(default)]
+    pub rebuild: Option<ViewRebuild>,
+}
+
+/// A view's rebuild in progress in its store's shadow, beside the live rows.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ViewRebuild {
+    /// Why it is rebuilt (for a view not in use: that a rebuild was left
+    /// half way, to resume when the view is used).
+    pub reason: String,
+    /// The version of the live rows (`None` if unknown).
+    pub live_version: Option<u64>,
+    /// Entries the live rows hold.
+    pub live_indexed: u64,
 }
 
 /// Open files of the process.

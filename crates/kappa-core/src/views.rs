@@ -7,7 +7,7 @@ use std::sync::Arc;
 use kappa_index::{IndexState, Indexer};
 use kappa_view::{Entry, Tx, View, ViewError, ViewStore};
 
-use crate::status::{self, FeedsStatus, FilesStatus, KappaStatus, MemoryStatus, ViewStatus};
+use crate::status::{self, FeedsStatus, FilesStatus, KappaStatus, MemoryStatus, ViewRebuild, ViewStatus};
 use crate::{lock, Kappa, KappaError, MovedAside};
 
 pub(crate) struct UsedView {
@@ -198,6 +198,11 @@ impl Kappa {
                 indexed: st.indexed,
                 available: st.total,
                 error: st.error.map(|e| e.to_string()),
+                rebuild: st.rebuild.map(|r| ViewRebuild {
+                    reason: r.reason,
+                    live_version: r.live_version,
+                    live_indexed: r.live_indexed,
+                }),
             })
             .collect();
         let stored = match &self.inner.views {
@@ -209,12 +214,35 @@ impl Kappa {
             if views.iter().any(|v| v.name == name) {
                 continue;
             }
-            let state = self.view_store(&name)?.state()?;
-            let indexed = state.and_then(|b| kappa_index::Progress::decode(&b)).map_or(0, |p| p.count());
+            let store = self.view_store(&name)?;
+            let live = store.state()?.and_then(|b| kappa_index::Progress::decode(&b));
+            // A rebuild left half way in the shadow (resumed when the view is used).
+            let shadow = match store.shadow()? {
+                Some(shadow) => shadow.state()?.and_then(|b| kappa_index::Progress::decode(&b)),
+                None => None,
+            };
+            let (indexed, rebuild) = match shadow {
+                Some(p) => (
+                    p.count(),
+                    Some(ViewRebuild {
+                        reason: "a rebuild was left half way; it resumes when the view is used".to_owned(),
+                        live_version: live.as_ref().map(|l| l.version),
+                        live_indexed: live.as_ref().map_or(0, |l| l.count()),
+                    }),
+                ),
+                None => (live.map_or(0, |p| p.count()), None),
+            };
             let available = *available.get_or_insert_with(|| {
                 self.inner.mf.visible_feeds().iter().map(|f| f.lock().downloaded(0..u64::MAX)).sum()
             });
-            views.push(ViewStatus { name, status: "stopped".to_owned(), indexed, available, error: None });
+            views.push(ViewStatus {
+                name,
+                status: "stopped".to_owned(),
+                indexed,
+                available,
+                error: None,
+                rebuild,
+            });
         }
         Ok(KappaStatus {
             seed: self.is_seed(),

@@ -60,6 +60,59 @@ fn views_report_indexed_against_available_also_when_not_in_use() {
     assert_eq!(s.feeds.entries, 51);
 }
 
+/// A version bump rebuilds the view beside its live rows: the status shows
+/// the rebuild's progress and the live version; a rebuild left half way
+/// shows for the view not in use too, and resumes when it is used.
+#[test]
+fn a_rebuild_in_progress_shows_beside_the_live_rows() {
+    let tmp = tempfile::tempdir().unwrap();
+    const N: u64 = 60_000;
+    {
+        let db = Kappa::builder().dir(tmp.path()).shared_key(KEY).open().unwrap();
+        let values: Vec<u64> = (0..N).collect();
+        db.writer("local").unwrap().append_batch(&values).unwrap();
+        let sum = db.use_view("sum", 1, SumView::new).unwrap();
+        async_std::task::block_on(sum.ready()).unwrap();
+        drop(sum);
+        db.close().unwrap();
+    }
+    let want = (0..N).sum::<u64>() as f64;
+    {
+        let db = Kappa::builder().dir(tmp.path()).shared_key(KEY).open().unwrap();
+        let sum = db.use_view("sum", 2, SumView::new).unwrap();
+        assert!(sum.state().rebuild.is_some(), "a version bump rebuilds beside the live rows");
+        // Readers see the whole old view meanwhile.
+        assert_eq!(sum.get().unwrap(), want);
+        while sum.state().indexed == 0 {
+            std::thread::yield_now();
+        }
+        async_std::task::block_on(db.pause(&["sum"])).unwrap();
+        let s = db.status().unwrap();
+        let v = &s.views[0];
+        let r = v.rebuild.as_ref().expect("the rebuild shows in the status");
+        assert_eq!((r.live_version, r.live_indexed), (Some(1), N), "{v:?}");
+        assert!(v.indexed > 0 && v.indexed < N, "{v:?}");
+        assert_eq!(v.status, "paused");
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<kappa_core::KappaStatus>(&text).unwrap(), s);
+        assert_eq!(sum.get().unwrap(), want, "still the old view");
+        drop(sum);
+        db.close().unwrap();
+    }
+    let db = Kappa::builder().dir(tmp.path()).shared_key(KEY).open().unwrap();
+    let s = db.status().unwrap();
+    let v = &s.views[0];
+    assert_eq!(v.status, "stopped");
+    let r = v.rebuild.as_ref().expect("a rebuild left half way shows for a stopped view");
+    assert_eq!((r.live_version, r.live_indexed), (Some(1), N));
+    assert!(v.indexed > 0 && v.indexed < N, "{v:?}");
+    let sum = db.use_view("sum", 2, SumView::new).unwrap();
+    async_std::task::block_on(sum.ready()).unwrap();
+    assert_eq!(sum.get().unwrap(), want);
+    assert!(sum.state().rebuild.is_none());
+    assert!(db.status().unwrap().views[0].rebuild.is_none());
+}
+
 #[test]
 fn a_live_session_shows_its_peer_and_what_moved() {
     async_std::task::block_on(async {
