@@ -121,8 +121,25 @@ pub(crate) enum Command {
         /// The feed: its key, or a unique prefix of it.
         feed: String,
     },
-    /// Prints the bytes each feed takes on disk (the sum of its files'
-    /// lengths), the views file's, and the total.
+    /// Clears FEED's entries (all, or those from SEQ `--from` to before
+    /// `--to`): their data is deleted and its disk space given back (holes
+    /// punched in the data file where the file system can), the views drop
+    /// them; the feed still verifies what it keeps. A later sync may download
+    /// them again from a peer that holds them.
+    Clear {
+        /// A feed: its key (64 hex), a unique prefix of it, or its local name.
+        feed: String,
+        /// The first entry to clear (default 0).
+        #[arg(long, value_name = "SEQ")]
+        from: Option<u64>,
+        /// The entry after the last one to clear (default: the feed's length).
+        #[arg(long, value_name = "SEQ")]
+        to: Option<u64>,
+    },
+    /// Prints the bytes each feed takes (the sum of its files' lengths, and
+    /// what they take on disk with holes left out, of which the data file's
+    /// is about what `kappa clear FEED` would free), the views file's, and
+    /// the total.
     Du,
     /// Verifies every feed: every entry against its hash, every tree node,
     /// every signature. Reports holes, damage and what a repair would do;

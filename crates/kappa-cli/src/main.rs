@@ -232,6 +232,14 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             })
             .await
         }
+        Command::Clear { feed, from, to } => {
+            let (feed, from, to) = (feed.clone(), *from, *to);
+            with_db(&cli, Views::Stored, |db| async move {
+                let r = policy::clear(&db, &out, &feed, from, to).await;
+                (db, r)
+            })
+            .await
+        }
         Command::Du => {
             with_db(&cli, Views::None, |db| async move {
                 let r = policy::du(&db, &out);

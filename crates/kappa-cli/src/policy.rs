@@ -152,6 +152,70 @@ pub(crate) async fn change(db: &Db, out: &Out, change: Change, spec: &str) -> Re
     })
 }
 
+/// `kappa clear FEED [--from SEQ] [--to SEQ]`: clears the entries, then
+/// brings the kv view up to date (a rebuild without them, beside the live
+/// view).
+pub(crate) async fn clear(db: &Db, out: &Out, spec: &str, from: Option<u64>, to: Option<u64>) -> Result<()> {
+    let key = resolve_key(db, spec)?;
+    let hex = key.to_hex();
+    let Some(feed) = db.kappa.feed(&key) else {
+        return Err(CliError::Usage(format!("feed {hex} is not in this database")));
+    };
+    let len = feed.len();
+    let (start, end) = (from.unwrap_or(0), to.unwrap_or(len));
+    if start > end {
+        return Err(CliError::Usage(format!("--from {start} is after --to {end}")));
+    }
+    if end > len {
+        return Err(CliError::Usage(format!("--to {end} is past the feed's length ({len})")));
+    }
+    // In use before the clear, so the view follows it now.
+    let kv = db.kv()?;
+    let before = allocated_of(db, &key)?;
+    let cleared = db
+        .kappa
+        .multifeed()
+        .clear(&key, start..end)
+        .map_err(|e| CliError::Runtime(format!("clearing {hex} {start}..{end}: {e}")))?;
+    let after = allocated_of(db, &key)?;
+    let freed = before.zip(after).map(|(b, a)| b.saturating_sub(a));
+    if let Err(e) = progress::index(&kv, out.bars()).await {
+        eprintln!(
+            "kappa: warning: the entries were cleared, but updating the {} view failed: {}",
+            crate::db::KV_VIEW,
+            escape(&e.to_string())
+        );
+    }
+    let disk = match (freed, cleared.released) {
+        (Some(f), true) => format!("{f} bytes of disk freed"),
+        (_, true) => "their disk space given back".to_owned(),
+        (_, false) if cleared.blocks > 0 => {
+            "this file system cannot punch holes: the bytes were zeroed, the space stays used".to_owned()
+        }
+        _ => "nothing to free".to_owned(),
+    };
+    let human = format!(
+        "cleared {} entries ({} bytes) of {hex} in {start}..{end}; {disk}; the views leave them out          (a sync may download them again)",
+        cleared.blocks, cleared.bytes
+    );
+    out.emit(human, || {
+        json!({
+            "key": hex, "from": start, "to": end, "entries": cleared.blocks, "bytes": cleared.bytes,
+            "released": cleared.released, "freed": freed,
+        })
+    })
+}
+
+/// What feed `key`'s files take on disk, holes left out.
+fn allocated_of(db: &Db, key: &kappa_core::PublicKey) -> Result<Option<u64>> {
+    let usage = db
+        .kappa
+        .multifeed()
+        .disk_usage()
+        .map_err(|e| CliError::Runtime(format!("measuring {}: {e}", db.dir.display())))?;
+    Ok(usage.iter().find(|u| u.key.as_ref() == Some(key)).and_then(|u| u.allocated))
+}
+
 /// `kappa du`: bytes per feed folder, the view file, the total.
 pub(crate) fn du(db: &Db, out: &Out) -> Result<()> {
     let usage = db
@@ -161,17 +225,29 @@ pub(crate) fn du(db: &Db, out: &Out) -> Result<()> {
         .map_err(|e| CliError::Runtime(format!("measuring {}: {e}", db.dir.display())))?;
     let views_path = db.dir.join(kappa_core::VIEWS_FILE);
     let views = std::fs::metadata(&views_path).map(|m| m.len()).unwrap_or(0);
-    let mut rows = vec![vec!["BYTES".into(), "FOLDER".into(), "KEY".into(), "NAME".into(), "POLICY".into()]];
+    let mut rows = vec![vec![
+        "BYTES".into(),
+        "ON DISK".into(),
+        "CLEARABLE".into(),
+        "FOLDER".into(),
+        "KEY".into(),
+        "NAME".into(),
+        "POLICY".into(),
+    ]];
     let mut total = views;
+    let known = |n: Option<u64>| n.map_or("?".to_owned(), |n| n.to_string());
     for u in &usage {
         total += u.bytes;
         let key = u.key.map(|k| k.to_hex());
         let policy = u.policy.map_or("-", FeedPolicy::as_str);
         out.json_line(&json!({
-            "dir": u.dir, "key": key, "name": u.name, "policy": u.policy.map(FeedPolicy::as_str), "bytes": u.bytes
+            "dir": u.dir, "key": key, "name": u.name, "policy": u.policy.map(FeedPolicy::as_str), "bytes": u.bytes,
+            "allocated": u.allocated, "clearable": u.data_allocated,
         }))?;
         rows.push(vec![
             u.bytes.to_string(),
+            known(u.allocated),
+            known(u.data_allocated),
             u.dir.to_string(),
             key.unwrap_or_else(|| "(damaged)".into()),
             u.name.as_deref().map(|n| escape(n).into_owned()).unwrap_or_else(|| "-".into()),
@@ -180,8 +256,9 @@ pub(crate) fn du(db: &Db, out: &Out) -> Result<()> {
     }
     out.json_line(&json!({"views": kappa_core::VIEWS_FILE, "bytes": views}))?;
     out.json_line(&json!({"total": total}))?;
-    rows.push(vec![views.to_string(), "-".into(), kappa_core::VIEWS_FILE.into(), "-".into(), "-".into()]);
-    rows.push(vec![total.to_string(), "-".into(), "(total)".into(), "-".into(), "-".into()]);
+    let dash = || "-".to_owned();
+    rows.push(vec![views.to_string(), dash(), dash(), dash(), kappa_core::VIEWS_FILE.into(), dash(), dash()]);
+    rows.push(vec![total.to_string(), dash(), dash(), dash(), "(total)".into(), dash(), dash()]);
     for line in columns(&rows) {
         out.text(line)?;
     }

@@ -454,7 +454,10 @@ fn excluded_in(p: &Progress, mf: &dyn FeedSource) -> Option<String> {
 /// policy version it agrees with.
 fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
     let progress = inner.lock().progress.clone();
-    if let Some(reason) = excluded_in(&progress, &*inner.feeds) {
+    // A feed left out, or entries cleared from a feed (`Multifeed::clear`
+    // tells the indexers as a policy change does).
+    let unfit = excluded_in(&progress, &*inner.feeds).or_else(|| ahead_of_the_logs(&progress, &*inner.feeds));
+    if let Some(reason) = unfit {
         let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
         let rebuilding = inner.lock().rebuild.as_ref().map(|r| r.shadow.clone());
         let shadow = match rebuilding {

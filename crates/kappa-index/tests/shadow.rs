@@ -202,7 +202,7 @@ fn subscribers_hear_of_new_entries_after_the_swap() {
     let mut updates = kv.0.subscribe();
     let ix = Indexer::start("kv", kv.clone(), &mf).unwrap();
     assert!(ix.state().rebuild.is_some());
-    w.append(br#"{"key":"new","value":1}"#.to_vec()).unwrap();
+    w.append(br#"{"key":"new","value":1}"#).unwrap();
     block_on(ix.ready()).unwrap();
     let got: Vec<_> = std::iter::from_fn(|| updates.try_recv().ok()).collect();
     let keys: Vec<&str> = got.iter().map(|u| u.key.as_str()).collect();

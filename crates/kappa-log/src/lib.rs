@@ -29,7 +29,7 @@ pub use crypto::{
     SignatureForm,
 };
 pub use error::{CorruptError, KeyError, LogError, ProofError};
-pub use feed::{Feed, FeedBuilder, SyncPolicy, DEFAULT_BLOCK_CACHE, MAX_BLOCK_SIZE};
+pub use feed::{Cleared, Feed, FeedBuilder, SyncPolicy, DEFAULT_BLOCK_CACHE, MAX_BLOCK_SIZE};
 pub use node::Node;
 pub use proof::{Proof, PutOutcome, RemoteTree};
 pub use ranges::RangeSet;

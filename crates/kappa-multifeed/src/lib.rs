@@ -138,6 +138,12 @@ pub struct FeedUsage {
     pub policy: Option<FeedPolicy>,
     /// The sum of its files' lengths.
     pub bytes: u64,
+    /// What its files take on disk, holes left out (`None` where the
+    /// storage cannot tell).
+    pub allocated: Option<u64>,
+    /// What its data file takes on disk: about what clearing the whole feed
+    /// ([`Multifeed::clear`]) would free (`None` where unknown).
+    pub data_allocated: Option<u64>,
 }
 
 /// A feed folder that could not be opened (see [`Multifeed::damaged_feeds`]).
@@ -825,6 +831,34 @@ impl Multifeed {
         Ok(true)
     }
 
+    /// Clears the blocks `range` of feed `key` ([`Feed::clear`](kappa_log::Feed::clear)):
+    /// their bits go and their bytes are released from the data file (a
+    /// hole punched where the file system can). Views drop the cleared
+    /// entries (indexers see a changed feed set and rebuild beside the live
+    /// view), and a sync may download the range again. Fails with
+    /// [`PolicyError::UnknownFeed`] for a feed the set does not hold.
+    pub fn clear(
+        &self,
+        key: &PublicKey,
+        range: std::ops::Range<u64>,
+    ) -> Result<kappa_log::Cleared, MultifeedError> {
+        let (dir, feed) = self
+            .feed_infos()
+            .into_iter()
+            .find(|(_, _, f)| f.public_key() == key)
+            .map(|(dir, _, f)| (dir, f))
+            .ok_or_else(|| PolicyError::UnknownFeed { key: key.to_hex() })?;
+        let cleared = feed.lock().clear(range).map_err(|source| MultifeedError::Feed { dir, source })?;
+        feed.notify();
+        if cleared.blocks > 0 {
+            let mut st = self.state();
+            // Views look again at what they indexed.
+            st.policy_version += 1;
+            Self::notify_watchers(&mut st);
+        }
+        Ok(cleared)
+    }
+
     /// Hides feed `key`: it is kept and replicated as before, and views
     /// leave it out ([`visible_feeds`](Self::visible_feeds)). It may be a
     /// key the set does not hold yet. Returns whether the policy changed;
@@ -882,12 +916,17 @@ impl Multifeed {
         folders.sort_by_key(|f| f.0);
         let mut out = Vec::with_capacity(folders.len());
         for (dir, key, name) in folders {
-            let mut bytes = 0;
+            let (mut bytes, mut allocated, mut data_allocated) = (0, Some(0u64), Some(0));
             for f in ALL_FOLDER_FILES {
-                bytes += file_len(&*self.inner.provider, &format!("{dir}/{f}"))?;
+                let (len, alloc) = file_size(&*self.inner.provider, &format!("{dir}/{f}"))?;
+                bytes += len;
+                allocated = allocated.zip(alloc).map(|(a, b)| a + b);
+                if f == "data" {
+                    data_allocated = alloc;
+                }
             }
             let policy = key.and_then(|k| policy.get(&k));
-            out.push(FeedUsage { dir, key, name, policy, bytes });
+            out.push(FeedUsage { dir, key, name, policy, bytes, allocated, data_allocated });
         }
         Ok(out)
     }
@@ -949,11 +988,13 @@ const PURGED_FILES: [&str; 7] =
     ["data", "tree", "signatures", "bitfield", "kappa-head", "localname", LOCALNAME_BACKUP];
 
 /// The length of storage `name` (0 if it does not exist).
-fn file_len(provider: &dyn Provider, name: &str) -> Result<u64, MultifeedError> {
+/// A file's length and what it takes on disk (`(0, Some(0))` if missing).
+fn file_size(provider: &dyn Provider, name: &str) -> Result<(u64, Option<u64>), MultifeedError> {
     if !provider.exists(name)? {
-        return Ok(0);
+        return Ok((0, Some(0)));
     }
-    Ok(provider.open(name)?.len()?)
+    let mut s = provider.open(name)?;
+    Ok((s.len()?, s.allocated()?))
 }
 
 /// The key in folder `dir`'s `key` file, if it holds one.
@@ -975,7 +1016,7 @@ fn purge(provider: &dyn Provider, dir: u64, key: &PublicKey) -> Result<u64, Mult
     let mut freed = 0;
     for f in PURGED_FILES {
         let name = format!("{dir}/{f}");
-        freed += file_len(provider, &name)?;
+        freed += file_size(provider, &name)?.0;
         provider.remove(&name)?;
     }
     Ok(freed)

@@ -101,6 +101,12 @@ pub enum PolicyError {
         /// The feed's key (hex).
         key: String,
     },
+    /// An operation on a feed the set does not hold.
+    #[error("feed {key} is not in this database")]
+    UnknownFeed {
+        /// The feed's key (hex).
+        key: String,
+    },
 }
 
 /// The policy of a feed set: blocked and hidden feeds by key.

@@ -88,6 +88,15 @@ impl RandomAccess for RevocableStorage {
     fn needs_sync(&self) -> bool {
         !self.revoked() && self.inner.needs_sync()
     }
+    fn allocated(&mut self) -> Result<Option<u64>, StorageError> {
+        self.inner.allocated()
+    }
+    fn release(&mut self, offset: u64, len: u64) -> Result<bool, StorageError> {
+        if self.revoked() {
+            return Ok(false);
+        }
+        self.inner.release(offset, len)
+    }
 }
 
 #[cfg(test)]

@@ -236,6 +236,31 @@ impl RandomAccess for FaultyStorage {
         self.inner.truncate(len)
     }
 
+    /// Counted as a write (and failed like one), then passed on, so a hole
+    /// is punched in the storage underneath as it would be in a file.
+    fn release(&mut self, offset: u64, len: u64) -> Result<bool, StorageError> {
+        {
+            let mut s = self.state();
+            if s.crashed {
+                return Err(StorageError::Injected("crashed"));
+            }
+            let n = s.writes;
+            s.writes += 1;
+            s.write_lens.push(0);
+            s.ops.push(Op::Write { file: self.name.clone(), offset, len: 0 });
+            if matches!(s.fault, Some(Fault::FailWrite(k) | Fault::TearWrite(k) | Fault::TearWriteAt { write: k, .. }) if k == n)
+            {
+                s.crashed = true;
+                return Err(StorageError::Injected("release failed"));
+            }
+        }
+        self.inner.release(offset, len)
+    }
+
+    fn allocated(&mut self) -> Result<Option<u64>, StorageError> {
+        self.inner.allocated()
+    }
+
     fn needs_sync(&self) -> bool {
         self.inner.needs_sync()
     }

@@ -235,6 +235,33 @@ impl FileStorage {
 }
 
 #[cfg(unix)]
+fn allocated_bytes(m: &std::fs::Metadata) -> Option<u64> {
+    Some(std::os::unix::fs::MetadataExt::blocks(m).saturating_mul(512))
+}
+
+#[cfg(not(unix))]
+fn allocated_bytes(_: &std::fs::Metadata) -> Option<u64> {
+    None
+}
+
+/// Punches a hole in `f`; `Ok(false)` where the file system or the system
+/// cannot (the caller then writes zeros).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+fn punch_hole(f: &File, offset: u64, len: u64) -> io::Result<bool> {
+    use rustix::fs::{fallocate, FallocateFlags};
+    match fallocate(f, FallocateFlags::PUNCH_HOLE | FallocateFlags::KEEP_SIZE, offset, len) {
+        Ok(()) => Ok(true),
+        Err(e) if e == rustix::io::Errno::OPNOTSUPP || e == rustix::io::Errno::NOSYS => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[cfg(not(any(target_os = "linux", target_os = "android")))]
+fn punch_hole(_: &File, _: u64, _: u64) -> io::Result<bool> {
+    Ok(false)
+}
+
+#[cfg(unix)]
 fn read_at(f: &File, buf: &mut [u8], offset: u64) -> io::Result<()> {
     std::os::unix::fs::FileExt::read_exact_at(f, buf, offset)
 }
@@ -304,6 +331,42 @@ impl RandomAccess for FileStorage {
 
     fn needs_sync(&self) -> bool {
         self.unsynced
+    }
+
+    /// The file's allocated blocks (`st_blocks`, in 512-byte units), on Unix.
+    fn allocated(&mut self) -> Result<Option<u64>, StorageError> {
+        match self.existing()? {
+            None => Ok(Some(0)),
+            Some(f) => {
+                let m = f.metadata().map_err(|e| self.io("stat", e))?;
+                Ok(allocated_bytes(&m))
+            }
+        }
+    }
+
+    /// Punches a hole (`fallocate(PUNCH_HOLE | KEEP_SIZE)`) where the file
+    /// system supports it; elsewhere the bytes are overwritten with zeros
+    /// and `false` returned.
+    fn release(&mut self, offset: u64, len: u64) -> Result<bool, StorageError> {
+        let size = self.len()?;
+        let end = offset.saturating_add(len).min(size);
+        if end <= offset {
+            return Ok(false);
+        }
+        let (f, _) = self.created()?;
+        WRITES.fetch_add(1, Relaxed);
+        if punch_hole(&f, offset, end - offset).map_err(|e| self.io("punch a hole in", e))? {
+            return Ok(true);
+        }
+        drop(f);
+        let zeros = vec![0u8; 64 * 1024];
+        let mut at = offset;
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64) as usize;
+            self.write(at, &zeros[..n])?;
+            at += n as u64;
+        }
+        Ok(false)
     }
 
     /// Syncs what this storage wrote since its last sync; with nothing

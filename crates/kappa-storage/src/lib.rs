@@ -65,6 +65,30 @@ pub trait RandomAccess: Send {
     fn needs_sync(&self) -> bool {
         true
     }
+
+    /// Gives up the bytes at `offset .. offset + len` (hypercore's `del`):
+    /// they read as zeros from then on and the length is unchanged. Returns
+    /// whether their space went back to the file system (a hole punched);
+    /// the default zeroes the part inside the storage and says no. Bytes past
+    /// the end are left alone.
+    fn release(&mut self, offset: u64, len: u64) -> Result<bool, StorageError> {
+        let size = self.len()?;
+        let end = offset.saturating_add(len).min(size);
+        let mut at = offset;
+        let zeros = vec![0u8; 64 * 1024];
+        while at < end {
+            let n = (end - at).min(zeros.len() as u64) as usize;
+            self.write(at, &zeros[..n])?;
+            at += n as u64;
+        }
+        Ok(false)
+    }
+
+    /// The bytes the storage takes on its medium, holes left out (a file's
+    /// allocated blocks); `None` where that is not known (the default).
+    fn allocated(&mut self) -> Result<Option<u64>, StorageError> {
+        Ok(None)
+    }
 }
 
 impl<S: RandomAccess + ?Sized> RandomAccess for Box<S> {
@@ -85,6 +109,12 @@ impl<S: RandomAccess + ?Sized> RandomAccess for Box<S> {
     }
     fn needs_sync(&self) -> bool {
         (**self).needs_sync()
+    }
+    fn release(&mut self, offset: u64, len: u64) -> Result<bool, StorageError> {
+        (**self).release(offset, len)
+    }
+    fn allocated(&mut self) -> Result<Option<u64>, StorageError> {
+        (**self).allocated()
     }
 }
 

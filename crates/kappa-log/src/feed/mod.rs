@@ -44,12 +44,14 @@ const MAX_BATCH_ENTRIES: usize = 1 << 24;
 pub const MAX_BLOCK_SIZE: usize = 8 * 1024 * 1024 - 8 * 1024;
 
 mod append;
+mod clear;
 mod open;
 mod read;
 mod replica;
 mod sync;
 mod verify;
 
+pub use clear::Cleared;
 pub use open::FeedBuilder;
 use sync::sync_both;
 
