@@ -125,7 +125,7 @@ pub(crate) enum Command {
     /// `--to`): their data is deleted and its disk space given back (holes
     /// punched in the data file where the file system can), the views drop
     /// them; the feed still verifies what it keeps. A later sync may download
-    /// them again from a peer that holds them.
+    /// them again from a peer that holds them. Not for local writers.
     Clear {
         /// A feed: its key (64 hex), a unique prefix of it, or its local name.
         feed: String,

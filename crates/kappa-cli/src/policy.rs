@@ -161,6 +161,13 @@ pub(crate) async fn clear(db: &Db, out: &Out, spec: &str, from: Option<u64>, to:
     let Some(feed) = db.kappa.feed(&key) else {
         return Err(CliError::Usage(format!("feed {hex} is not in this database")));
     };
+    if feed.is_writable() || db.kappa.multifeed().name_of(&key).is_some() {
+        // Its entries would be gone for every peer that has not got them yet,
+        // and `kappa check` would call them lost.
+        return Err(CliError::Usage(format!(
+            "feed {hex} is a local writer of this database: its entries exist nowhere else for sure, so              they are not cleared (hide it to keep it out of the views)"
+        )));
+    }
     let len = feed.len();
     let (start, end) = (from.unwrap_or(0), to.unwrap_or(len));
     if start > end {

@@ -87,3 +87,77 @@ fn a_feed_can_be_blocked_before_it_arrives() {
     assert!(ok(&b, &["get", "x"]).contains("x: not set"));
     assert_eq!(json_lines(&b, &["feeds"]).len(), 2, "ours and the blocked key");
 }
+
+/// `kappa clear FEED [--from --to]`: the entries leave the views, their disk
+/// space is given back, the feed still checks, and a sync downloads them
+/// again; bad ranges change nothing.
+#[test]
+fn clear_frees_space_and_a_sync_brings_the_entries_back() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = pair(tmp.path());
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_kappa"))
+        .env_remove("RUST_LOG")
+        .arg("--dir")
+        .arg(&a)
+        .args(["append", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let pad = "p".repeat(2000);
+    for i in 0..2000 {
+        writeln!(stdin, "{{\"key\":\"k{i}\",\"value\":\"{pad}{i}\",\"links\":[]}}").unwrap();
+    }
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    sync_once(&a, &b);
+    let theirs = feed_key(&a, "local");
+    assert!(ok(&b, &["get", "k600"]).contains("p600"));
+    let clearable = |dir: &std::path::Path| {
+        json_lines(dir, &["du"]).into_iter().find(|u| u["key"] == theirs.as_str()).unwrap()["clearable"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = clearable(&b);
+    assert!(before > 2000 * 2000, "{before}");
+
+    // Bad ranges and unknown feeds change nothing.
+    fails(&b, &["clear", &theirs, "--from", "10", "--to", "5"], 2, "after --to");
+    fails(&b, &["clear", &theirs, "--to", "99999"], 2, "past the feed's length");
+    fails(&b, &["clear", "zz"], 2, "unknown feed");
+    assert!(ok(&b, &["get", "k600"]).contains("p600"));
+
+    let v = json_lines(&b, &["clear", &theirs[..12], "--from", "500", "--to", "1500"]);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(
+        (v[0]["entries"].as_u64(), v[0]["from"].as_u64(), v[0]["to"].as_u64()),
+        (Some(1000), Some(500), Some(1500))
+    );
+    assert_eq!(v[0]["released"], true, "{v:?}");
+    assert!(v[0]["freed"].as_u64().unwrap() >= 1000 * 2000, "{v:?}");
+    let after = clearable(&b);
+    assert!(before - after >= 1000 * 2000, "du: {before} -> {after}");
+    // The views leave the cleared entries out; the rest stays.
+    assert!(ok(&b, &["get", "k600"]).contains("k600: not set"));
+    assert!(ok(&b, &["get", "k1499"]).contains("k1499: not set"));
+    assert!(ok(&b, &["get", "k499"]).contains("p499"));
+    assert!(ok(&b, &["get", "k1500"]).contains("p1500"));
+    // What is kept still checks.
+    ok(&b, &["check"]);
+    let feeds = json_lines(&b, &["feeds"]);
+    let row = feeds.iter().find(|f| f["key"] == theirs.as_str()).unwrap();
+    assert_eq!((row["length"].as_u64(), row["downloaded"].as_u64()), (Some(2000), Some(1000)), "{row}");
+    // Cleared again: nothing left to clear.
+    assert!(ok(&b, &["clear", &theirs, "--from", "500", "--to", "1500"]).contains("cleared 0 entries"));
+
+    // A sync with the peer that holds them downloads them again.
+    sync_once(&a, &b);
+    assert!(ok(&b, &["get", "k600"]).contains("p600"));
+
+    // A local writer's entries are not cleared.
+    fails(&a, &["clear", "local"], 2, "local writer");
+    assert!(ok(&a, &["get", "k1"]).contains("p1"));
+    ok(&a, &["check"]);
+}
