@@ -504,6 +504,14 @@ impl PgStore {
         if shared.role == Role::Writer {
             self.views.retrying(|| {
                 self.pool().with_conn(|c| {
+                    // Registered already (the usual case: one query, no DDL lock).
+                    let known = missing_is_empty(c.query(
+                        &format!("SELECT 1 FROM {schema}.kappa_shadows WHERE name = $1"),
+                        vec![Param::Text(&self.name)],
+                    ))?;
+                    if !known.is_empty() {
+                        return Ok(());
+                    }
                     transaction(c, |c| {
                         c.query("SELECT pg_advisory_xact_lock($1)", vec![Param::Int8(shared.ddl_key)])?;
                         c.simple(&shadows_ddl(schema))?;
