@@ -39,6 +39,10 @@ use kappa_log::{PublicKey, SharedFeed};
 
 use crate::session::{Event, FeedOptions, FeedProgress, FeedStats, Protocol, ProtocolError, ProtocolOptions};
 
+/// Commands the session handles in a row before letting the reader and the
+/// writer of its task run.
+const COMMANDS_PER_TURN: u32 = 64;
+
 /// A future that is pending once (waking itself), so other futures joined in the
 /// same task get polled.
 struct YieldNow(bool);
@@ -644,29 +648,39 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
 
         let command_loop = async {
+            let mut handled: u32 = 0;
             while let Some(cmd) = rx.next().await {
-                let mut s = lock();
-                let now = Instant::now();
-                let p = &mut s.protocol;
-                let _ = match cmd {
-                    Command::OpenFeed(feed, fopts) => p.open_feed(now, feed, fopts),
-                    Command::OpenChannel(key) => p.open_channel(now, key),
-                    Command::CloseChannel(key) => {
-                        p.close_channel(now, &key);
-                        Ok(())
-                    }
-                    Command::Extension(name, payload) => p.send_extension(now, &name, &payload),
-                    Command::WantBlock(dkey, index) => {
-                        p.want_block(now, &dkey, index);
-                        Ok(())
-                    }
-                    Command::Close => {
-                        p.close(now);
-                        Ok(())
-                    }
-                };
-                after_step(&mut s);
-                slow_step("command", now);
+                {
+                    let mut s = lock();
+                    let now = Instant::now();
+                    let p = &mut s.protocol;
+                    let _ = match cmd {
+                        Command::OpenFeed(feed, fopts) => p.open_feed(now, feed, fopts),
+                        Command::OpenChannel(key) => p.open_channel(now, key),
+                        Command::CloseChannel(key) => {
+                            p.close_channel(now, &key);
+                            Ok(())
+                        }
+                        Command::Extension(name, payload) => p.send_extension(now, &name, &payload),
+                        Command::WantBlock(dkey, index) => {
+                            p.want_block(now, &dkey, index);
+                            Ok(())
+                        }
+                        Command::Close => {
+                            p.close(now);
+                            Ok(())
+                        }
+                    };
+                    after_step(&mut s);
+                    slow_step("command", now);
+                }
+                // A burst of queued commands (thousands of feeds opened at
+                // once) would otherwise run to its end in one poll, the
+                // writer and reader of this task waiting behind it.
+                handled = handled.wrapping_add(1);
+                if handled.is_multiple_of(COMMANDS_PER_TURN) {
+                    YieldNow(false).await;
+                }
             }
             future::pending::<()>().await;
         };

@@ -210,3 +210,91 @@ async fn a_write_failing_in_the_handshake_keeps_its_kind_under_ended_unverified(
         other => panic!("{other:?}"),
     }
 }
+
+/// An end that records the largest write it is handed.
+struct Recording {
+    inner: End,
+    largest: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl AsyncRead for Recording {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Recording {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.largest.fetch_max(buf.len(), std::sync::atomic::Ordering::SeqCst);
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+/// A burst of commands queued at once (20,000 extension messages) does not
+/// hold the session's task until the last is handled: the writer sends
+/// between them, so no single write carries the whole burst. Everything runs
+/// in one task (`join!`), so the burst is queued before the session sees
+/// any of it, whatever the machine's speed.
+#[async_std::test]
+async fn a_burst_of_commands_lets_the_writer_run_between_them() {
+    use futures::StreamExt;
+    use kappa_protocol::Event;
+    const BURST: usize = 20_000;
+    let (x, y) = duplex();
+    let largest = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let x = Recording { inner: x, largest: largest.clone() };
+    let opts = |initiator| ProtocolOptions::new(initiator).live(true).extensions(vec!["burst".into()]);
+    let (s1, h1) = Session::new(x, opts(true));
+    let (mut s2, h2) = Session::new(y, opts(false));
+    let mut events = s2.events();
+    // A feed on each side keeps the live session open.
+    let w = writer(10);
+    h1.open_feed(w.clone(), FeedOptions::default());
+    h2.open_feed(
+        SharedFeed::new(Feed::builder(MemoryProvider::new()).public_key(*w.public_key()).open().unwrap()),
+        FeedOptions::default(),
+    );
+    let driver = async {
+        let mut received = 0;
+        h1.send_extension("burst", vec![0; 8]);
+        // The first one arrived: the sessions are up.
+        while received == 0 {
+            match events.next().await {
+                Some(Event::Extension { .. }) => received += 1,
+                Some(_) => {}
+                None => panic!("the session ended before the first extension message"),
+            }
+        }
+        largest.store(0, std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..BURST {
+            h1.send_extension("burst", vec![1; 100]);
+        }
+        while received < 1 + BURST {
+            match events.next().await {
+                Some(Event::Extension { .. }) => received += 1,
+                Some(_) => {}
+                None => panic!("the session ended after {received} extension messages"),
+            }
+        }
+        h1.close();
+        h2.close();
+    };
+    let (a, b, ()) = futures::join!(s1.run(), s2.run(), driver);
+    assert_eq!(a.end, EndReason::Disconnected, "{a:?}");
+    assert_eq!(b.end, EndReason::Disconnected, "{b:?}");
+    let largest = largest.load(std::sync::atomic::Ordering::SeqCst);
+    eprintln!("the largest write during the burst: {largest} bytes");
+    assert!(
+        largest < 32 * 1024,
+        "one write carried {largest} bytes of a {BURST}-message burst: the commands ran without letting the \
+         writer in"
+    );
+}
