@@ -94,6 +94,14 @@ impl<V: View> View for Versioned<V> {
     fn newest_first(&self) -> bool {
         self.view.newest_first()
     }
+    fn forget(
+        &self,
+        feeds: &[kappa_log::PublicKey],
+        read: &mut kappa_view::ReadEntry<'_>,
+        tx: &mut Tx<'_>,
+    ) -> Result<bool, ViewError> {
+        self.view.forget(feeds, read, tx)
+    }
 }
 
 impl Kappa {

@@ -163,6 +163,15 @@ pub enum IndexEvent {
         /// Why the view was rebuilt.
         reason: String,
     },
+    /// The view removed the entries of feeds the policy now leaves out by
+    /// itself ([`View::forget`]), without a rebuild: readers see the view
+    /// without them from now on.
+    Forgotten {
+        /// The feeds.
+        feeds: Vec<PublicKey>,
+        /// Why (as for [`Rebuilding`](Self::Rebuilding)).
+        reason: String,
+    },
 }
 
 /// A rebuild in the store's shadow.
@@ -449,17 +458,94 @@ fn excluded_in(p: &Progress, mf: &dyn FeedSource) -> Option<String> {
     })
 }
 
+/// What [`forget_excluded`] removed.
+struct Forgot {
+    feeds: Vec<PublicKey>,
+    reason: String,
+}
+
+/// Removes the entries of the feeds the policy leaves out from the view in
+/// `store` (whose progress is `progress`) without a rebuild, if the view can
+/// ([`View::forget`]): the rows and the progress without those feeds commit
+/// together. `None` if there was nothing to forget, the view cannot, or the
+/// view must be rebuilt anyway (it holds entries the logs do not).
+fn forget_excluded(
+    name: &str,
+    view: &dyn View,
+    store: &dyn ViewStore,
+    progress: &Progress,
+    mf: &dyn FeedSource,
+) -> Result<Option<(Progress, Forgot)>, StoreError> {
+    let mut feeds: Vec<PublicKey> =
+        progress.feeds.keys().filter(|key| mf.excluded_because(key).is_some()).copied().collect();
+    if feeds.is_empty() || progress.version != view.version() {
+        return Ok(None);
+    }
+    feeds.sort();
+    let Some(reason) = excluded_in(progress, mf) else { return Ok(None) };
+    let mut kept = progress.clone();
+    for key in &feeds {
+        kept.feeds.remove(key);
+    }
+    if ahead_of_the_logs(&kept, mf).is_some() {
+        return Ok(None);
+    }
+    let started = std::time::Instant::now();
+    let mut tx = Tx::new(store);
+    let mut read = |key: &PublicKey, seq: u64| mf.feed(key).and_then(|f| f.lock().try_get(seq).ok());
+    match view.forget(&feeds, &mut read, &mut tx) {
+        Ok(true) => {}
+        Ok(false) => return Ok(None),
+        Err(ViewError::Store(e)) => return Err(e),
+        Err(e) => {
+            // A rebuild does not need the view's records.
+            tracing::warn!(view = name, error = %e, "the view could not forget the feeds: rebuilding it instead");
+            return Ok(None);
+        }
+    }
+    let writes = tx.into_batch(Some(kept.encode()));
+    let rows = writes.ops.len();
+    store.commit(writes)?;
+    tracing::info!(
+        view = name,
+        reason = %reason,
+        feeds = feeds.len(),
+        entries = progress.count() - kept.count(),
+        rows,
+        elapsed = ?started.elapsed(),
+        "the view forgot the entries of feeds the policy leaves out, without a rebuild"
+    );
+    Ok(Some((kept, Forgot { feeds, reason })))
+}
+
 /// Rebuilds the view if it holds entries of a feed the policy now leaves
 /// out (beside the live view, if the store has a shadow), and records the
 /// policy version it agrees with.
 fn apply_policy(inner: &Inner, version: u64) -> Result<(), IndexError> {
-    let progress = inner.lock().progress.clone();
+    let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
+    let (mut progress, rebuilding) = {
+        let sh = inner.lock();
+        (sh.progress.clone(), sh.rebuild.as_ref().map(|r| r.shadow.clone()))
+    };
+    // The view may remove the feeds' entries itself (in the shadow, if a
+    // rebuild runs there).
+    let target: &dyn ViewStore = match &rebuilding {
+        Some(shadow) => &**shadow,
+        None => inner.view.store(),
+    };
+    if let Some((kept, forgot)) =
+        forget_excluded(&inner.name, &*inner.view, target, &progress, &*inner.feeds).map_err(store_err)?
+    {
+        let mut sh = inner.lock();
+        sh.progress = kept.clone();
+        let reason = forgot.reason.clone();
+        Inner::emit(&mut sh, IndexEvent::Forgotten { feeds: forgot.feeds, reason });
+        progress = kept;
+    }
     // A feed left out, or entries cleared from a feed (`Multifeed::clear`
     // tells the indexers as a policy change does).
     let unfit = excluded_in(&progress, &*inner.feeds).or_else(|| ahead_of_the_logs(&progress, &*inner.feeds));
     if let Some(reason) = unfit {
-        let store_err = |source| IndexError::Store { view: inner.name.clone(), source };
-        let rebuilding = inner.lock().rebuild.as_ref().map(|r| r.shadow.clone());
         let shadow = match rebuilding {
             Some(shadow) => Some(shadow),
             None => inner.view.store().shadow().map_err(store_err)?,
@@ -529,7 +615,14 @@ fn starting_point(
 ) -> Result<(Progress, Option<Rebuild>, Option<String>), StoreError> {
     let version = view.version();
     let store = view.store();
-    let live = store.state()?.map(|b| Progress::decode(&b));
+    let mut live = store.state()?.map(|b| Progress::decode(&b));
+    // Feeds left out while the view was closed: the view may remove their
+    // entries itself.
+    if let Some(Some(p)) = &live {
+        if let Some((kept, _)) = forget_excluded(name, view, store, p, mf)? {
+            live = Some(Some(kept));
+        }
+    }
     let why = match &live {
         Some(Some(p)) => unfit(p, version, mf),
         Some(None) => Some("its stored progress is unreadable".to_owned()),

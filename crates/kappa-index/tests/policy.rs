@@ -7,9 +7,8 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use kappa_index::{IndexEvent, Indexer};
-use kappa_log::{Feed, KeyPair, SharedFeed};
+use kappa_log::SharedFeed;
 use kappa_multifeed::Multifeed;
-use kappa_storage::MemoryProvider;
 use kappa_view::sum::SumView;
 use kappa_view::MemoryStore;
 
@@ -19,15 +18,9 @@ fn num(n: u64) -> String {
 
 /// A writer elsewhere with `n` entries `1`, and its whole replica in `mf`.
 fn replica_of(mf: &Multifeed, seed: u8, n: u64) -> SharedFeed {
-    let w = SharedFeed::new(
-        Feed::builder(MemoryProvider::new()).key_pair(KeyPair::from_seed(&[seed; 32])).open().unwrap(),
-    );
-    w.append_batch((0..n).map(|_| num(1))).unwrap();
+    let w = kappa_testkit::feeds::writer(seed, (0..n).map(|_| num(1)));
     let r = mf.add_remote(*w.public_key()).unwrap();
-    for i in 0..n {
-        let proof = w.lock().proof(i, r.lock().digest(i), false).unwrap();
-        r.put(i, &w.get(i).unwrap().unwrap(), &proof).unwrap();
-    }
+    kappa_testkit::feeds::copy_all(&w, &r);
     r
 }
 

@@ -20,20 +20,9 @@ use proptest::prelude::*;
 
 /// A writer elsewhere with `n` entries, and its whole replica in `mf`.
 fn replica_of(mf: &Multifeed, seed: u8, n: u64) -> SharedFeed {
-    let w = SharedFeed::new(
-        Feed::builder(MemoryProvider::new()).key_pair(KeyPair::from_seed(&[seed; 32])).open().unwrap(),
-    );
-    let mut i = 0;
-    while i < n {
-        let end = (i + 5_000).min(n);
-        w.append_batch((i..end).map(|k| k.to_string())).unwrap();
-        i = end;
-    }
+    let w = kappa_testkit::feeds::writer(seed, (0..n).map(|k| k.to_string()));
     let r = mf.add_remote(*w.public_key()).unwrap();
-    for i in 0..n {
-        let proof = w.lock().proof(i, r.lock().digest(i), false).unwrap();
-        r.put(i, &w.get(i).unwrap().unwrap(), &proof).unwrap();
-    }
+    kappa_testkit::feeds::copy_all(&w, &r);
     r
 }
 

@@ -28,6 +28,7 @@ use kappa_log::Feed;
 use serde_json::Value;
 
 pub mod chaos;
+pub mod feeds;
 pub mod generations;
 pub mod lines;
 pub mod mux5;

@@ -8,9 +8,8 @@ use std::sync::Arc;
 
 use futures::executor::block_on;
 use kappa_index::Indexer;
-use kappa_log::{Feed, KeyPair, SharedFeed};
+use kappa_log::SharedFeed;
 use kappa_multifeed::Multifeed;
-use kappa_storage::MemoryProvider;
 use kappa_testkit::generations::{reader_sees_one_whole_view, Generations};
 use kappa_testkit::postgres::cluster_or_skip;
 use kappa_view::ViewStore;
@@ -20,20 +19,9 @@ const N: u64 = 100_000;
 
 /// A writer elsewhere with `n` entries, and its whole replica in `mf`.
 fn replica_of(mf: &Multifeed, seed: u8, n: u64) -> SharedFeed {
-    let w = SharedFeed::new(
-        Feed::builder(MemoryProvider::new()).key_pair(KeyPair::from_seed(&[seed; 32])).open().unwrap(),
-    );
-    let mut i = 0;
-    while i < n {
-        let end = (i + 5_000).min(n);
-        w.append_batch((i..end).map(|k| k.to_string())).unwrap();
-        i = end;
-    }
+    let w = kappa_testkit::feeds::writer(seed, (0..n).map(|k| k.to_string()));
     let r = mf.add_remote(*w.public_key()).unwrap();
-    for i in 0..n {
-        let proof = w.lock().proof(i, r.lock().digest(i), false).unwrap();
-        r.put(i, &w.get(i).unwrap().unwrap(), &proof).unwrap();
-    }
+    kappa_testkit::feeds::copy_all(&w, &r);
     r
 }
 

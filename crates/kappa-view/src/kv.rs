@@ -2,18 +2,44 @@
 //! of current heads.
 //!
 //! Each entry `{key, links}` writes one register: its id (`<feed hex>@<seq>`)
-//! becomes a head of `key` unless something already links to it, and every id in
-//! `links` stops being a head. Concurrent writes without links are several heads
-//! (a fork); an entry linking all of them merges. The result does not depend on
-//! the order entries arrive in. Ids may contain any bytes (kappa-view-kv wedges on
-//! a comma).
+//! becomes a head of `key` unless an entry already links to it from the same
+//! key, and every id in `links` stops being a head of `key`. Concurrent writes
+//! without links are several heads (a fork); an entry linking all of them
+//! merges. The result does not depend on the order entries arrive in. Ids may
+//! contain any bytes (kappa-view-kv wedges on a comma).
+//!
+//! A link names a value of its own register: one to an id of another key
+//! changes nothing there. (kappa-view-kv remembers linked ids without their
+//! key, so such a link hides the value if it arrives first and not if it
+//! arrives second; rows this crate made before the format row, below, keep
+//! that rule until they are rebuilt.)
+//!
+//! With the standard mapping the view also records, per entry, the key and
+//! links it wrote, and per link who links it. That lets it
+//! [`forget`](View::forget) a blocked or hidden feed without a rebuild: the
+//! feed's heads go, and a value that only the feed's entries had replaced is
+//! a head again. Rows made before these records existed (no format row) are
+//! rebuilt instead, once.
+//!
+//! Rows, with `K` a key as its length (u32, big-endian) and bytes, `id` an
+//! id's bytes and `E` an entry as its feed's key and sequence number (u64,
+//! big-endian):
+//! - `h K id`: a head, valued with its entry's stored bytes;
+//! - `l K id`: an entry links `id` from key `K` (rows before the format row:
+//!   `l id`, linked from any key);
+//! - `L K link-as-K E`: entry `E` links `link` from key `K`;
+//! - `r E`: the key and links entry `E` wrote;
+//! - `f`: the rows' format (`kv2`).
 
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
 use serde::Deserialize;
 
-use crate::{Entry, Tx, View, ViewError, ViewStore};
+use kappa_log::PublicKey;
+
+use crate::{Entry, ReadEntry, Tx, View, ViewError, ViewStore};
 
 /// One write to a register.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +154,93 @@ fn linked_row(id: &str) -> Vec<u8> {
     k
 }
 
+/// The row naming the format of the view's rows; [`FORMAT`] if they carry
+/// the records [`View::forget`] needs.
+const FORMAT_ROW: &[u8] = b"f";
+const FORMAT: &[u8] = b"kv2";
+
+fn record_prefix(feed: &PublicKey) -> Vec<u8> {
+    let mut k = Vec::with_capacity(41);
+    k.push(b'r');
+    k.extend_from_slice(feed.as_bytes());
+    k
+}
+
+fn record_row(feed: &PublicKey, seq: u64) -> Vec<u8> {
+    let mut k = record_prefix(feed);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `id` is linked from `key` (rows with records): `l` + the head row's
+/// suffix.
+fn linked_in_row(key: &str, id: &str) -> Vec<u8> {
+    let mut k = head_row(key, id);
+    k[0] = b'l';
+    k
+}
+
+fn linker_prefix(key: &str, link: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(49 + key.len() + link.len());
+    k.push(b'L');
+    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
+    k.extend_from_slice(key.as_bytes());
+    k.extend_from_slice(&(link.len() as u32).to_be_bytes());
+    k.extend_from_slice(link.as_bytes());
+    k
+}
+
+fn linker_row(key: &str, link: &str, feed: &PublicKey, seq: u64) -> Vec<u8> {
+    let mut k = linker_prefix(key, link);
+    k.extend_from_slice(feed.as_bytes());
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// The entry a linker row names (its last 40 bytes).
+fn parse_linker(row: &[u8]) -> Option<(PublicKey, u64)> {
+    let at = row.len().checked_sub(40)?;
+    let feed = PublicKey::try_from_slice(&row[at..at + 32]).ok()?;
+    Some((feed, u64::from_be_bytes(row[at + 32..].try_into().ok()?)))
+}
+
+/// The sequence number a record row names.
+fn parse_record_row(row: &[u8]) -> Option<u64> {
+    Some(u64::from_be_bytes(row.get(33..41)?.try_into().ok()?))
+}
+
+fn encode_record(key: &str, links: &[String]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + key.len() + links.iter().map(|l| 4 + l.len()).sum::<usize>());
+    for s in std::iter::once(key).chain(links.iter().map(String::as_str)) {
+        v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+        v.extend_from_slice(s.as_bytes());
+    }
+    v
+}
+
+/// The key and links of a record; `None` if it is not one.
+fn decode_record(mut v: &[u8]) -> Option<(String, Vec<String>)> {
+    let mut parts = Vec::new();
+    while !v.is_empty() {
+        let len = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as usize;
+        parts.push(std::str::from_utf8(v.get(4..4 + len)?).ok()?.to_owned());
+        v = &v[4 + len..];
+    }
+    let mut parts = parts.into_iter();
+    let key = parts.next()?;
+    Some((key, parts.collect()))
+}
+
+/// The entry whose standard id is `id` (`<feed hex>@<seq>`, as
+/// [`Entry::id`] writes it); `None` for any other text.
+fn parse_id(id: &str) -> Option<(PublicKey, u64)> {
+    let (hex, seq) = id.split_once('@')?;
+    let feed = PublicKey::from_hex(hex).ok()?;
+    let seq: u64 = seq.parse().ok()?;
+    // Only the text `Entry::id` writes: no upper-case hex, no leading zero.
+    (format!("{}@{seq}", feed.to_hex()) == id).then_some((feed, seq))
+}
+
 fn parse_head_row(row: &[u8], value: Vec<u8>) -> Option<Head> {
     let len = u32::from_be_bytes(row.get(1..5)?.try_into().ok()?) as usize;
     let key = std::str::from_utf8(row.get(5..5 + len)?).ok()?.to_owned();
@@ -201,22 +314,106 @@ impl View for KvView {
         for (b, entries) in batches.iter().enumerate() {
             ops.extend(self.ops(entries)?.into_iter().map(|(op, i)| (op, b, i)));
         }
+        if ops.is_empty() {
+            return Ok(());
+        }
         if self.store.batch_reads() {
             // Every "is it linked already?" read of all the batches in one
             // store call: one round trip per commit on a networked store.
-            let linked: Vec<Vec<u8>> = ops.iter().map(|(op, _, _)| linked_row(&op.id)).collect();
-            tx.prefetch(linked.iter().map(Vec::as_slice))?;
+            // (Rows without records are read key by key.)
+            let mut reads: Vec<Vec<u8>> =
+                ops.iter().map(|(op, _, _)| linked_in_row(&op.key, &op.id)).collect();
+            reads.push(FORMAT_ROW.to_vec());
+            tx.prefetch(reads.iter().map(Vec::as_slice))?;
         }
+        let records = self.records(tx)?;
         for (op, b, i) in ops {
+            let entry = &batches[b][i];
+            if !records {
+                // Rows from before records: an id linked from any key is
+                // no head (kappa-view-kv's rule, which depends on the order
+                // when a link crosses keys).
+                for link in &op.links {
+                    tx.delete(head_row(&op.key, link));
+                    tx.put(linked_row(link), Vec::new());
+                }
+                if tx.get(&linked_row(&op.id))?.is_none() {
+                    tx.put(head_row(&op.key, &op.id), entry.value.clone());
+                }
+                continue;
+            }
             for link in &op.links {
                 tx.delete(head_row(&op.key, link));
-                tx.put(linked_row(link), Vec::new());
+                tx.put(linked_in_row(&op.key, link), Vec::new());
+                tx.put(linker_row(&op.key, link, &entry.feed, entry.seq), Vec::new());
             }
-            if tx.get(&linked_row(&op.id))?.is_none() {
-                tx.put(head_row(&op.key, &op.id), batches[b][i].value.clone());
+            if tx.get(&linked_in_row(&op.key, &op.id))?.is_none() {
+                tx.put(head_row(&op.key, &op.id), entry.value.clone());
             }
+            tx.put(record_row(&entry.feed, entry.seq), encode_record(&op.key, &op.links));
         }
         Ok(())
+    }
+
+    fn forget(
+        &self,
+        feeds: &[PublicKey],
+        read: &mut ReadEntry<'_>,
+        tx: &mut Tx<'_>,
+    ) -> Result<bool, ViewError> {
+        if self.mapper.is_some() || tx.get(FORMAT_ROW)?.as_deref() != Some(FORMAT) {
+            // No records of who wrote and linked what: only a rebuild knows.
+            return Ok(false);
+        }
+        let store = tx.store();
+        let forgotten: HashSet<&PublicKey> = feeds.iter().collect();
+        // Per (key, id) linked by a forgotten entry, those entries.
+        let mut unlinked: BTreeMap<(String, String), BTreeSet<(PublicKey, u64)>> = BTreeMap::new();
+        for feed in feeds {
+            let hex = feed.to_hex();
+            for (row, value) in store.scan_prefix(&record_prefix(feed), false, None)? {
+                let (Some(seq), Some((key, links))) = (parse_record_row(&row), decode_record(&value)) else {
+                    return Ok(false);
+                };
+                tx.delete(head_row(&key, &format!("{hex}@{seq}")));
+                for link in links {
+                    tx.delete(linker_row(&key, &link, feed, seq));
+                    unlinked.entry((key.clone(), link)).or_default().insert((*feed, seq));
+                }
+                tx.delete(row);
+            }
+        }
+        // The ids that no kept entry links from their key any more: heads
+        // again, if a kept entry wrote them there.
+        let mut restore = Vec::new();
+        for ((key, link), gone) in unlinked {
+            let rows = store.scan_prefix(&linker_prefix(&key, &link), false, Some(gone.len() + 1))?;
+            let kept = rows.iter().any(|(row, _)| parse_linker(row).is_none_or(|l| !gone.contains(&l)));
+            if kept {
+                continue;
+            }
+            tx.delete(linked_in_row(&key, &link));
+            match parse_id(&link) {
+                Some((feed, seq)) if !forgotten.contains(&feed) => restore.push((key, link, feed, seq)),
+                // Not an entry's id, or one of a forgotten feed.
+                _ => {}
+            }
+        }
+        let rows: Vec<Vec<u8>> = restore.iter().map(|(_, _, feed, seq)| record_row(feed, *seq)).collect();
+        tx.prefetch(rows.iter().map(Vec::as_slice))?;
+        for ((key, id, feed, seq), row) in restore.into_iter().zip(rows) {
+            // No record: the entry is not indexed (or never existed); when
+            // it is, nothing links it. A record of another key: the link
+            // never hid it.
+            let Some(record) = tx.get(&row)? else { continue };
+            let Some((written, _)) = decode_record(&record) else { return Ok(false) };
+            if written != key {
+                continue;
+            }
+            let Some(value) = read(&feed, seq) else { return Ok(false) };
+            tx.put(head_row(&key, &id), value);
+        }
+        Ok(true)
     }
 
     fn indexed(&self, entries: &[Entry]) {
@@ -243,6 +440,24 @@ impl View for KvView {
 }
 
 impl KvView {
+    /// Whether the rows carry the records [`View::forget`] needs, as the
+    /// format row says; an empty store is given the format row now. Rows a
+    /// custom mapping writes have no records (its ids need not name entries).
+    fn records(&self, tx: &mut Tx<'_>) -> Result<bool, ViewError> {
+        if self.mapper.is_some() {
+            return Ok(false);
+        }
+        match tx.get(FORMAT_ROW)? {
+            Some(format) => Ok(format == FORMAT),
+            // Rows before the format row existed, or none at all.
+            None if tx.is_empty() && tx.store().scan_prefix(b"", false, Some(1))?.is_empty() => {
+                tx.put(FORMAT_ROW, FORMAT);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
     /// The ops of `entries`, each with the index of its entry.
     fn ops(&self, entries: &[Entry]) -> Result<Vec<(KvOp, usize)>, ViewError> {
         let mut out = Vec::with_capacity(entries.len());

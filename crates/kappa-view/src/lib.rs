@@ -14,4 +14,4 @@ pub use backend::{MemoryViews, ViewBackend};
 pub use store::{
     prefix_range, range_is_empty, Batch, KeyRange, MemoryStore, Row, StoreError, StoreErrorKind, ViewStore,
 };
-pub use view::{Entry, Tx, Unsaved, View, ViewError};
+pub use view::{Entry, ReadEntry, Tx, Unsaved, View, ViewError};

@@ -183,6 +183,13 @@ impl<'a> Tx<'a> {
         }
     }
 
+    /// The store the transaction reads (the live store, or the shadow a
+    /// rebuild writes to): for the reads a `Tx` does not offer, such as
+    /// scans, which see the store's rows without this transaction's writes.
+    pub fn store(&self) -> &'a dyn ViewStore {
+        self.store
+    }
+
     /// Whether the transaction wrote nothing.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()
@@ -217,6 +224,10 @@ impl Unsaved {
         self.writes.is_empty()
     }
 }
+
+/// How [`View::forget`] reads an entry of a feed it keeps: the entry's stored
+/// bytes, or `None` if the log does not hold them.
+pub type ReadEntry<'a> = dyn FnMut(&PublicKey, u64) -> Option<Vec<u8>> + 'a;
 
 /// A materialized view: a versioned `map` over batches of entries.
 ///
@@ -286,6 +297,47 @@ pub trait View: Send + Sync + 'static {
     /// (tip-first), walking back through history afterwards.
     fn newest_first(&self) -> bool {
         false
+    }
+
+    /// Removes from the view what the entries of `feeds` wrote, as if they had
+    /// never been mapped, without a rebuild: the indexer calls it when the
+    /// feed set's policy leaves feeds out (blocked or hidden) and commits the
+    /// writes in `tx` together with progress that no longer counts their
+    /// entries. `read` gives the stored bytes of entries of other feeds the
+    /// view needs again (a kv head that only a forgotten entry replaced).
+    ///
+    /// Returns `false` if the view cannot do it (the default): the indexer
+    /// then rebuilds the view from the logs without those feeds (beside the
+    /// live view where the store has a shadow) and drops whatever `tx` holds.
+    /// The rows after `true` must be those a rebuild would make.
+    ///
+    /// ```
+    /// use kappa_view::kv::KvView;
+    /// use kappa_view::{Entry, MemoryStore, Tx, View};
+    /// use std::sync::Arc;
+    /// let view = KvView::new(Arc::new(MemoryStore::new()));
+    /// let (a, b) = (kappa_log::PublicKey::from([1; 32]), kappa_log::PublicKey::from([2; 32]));
+    /// let first = Entry::new(a, 0, br#"{"key":"k","value":1}"#.to_vec());
+    /// let link = format!(r#"{{"key":"k","value":2,"links":["{}"]}}"#, first.id());
+    /// view.apply(&[first.clone()])?;
+    /// view.apply(&[Entry::new(b, 0, link.into_bytes())])?;
+    /// assert_eq!(view.get("k")?[0].id, format!("{}@0", b.to_hex()));
+    /// // Forget feed b: a's value is the head again.
+    /// let mut tx = Tx::new(view.store());
+    /// let mut read = |_: &kappa_log::PublicKey, _: u64| Some(first.value.clone());
+    /// assert!(view.forget(&[b], &mut read, &mut tx)?);
+    /// view.store().commit(tx.into_batch(None))?;
+    /// assert_eq!(view.get("k")?[0].id, first.id());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    fn forget(
+        &self,
+        feeds: &[PublicKey],
+        read: &mut ReadEntry<'_>,
+        tx: &mut Tx<'_>,
+    ) -> Result<bool, ViewError> {
+        let _ = (feeds, read, tx);
+        Ok(false)
     }
 
     /// Maps and commits `entries` directly, with no indexing state: for tests and

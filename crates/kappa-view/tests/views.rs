@@ -7,7 +7,7 @@ use futures::StreamExt;
 use kappa_log::PublicKey;
 use kappa_view::kv::KvView;
 use kappa_view::list::{ListRange, ListView};
-use kappa_view::{Entry, MemoryStore, View};
+use kappa_view::{Entry, MemoryStore, View, ViewStore};
 use serde_json::json;
 
 fn e(feed: u8, seq: u64, v: serde_json::Value) -> Entry {
@@ -236,4 +236,122 @@ proptest::proptest! {
         proptest::prop_assert!(calls <= 1, "{} get_many calls for {} batches", calls, batches.len());
         proptest::prop_assert_eq!(calls, usize::from(!new.is_empty()));
     }
+}
+
+/// Maps `entries` into a new kv view, in batches of up to `per` entries.
+fn kv_of(entries: &[&Entry], per: usize, store: Arc<dyn kappa_view::ViewStore>) -> KvView {
+    let kv = KvView::new(store);
+    let owned: Vec<Entry> = entries.iter().map(|e| (*e).clone()).collect();
+    for batch in owned.chunks(per.max(1)) {
+        kv.apply(batch).unwrap();
+    }
+    kv
+}
+
+/// Forgets `feeds` from `kv`, reading entries from `all`; whether it could.
+fn forget(kv: &KvView, feeds: &[PublicKey], all: &[Entry]) -> bool {
+    let mut read =
+        |f: &PublicKey, s: u64| all.iter().find(|e| e.feed == *f && e.seq == s).map(|e| e.value.clone());
+    let mut tx = kappa_view::Tx::new(kv.store());
+    let done = kv.forget(feeds, &mut read, &mut tx).unwrap();
+    if done {
+        kv.store().commit(tx.into_batch(None)).unwrap();
+    }
+    done
+}
+
+proptest::proptest! {
+    /// Forgetting feeds leaves the rows (heads, links, records) a view made
+    /// from the other feeds' entries alone would hold, whatever the links
+    /// (within a key or across keys, to entries of any feed, earlier, later,
+    /// unknown or not ids at all); mapping the forgotten entries again
+    /// afterwards gives the rows of a view that had them all along.
+    #[test]
+    fn kv_forget_equals_mapping_without_the_feeds(
+        ops in proptest::collection::vec((1u8..5, 0u8..3, proptest::collection::vec((0u8..6, 0u64..10), 0..3)), 1..50),
+        forgotten in proptest::collection::btree_set(1u8..5, 1..3),
+        per in 1usize..8,
+    ) {
+        let mut seqs = [0u64; 5];
+        let entries: Vec<Entry> = ops
+            .iter()
+            .map(|(feed, key, links)| {
+                let seq = seqs[*feed as usize];
+                seqs[*feed as usize] += 1;
+                let links: Vec<String> = links
+                    .iter()
+                    .map(|(f, s)| match f {
+                        0 => format!("not an id {s}"),
+                        5 => id(1, *s).to_uppercase(),
+                        f => id(*f, *s),
+                    })
+                    .collect();
+                e(*feed, seq, json!({"key": format!("k{key}"), "value": seq, "links": links}))
+            })
+            .collect();
+        let feeds: Vec<PublicKey> = forgotten.iter().map(|f| PublicKey::from_bytes([*f; 32])).collect();
+        let (gone, kept): (Vec<&Entry>, Vec<&Entry>) = entries.iter().partition(|e| feeds.contains(&e.feed));
+        let all: Vec<&Entry> = entries.iter().collect();
+        // Stores run the same conformance suite: the memory store stands
+        // for all (the indexer's tests forget on redb and PostgreSQL).
+        let store = |_: &str| -> Arc<dyn kappa_view::ViewStore> { Arc::new(MemoryStore::new()) };
+
+        // The rows but the format row (which stays when every entry went).
+        let content = |kv: &KvView| -> Vec<kappa_view::Row> {
+            all_rows(kv.store()).into_iter().filter(|(k, _)| k.as_slice() != b"f").collect()
+        };
+        let kv = kv_of(&all, per, store("forgot"));
+        proptest::prop_assert!(forget(&kv, &feeds, &entries));
+        let without = kv_of(&kept, per, store("without"));
+        proptest::prop_assert_eq!(content(&kv), content(&without));
+        proptest::prop_assert_eq!(kv.all().unwrap(), without.all().unwrap());
+
+        // Unhidden: the forgotten entries are mapped again.
+        let owned: Vec<Entry> = gone.iter().map(|e| (*e).clone()).collect();
+        for batch in owned.chunks(per) {
+            kv.apply(batch).unwrap();
+        }
+        let order: Vec<&Entry> = kept.iter().chain(gone.iter()).copied().collect();
+        let again = kv_of(&order, per, store("again"));
+        proptest::prop_assert_eq!(all_rows(kv.store()), all_rows(again.store()));
+        proptest::prop_assert_eq!(kv.all().unwrap(), again.all().unwrap());
+    }
+}
+
+#[test]
+fn kv_forget_needs_the_records() {
+    // Rows made without the format row (an older kappa-view): forget says it
+    // cannot, so the indexer rebuilds.
+    let store = Arc::new(MemoryStore::new());
+    store
+        .commit(kappa_view::Batch {
+            ops: vec![(b"h\0\0\0\x01kold".to_vec(), Some(b"{}".to_vec()))],
+            state: None,
+        })
+        .unwrap();
+    let kv = KvView::new(store.clone());
+    let a = e(1, 0, json!({"key": "k", "value": 1}));
+    kv.apply(&[a.clone()]).unwrap();
+    assert!(!forget(&kv, &[a.feed], &[a.clone()]));
+    // A custom mapping keeps no records either.
+    let custom = KvView::with_mapper(Arc::new(MemoryStore::new()), kappa_view::kv::standard_ops);
+    custom.apply(&[a.clone()]).unwrap();
+    assert!(!forget(&custom, &[a.feed], &[a.clone()]));
+    // The standard mapping into an empty store does.
+    let fresh = KvView::new(Arc::new(MemoryStore::new()));
+    fresh.apply(&[a.clone()]).unwrap();
+    assert!(forget(&fresh, &[a.feed], &[a]));
+    assert!(fresh.all().unwrap().is_empty());
+}
+
+#[test]
+fn kv_forget_gives_up_when_a_head_to_restore_cannot_be_read() {
+    let kv = KvView::new(Arc::new(MemoryStore::new()));
+    let a = e(1, 0, json!({"key": "k", "value": 1}));
+    let b = e(2, 0, json!({"key": "k", "value": 2, "links": [id(1, 0)]}));
+    kv.apply(&[a.clone(), b.clone()]).unwrap();
+    // The log no longer holds a's entry: only a rebuild can tell.
+    assert!(!forget(&kv, &[b.feed], &[]));
+    assert!(forget(&kv, &[b.feed], &[a.clone()]));
+    assert_eq!(kv.get("k").unwrap().iter().map(|h| h.id.clone()).collect::<Vec<_>>(), vec![a.id()]);
 }
