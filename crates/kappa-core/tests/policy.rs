@@ -29,9 +29,11 @@ struct Views {
     sum: ViewHandle<SumView>,
 }
 
+fn by_time(e: &Entry) -> Option<Vec<u8>> {
+    e.json::<Value>().ok().and_then(|v| v["time"].as_u64()).map(|t| t.to_be_bytes().to_vec())
+}
+
 fn use_views(core: &Kappa) -> Views {
-    let by_time =
-        |e: &Entry| e.json::<Value>().ok().and_then(|v| v["time"].as_u64()).map(|t| t.to_be_bytes().to_vec());
     Views {
         kv: core.use_view("kv", 1, KvView::new).unwrap(),
         list: core.use_view("list", 1, |s| ListView::new(s, by_time)).unwrap(),
@@ -175,7 +177,8 @@ fn views_on_postgres_follow_the_policy() {
 }
 
 /// A view opened after the policy changed (a crash before the view caught
-/// up, or a view not in use at the time) is rebuilt at once without the feed.
+/// up, or a view not in use at the time) is rebuilt at once without the feed;
+/// the kv view forgets the feed at once instead, without a rebuild.
 #[test]
 fn a_view_that_still_holds_a_blocked_feed_is_rebuilt_when_used() {
     let tmp = tempfile::tempdir().unwrap();
@@ -185,20 +188,27 @@ fn a_view_that_still_holds_a_blocked_feed_is_rebuilt_when_used() {
     {
         let core = Kappa::builder().dir(&dir).shared_key(SHARED).open().unwrap();
         let kv = core.use_view("kv", 1, KvView::new).unwrap();
+        let list = core.use_view("list", 1, |s| ListView::new(s, by_time)).unwrap();
         sync(&peer, &core);
         block_on(kv.ready()).unwrap();
+        block_on(list.ready()).unwrap();
         core.close().unwrap();
     }
     {
-        // Blocked while the view is not in use.
+        // Blocked while the views are not in use.
         let core = Kappa::builder().dir(&dir).shared_key(SHARED).open().unwrap();
         core.block(&spam).unwrap();
         core.close().unwrap();
     }
     let core = Kappa::builder().dir(&dir).shared_key(SHARED).open().unwrap();
-    let kv = core.use_view("kv", 1, KvView::new).unwrap();
-    let why = kv.rebuilt_because().unwrap().to_owned();
+    let list = core.use_view("list", 1, |s| ListView::new(s, by_time)).unwrap();
+    let why = list.rebuilt_because().unwrap().to_owned();
     assert!(why.contains("blocked") && why.contains(&spam.to_hex()), "{why}");
+    block_on(list.ready()).unwrap();
+    assert!(list.read(&Default::default()).unwrap().is_empty());
+    let kv = core.use_view("kv", 1, KvView::new).unwrap();
+    assert_eq!(kv.rebuilt_because(), None, "the kv view forgets the feed without a rebuild");
+    assert!(kv.all().unwrap().is_empty(), "before any indexing");
     block_on(kv.ready()).unwrap();
     assert!(kv.all().unwrap().is_empty());
 }

@@ -492,7 +492,14 @@ fn forget_excluded(
     }
     let started = std::time::Instant::now();
     let mut tx = Tx::new(store);
-    let mut read = |key: &PublicKey, seq: u64| mf.feed(key).and_then(|f| f.lock().try_get(seq).ok());
+    let mut read = |key: &PublicKey, seq: u64| -> Result<Option<Vec<u8>>, ViewError> {
+        if !kept.contains(key, seq) {
+            return Ok(None);
+        }
+        let feed = mf.feed(key).ok_or_else(|| ViewError::Map(format!("feed {} is gone", key.to_hex())))?;
+        let value = feed.lock().try_get(seq);
+        value.map(Some).map_err(|e| ViewError::Map(format!("reading {}@{seq}: {e}", key.to_hex())))
+    };
     match view.forget(&feeds, &mut read, &mut tx) {
         Ok(true) => {}
         Ok(false) => return Ok(None),

@@ -15,7 +15,7 @@
 //! that rule until they are rebuilt.)
 //!
 //! With the standard mapping the view also records, per entry, the key and
-//! links it wrote, and per link who links it. That lets it
+//! links it wrote, and per linked id how many entries link it. That lets it
 //! [`forget`](View::forget) a blocked or hidden feed without a rebuild: the
 //! feed's heads go, and a value that only the feed's entries had replaced is
 //! a head again. Rows made before these records existed (no format row) are
@@ -25,13 +25,15 @@
 //! id's bytes and `E` an entry as its feed's key and sequence number (u64,
 //! big-endian):
 //! - `h K id`: a head, valued with its entry's stored bytes;
-//! - `l K id`: an entry links `id` from key `K` (rows before the format row:
-//!   `l id`, linked from any key);
-//! - `L K link-as-K E`: entry `E` links `link` from key `K`;
-//! - `r E`: the key and links entry `E` wrote;
+//! - `l K id`: entries link `id` from key `K`, valued with how many (u32,
+//!   big-endian; rows before the format row: `l id`, empty, linked from any
+//!   key);
+//! - `r E`: the key and links of each entry of the run of one feed's entries
+//!   in a `map` batch that `E` began (a row per batch, as the indexer gives
+//!   each batch one feed);
 //! - `f`: the rows' format (`kv2`).
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc;
@@ -166,9 +168,9 @@ fn record_prefix(feed: &PublicKey) -> Vec<u8> {
     k
 }
 
-fn record_row(feed: &PublicKey, seq: u64) -> Vec<u8> {
+fn records_row(feed: &PublicKey, first: u64) -> Vec<u8> {
     let mut k = record_prefix(feed);
-    k.extend_from_slice(&seq.to_be_bytes());
+    k.extend_from_slice(&first.to_be_bytes());
     k
 }
 
@@ -180,55 +182,62 @@ fn linked_in_row(key: &str, id: &str) -> Vec<u8> {
     k
 }
 
-fn linker_prefix(key: &str, link: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(49 + key.len() + link.len());
-    k.push(b'L');
-    k.extend_from_slice(&(key.len() as u32).to_be_bytes());
-    k.extend_from_slice(key.as_bytes());
-    k.extend_from_slice(&(link.len() as u32).to_be_bytes());
-    k.extend_from_slice(link.as_bytes());
-    k
+/// The count in a linked row with records: how many entries link the id
+/// from the key (0 for a row that says nothing).
+fn link_count(value: Option<Vec<u8>>) -> u32 {
+    value.and_then(|v| <[u8; 4]>::try_from(v).ok()).map_or(0, u32::from_be_bytes)
 }
 
-fn linker_row(key: &str, link: &str, feed: &PublicKey, seq: u64) -> Vec<u8> {
-    let mut k = linker_prefix(key, link);
-    k.extend_from_slice(feed.as_bytes());
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
+/// `links` without repeats, in their order.
+fn distinct(links: &[String]) -> Vec<String> {
+    let mut seen = HashSet::with_capacity(links.len());
+    links.iter().filter(|l| seen.insert(l.as_str())).cloned().collect()
 }
 
-/// The entry a linker row names (its last 40 bytes).
-fn parse_linker(row: &[u8]) -> Option<(PublicKey, u64)> {
-    let at = row.len().checked_sub(40)?;
-    let feed = PublicKey::try_from_slice(&row[at..at + 32]).ok()?;
-    Some((feed, u64::from_be_bytes(row[at + 32..].try_into().ok()?)))
+/// One entry's record: its sequence number, the key and the links it wrote.
+type Record = (u64, String, Vec<String>);
+
+fn put_str(v: &mut Vec<u8>, s: &str) {
+    v.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    v.extend_from_slice(s.as_bytes());
 }
 
-/// The sequence number a record row names.
-fn parse_record_row(row: &[u8]) -> Option<u64> {
-    Some(u64::from_be_bytes(row.get(33..41)?.try_into().ok()?))
-}
-
-fn encode_record(key: &str, links: &[String]) -> Vec<u8> {
-    let mut v = Vec::with_capacity(4 + key.len() + links.iter().map(|l| 4 + l.len()).sum::<usize>());
-    for s in std::iter::once(key).chain(links.iter().map(String::as_str)) {
-        v.extend_from_slice(&(s.len() as u32).to_be_bytes());
-        v.extend_from_slice(s.as_bytes());
+/// The records of a batch: per entry, its sequence number (u64), the count
+/// of its links (u32), then its key and links as length (u32) and bytes.
+fn encode_records(records: &[Record]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (seq, key, links) in records {
+        v.extend_from_slice(&seq.to_be_bytes());
+        v.extend_from_slice(&(links.len() as u32).to_be_bytes());
+        put_str(&mut v, key);
+        for link in links {
+            put_str(&mut v, link);
+        }
     }
     v
 }
 
-/// The key and links of a record; `None` if it is not one.
-fn decode_record(mut v: &[u8]) -> Option<(String, Vec<String>)> {
-    let mut parts = Vec::new();
-    while !v.is_empty() {
-        let len = u32::from_be_bytes(v.get(..4)?.try_into().ok()?) as usize;
-        parts.push(std::str::from_utf8(v.get(4..4 + len)?).ok()?.to_owned());
-        v = &v[4 + len..];
+/// The records of a batch; `None` if `v` is not what
+/// [`encode_records`] writes.
+fn decode_records(mut v: &[u8]) -> Option<Vec<Record>> {
+    fn take<'a>(v: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        let (head, rest) = (v.get(..n)?, v.get(n..)?);
+        *v = rest;
+        Some(head)
     }
-    let mut parts = parts.into_iter();
-    let key = parts.next()?;
-    Some((key, parts.collect()))
+    fn string(v: &mut &[u8]) -> Option<String> {
+        let len = u32::from_be_bytes(take(v, 4)?.try_into().ok()?) as usize;
+        Some(std::str::from_utf8(take(v, len)?).ok()?.to_owned())
+    }
+    let mut out = Vec::new();
+    while !v.is_empty() {
+        let seq = u64::from_be_bytes(take(&mut v, 8)?.try_into().ok()?);
+        let n = u32::from_be_bytes(take(&mut v, 4)?.try_into().ok()?) as usize;
+        let key = string(&mut v)?;
+        let links = (0..n).map(|_| string(&mut v)).collect::<Option<Vec<_>>>()?;
+        out.push((seq, key, links));
+    }
+    Some(out)
 }
 
 /// The entry whose standard id is `id` (`<feed hex>@<seq>`, as
@@ -321,12 +330,17 @@ impl View for KvView {
             // Every "is it linked already?" read of all the batches in one
             // store call: one round trip per commit on a networked store.
             // (Rows without records are read key by key.)
-            let mut reads: Vec<Vec<u8>> =
-                ops.iter().map(|(op, _, _)| linked_in_row(&op.key, &op.id)).collect();
+            let mut reads: Vec<Vec<u8>> = Vec::with_capacity(2 * ops.len() + 1);
+            for (op, _, _) in &ops {
+                reads.push(linked_in_row(&op.key, &op.id));
+                reads.extend(op.links.iter().map(|link| linked_in_row(&op.key, link)));
+            }
             reads.push(FORMAT_ROW.to_vec());
             tx.prefetch(reads.iter().map(Vec::as_slice))?;
         }
         let records = self.records(tx)?;
+        // The records, per run of entries of one feed in one batch.
+        let mut written: Vec<(usize, PublicKey, Vec<Record>)> = Vec::new();
         for (op, b, i) in ops {
             let entry = &batches[b][i];
             if !records {
@@ -342,15 +356,25 @@ impl View for KvView {
                 }
                 continue;
             }
-            for link in &op.links {
+            let links = distinct(&op.links);
+            for link in &links {
                 tx.delete(head_row(&op.key, link));
-                tx.put(linked_in_row(&op.key, link), Vec::new());
-                tx.put(linker_row(&op.key, link, &entry.feed, entry.seq), Vec::new());
+                let row = linked_in_row(&op.key, link);
+                let count = link_count(tx.get(&row)?).saturating_add(1);
+                tx.put(row, count.to_be_bytes().to_vec());
             }
             if tx.get(&linked_in_row(&op.key, &op.id))?.is_none() {
                 tx.put(head_row(&op.key, &op.id), entry.value.clone());
             }
-            tx.put(record_row(&entry.feed, entry.seq), encode_record(&op.key, &op.links));
+            match written.last_mut() {
+                Some((run_b, feed, run)) if *run_b == b && *feed == entry.feed => {
+                    run.push((entry.seq, op.key, links))
+                }
+                _ => written.push((b, entry.feed, vec![(entry.seq, op.key, links)])),
+            }
+        }
+        for (_, feed, run) in &written {
+            tx.put(records_row(feed, run[0].0), encode_records(run));
         }
         Ok(())
     }
@@ -367,51 +391,46 @@ impl View for KvView {
         }
         let store = tx.store();
         let forgotten: HashSet<&PublicKey> = feeds.iter().collect();
-        // Per (key, id) linked by a forgotten entry, those entries.
-        let mut unlinked: BTreeMap<(String, String), BTreeSet<(PublicKey, u64)>> = BTreeMap::new();
+        // Per (key, id) linked by forgotten entries, how many of them.
+        let mut unlinked: BTreeMap<(String, String), u32> = BTreeMap::new();
         for feed in feeds {
             let hex = feed.to_hex();
             for (row, value) in store.scan_prefix(&record_prefix(feed), false, None)? {
-                let (Some(seq), Some((key, links))) = (parse_record_row(&row), decode_record(&value)) else {
-                    return Ok(false);
-                };
-                tx.delete(head_row(&key, &format!("{hex}@{seq}")));
-                for link in links {
-                    tx.delete(linker_row(&key, &link, feed, seq));
-                    unlinked.entry((key.clone(), link)).or_default().insert((*feed, seq));
+                let Some(records) = decode_records(&value) else { return Ok(false) };
+                for (seq, key, links) in records {
+                    tx.delete(head_row(&key, &format!("{hex}@{seq}")));
+                    for link in links {
+                        *unlinked.entry((key.clone(), link)).or_default() += 1;
+                    }
                 }
                 tx.delete(row);
             }
         }
         // The ids that no kept entry links from their key any more: heads
         // again, if a kept entry wrote them there.
+        let rows: Vec<Vec<u8>> = unlinked.keys().map(|(key, link)| linked_in_row(key, link)).collect();
+        tx.prefetch(rows.iter().map(Vec::as_slice))?;
         let mut restore = Vec::new();
-        for ((key, link), gone) in unlinked {
-            let rows = store.scan_prefix(&linker_prefix(&key, &link), false, Some(gone.len() + 1))?;
-            let kept = rows.iter().any(|(row, _)| parse_linker(row).is_none_or(|l| !gone.contains(&l)));
-            if kept {
+        for (((key, link), gone), row) in unlinked.into_iter().zip(rows) {
+            let left = link_count(tx.get(&row)?).saturating_sub(gone);
+            if left > 0 {
+                tx.put(row, left.to_be_bytes().to_vec());
                 continue;
             }
-            tx.delete(linked_in_row(&key, &link));
+            tx.delete(row);
             match parse_id(&link) {
                 Some((feed, seq)) if !forgotten.contains(&feed) => restore.push((key, link, feed, seq)),
                 // Not an entry's id, or one of a forgotten feed.
                 _ => {}
             }
         }
-        let rows: Vec<Vec<u8>> = restore.iter().map(|(_, _, feed, seq)| record_row(feed, *seq)).collect();
-        tx.prefetch(rows.iter().map(Vec::as_slice))?;
-        for ((key, id, feed, seq), row) in restore.into_iter().zip(rows) {
-            // No record: the entry is not indexed (or never existed); when
-            // it is, nothing links it. A record of another key: the link
-            // never hid it.
-            let Some(record) = tx.get(&row)? else { continue };
-            let Some((written, _)) = decode_record(&record) else { return Ok(false) };
-            if written != key {
-                continue;
+        for (key, id, feed, seq) in restore {
+            // Not indexed (or never written): when it is, nothing links it.
+            let Some(value) = read(&feed, seq)? else { continue };
+            // Written under another key: the link never hid it.
+            if standard_parts(&value).is_some_and(|(written, _)| written == key) {
+                tx.put(head_row(&key, &id), value);
             }
-            let Some(value) = read(&feed, seq) else { return Ok(false) };
-            tx.put(head_row(&key, &id), value);
         }
         Ok(true)
     }

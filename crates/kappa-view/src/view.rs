@@ -226,8 +226,9 @@ impl Unsaved {
 }
 
 /// How [`View::forget`] reads an entry of a feed it keeps: the entry's stored
-/// bytes, or `None` if the log does not hold them.
-pub type ReadEntry<'a> = dyn FnMut(&PublicKey, u64) -> Option<Vec<u8>> + 'a;
+/// bytes if the view has indexed it, `None` if it has not; an error if the log
+/// cannot give an indexed entry.
+pub type ReadEntry<'a> = dyn FnMut(&PublicKey, u64) -> Result<Option<Vec<u8>>, ViewError> + 'a;
 
 /// A materialized view: a versioned `map` over batches of entries.
 ///
@@ -304,7 +305,8 @@ pub trait View: Send + Sync + 'static {
     /// feed set's policy leaves feeds out (blocked or hidden) and commits the
     /// writes in `tx` together with progress that no longer counts their
     /// entries. `read` gives the stored bytes of entries of other feeds the
-    /// view needs again (a kv head that only a forgotten entry replaced).
+    /// view has indexed and needs again (a kv head that only a forgotten
+    /// entry replaced).
     ///
     /// Returns `false` if the view cannot do it (the default): the indexer
     /// then rebuilds the view from the logs without those feeds (beside the
@@ -324,7 +326,7 @@ pub trait View: Send + Sync + 'static {
     /// assert_eq!(view.get("k")?[0].id, format!("{}@0", b.to_hex()));
     /// // Forget feed b: a's value is the head again.
     /// let mut tx = Tx::new(view.store());
-    /// let mut read = |_: &kappa_log::PublicKey, _: u64| Some(first.value.clone());
+    /// let mut read = |_: &kappa_log::PublicKey, _: u64| Ok(Some(first.value.clone()));
     /// assert!(view.forget(&[b], &mut read, &mut tx)?);
     /// view.store().commit(tx.into_batch(None))?;
     /// assert_eq!(view.get("k")?[0].id, first.id());
