@@ -272,8 +272,17 @@ impl Feed {
         let body_len = files.bitfield.len()?.saturating_sub(HEADER_LEN);
         let body_len = usize::try_from(body_len)
             .map_err(|_| CorruptError { file: "bitfield", reason: "too large".into() })?;
-        let body = files.bitfield.read(HEADER_LEN, body_len)?;
-        let bitfield = Bitfield::from_bytes(&body);
+        // A piece at a time: the pages of a complete stretch are shared in
+        // memory, so the whole body (44 MB for 100 million entries) is never
+        // held at once.
+        let mut bitfield = Bitfield::new();
+        let piece = 256 * PAGE_SIZE;
+        let mut at = 0;
+        while at < body_len {
+            let n = piece.min(body_len - at);
+            bitfield.load(at / PAGE_SIZE, &files.bitfield.read(HEADER_LEN + at as u64, n)?);
+            at += n;
+        }
 
         let mut feed = Feed {
             files,
