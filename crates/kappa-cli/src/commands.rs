@@ -1,5 +1,6 @@
 //! The database commands (everything but `serve`, `sync` and `demo`).
 
+use kappa_core::log::PackedBlocks;
 use kappa_core::view::kv::{Head, KvView};
 use kappa_core::{IndexState, SharedFeed, Status, ValueEncoding, ViewHandle};
 use serde_json::{json, Value};
@@ -159,39 +160,59 @@ pub(crate) async fn table(db: &Db, out: &Out) -> Result<()> {
 /// Parses the entries of `kappa append` into blocks: the argument, or with `-`
 /// every non-blank line of standard input. Each is encoded as JS writes it
 /// (`JSON.stringify` of the parsed value, plus `\n`) straight from its text,
-/// without a value tree, so a million lines cost little more than reading them.
-pub(crate) fn parse_entries(arg: &str) -> Result<Vec<Vec<u8>>> {
-    let encode = |text: &str, line: Option<usize>| {
-        ValueEncoding::Json.encode_json_text(text).map_err(|e| {
-            let reason = match e {
-                kappa_core::log::LogError::Encoding(reason) => reason,
-                other => other.to_string(),
-            };
-            match line {
-                Some(n) => CliError::Usage(format!("malformed JSON entry on line {n}: {reason}")),
-                None => CliError::Usage(format!("malformed JSON entry: {reason}")),
-            }
-        })
-    };
+/// without a value tree, into one buffer (a line at a time: the input is never
+/// held whole), so a million lines cost little more than reading them.
+pub(crate) fn parse_entries(arg: &str) -> Result<PackedBlocks> {
     if arg != "-" {
-        return Ok(vec![encode(arg, None)?]);
+        let mut blocks = PackedBlocks::new();
+        blocks.push_with(|out| encode_entry(arg, None, out))?;
+        return Ok(blocks);
     }
-    let mut input = String::new();
-    std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut input)
-        .map_err(|e| CliError::Usage(format!("reading standard input: {e}")))?;
-    let mut blocks = Vec::new();
-    for (i, text) in input.lines().enumerate() {
+    read_entries(std::io::stdin().lock())
+}
+
+/// The lines of `input` as blocks (see [`parse_entries`]).
+fn read_entries(mut input: impl std::io::BufRead) -> Result<PackedBlocks> {
+    let mut blocks = PackedBlocks::new();
+    let mut line = String::new();
+    for n in 1.. {
+        line.clear();
+        let read = input.read_line(&mut line).map_err(|e| match e.kind() {
+            std::io::ErrorKind::InvalidData => {
+                CliError::Usage(format!("line {n} of standard input is not UTF-8"))
+            }
+            _ => CliError::Usage(format!("reading standard input: {e}")),
+        })?;
+        if read == 0 {
+            break;
+        }
+        let text = line.strip_suffix('\n').unwrap_or(&line);
+        let text = text.strip_suffix('\r').unwrap_or(text);
         if text.trim().is_empty() {
             continue;
         }
-        blocks.push(encode(text, Some(i + 1))?);
+        blocks.push_with(|out| encode_entry(text, Some(n), out))?;
     }
     Ok(blocks)
 }
 
+/// Encodes one entry of `kappa append` onto `out`; `line` names it in the error.
+fn encode_entry(text: &str, line: Option<usize>, out: &mut Vec<u8>) -> Result<()> {
+    ValueEncoding::Json.encode_json_text_into(text, out).map_err(|e| {
+        let reason = match e {
+            kappa_core::log::LogError::Encoding(reason) => reason,
+            other => other.to_string(),
+        };
+        match line {
+            Some(n) => CliError::Usage(format!("malformed JSON entry on line {n}: {reason}")),
+            None => CliError::Usage(format!("malformed JSON entry: {reason}")),
+        }
+    })
+}
+
 /// `kappa append` (the entries are parsed and encoded before the database is
 /// opened, as JSON blocks).
-pub(crate) fn append(db: &Db, out: &Out, blocks: Vec<Vec<u8>>) -> Result<()> {
+pub(crate) fn append(db: &Db, out: &Out, blocks: PackedBlocks) -> Result<()> {
     let w = db.kappa.writer(WRITER)?;
     let feed = w.key().to_hex();
     if blocks.is_empty() {
@@ -207,7 +228,7 @@ pub(crate) fn append(db: &Db, out: &Out, blocks: Vec<Vec<u8>>) -> Result<()> {
             w.encoding()
         )));
     }
-    let seqs = w.append_encoded_batch(blocks)?;
+    let seqs = w.append_packed(blocks)?;
     let n = seqs.end - seqs.start;
     if n == 1 {
         let id = format!("{feed}@{}", seqs.start);
@@ -482,7 +503,20 @@ mod tests {
         assert_eq!(parse_value("soup"), json!("soup"));
         assert_eq!(parse_value("{broken"), json!("{broken"));
         assert!(parse_entries("{broken").is_err());
-        assert_eq!(parse_entries(r#"{ "a" : 1.0 }"#).unwrap(), vec![b"{\"a\":1}\n".to_vec()]);
+        assert_eq!(parse_entries(r#"{ "a" : 1.0 }"#).unwrap().iter().collect::<Vec<_>>(), [b"{\"a\":1}\n"]);
+    }
+
+    #[test]
+    fn lines_become_blocks_and_a_bad_line_is_named() {
+        let text = "{\"a\": 1}\r\n\n   \n[2, 3.0]\n\"last, without a newline\"";
+        let blocks = read_entries(text.as_bytes()).unwrap();
+        let got: Vec<&[u8]> = blocks.iter().collect();
+        assert_eq!(got, [&b"{\"a\":1}\n"[..], b"[2,3]\n", b"\"last, without a newline\"\n"]);
+        let err = read_entries("1\n\n{\"a\":\n2\n".as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("line 3"), "{err}");
+        let err = read_entries(&b"1\n\xff\n"[..]).unwrap_err().to_string();
+        assert!(err.contains("line 2") && err.contains("UTF-8"), "{err}");
+        assert!(read_entries("\n \n".as_bytes()).unwrap().is_empty());
     }
 
     #[test]

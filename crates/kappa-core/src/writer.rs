@@ -49,6 +49,25 @@ impl Writer {
         Ok(self.feed.append_batch_owned(blocks)?)
     }
 
+    /// [`append_encoded_batch`](Self::append_encoded_batch) for blocks packed
+    /// in one buffer (a large import: no allocation per block, no copy).
+    ///
+    /// ```
+    /// # async_std::task::block_on(async {
+    /// let kappa = kappa_core::Kappa::builder().open()?; // in memory
+    /// let w = kappa.writer("local")?;
+    /// let mut blocks = kappa_core::log::PackedBlocks::new();
+    /// for line in [r#"{"key":"a","value":1}"#, r#"{"key":"b","value":2}"#] {
+    ///     blocks.push_with(|out| w.encoding().encode_json_text_into(line, out))?;
+    /// }
+    /// assert_eq!(w.append_packed(blocks)?, 0..2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// # }).unwrap();
+    /// ```
+    pub fn append_packed(&self, blocks: kappa_log::PackedBlocks) -> Result<std::ops::Range<u64>, KappaError> {
+        Ok(self.feed.append_packed(blocks)?)
+    }
+
     /// The value encoding [`append`](Self::append) uses.
     pub fn encoding(&self) -> ValueEncoding {
         self.encoding

@@ -188,16 +188,35 @@ impl ValueEncoding {
     /// # Ok::<(), kappa_log::LogError>(())
     /// ```
     pub fn encode_json_text(self, text: &str) -> Result<Vec<u8>, LogError> {
+        let mut out = Vec::with_capacity(text.len() + 1);
+        self.encode_json_text_into(text, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`encode_json_text`](Self::encode_json_text) appending to `out`; on an
+    /// error, `out` is as it was.
+    ///
+    /// ```
+    /// use kappa_log::encoding::ValueEncoding;
+    /// let mut blocks = kappa_log::PackedBlocks::new();
+    /// for line in ["{\"n\": 1}", "[true]"] {
+    ///     blocks.push_with(|out| ValueEncoding::Json.encode_json_text_into(line, out))?;
+    /// }
+    /// assert_eq!(blocks.iter().collect::<Vec<_>>(), [&b"{\"n\":1}\n"[..], &b"[true]\n"[..]]);
+    /// # Ok::<(), kappa_log::LogError>(())
+    /// ```
+    pub fn encode_json_text_into(self, text: &str, out: &mut Vec<u8>) -> Result<(), LogError> {
         match self {
             ValueEncoding::Json => {
-                let mut out = js_json_from_str(text)?;
+                js_json_into(text, out)?;
                 out.push(b'\n');
-                Ok(out)
+                Ok(())
             }
             ValueEncoding::Binary | ValueEncoding::Utf8 => {
                 let value: serde_json::Value =
                     serde_json::from_str(text).map_err(|e| LogError::Encoding(e.to_string()))?;
-                self.encode(&value)
+                out.extend_from_slice(&self.encode(&value)?);
+                Ok(())
             }
         }
     }
@@ -312,25 +331,45 @@ pub fn js_number(value: f64) -> String {
 /// # Ok::<(), kappa_log::LogError>(())
 /// ```
 pub fn js_json_from_str(text: &str) -> Result<Vec<u8>, LogError> {
-    // Most text already is what JS would write (a JS writer's own output, or
-    // compact JSON from a tool): then it is its own encoding, once checked.
     // One byte to spare: block encodings append a newline.
     let mut out = Vec::with_capacity(text.len() + 1);
+    js_json_into(text, &mut out)?;
+    Ok(out)
+}
+
+/// [`js_json_from_str`] appending to `out` (many blocks encoded into one
+/// buffer, as [`PackedBlocks::push_with`](crate::PackedBlocks::push_with)
+/// gives). On an error, `out` is as it was.
+///
+/// ```
+/// let mut out = b"[".to_vec();
+/// kappa_log::encoding::js_json_into("{ \"a\" : 2.0 }", &mut out)?;
+/// assert_eq!(out, br#"[{"a":2}"#);
+/// assert!(kappa_log::encoding::js_json_into("[1,", &mut out).is_err());
+/// assert_eq!(out, br#"[{"a":2}"#);
+/// # Ok::<(), kappa_log::LogError>(())
+/// ```
+pub fn js_json_into(text: &str, out: &mut Vec<u8>) -> Result<(), LogError> {
+    // Most text already is what JS would write (a JS writer's own output, or
+    // compact JSON from a tool): then it is its own encoding, once checked.
     if Canonical::check(text.as_bytes()) {
         out.extend_from_slice(text.as_bytes());
-        return Ok(out);
+        return Ok(());
     }
+    let start = out.len();
     let mut de = serde_json::Deserializer::from_str(text);
-    let streamed =
-        serde::de::DeserializeSeed::deserialize(Transcode { out: &mut out }, &mut de).and_then(|()| de.end());
+    let streamed = serde::de::DeserializeSeed::deserialize(Transcode { out: &mut *out }, &mut de)
+        .and_then(|()| de.end());
     match streamed {
-        Ok(()) => Ok(out),
+        Ok(()) => Ok(()),
         // A repeated key, or malformed text: the value-tree path gives JS's result
         // for the first and the parser's own error for the second.
         Err(_) => {
+            out.truncate(start);
             let value: serde_json::Value =
                 serde_json::from_str(text).map_err(|e| LogError::Encoding(e.to_string()))?;
-            to_js_json(&value)
+            out.extend_from_slice(&to_js_json(&value)?);
+            Ok(())
         }
     }
 }

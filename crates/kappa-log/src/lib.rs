@@ -13,6 +13,7 @@ pub mod flat;
 mod head;
 mod node;
 mod offsets;
+mod packed;
 mod proof;
 mod ranges;
 mod recover;
@@ -31,6 +32,7 @@ pub use crypto::{
 pub use error::{CorruptError, KeyError, LogError, ProofError};
 pub use feed::{Cleared, Feed, FeedBuilder, SyncPolicy, DEFAULT_BLOCK_CACHE, MAX_BLOCK_SIZE};
 pub use node::Node;
+pub use packed::PackedBlocks;
 pub use proof::{Proof, PutOutcome, RemoteTree};
 pub use ranges::RangeSet;
 pub use recover::Recovery;

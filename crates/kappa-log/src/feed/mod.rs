@@ -44,6 +44,7 @@ const MAX_BATCH_ENTRIES: usize = 1 << 24;
 pub const MAX_BLOCK_SIZE: usize = 8 * 1024 * 1024 - 8 * 1024;
 
 mod append;
+pub(crate) use append::{BatchSource, Prepared, Tip};
 mod clear;
 mod open;
 mod read;

@@ -1,0 +1,106 @@
+//! [`PackedBlocks`]: many blocks in one buffer, for large batches.
+
+/// Blocks laid end to end in one buffer, with where each ends: a batch of a
+/// million small blocks costs two allocations instead of a million, and is
+/// the data file's bytes as they will be written.
+///
+/// ```
+/// use kappa_log::PackedBlocks;
+///
+/// let mut blocks = PackedBlocks::new();
+/// blocks.push(b"first");
+/// blocks.push_with(|buf| {
+///     buf.extend_from_slice(b"second");
+///     Ok::<(), ()>(())
+/// })?;
+/// assert!(blocks.push_with(|buf| {
+///     buf.extend_from_slice(b"half written");
+///     Err(())
+/// }).is_err());
+/// assert_eq!(blocks.len(), 2);
+/// assert_eq!(blocks.iter().collect::<Vec<_>>(), [&b"first"[..], &b"second"[..]]);
+/// # Ok::<(), ()>(())
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PackedBlocks {
+    data: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl PackedBlocks {
+    /// No blocks.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a block.
+    pub fn push(&mut self, block: &[u8]) {
+        self.data.extend_from_slice(block);
+        self.ends.push(self.data.len());
+    }
+
+    /// Adds the block `write` appends to the buffer (an encoder writing in
+    /// place). If `write` fails, what it wrote is taken back and no block is
+    /// added.
+    pub fn push_with<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        let start = self.data.len();
+        match write(&mut self.data) {
+            Ok(()) => {
+                self.ends.push(self.data.len());
+                Ok(())
+            }
+            Err(e) => {
+                self.data.truncate(start);
+                Err(e)
+            }
+        }
+    }
+
+    /// How many blocks.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// The bytes of all blocks together.
+    pub fn bytes(&self) -> usize {
+        self.data.len()
+    }
+
+    /// The blocks laid end to end.
+    pub fn into_data(self) -> Vec<u8> {
+        self.data
+    }
+
+    /// The blocks, in order.
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = &[u8]> + '_ {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let block = &self.data[start..end];
+            start = end;
+            block
+        })
+    }
+}
+
+impl<'a> IntoIterator for &'a PackedBlocks {
+    type Item = &'a [u8];
+    type IntoIter = Box<dyn ExactSizeIterator<Item = &'a [u8]> + 'a>;
+    fn into_iter(self) -> Self::IntoIter {
+        Box::new(self.iter())
+    }
+}
+
+impl<B: AsRef<[u8]>> FromIterator<B> for PackedBlocks {
+    fn from_iter<I: IntoIterator<Item = B>>(iter: I) -> Self {
+        let mut blocks = PackedBlocks::new();
+        for b in iter {
+            blocks.push(b.as_ref());
+        }
+        blocks
+    }
+}
