@@ -106,3 +106,24 @@ fn concurrent_packed_and_plain_durable_appends_all_land() {
     assert_eq!(feed.len(), 1000);
     assert_eq!(feed.lock().audit().unwrap(), 1000);
 }
+
+/// A batch large enough that its leaves are hashed on two threads: the same
+/// files as the blocks appended one buffer each, durable or not.
+#[test]
+fn a_large_packed_batch_writes_what_separate_blocks_write() {
+    for sync in [SyncPolicy::None, SyncPolicy::PerBatch] {
+        let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (plain, packed) = (open(a.path(), sync), open(b.path(), sync));
+        for round in 0..2u32 {
+            let blocks: Vec<Vec<u8>> = (0..20_001u32)
+                .map(|i| format!("{{\"round\":{round},\"i\":{i}}}").repeat(1 + (i % 3) as usize).into_bytes())
+                .collect();
+            let r1 = plain.append_batch_owned(blocks.clone()).unwrap();
+            let r2 = packed.append_packed(blocks.iter().collect()).unwrap();
+            assert_eq!(r1, r2);
+        }
+        assert_eq!(packed.lock().audit().unwrap(), 40_002);
+        drop((plain, packed));
+        assert!(files(a.path()) == files(b.path()), "the files differ ({sync:?})");
+    }
+}

@@ -1,6 +1,7 @@
 //! The append path: a batch hashed, signed and written.
 
 use super::*;
+use crate::crypto::Hash;
 
 /// The tree writes of an append: its new nodes as runs of adjacent nodes, one
 /// write each. From `fresh` on (the nodes of the new blocks) a run goes on
@@ -82,13 +83,14 @@ where
     V: AsRef<[u8]>,
 {
     fn prepare_on(self, feed: &Feed, tip: &Tip) -> Result<Prepared, LogError> {
-        feed.prepare(tip, self, true)
+        feed.prepare(tip, self, true, None)
     }
 }
 
 impl BatchSource for crate::PackedBlocks {
     fn prepare_on(self, feed: &Feed, tip: &Tip) -> Result<Prepared, LogError> {
-        let mut p = feed.prepare(tip, self.iter(), false)?;
+        let leaves = self.leaf_hashes_in_parallel();
+        let mut p = feed.prepare(tip, self.iter(), false, leaves.as_deref())?;
         p.data = self.into_data();
         Ok(p)
     }
@@ -217,7 +219,14 @@ impl Feed {
     /// Hashes and signs one batch on top of `tip`, writing nothing.
     /// With `copy` false the data is left empty for the caller to give
     /// (the blocks laid end to end).
-    fn prepare<I, V>(&self, tip: &Tip, values: I, copy: bool) -> Result<Prepared, LogError>
+    /// `leaves`, when given, holds the blocks' leaf hashes, made beforehand.
+    fn prepare<I, V>(
+        &self,
+        tip: &Tip,
+        values: I,
+        copy: bool,
+        leaves: Option<&[Hash]>,
+    ) -> Result<Prepared, LogError>
     where
         I: IntoIterator<Item = V>,
         V: AsRef<[u8]>,
@@ -244,7 +253,10 @@ impl Feed {
             if v.len() > MAX_BLOCK_SIZE {
                 return Err(LogError::BlockTooLarge { size: v.len(), max: MAX_BLOCK_SIZE });
             }
-            let leaf = Node::leaf(start + k as u64, v);
+            let leaf = match leaves.and_then(|h| h.get(k)) {
+                Some(hash) => Node { index: 2 * (start + k as u64), hash: *hash, size: v.len() as u64 },
+                None => Node::leaf(start + k as u64, v),
+            };
             nodes.push(leaf);
             roots.push(leaf);
             while roots.len() >= 2 {
