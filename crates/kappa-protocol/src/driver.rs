@@ -64,6 +64,11 @@ impl std::future::Future for YieldNow {
 /// to hang up (see the end of `Session::run`).
 const LINGER: Duration = Duration::from_secs(1);
 
+/// How late the timer may wake before the session counts the delay as a stall
+/// of its own (see [`Protocol::excuse_stall`]): it never sleeps more than a
+/// second, so waking this much later means the task or its thread was busy.
+const STALL: Duration = Duration::from_millis(500);
+
 /// Bytes made for the peer and not yet written (see
 /// [`SessionProgress::buffered_out`]) above which a session stops reading
 /// from the peer until the writer catches up: 8 MiB.
@@ -613,9 +618,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                 let delay = futures_timer::Delay::new(wait);
                 futures::pin_mut!(delay);
                 let _ = future::select(delay, rearmed).await;
+                let excused = {
+                    let mut s = lock();
+                    let armed = s.armed.take();
+                    let t0 = Instant::now();
+                    // Woken late: this task (or its thread) was busy, and what
+                    // the peer sent meanwhile is unread. That time is not the
+                    // peer's silence; the reader runs before the next look.
+                    let late = armed.map_or(Duration::ZERO, |a| t0.saturating_duration_since(a));
+                    if late >= STALL {
+                        tracing::debug!(?late, "session: the timer woke late, the stall is excused");
+                        s.protocol.excuse_stall(t0, late);
+                    }
+                    late >= STALL
+                };
+                if excused {
+                    YieldNow(false).await;
+                    continue;
+                }
                 {
                     let mut s = lock();
-                    s.armed = None;
                     let t0 = Instant::now();
                     s.protocol.handle_timeout(t0);
                     after_step(&mut s);

@@ -167,3 +167,65 @@ async fn every_burst_of_live_appends_reaches_the_peer() {
     assert_eq!(rb.blocks_received(), n);
     drop(h1);
 }
+
+/// A step of our own that holds the session three times its silence limit
+/// (here a handler that blocks its thread) while the peer's keep-alives wait
+/// in the socket: that is not the peer's silence, and the session goes on.
+#[async_std::test]
+async fn a_long_step_of_ours_is_not_the_peers_silence() {
+    let tmp = tempfile::tempdir().unwrap();
+    let w = writer(&tmp.path().join("w"), 10);
+    let r = replica(&tmp.path().join("r"), &w);
+    let (server, client) = connected().await;
+    let mut patient = ProtocolOptions::new(false).live(true);
+    patient.timeout = Duration::from_secs(30);
+    patient.keep_alive = Duration::from_millis(50);
+    let mut strict = ProtocolOptions::new(true).live(true);
+    strict.timeout = Duration::from_millis(300);
+    let (s1, h1) = Session::new(server, patient);
+    let (s2, h2) = Session::new(client, strict);
+    let stalled = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stalled.clone();
+    let s2 = s2.on_event(move |_, _, ev| {
+        if matches!(ev, kappa_protocol::Event::ChannelOpened { .. })
+            && !flag.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            std::thread::sleep(Duration::from_millis(1000));
+        }
+    });
+    h1.open_feed(w.clone(), FeedOptions::default());
+    h2.open_feed(r.clone(), FeedOptions::default());
+    let a = task::spawn(s1.run());
+    let b = task::spawn(s2.run());
+    let wait_for = |n: u64| {
+        let r = r.clone();
+        async move {
+            for _ in 0..500 {
+                if r.len() == n && r.lock().is_complete() {
+                    return;
+                }
+                let l = r.changed();
+                let _ =
+                    futures::future::select(l, futures_timer::Delay::new(Duration::from_millis(20))).await;
+            }
+            panic!("replica stuck at {} of {n}", r.len());
+        }
+    };
+    wait_for(10).await;
+    // Past the stall, the session is alive: a live append still arrives.
+    for _ in 0..500 {
+        if stalled.load(std::sync::atomic::Ordering::SeqCst) {
+            break;
+        }
+        task::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(stalled.load(std::sync::atomic::Ordering::SeqCst), "no channel opened");
+    task::sleep(Duration::from_millis(1200)).await;
+    w.append("after the stall").unwrap();
+    wait_for(11).await;
+    h2.close();
+    let (ra, rb) = (a.await, b.await);
+    assert_eq!(rb.end, EndReason::Disconnected, "{rb:?}");
+    assert_eq!(ra.end, EndReason::Disconnected, "{ra:?}");
+    drop(h1);
+}

@@ -117,6 +117,44 @@ impl Protocol {
         self.wake_at = Some(self.wake_at.map_or(at, |w| w.min(at)));
     }
 
+    /// Tells the session that its driver could neither read nor keep time for
+    /// `stalled`, up to `now` (its thread was busy elsewhere, or a step of the
+    /// layer above ran long): that time does not count toward the silence
+    /// limit, the verification deadline or the layer above's deadline, since
+    /// whatever the peer sent meanwhile is still waiting to be read. A driver
+    /// calls it when it wakes later than [`poll_timeout`](Self::poll_timeout)
+    /// asked, then reads what is waiting before it calls
+    /// [`handle_timeout`](Self::handle_timeout).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// use kappa_protocol::{Protocol, ProtocolOptions};
+    ///
+    /// let t0 = Instant::now();
+    /// let mut opts = ProtocolOptions::new(true);
+    /// opts.timeout = Duration::from_secs(1);
+    /// let mut p = Protocol::new(t0, opts);
+    /// // Half a second in, a step ran for 4.5 s: the silence seen is 0.5 s.
+    /// let now = t0 + Duration::from_secs(5);
+    /// p.excuse_stall(now, Duration::from_millis(4500));
+    /// p.handle_timeout(now);
+    /// assert!(p.error().is_none());
+    /// // Silence the driver did see still counts: half a second more ends it.
+    /// p.handle_timeout(now + Duration::from_millis(600));
+    /// assert!(p.error().is_some());
+    /// ```
+    pub fn excuse_stall(&mut self, now: Instant, stalled: Duration) {
+        if self.is_ended() || stalled.is_zero() {
+            return;
+        }
+        let shift = |t: Instant| (t + stalled).min(now);
+        self.last_progress = shift(self.last_progress);
+        self.started = shift(self.started);
+        if let Some((d, what, since)) = self.deadline {
+            self.deadline = Some((d + stalled, what, since));
+        }
+    }
+
     /// Sets (or, with `None`, clears) the layer above's deadline: unless it is
     /// cleared or moved before `deadline`, the session fails then with
     /// [`ProtocolError::Unresponsive`] naming `waiting_for`. Keep-alives and
