@@ -614,7 +614,16 @@ fn cli_bulk(n: u64) -> Result<(Bulk, Bulk), String> {
             .ok_or_else(|| format!("/usr/bin/time wrote {text:?}"))?;
         Ok(Bulk { rate: n as f64 / secs, rss_mb: kb / 1024.0 })
     };
-    let append = timed(&["append", "-"], Some(&input))?;
+    // Median of three appends, each into a fresh database (one run alone
+    // swings by 2x on this VM, with the kernel's page handling); the views
+    // are timed once, after the last.
+    let mut appends = Vec::new();
+    for _ in 0..3 {
+        let _ = std::fs::remove_dir_all(&db);
+        appends.push(timed(&["append", "-"], Some(&input))?);
+    }
+    appends.sort_by(|a, b| a.rate.total_cmp(&b.rate));
+    let append = appends.swap_remove(1);
     let views = timed(&["views"], None)?;
     let _ = std::fs::remove_dir_all(&tmp);
     Ok((append, views))
@@ -668,7 +677,7 @@ fn log_section(js: &Value, dir: &Path) -> Result<String, String> {
     let batch = criterion_rate(dir, &FIGURES[0])?;
     let _ = writeln!(
         md,
-        "| `kappa append -` of 1,000,000 JSON lines of about 67 bytes (release build, fresh database) | {} entries/s, peak RSS {:.0} MB | | **{:.2}×** the batch append above | within 2× of the library |",
+        "| `kappa append -` of 1,000,000 JSON lines of about 67 bytes (release build, fresh database, median of three) | {} entries/s, peak RSS {:.0} MB | | **{:.2}×** the batch append above | within 2× of the library |",
         fmt_rate(append.rate),
         append.rss_mb,
         append.rate / batch
