@@ -605,6 +605,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
         };
 
         let timer_loop = async {
+            let mut excused_last = false;
             loop {
                 let rearmed = rearm.listen();
                 let wait = {
@@ -625,13 +626,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Session<S> {
                     // Woken late: this task (or its thread) was busy, and what
                     // the peer sent meanwhile is unread. That time is not the
                     // peer's silence; the reader runs before the next look.
+                    // Never twice in a row: a driver late at every wake (a
+                    // thread overloaded for good) still sends keep-alives and
+                    // times silent peers out, a wake late.
                     let late = armed.map_or(Duration::ZERO, |a| t0.saturating_duration_since(a));
-                    if late >= STALL {
+                    let excuse = late >= STALL && !excused_last;
+                    if excuse {
                         tracing::debug!(?late, "session: the timer woke late, the stall is excused");
                         s.protocol.excuse_stall(t0, late);
                     }
-                    late >= STALL
+                    excuse
                 };
+                excused_last = excused;
                 if excused {
                     YieldNow(false).await;
                     continue;
