@@ -37,6 +37,18 @@ async fn connected() -> (TcpStream, TcpStream) {
     (server, client)
 }
 
+/// Waits (at most 10 s) until `r` holds exactly its first `n` blocks.
+async fn wait_for(r: &SharedFeed, n: u64) {
+    for _ in 0..500 {
+        if r.len() == n && r.lock().is_complete() {
+            return;
+        }
+        let l = r.changed();
+        let _ = futures::future::select(l, futures_timer::Delay::new(Duration::from_millis(20))).await;
+    }
+    panic!("replica stuck at {} of {n}", r.len());
+}
+
 #[async_std::test]
 async fn non_live_over_tcp_both_roles() {
     for server_initiates in [false, true] {
@@ -72,27 +84,13 @@ async fn live_over_tcp_with_appends_then_close() {
     h2.open_feed(r.clone(), FeedOptions::default());
     let a = task::spawn(s1.run());
     let b = task::spawn(s2.run());
-    let wait_for = |n: u64| {
-        let r = r.clone();
-        async move {
-            for _ in 0..500 {
-                if r.len() == n && r.lock().is_complete() {
-                    return;
-                }
-                let l = r.changed();
-                let _ =
-                    futures::future::select(l, futures_timer::Delay::new(Duration::from_millis(20))).await;
-            }
-            panic!("replica stuck at {} of {n}", r.len());
-        }
-    };
-    wait_for(100).await;
+    wait_for(&r, 100).await;
     for k in 0..20 {
         w.append(format!("live-{k}")).unwrap();
     }
-    wait_for(120).await;
+    wait_for(&r, 120).await;
     w.append_batch(["x", "y", "z"]).unwrap();
-    wait_for(123).await;
+    wait_for(&r, 123).await;
     assert_eq!(r.get(122).unwrap().as_deref(), Some(&b"z"[..]));
     h2.close();
     let (ra, rb) = (a.await, b.await);
@@ -197,21 +195,7 @@ async fn a_long_step_of_ours_is_not_the_peers_silence() {
     h2.open_feed(r.clone(), FeedOptions::default());
     let a = task::spawn(s1.run());
     let b = task::spawn(s2.run());
-    let wait_for = |n: u64| {
-        let r = r.clone();
-        async move {
-            for _ in 0..500 {
-                if r.len() == n && r.lock().is_complete() {
-                    return;
-                }
-                let l = r.changed();
-                let _ =
-                    futures::future::select(l, futures_timer::Delay::new(Duration::from_millis(20))).await;
-            }
-            panic!("replica stuck at {} of {n}", r.len());
-        }
-    };
-    wait_for(10).await;
+    wait_for(&r, 10).await;
     // Past the stall, the session is alive: a live append still arrives.
     for _ in 0..500 {
         if stalled.load(std::sync::atomic::Ordering::SeqCst) {
@@ -222,7 +206,7 @@ async fn a_long_step_of_ours_is_not_the_peers_silence() {
     assert!(stalled.load(std::sync::atomic::Ordering::SeqCst), "no channel opened");
     task::sleep(Duration::from_millis(1200)).await;
     w.append("after the stall").unwrap();
-    wait_for(11).await;
+    wait_for(&r, 11).await;
     h2.close();
     let (ra, rb) = (a.await, b.await);
     assert_eq!(rb.end, EndReason::Disconnected, "{rb:?}");
