@@ -1,6 +1,5 @@
 //! [`Feed`]: one hypercore-8 log on any storage.
 
-use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
 
@@ -47,6 +46,7 @@ mod append;
 pub(crate) use append::{BatchSource, Prepared, Tip};
 mod clear;
 mod open;
+mod pending;
 mod read;
 mod replica;
 mod sync;
@@ -54,6 +54,7 @@ mod verify;
 
 pub use clear::Cleared;
 pub use open::FeedBuilder;
+use pending::Pending;
 use sync::sync_both;
 
 /// One signed append-only log, stored in hypercore 8's six files.
@@ -113,14 +114,6 @@ pub struct Feed {
     /// The form appends are signed in.
     pub(crate) sign_form: SignatureForm,
     _lock: LockGuard,
-}
-
-#[derive(Default)]
-pub(crate) struct Pending {
-    pub(crate) data: BTreeMap<u64, Vec<u8>>,
-    pub(crate) nodes: BTreeMap<u64, Node>,
-    pub(crate) signatures: Vec<(u64, Signature)>,
-    pub(crate) bytes: usize,
 }
 
 /// Pending deferred writes above this many bytes are flushed at once.

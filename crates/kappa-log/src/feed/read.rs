@@ -8,8 +8,8 @@ impl Feed {
         if !self.has_node(index) {
             return Ok(None);
         }
-        if let Some(n) = self.pending.nodes.get(&index) {
-            return Ok(Some(*n));
+        if let Some(n) = self.pending.node(index) {
+            return Ok(Some(n));
         }
         if let Some(n) = self.node_cache.get(index) {
             return Ok(Some(n));
@@ -58,7 +58,7 @@ impl Feed {
         }
         let mut wanted = None;
         for (i, bytes) in (start..=last).zip(buf.chunks_exact(40)) {
-            if !self.has_node(i) || self.pending.nodes.contains_key(&i) {
+            if !self.has_node(i) || self.pending.node(i).is_some() {
                 continue;
             }
             let Ok(bytes) = <&[u8; 40]>::try_from(bytes) else { continue };
@@ -141,7 +141,7 @@ impl Feed {
             Err(LogError::Corrupt(_)) => return self.lose_block(index),
             Err(e) => return Err(e),
         };
-        if self.pending.data.contains_key(&offset) {
+        if self.pending.holds_data_at(offset) {
             // Verified when it was put, not yet written: write what is held
             // first, so nothing a reader saw (and, say, indexed into a view that
             // commits at once) is lost if the process dies before the
@@ -255,7 +255,7 @@ impl Feed {
     /// Serves small reads of complete feeds from a read-ahead window of the data
     /// file (sequential readers, uploaders); `None` when not applicable.
     fn read_ahead(&mut self, offset: u64, size: u64) -> Result<Option<Vec<u8>>, LogError> {
-        if size > 4096 || !self.is_complete() || !self.pending.data.is_empty() {
+        if size > 4096 || !self.is_complete() || self.pending.has_data() {
             return Ok(None);
         }
         let end = offset + size;

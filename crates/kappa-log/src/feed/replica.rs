@@ -43,13 +43,11 @@ impl Feed {
         signature: Option<(u64, Signature)>,
     ) -> Result<(), LogError> {
         // Empty blocks share their offset with the next block and write nothing.
-        if let Some((offset, d)) = data.filter(|(_, d)| !d.is_empty()) {
-            self.pending.bytes += d.len();
-            self.pending.data.insert(offset, d.to_vec());
+        if let Some((offset, d)) = data {
+            self.pending.put_data(offset, d);
         }
         for n in nodes {
-            self.pending.bytes += 40;
-            self.pending.nodes.insert(n.index, *n);
+            self.pending.put_node(*n);
         }
         if let Some(s) = signature {
             self.pending.bytes += 64;

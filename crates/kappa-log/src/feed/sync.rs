@@ -106,23 +106,13 @@ impl Feed {
 
     /// Writes deferred data and nodes, coalescing adjacent ones into single writes.
     fn write_pending(&mut self, pending: Pending) -> Result<(), LogError> {
-        let mut run: Option<(u64, Vec<u8>)> = None;
-        for (offset, bytes) in pending.data {
-            match &mut run {
-                Some((start, buf)) if *start + buf.len() as u64 == offset => buf.extend_from_slice(&bytes),
-                _ => {
-                    if let Some((start, buf)) = run.take() {
-                        self.files.data.write(start, &buf)?;
-                    }
-                    run = Some((offset, bytes));
-                }
-            }
-        }
-        if let Some((start, buf)) = run.take() {
+        let (data, nodes, signatures) = pending.into_parts();
+        for (start, buf) in data {
             self.files.data.write(start, &buf)?;
         }
         let mut run: Option<(u64, Vec<u8>)> = None;
-        for (index, node) in pending.nodes {
+        for node in nodes {
+            let index = node.index;
             match &mut run {
                 Some((first, buf)) if *first + (buf.len() / 40) as u64 == index => {
                     buf.extend_from_slice(&node.encode())
@@ -138,7 +128,7 @@ impl Feed {
         if let Some((first, buf)) = run.take() {
             self.files.tree.write(HEADER_LEN + 40 * first, &buf)?;
         }
-        for (slot, sig) in pending.signatures {
+        for (slot, sig) in signatures {
             self.files.signatures.write(HEADER_LEN + 64 * slot, &sig.0)?;
         }
         Ok(())
