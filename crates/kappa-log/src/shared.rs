@@ -355,6 +355,41 @@ impl SharedFeed {
         r
     }
 
+    /// Like [`put_deferred`](Self::put_deferred), but listeners and watchers
+    /// are not told: the caller announces what it stored with
+    /// [`notify_added`](Self::notify_added) when its burst ends, one wake-up
+    /// (and one change record) for a run of blocks instead of one per block.
+    /// Until then readers find the blocks but are not woken for them.
+    ///
+    /// ```
+    /// use kappa_log::{Feed, PutOutcome, SharedFeed};
+    /// use kappa_storage::MemoryProvider;
+    ///
+    /// let mut writer = Feed::in_memory().unwrap();
+    /// writer.append_batch(&[b"a".to_vec(), b"b".to_vec()]).unwrap();
+    /// let replica = Feed::builder(MemoryProvider::new()).public_key(*writer.public_key()).open();
+    /// let replica = SharedFeed::new(replica.unwrap());
+    /// let before = replica.version();
+    /// for i in 0..2 {
+    ///     let proof = writer.proof(i, 0, false).unwrap();
+    ///     let data = writer.get(i).unwrap().unwrap();
+    ///     assert_eq!(replica.put_deferred_unannounced(i, &data, &proof), Ok(PutOutcome::Stored));
+    /// }
+    /// assert_eq!(replica.version(), before); // nobody was told yet
+    /// replica.flush_deferred().unwrap();
+    /// replica.notify_added(0..2);
+    /// assert_eq!(replica.version(), before + 1);
+    /// assert_eq!(replica.lock().get(1).unwrap(), Some(b"b".to_vec()));
+    /// ```
+    pub fn put_deferred_unannounced(
+        &self,
+        index: u64,
+        data: &[u8],
+        proof: &Proof,
+    ) -> Result<PutOutcome, LogError> {
+        self.lock().put_deferred(index, data, proof)
+    }
+
     /// See [`Feed::flush_deferred`].
     pub fn flush_deferred(&self) -> Result<(), LogError> {
         self.lock().flush_deferred()

@@ -10,9 +10,12 @@
 //! false}` and `Close` once neither side wants anything more.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::ops::Range;
 use std::time::Instant;
 
-use kappa_log::{Changes, Feed, LogError, Node, Proof, RemoteTree, SharedFeed, Signature, SignatureForm};
+use kappa_log::{
+    Changes, Feed, LogError, Node, Proof, PutOutcome, RemoteTree, SharedFeed, Signature, SignatureForm,
+};
 
 use crate::message::{Data, DataNode, Have, Message, Options, Request, Status, Want};
 use crate::session::{FeedOptions, FeedStats, ProtocolError, Selection};
@@ -56,6 +59,10 @@ pub(crate) struct Replicator {
     pub(crate) remote_ack: bool,
     /// Blocks stored with deferred bitfield writes.
     unflushed: bool,
+    /// The run of blocks stored since listeners were last told (they are
+    /// told once per burst, by [`flush`](Self::flush), or when a block
+    /// outside the run arrives).
+    unannounced: Option<Range<u64>>,
     /// The peer is kappa-rs and keeps every proof node it is sent, so proofs may
     /// leave out nodes sent before (see [`COMPACT_PROOFS`](crate::session::COMPACT_PROOFS)).
     pub(crate) compact_proofs: bool,
@@ -141,6 +148,7 @@ impl Replicator {
             extra: RangeSet::new(),
             remote_ack: false,
             unflushed: false,
+            unannounced: None,
             compact_proofs: false,
             peer_live: false,
             done_status_sent: false,
@@ -416,8 +424,19 @@ impl Replicator {
             return Err(ProtocolError::Malformed("Data without a value for a block request"));
         };
         let proof = Proof { nodes, signature };
-        match self.feed.put_deferred(data.index, value, &proof) {
-            Ok(_) => {
+        match self.feed.put_deferred_unannounced(data.index, value, &proof) {
+            Ok(outcome) => {
+                if outcome == PutOutcome::Stored {
+                    self.unannounced = match self.unannounced.take() {
+                        Some(run) if run.end == data.index => Some(run.start..data.index + 1),
+                        other => {
+                            if let Some(run) = other {
+                                self.feed.notify_added(run);
+                            }
+                            Some(data.index..data.index + 1)
+                        }
+                    };
+                }
                 self.stats.blocks_down += 1;
                 self.stats.bytes_down += value.len() as u64;
                 self.received_here.insert(data.index..data.index + 1);
@@ -794,12 +813,19 @@ impl Replicator {
     }
 
     /// Writes the bitfield pages of blocks stored since the last flush.
+    /// Also tells the feed's listeners of the blocks stored since they were
+    /// last told (even if the write fails: what was stored can be read).
     pub(crate) fn flush(&mut self) -> Result<(), ProtocolError> {
-        if self.unflushed {
+        let written = if self.unflushed {
             self.unflushed = false;
-            self.feed.flush_deferred().map_err(storage)?;
+            self.feed.flush_deferred().map_err(storage)
+        } else {
+            Ok(())
+        };
+        if let Some(run) = self.unannounced.take() {
+            self.feed.notify_added(run);
         }
-        Ok(())
+        written
     }
 
     /// The length the peer announced (for status).
