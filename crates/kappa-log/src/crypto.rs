@@ -205,6 +205,58 @@ impl PublicKey {
     }
 }
 
+/// The last signature a feed verified, so the same one is not checked again
+/// (a proof and the uploader's look at the state it signs verify one
+/// signature twice, and each check tried the 40-byte form before the 32-byte
+/// one). Verification is a pure function of the key, the signed bytes and
+/// the signature, so remembering the last success changes no answer; the
+/// form that verified last is also tried first next time.
+#[derive(Default)]
+pub(crate) struct SignatureMemo {
+    key: Option<VerifyingKey>,
+    last: Option<([u8; 40], [u8; 64], SignatureForm)>,
+}
+
+impl SignatureMemo {
+    /// [`PublicKey::verify_roots`], remembered.
+    pub(crate) fn verify_roots(
+        &mut self,
+        key: &PublicKey,
+        roots: &[Node],
+        signature: &Signature,
+    ) -> Option<SignatureForm> {
+        let long = signable(roots, roots_length(roots));
+        if let Some((m, s, form)) = &self.last {
+            if *m == long && *s == signature.0 {
+                return Some(*form);
+            }
+        }
+        let vk = match self.key {
+            Some(vk) => vk,
+            None => {
+                let vk = VerifyingKey::from_bytes(&key.0).ok()?;
+                self.key = Some(vk);
+                vk
+            }
+        };
+        let sig = ed25519_dalek::Signature::from_bytes(&signature.0);
+        let first = self.last.as_ref().map_or(SignatureForm::TreeHashAndLength, |l| l.2);
+        let forms = match first {
+            SignatureForm::TreeHash => [SignatureForm::TreeHash, SignatureForm::TreeHashAndLength],
+            SignatureForm::TreeHashAndLength => [SignatureForm::TreeHashAndLength, SignatureForm::TreeHash],
+        };
+        let form = forms.into_iter().find(|form| {
+            let message = match form {
+                SignatureForm::TreeHash => &long[..32],
+                SignatureForm::TreeHashAndLength => &long[..],
+            };
+            vk.verify(message, &sig).is_ok()
+        })?;
+        self.last = Some((long, signature.0, form));
+        Some(form)
+    }
+}
+
 impl fmt::Debug for PublicKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "PublicKey({})", self.to_hex())
@@ -341,5 +393,45 @@ impl KeyPair {
 impl fmt::Debug for KeyPair {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("KeyPair").field("public_key", &self.public_key()).finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roots(seed: u8) -> Vec<Node> {
+        // Full roots of a feed of length 3: nodes 1 and 4.
+        vec![Node { index: 1, hash: [seed; 32], size: 6 }, Node { index: 4, hash: [seed ^ 1; 32], size: 3 }]
+    }
+
+    /// The memo answers exactly what a fresh verification would, in both
+    /// forms, whatever was verified before it.
+    #[test]
+    fn the_memo_changes_no_answer() {
+        let kp = KeyPair::generate();
+        let key = kp.public_key();
+        let mut memo = SignatureMemo::default();
+        let (a, b) = (roots(1), roots(2));
+        let short = kp.sign_roots(&a, SignatureForm::TreeHash);
+        let long = kp.sign_roots(&a, SignatureForm::TreeHashAndLength);
+        let other = KeyPair::generate().sign_roots(&a, SignatureForm::TreeHash);
+        let cases = [
+            (&a, short, Some(SignatureForm::TreeHash)),
+            (&a, short, Some(SignatureForm::TreeHash)),
+            // The same signature over other roots, right after it verified.
+            (&b, short, None),
+            (&a, long, Some(SignatureForm::TreeHashAndLength)),
+            (&a, long, Some(SignatureForm::TreeHashAndLength)),
+            (&b, long, None),
+            (&a, short, Some(SignatureForm::TreeHash)),
+            // Another key's signature of the same roots.
+            (&a, other, None),
+            (&a, Signature([0; 64]), None),
+        ];
+        for (i, (r, sig, want)) in cases.into_iter().enumerate() {
+            assert_eq!(key.verify_roots(r, &sig), want, "case {i}, unremembered");
+            assert_eq!(memo.verify_roots(&key, r, &sig), want, "case {i}, remembered");
+        }
     }
 }

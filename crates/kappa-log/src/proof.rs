@@ -293,7 +293,7 @@ impl Feed {
             }
             roots.push(self.require_node(r)?);
         }
-        Ok(self.key.verify_roots(&roots, &sig))
+        Ok(self.sig_memo.verify_roots(&self.key, &roots, &sig))
     }
 
     /// The newest length in `above + 1 ..= len()` whose state is signed in
@@ -539,7 +539,7 @@ impl Feed {
                             return Err(reject(index, ProofError::MissingNode { node: r }));
                         }
                     }
-                    if self.public_key().verify_roots(&roots, &sig).is_none() {
+                    if self.sig_memo.verify_roots(&self.key, &roots, &sig).is_none() {
                         return Err(reject(index, ProofError::BadSignature));
                     }
                     proven.append(&mut pending);

@@ -7,7 +7,7 @@ use kappa_storage::{BoxedStorage, DirectoryProvider, LockGuard, MemoryProvider, 
 
 use crate::bitfield::{Bitfield, PAGE_SIZE};
 use crate::cache::{BlockCache, NodeCache};
-use crate::crypto::{KeyPair, PublicKey, Signature, SignatureForm};
+use crate::crypto::{KeyPair, PublicKey, Signature, SignatureForm, SignatureMemo};
 use crate::error::{CorruptError, LogError};
 use crate::files::{Files, HeaderKind, HEADER_LEN, HEAD_FILE};
 use crate::flat;
@@ -113,6 +113,8 @@ pub struct Feed {
     pub(crate) appends_unflushed: u64,
     /// The form appends are signed in.
     pub(crate) sign_form: SignatureForm,
+    /// The last signature verified (not verified again).
+    pub(crate) sig_memo: SignatureMemo,
     _lock: LockGuard,
 }
 

@@ -301,6 +301,7 @@ impl Feed {
             node_cache: NodeCache::new(),
             bitfield_pending: false,
             pending: Pending::default(),
+            sig_memo: SignatureMemo::default(),
             read_cache: None,
             blocks: BlockCache::new(b.block_cache),
             last_read_end: u64::MAX,

@@ -111,7 +111,7 @@ impl Feed {
     /// form cannot be verified by a hypercore 8 (kappa-core 6) peer.
     pub fn signature_form(&mut self) -> Result<Option<SignatureForm>, LogError> {
         let Some(sig) = self.signature()? else { return Ok(None) };
-        Ok(self.key.verify_roots(&self.roots, &sig))
+        Ok(self.sig_memo.verify_roots(&self.key, &self.roots, &sig))
     }
 
     /// The form this feed signs its appends in ([`FeedBuilder::signature_form`]).
