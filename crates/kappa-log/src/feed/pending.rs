@@ -10,11 +10,14 @@
 use crate::crypto::Signature;
 use crate::node::Node;
 
+/// A run of adjacent held data: its offset in the data file and its bytes.
+pub(crate) type Run = (u64, Vec<u8>);
+
 /// Deferred data, tree nodes and signatures, in the order they are written.
 #[derive(Default)]
 pub(crate) struct Pending {
     /// Runs of adjacent data, `(offset, bytes)`, sorted and not overlapping.
-    data: Vec<(u64, Vec<u8>)>,
+    data: Vec<Run>,
     /// Nodes sorted by index, no index twice.
     nodes: Vec<Node>,
     /// Signatures by slot, in the order they were put (a later one for the
@@ -97,7 +100,7 @@ impl Pending {
 
     /// The held data runs, `(offset, bytes)`, in file order, and the held
     /// nodes in index order.
-    pub(crate) fn into_parts(self) -> (Vec<(u64, Vec<u8>)>, Vec<Node>, Vec<(u64, Signature)>) {
+    pub(crate) fn into_parts(self) -> (Vec<Run>, Vec<Node>, Vec<(u64, Signature)>) {
         (self.data, self.nodes, self.signatures)
     }
 }
