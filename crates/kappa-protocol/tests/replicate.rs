@@ -268,3 +268,33 @@ fn a_storage_failure_ends_the_session_with_its_cause() {
         other => panic!("{other:?}"),
     }
 }
+
+#[test]
+fn downloaded_blocks_are_announced_once_per_burst_not_once_per_block() {
+    // Ten thousand blocks used to make ten thousand change records (and wake
+    // every listener as often): more than the change log keeps, so a reader
+    // behind it had to rescan the feed.
+    let n = 10_000;
+    let (mut pair, w, r) = setup(5, false, false, n, 16);
+    // Input handed over in pieces of up to 64 KiB, as a TCP read gives it:
+    // each piece is a burst.
+    pair.max_chunk = 64 * 1024;
+    let before = r.version();
+    let listener = r.changed();
+    assert!(pair.drive_to_end(1_000_000));
+    assert_copy(&w, &r);
+    assert!(
+        futures::FutureExt::now_or_never(listener).is_some(),
+        "a listener from before the download was not woken"
+    );
+    let (changes, now) = r.changes_since(before);
+    let kappa_log::Changes::Ranges(ranges) = changes else {
+        panic!("the change log overflowed: {} records for {n} blocks", now - before);
+    };
+    let mut announced = kappa_log::RangeSet::new();
+    for run in ranges {
+        announced.insert(run);
+    }
+    assert!(announced.contains_range(&(0..n)), "not every downloaded block was announced");
+    assert!(now - before < n / 8, "{} change records for {n} blocks", now - before);
+}
