@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 
 pub mod codec;
+pub mod dht;
 mod lan;
 mod machine;
 
