@@ -1,18 +1,17 @@
 //! The LAN driver: one UDP socket on the mDNS group, its reads on a thread.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::codec::MAX_PACKET;
+use crate::lookup::{EndLookup, Lookup, Queue};
 use crate::machine::{Mdns, Requery};
 use crate::{Discovery, DiscoveryError};
 
@@ -20,9 +19,6 @@ use crate::{Discovery, DiscoveryError};
 pub const MDNS_GROUP: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 251);
 /// The mDNS port.
 pub const MDNS_PORT: u16 = 5353;
-/// Most peers queued on one [`Lookup`] and not yet taken; more are dropped
-/// (a peer that is still there is found again at the next query).
-pub const LOOKUP_QUEUE: usize = 256;
 /// The longest the socket thread sleeps before checking whether it should end.
 const TICK: Duration = Duration::from_millis(250);
 
@@ -62,46 +58,6 @@ impl LanOptions {
     pub fn requery(mut self, min: Duration, max: Duration) -> Self {
         self.requery = Requery { min, max };
         self
-    }
-}
-
-/// The queue of one lookup, shared by the socket thread and the [`Lookup`].
-#[derive(Debug, Default)]
-struct Queue {
-    inner: Mutex<QueueInner>,
-    ready: Condvar,
-}
-
-#[derive(Debug, Default)]
-struct QueueInner {
-    found: VecDeque<SocketAddr>,
-    closed: bool,
-    waker: Option<Waker>,
-}
-
-impl Queue {
-    fn lock(&self) -> MutexGuard<'_, QueueInner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn push(&self, addr: SocketAddr) {
-        let mut q = self.lock();
-        if q.found.len() < LOOKUP_QUEUE {
-            q.found.push_back(addr);
-        }
-        if let Some(w) = q.waker.take() {
-            w.wake();
-        }
-        self.ready.notify_all();
-    }
-
-    fn close(&self) {
-        let mut q = self.lock();
-        q.closed = true;
-        if let Some(w) = q.waker.take() {
-            w.wake();
-        }
-        self.ready.notify_all();
     }
 }
 
@@ -230,7 +186,9 @@ impl LanDiscovery {
         state.machine.requery(Instant::now(), topic);
         self.shared.flush(&mut state);
     }
+}
 
+impl EndLookup for LanDiscovery {
     fn end_lookup(&self, topic: &[u8; 32], key: u64) {
         let mut state = self.shared.lock();
         let Some(list) = state.lookups.get_mut(topic) else { return };
@@ -280,65 +238,6 @@ fn run(shared: &Shared) {
     }
 }
 
-/// The peers found for one topic: a [`futures::Stream`] of addresses, also
-/// readable blocking with [`next_timeout`](Self::next_timeout). The same peer
-/// comes again each time it answers (at each re-query); deduplicate by
-/// address if that matters. Dropping it stops the lookup (when it is the
-/// topic's last).
-#[derive(Debug)]
-pub struct Lookup {
-    queue: Arc<Queue>,
-    topic: [u8; 32],
-    key: u64,
-    owner: LanDiscovery,
-}
-
-impl Lookup {
-    /// The topic looked up.
-    pub fn topic(&self) -> &[u8; 32] {
-        &self.topic
-    }
-
-    /// Waits up to `timeout` for the next peer, blocking the thread. `None`
-    /// when the time is up or the lookup was stopped.
-    pub fn next_timeout(&mut self, timeout: Duration) -> Option<SocketAddr> {
-        let deadline = Instant::now() + timeout;
-        let mut q = self.queue.lock();
-        loop {
-            if let Some(a) = q.found.pop_front() {
-                return Some(a);
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if q.closed || left.is_zero() {
-                return None;
-            }
-            q = self.queue.ready.wait_timeout(q, left).unwrap_or_else(|e| e.into_inner()).0;
-        }
-    }
-}
-
-impl futures::Stream for Lookup {
-    type Item = SocketAddr;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SocketAddr>> {
-        let mut q = self.queue.lock();
-        if let Some(a) = q.found.pop_front() {
-            return Poll::Ready(Some(a));
-        }
-        if q.closed {
-            return Poll::Ready(None);
-        }
-        q.waker = Some(cx.waker().clone());
-        Poll::Pending
-    }
-}
-
-impl Drop for Lookup {
-    fn drop(&mut self) {
-        self.owner.end_lookup(&self.topic, self.key);
-    }
-}
-
 impl Discovery for LanDiscovery {
     type Lookup = Lookup;
 
@@ -360,7 +259,7 @@ impl Discovery for LanDiscovery {
         state.lookups.entry(topic).or_default().push((key, queue.clone()));
         state.machine.lookup(Instant::now(), topic);
         self.shared.flush(&mut state);
-        Ok(Lookup { queue, topic, key, owner: self.clone() })
+        Ok(Lookup::new(queue, topic, key, Arc::new(self.clone())))
     }
 
     fn stop(&self, topic: &[u8; 32]) {

@@ -5,9 +5,12 @@ use std::net::SocketAddr;
 pub mod codec;
 pub mod dht;
 mod lan;
+mod lookup;
 mod machine;
 
-pub use lan::{LanDiscovery, LanOptions, Lookup, LOOKUP_QUEUE, MDNS_GROUP, MDNS_PORT};
+pub use dht::DhtDiscovery;
+pub use lan::{LanDiscovery, LanOptions, MDNS_GROUP, MDNS_PORT};
+pub use lookup::{Lookup, LOOKUP_QUEUE};
 pub use machine::{Found, Mdns, Requery};
 
 /// Why discovery could not start or announce.
@@ -74,5 +77,40 @@ pub mod fuzzing {
         m.handle_timeout(now + Duration::from_secs(61));
         while m.poll_transmit().is_some() {}
         while m.poll_event().is_some() {}
+    }
+
+    /// Decodes one DHT datagram, and feeds it to a client that announces a
+    /// topic and looks another up, as the answer to each request it has out.
+    pub fn dht_datagram(data: &[u8]) {
+        use crate::dht::wire::{Kind, Message};
+        use crate::dht::{DhtClient, DhtOptions};
+        let _ = Message::decode(data);
+        let _ = crate::dht::wire::PeersOutput::decode(data).map(|p| p.addresses());
+        let _ = crate::dht::wire::decode_nodes(data);
+        let now = Instant::now();
+        let boot = std::net::SocketAddrV4::new([10, 0, 0, 1].into(), 49737);
+        let opts = DhtOptions { bootstrap: vec![boot], ..DhtOptions::default() };
+        let mut c = DhtClient::new([7; 32], 0, opts);
+        c.announce(now, [1; 32], 7000);
+        c.lookup(now, [2; 32]);
+        let mut rids = Vec::new();
+        while let Some((_, bytes)) = c.poll_transmit() {
+            if let Ok(m) = Message::decode(&bytes) {
+                rids.push(m.rid);
+            }
+        }
+        for rid in rids {
+            // The datagram as it is, and with its rid and kind made those of
+            // an answer to this request.
+            c.handle_datagram(now, SocketAddr::from(boot), data);
+            if let Ok(mut m) = Message::decode(data) {
+                m.rid = rid;
+                m.kind = Kind::Response;
+                c.handle_datagram(now, SocketAddr::from(boot), &m.encode());
+            }
+        }
+        c.handle_timeout(now + Duration::from_secs(10));
+        while c.poll_transmit().is_some() {}
+        while c.poll_event().is_some() {}
     }
 }
