@@ -210,6 +210,13 @@ pub(crate) enum Command {
         /// look it up, and replicate live with every peer found.
         #[arg(long)]
         discover: bool,
+        /// Also find peers on hyperswarm 2's DHT (`@hyperswarm/dht` 4), starting
+        /// from this bootstrap node (HOST:PORT, IPv4; repeat the flag for more):
+        /// announce this database's topic there with the listening port, look it
+        /// up, and replicate live with every peer found. Without `--discover`
+        /// the LAN is not used.
+        #[arg(long, value_name = "HOST:PORT")]
+        dht: Vec<String>,
         /// Seed mode: replicate everything, index nothing (for a node that keeps
         /// a community's data available and answers no queries). The views
         /// catch up, each entry indexed once, when a command that uses them
@@ -217,20 +224,27 @@ pub(crate) enum Command {
         #[arg(long)]
         no_views: bool,
     },
-    /// Replicates once with the peer at ADDR (or, with `--discover`, with the
-    /// first peer found on the LAN): exits when both sides have everything,
-    /// printing what moved.
+    /// Replicates once with the peer at ADDR (or, with `--discover` or `--dht`,
+    /// with the first peer found on the LAN or the DHT): exits when both sides
+    /// have everything, printing what moved.
+    #[command(group(clap::ArgGroup::new("finding").multiple(true)))]
     Sync {
         /// The peer, e.g. 192.0.2.7:7000.
-        #[arg(required_unless_present = "discover", conflicts_with = "discover")]
+        #[arg(required_unless_present = "finding", conflicts_with = "finding")]
         addr: Option<String>,
         /// Find the peer on the LAN instead (hyperswarm 2's multicast DNS): look
         /// this database's topic up and sync with the first peer that answers.
         /// Exits 1 if none is found within `--discover-timeout-ms`.
-        #[arg(long)]
+        #[arg(long, group = "finding")]
         discover: bool,
-        /// With `--discover`: how long to look for a peer, in milliseconds.
-        #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "discover")]
+        /// Find the peer on hyperswarm 2's DHT instead (or as well, with
+        /// `--discover`), starting from this bootstrap node (HOST:PORT, IPv4;
+        /// repeat the flag for more).
+        #[arg(long, value_name = "HOST:PORT", group = "finding")]
+        dht: Vec<String>,
+        /// With `--discover` or `--dht`: how long to look for a peer, in
+        /// milliseconds.
+        #[arg(long, value_name = "MS", default_value_t = 10_000, requires = "finding")]
         discover_timeout_ms: u64,
         /// Sparse: download only the newest N entries of each feed (the rest can
         /// follow in a later sync). Default: everything.

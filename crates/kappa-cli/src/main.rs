@@ -294,9 +294,11 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             peer_timeout_ms,
             wire,
             discover,
+            dht,
             no_views,
         } => {
             let addrs = net::resolve(listen)?;
+            let finding = net::Finding::new(*discover, dht)?;
             if *discover && addrs.iter().all(|a| a.ip().is_loopback()) {
                 return Err(CliError::Usage(format!(
                     "--discover announces the listening port to the LAN, but {listen} is reachable only from \
@@ -313,7 +315,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                     .wire(*wire),
             };
             let listen = listen.clone();
-            let (discover, no_views) = (*discover, *no_views);
+            let no_views = *no_views;
             let views = if no_views { Views::Off } else { Views::Stored };
             with_db(&cli, views, |db| async move {
                 // Keep the kv view indexed as entries arrive (not in seed mode).
@@ -327,7 +329,7 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
                             &listen,
                             limits,
                             interrupts(),
-                            discover,
+                            &finding,
                             &status_file,
                         )
                         .await
@@ -345,14 +347,17 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
             wire,
             discover_timeout_ms,
             peer_timeout_ms,
+            discover,
+            dht,
             ..
         } => {
+            let finding = net::Finding::new(*discover, dht)?;
             let selection = newest.map_or(Selection::All, Selection::Newest);
             let (wire, connect) = (*wire, Duration::from_millis(*connect_timeout_ms));
             let limit = Duration::from_millis(*discover_timeout_ms);
             let peer = net::PeerLimits { wire, timeout: Duration::from_millis(*peer_timeout_ms) };
             with_db(&cli, Views::None, |db| async move {
-                let r = match net::discover_one(&db.kappa, &out, limit, connect).await {
+                let r = match net::discover_one(&db.kappa, &out, &finding, limit, connect).await {
                     Ok((stream, addr)) => sync(&db, &out, stream, &addr, selection, peer).await,
                     Err(e) => Err(e),
                 };

@@ -447,7 +447,7 @@ pub(crate) async fn serve(
     listen: &str,
     limits: ServeLimits,
     stop: Option<mpsc::UnboundedReceiver<()>>,
-    discover: bool,
+    discover: &Finding,
     status_file: &std::path::Path,
 ) -> Result<()> {
     let listener = bind(listen).await?;
@@ -484,7 +484,7 @@ async fn serve_on(
     local: SocketAddr,
     limits: ServeLimits,
     stop: Option<mpsc::UnboundedReceiver<()>>,
-    discover: bool,
+    discover: &Finding,
 ) -> Result<()> {
     out.emit(format!("listening on {local}"), || json!({"event": "listening", "addr": local.to_string()}))?;
     out.text("replicating live with every peer that connects (shared key: see `kappa key`); Ctrl-C stops")?;
@@ -494,7 +494,11 @@ async fn serve_on(
             || json!({"event": "seed_mode"}),
         )?;
     }
-    let discovery = if discover { Some(open_discovery(&kappa, out, Some(local.port()))?) } else { None };
+    let discovery = if discover.is_on() {
+        Some(open_discovery(&kappa, out, Some(local.port()), discover)?)
+    } else {
+        None
+    };
     let (wire, timeout) = (limits.caps.wire, limits.caps.timeout);
     let k = kappa.clone();
     let serving = serve_loop(kappa.clone(), listener, limits, stop, |ev| match ev {
@@ -548,10 +552,10 @@ async fn serve_on(
     }
 }
 
-/// How long dialling a peer found on the LAN may take.
+/// How long dialling a peer found by discovery may take.
 const DIAL_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Dials a peer found on the LAN.
+/// Dials a peer found by discovery.
 async fn dial(peer: SocketAddr) -> std::io::Result<TcpStream> {
     match async_std::future::timeout(DIAL_TIMEOUT, TcpStream::connect(peer)).await {
         Ok(Ok(s)) => {
@@ -563,28 +567,97 @@ async fn dial(peer: SocketAddr) -> std::io::Result<TcpStream> {
     }
 }
 
-/// Opens LAN discovery and says what it reveals.
+/// Where to find peers: the LAN, the DHT (its bootstrap nodes), both or
+/// neither.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Finding {
+    /// Multicast DNS on the LAN (`--discover`).
+    pub(crate) lan: bool,
+    /// The DHT's bootstrap nodes (`--dht`); none: no DHT.
+    pub(crate) dht: Vec<std::net::SocketAddrV4>,
+}
+
+impl Finding {
+    /// `--discover` and the `--dht` values, resolved (IPv4 only).
+    pub(crate) fn new(lan: bool, dht: &[String]) -> Result<Self> {
+        let mut nodes = Vec::new();
+        for d in dht {
+            let v4: Vec<std::net::SocketAddrV4> = resolve(d)?
+                .into_iter()
+                .filter_map(|a| match a {
+                    SocketAddr::V4(a) => Some(a),
+                    SocketAddr::V6(_) => None,
+                })
+                .collect();
+            if v4.is_empty() {
+                return Err(CliError::Usage(format!("--dht {d}: no IPv4 address (the DHT is IPv4 only)")));
+            }
+            nodes.extend(v4);
+        }
+        Ok(Finding { lan, dht: nodes })
+    }
+
+    /// Whether peers are looked for at all.
+    pub(crate) fn is_on(&self) -> bool {
+        self.lan || !self.dht.is_empty()
+    }
+
+    /// Where, in words.
+    fn place(&self) -> &'static str {
+        match (self.lan, self.dht.is_empty()) {
+            (true, true) => "on the LAN",
+            (false, false) => "on the DHT",
+            _ => "on the LAN and the DHT",
+        }
+    }
+}
+
+/// Opens discovery (LAN, DHT or both) and says what it reveals.
 fn open_discovery(
     kappa: &Kappa,
     out: &crate::output::Out,
     port: Option<u16>,
-) -> Result<kappa_core::discovery::LanDiscovery> {
-    let d = kappa_core::discovery::LanDiscovery::open().map_err(|e| {
+    finding: &Finding,
+) -> Result<kappa_core::discovery::Joint> {
+    let why = |what: &str, e: kappa_core::discovery::DiscoveryError| {
         let cause = std::error::Error::source(&e).map(|s| format!(": {s}")).unwrap_or_default();
-        CliError::Runtime(format!("cannot start LAN discovery: {e}{cause}"))
-    })?;
+        CliError::Runtime(format!("cannot start {what} discovery: {e}{cause}"))
+    };
+    let lan = match finding.lan {
+        true => Some(kappa_core::discovery::LanDiscovery::open().map_err(|e| why("LAN", e))?),
+        false => None,
+    };
+    let dht = match finding.dht.is_empty() {
+        false => Some(
+            kappa_core::discovery::DhtDiscovery::with_bootstrap(finding.dht.clone())
+                .map_err(|e| why("DHT", e))?,
+        ),
+        true => None,
+    };
     let topic = hex::encode(kappa.topic());
     let what = match port {
         Some(p) => format!("announcing port {p} and looking up"),
         None => "looking up".to_owned(),
     };
+    let mut how = Vec::new();
+    if finding.lan {
+        how.push("on the LAN (multicast DNS, as hyperswarm 2)".to_owned());
+    }
+    if !finding.dht.is_empty() {
+        let boot: Vec<String> = finding.dht.iter().map(|b| b.to_string()).collect();
+        how.push(format!("on the DHT (hyperswarm 2, bootstrap {})", boot.join(", ")));
+    }
     out.emit(
         format!(
-            "discovery: {what} topic {topic} on the LAN (multicast DNS, as hyperswarm 2; the topic is public, the shared key is not)"
+            "discovery: {what} topic {topic} {}; the topic is public, the shared key is not",
+            how.join(" and ")
         ),
-        || json!({"event": "discovery", "topic": topic, "port": port}),
+        || {
+            json!({"event": "discovery", "topic": topic, "port": port, "lan": finding.lan,
+                   "dht": finding.dht.iter().map(|b| b.to_string()).collect::<Vec<_>>()})
+        },
     )?;
-    Ok(d)
+    Ok(kappa_core::discovery::Joint::new(lan, dht))
 }
 
 /// Prints one step of joining the swarm.
@@ -596,7 +669,7 @@ fn join_event(kappa: &Kappa, out: &crate::output::Out, ev: kappa_core::JoinEvent
     };
     let ms = |r: Option<Duration>| r.map(|d| d.as_millis() as u64);
     let _ = match ev {
-        J::Found(peer) => out.emit(format!("peer {peer}: found on the LAN, dialling"), || {
+        J::Found(peer) => out.emit(format!("peer {peer}: found, dialling"), || {
             json!({"event": "peer_found", "peer": peer.to_string()})
         }),
         J::OverCap(peer) => out.emit(format!("peer {peer}: found, not dialled (at the peer limit)"), || {
@@ -638,14 +711,16 @@ fn join_event(kappa: &Kappa, out: &crate::output::Out, ev: kappa_core::JoinEvent
 pub(crate) async fn discover_one(
     kappa: &Kappa,
     out: &crate::output::Out,
+    finding: &Finding,
     limit: Duration,
     connect_timeout: Duration,
 ) -> Result<(TcpStream, String)> {
     use kappa_core::discovery::Discovery;
-    let d = open_discovery(kappa, out, None)?;
+    let d = open_discovery(kappa, out, None, finding)?;
+    let place = finding.place();
     let topic = kappa.topic();
     let mut lookup =
-        d.lookup(topic).map_err(|e| CliError::Runtime(format!("cannot look up on the LAN: {e}")))?;
+        d.lookup(topic).map_err(|e| CliError::Runtime(format!("cannot look up {place}: {e}")))?;
     let deadline = Instant::now() + limit;
     let mut tried = Vec::new();
     loop {
@@ -659,7 +734,7 @@ pub(crate) async fn discover_one(
         }
         tried.push(peer);
         out.emit(
-            format!("peer {peer}: found on the LAN"),
+            format!("peer {peer}: found {place}"),
             || json!({"event": "peer_found", "peer": peer.to_string()}),
         )?;
         match connect(
@@ -680,12 +755,12 @@ pub(crate) async fn discover_one(
     let topic = hex::encode(topic);
     Err(CliError::Runtime(if tried.is_empty() {
         format!(
-            "no peer of this database was found on the LAN within {} ms (topic {topic}): is a peer with the same shared key running `kappa serve --discover` on this network?",
+            "no peer of this database was found {place} within {} ms (topic {topic}): is a peer with the same shared key running `kappa serve --discover` (or `--dht`) on this network?",
             limit.as_millis()
         )
     } else {
         format!(
-            "no peer found on the LAN could be reached within {} ms (tried {})",
+            "no peer found {place} could be reached within {} ms (tried {})",
             limit.as_millis(),
             tried.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
         )

@@ -4,11 +4,13 @@ use std::net::SocketAddr;
 
 pub mod codec;
 pub mod dht;
+mod joint;
 mod lan;
 mod lookup;
 mod machine;
 
 pub use dht::DhtDiscovery;
+pub use joint::{Joint, JointLookup};
 pub use lan::{LanDiscovery, LanOptions, MDNS_GROUP, MDNS_PORT};
 pub use lookup::{Lookup, LOOKUP_QUEUE};
 pub use machine::{Found, Mdns, Requery};
