@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 'use strict'
 // A JS hyperswarm 2 DHT peer (@hyperswarm/dht 4.0.1 on dht-rpc 4.9.6), for
-// kappa-rs DHT interop tests. Everything binds and talks to 127.0.0.1 only.
+// kappa-rs DHT interop tests. Everything binds and talks to 127.0.0.1 only, or
+// to the address in DHT_HOST (a test host's address in a network namespace).
 //
 // usage: node dht-peer.js node [BOOTSTRAP_PORT]        a full (non-ephemeral) DHT node;
 //                                                     without a port, the first (bootstrap) node
@@ -17,20 +18,22 @@ if (!/^(node|announce|lookup)$/.test(mode || '')) {
   console.error('usage: see the comment at the top of dht-peer.js')
   process.exit(2)
 }
-const bootstrap = bootArg ? ['127.0.0.1:' + Number(bootArg)] : []
+const host = process.env.DHT_HOST || '127.0.0.1'
+const bootHost = process.env.DHT_BOOTSTRAP_HOST || host
+const bootstrap = bootArg ? [bootHost + ':' + Number(bootArg)] : []
 process.stdin.on('end', () => process.exit(0))
 process.stdin.resume()
 
 if (mode === 'node') {
   const node = dht({ bootstrap, ephemeral: false })
   node.on('warning', (err) => console.error('dht warning', err.message))
-  node.listen(0, '127.0.0.1', () => console.log(JSON.stringify({ port: node.address().port })))
+  node.listen(0, host, () => console.log(JSON.stringify({ port: node.address().port })))
 } else {
   const topic = Buffer.from(topicHex, 'hex')
   const port = Number(portArg || 0)
   const node = dht({ bootstrap, ephemeral: true })
   node.on('warning', (err) => console.error('dht warning', err.message))
-  node.listen(0, '127.0.0.1', () => {
+  node.listen(0, host, () => {
     const loop = () => {
       const s = mode === 'announce' ? node.announce(topic, { port }) : node.lookup(topic)
       s.on('data', (data) => {

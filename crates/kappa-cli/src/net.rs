@@ -628,10 +628,19 @@ fn open_discovery(
         false => None,
     };
     let dht = match finding.dht.is_empty() {
-        false => Some(
-            kappa_core::discovery::DhtDiscovery::with_bootstrap(finding.dht.clone())
-                .map_err(|e| why("DHT", e))?,
-        ),
+        false => {
+            let mut opts = kappa_core::discovery::dht::DhtOptions {
+                bootstrap: finding.dht.clone(),
+                ..Default::default()
+            };
+            if port.is_none() {
+                // `sync` looks for one peer within its time limit: look again
+                // every second, not every few minutes as a long-running node does.
+                opts.refresh = Duration::from_secs(1);
+            }
+            let any = std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 0);
+            Some(kappa_core::discovery::DhtDiscovery::new(any, opts).map_err(|e| why("DHT", e))?)
+        }
         true => None,
     };
     let topic = hex::encode(kappa.topic());

@@ -1,9 +1,12 @@
 //! `kappa serve --dht` and `kappa sync --dht` on a JS hyperswarm 2 DHT
-//! (`@hyperswarm/dht` 4.0.1, three nodes of interop/swarm/dht-peer.js), all
-//! on 127.0.0.1: a sync finds a serving peer and both replicate, a serve
-//! finds and dials one that announced before it, a peer of another shared key is never
-//! connected, and a sync with nobody there exits 1 with a message. Skipped
-//! loudly without the JS harness; failing under CI.
+//! (`@hyperswarm/dht` 4.0.1, nodes of interop/swarm/dht-peer.js). On
+//! 127.0.0.1: a sync finds a serving peer and both replicate, a serve finds
+//! and dials one that announced before it, a peer of another shared key is
+//! never connected, and a sync with nobody there exits 1 with a message.
+//! Across the hosts of a test LAN (network namespaces; skipped loudly
+//! without root): a sync on one host finds a serve on another through JS
+//! DHT nodes on two more. Skipped loudly without the JS harness; failing
+//! under CI.
 
 mod common;
 
@@ -168,4 +171,103 @@ fn sync_dht_with_nobody_there_exits_1_and_says_so() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("no peer of this database was found on the DHT within 1500 ms"), "{err}");
+}
+
+/// Across hosts: a JS DHT of two nodes on two hosts of a test LAN (network
+/// namespaces), a `kappa serve --dht` on a third, found by a JS peer's lookup
+/// on the second and by a `kappa sync --dht` on the fourth, which syncs
+/// with it.
+#[test]
+fn peers_on_four_hosts_of_a_test_lan_meet_through_a_js_dht() {
+    let test = "peers_on_four_hosts_of_a_test_lan_meet_through_a_js_dht";
+    let Some(h) = harness(test) else { return };
+    let Some(lan) = kappa_testkit::netns::Lan::new(test, 4) else { return };
+    let node = |host: usize, args: &[&str]| {
+        let mut c = lan.command(host, "node");
+        c.env("DHT_HOST", lan.addr(host).to_string()).env("DHT_BOOTSTRAP_HOST", lan.addr(0).to_string());
+        c.arg(h.join("dht-peer.js")).arg("node").args(args);
+        let mut p = LineChild::start(c);
+        let line = p.wait_for("a DHT node's port", WAIT, |l| l.starts_with("{\"port\""));
+        (p, json(&line)["port"].as_u64().unwrap())
+    };
+    let (_boot, port) = node(0, &[]);
+    let (_second, _) = node(1, &[&port.to_string()]);
+    let dht = format!("{}:{port}", lan.addr(0));
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&a, &["--shared-key", KEY, "put", "a", "1"]);
+    ok(&b, &["--shared-key", KEY, "put", "b", "2"]);
+    let mut c = lan.command(2, KAPPA);
+    c.arg("--dir").arg(&a).args([
+        "--shared-key",
+        KEY,
+        "--json",
+        "serve",
+        "--listen",
+        "0.0.0.0:0",
+        "--dht",
+        &dht,
+    ]);
+    let mut server = LineChild::start(c);
+    let listening = json(&server.wait_for("listening", WAIT, |l| json(l)["event"] == "listening"));
+    let server_port = listening["addr"].as_str().unwrap().rsplit(':').next().unwrap().to_owned();
+    let topic = json(&server.wait_for("discovery", WAIT, |l| json(l)["event"] == "discovery"))["topic"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A JS peer on host 1 looks the database's topic up and finds the server.
+    let mut c = lan.command(1, "node");
+    c.env("DHT_HOST", lan.addr(1).to_string()).env("DHT_BOOTSTRAP_HOST", lan.addr(0).to_string());
+    c.arg(h.join("dht-peer.js")).args(["lookup", &port.to_string(), &topic]);
+    let mut js_lookup = LineChild::start(c);
+    let want = format!("found {}:{server_port}", lan.addr(2));
+    js_lookup.wait_for("the server, from JS", WAIT, |l| l == want);
+    let mut c = lan.command(3, KAPPA);
+    c.arg("--dir").arg(&b).args([
+        "--shared-key",
+        KEY,
+        "sync",
+        "--dht",
+        &dht,
+        "--discover-timeout-ms",
+        "15000",
+    ]);
+    let out = c.output().expect("run kappa sync --dht");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&format!("peer {}:", lan.addr(2))) && text.contains("found on the DHT"), "{text}");
+    assert_eq!(keys(&b, KEY), ["a", "b"]);
+    server.interrupt();
+    assert_eq!(keys(&a, KEY), ["a", "b"]);
+}
+
+/// A sync that looked before the server announced finds it at its next
+/// lookup, a second later (a long-running node looks again only every few
+/// minutes; a sync waits no longer than its time limit).
+#[test]
+fn a_sync_started_before_the_server_finds_it_at_its_next_lookup() {
+    let Some(h) = harness("a_sync_started_before_the_server_finds_it_at_its_next_lookup") else { return };
+    let (_dht, boot) = js_dht(&h);
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&a, &["--shared-key", KEY, "put", "a", "1"]);
+    ok(&b, &["--shared-key", KEY, "put", "b", "2"]);
+    let mut c = Command::new(KAPPA);
+    c.arg("--dir").arg(&b).args([
+        "--shared-key",
+        KEY,
+        "sync",
+        "--dht",
+        &boot,
+        "--discover-timeout-ms",
+        "15000",
+    ]);
+    let mut sync = LineChild::start(c);
+    sync.wait_for("the sync's lookup", WAIT, |l| l.starts_with("discovery:"));
+    let mut server = serve(&a, KEY, &boot);
+    sync.wait_for("the sync's end", WAIT, |l| l.contains("synced with"));
+    sync.interrupt();
+    server.interrupt();
+    assert_eq!(keys(&b, KEY), ["a", "b"]);
+    assert_eq!(keys(&a, KEY), ["a", "b"]);
 }

@@ -83,6 +83,8 @@ struct Run {
     /// Addresses asked in this run.
     asked: HashSet<SocketAddrV4>,
     in_flight: usize,
+    /// Answers received in this run.
+    answers: usize,
 }
 
 #[derive(Debug)]
@@ -93,11 +95,15 @@ struct Topic {
     /// The nodes the last finished run announced to (told to forget the
     /// announcement when it stops).
     announced: Vec<Candidate>,
+    /// Runs in a row that nobody answered: the next one comes sooner than
+    /// the refresh (1 s, doubling), so a DHT that was not reachable yet is
+    /// joined soon after it is.
+    unanswered: u32,
 }
 
 impl Topic {
     fn new() -> Self {
-        Topic { port: None, next_run: None, run: None, announced: Vec::new() }
+        Topic { port: None, next_run: None, run: None, announced: Vec::new(), unanswered: 0 }
     }
 }
 
@@ -127,6 +133,10 @@ pub struct DhtClient {
     out: VecDeque<(SocketAddrV4, Vec<u8>)>,
     found: VecDeque<DhtFound>,
 }
+
+/// The wait before the run after one nobody answered (then doubling, up to
+/// the refresh time).
+const UNANSWERED_FIRST: Duration = Duration::from_secs(1);
 
 /// Most nodes remembered between runs.
 const MAX_KNOWN: usize = 1024;
@@ -262,6 +272,7 @@ impl DhtClient {
             unverified: Vec::new(),
             asked: HashSet::new(),
             in_flight: 0,
+            answers: 0,
         };
         for (id, addr) in &self.known {
             insert_sorted(
@@ -336,7 +347,14 @@ impl DhtClient {
                 if announcing {
                     t.announced = run.closest.iter().filter(|c| c.token.is_some()).cloned().collect();
                 }
-                t.next_run = Some(now + self.opts.refresh);
+                let wait = if run.answers == 0 {
+                    t.unanswered = t.unanswered.saturating_add(1);
+                    UNANSWERED_FIRST.saturating_mul(1 << (t.unanswered - 1).min(16)).min(self.opts.refresh)
+                } else {
+                    t.unanswered = 0;
+                    self.opts.refresh
+                };
+                t.next_run = Some(now + wait);
                 return;
             }
             if next.is_empty() {
@@ -376,6 +394,7 @@ impl DhtClient {
         let Some(t) = self.topics.get_mut(&topic) else { return };
         let Some(run) = t.run.as_mut() else { return };
         run.in_flight = run.in_flight.saturating_sub(1);
+        run.answers += 1;
         if req.kind == Kind::Query {
             if let (Some(id), Some(token)) = (id, m.roundtrip_token.clone()) {
                 if id != self.id {
@@ -591,10 +610,17 @@ mod tests {
         c.handle_timeout(now);
         assert!(sent(&mut c).is_empty());
         assert_eq!(c.requests_in_flight(), 0);
-        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(60)));
-        // The next run asks the bootstrap node again.
-        c.handle_timeout(now + Duration::from_secs(60));
+        // Nobody answered: the next run comes after 1 s, not the refresh.
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(1)));
+        // It asks the bootstrap node again; unanswered again, the wait doubles.
+        now += Duration::from_secs(1);
+        c.handle_timeout(now);
         assert_eq!(sent(&mut c).len(), 1);
+        for _ in 0..3 {
+            now += Duration::from_secs(1);
+            c.handle_timeout(now);
+        }
+        assert_eq!(c.poll_timeout(), Some(now + Duration::from_secs(2)));
     }
 
     #[test]
