@@ -1,8 +1,9 @@
 //! The DHT client against the real JS hyperswarm 2 DHT (`@hyperswarm/dht`
 //! 4.0.1 on dht-rpc 4.9.6, pinned in interop/swarm), all on 127.0.0.1: a JS
 //! bootstrap node and two more JS nodes make the DHT; Rust announces and JS
-//! finds it, JS announces and Rust finds it, Rust finds Rust, and a peer of
-//! another topic is never reported.
+//! finds it, JS announces and Rust finds it, Rust finds Rust, a peer of
+//! another topic is never reported, an announcer that stops is forgotten and
+//! one that comes back found again, and many announcers are all found.
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, SocketAddrV4};
@@ -111,8 +112,11 @@ fn js_finds_rust_and_rust_finds_js_on_the_dht() {
 }
 
 #[test]
-fn rust_finds_rust_and_a_stopped_announcer_is_forgotten() {
-    let Some(dir) = js_harness("rust_finds_rust_and_a_stopped_announcer_is_forgotten") else { return };
+fn rust_finds_rust_and_a_stopped_announcer_is_forgotten_until_it_comes_back() {
+    let Some(dir) = js_harness("rust_finds_rust_and_a_stopped_announcer_is_forgotten_until_it_comes_back")
+    else {
+        return;
+    };
     let (_dht, boot) = js_dht(&dir);
     let a = rust(boot);
     a.announce(TOPIC, 7201).unwrap();
@@ -133,4 +137,28 @@ fn rust_finds_rust_and_a_stopped_announcer_is_forgotten() {
     while let Some(x) = lookup.next_timeout(deadline.saturating_duration_since(Instant::now())) {
         assert_ne!(x, addr(7201), "a stopped announcer was still returned");
     }
+    // Back: found again.
+    a.announce(TOPIC, 7201).unwrap();
+    wait_found(&mut lookup, addr(7201));
+}
+
+#[test]
+fn many_announcers_on_one_topic_are_all_found_on_the_dht() {
+    let Some(dir) = js_harness("many_announcers_on_one_topic_are_all_found_on_the_dht") else { return };
+    let (_dht, boot) = js_dht(&dir);
+    let announcers: Vec<DhtDiscovery> = (0..8)
+        .map(|i| {
+            let d = rust(boot);
+            d.announce(TOPIC, 7300 + i).unwrap();
+            d
+        })
+        .collect();
+    let looker = rust(boot);
+    let mut lookup = looker.lookup(TOPIC).unwrap();
+    let mut seen = BTreeSet::new();
+    for i in 0..8 {
+        seen.extend(wait_found(&mut lookup, addr(7300 + i)));
+    }
+    assert_eq!(seen, (0..8).map(|i| addr(7300 + i)).collect(), "found beyond the announcers");
+    drop(announcers);
 }
