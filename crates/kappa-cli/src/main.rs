@@ -299,7 +299,14 @@ async fn run(cli: Cli, out: Out) -> Result<()> {
         } => {
             let addrs = net::resolve(listen)?;
             let finding = net::Finding::new(*discover, dht)?;
-            if *discover && addrs.iter().all(|a| a.ip().is_loopback()) {
+            let loopback_only = addrs.iter().all(|a| a.ip().is_loopback());
+            if loopback_only && finding.dht.iter().any(|b| !b.ip().is_loopback()) {
+                return Err(CliError::Usage(format!(
+                    "--dht announces the listening port to the DHT, but {listen} is reachable only from \
+                     this machine: listen on 0.0.0.0:PORT or an address the DHT's peers can reach"
+                )));
+            }
+            if *discover && loopback_only {
                 return Err(CliError::Usage(format!(
                     "--discover announces the listening port to the LAN, but {listen} is reachable only from \
                      this machine: listen on 0.0.0.0:PORT or a LAN address"

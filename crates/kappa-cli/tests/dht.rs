@@ -271,3 +271,16 @@ fn a_sync_started_before_the_server_finds_it_at_its_next_lookup() {
     assert_eq!(keys(&b, KEY), ["a", "b"]);
     assert_eq!(keys(&a, KEY), ["a", "b"]);
 }
+
+/// Announcing a loopback-only listener to a DHT on another machine is a
+/// usage error (nobody there could connect); nothing is sent.
+#[test]
+fn serve_dht_on_loopback_with_a_remote_dht_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    common::fails(
+        tmp.path(),
+        &["serve", "--listen", "127.0.0.1:0", "--dht", "192.0.2.1:49737"],
+        2,
+        "is reachable only from this machine",
+    );
+}

@@ -92,9 +92,13 @@ struct Topic {
     port: Option<u16>,
     next_run: Option<Instant>,
     run: Option<Run>,
-    /// The nodes the last finished run announced to (told to forget the
-    /// announcement when it stops).
+    /// The nodes the last finished run announced to, and when (told to
+    /// forget the announcement when it stops, while their tokens are good).
     announced: Vec<Candidate>,
+    announced_at: Option<Instant>,
+    /// Peers the current run found so far (handed to a lookup that starts
+    /// during the run).
+    seen: Vec<(SocketAddrV4, SocketAddrV4)>,
     /// Runs in a row that nobody answered: the next one comes sooner than
     /// the refresh (1 s, doubling), so a DHT that was not reachable yet is
     /// joined soon after it is.
@@ -103,7 +107,15 @@ struct Topic {
 
 impl Topic {
     fn new() -> Self {
-        Topic { port: None, next_run: None, run: None, announced: Vec::new(), unanswered: 0 }
+        Topic {
+            port: None,
+            next_run: None,
+            run: None,
+            announced: Vec::new(),
+            announced_at: None,
+            seen: Vec::new(),
+            unanswered: 0,
+        }
     }
 }
 
@@ -137,6 +149,20 @@ pub struct DhtClient {
 /// The wait before the run after one nobody answered (then doubling, up to
 /// the refresh time).
 const UNANSWERED_FIRST: Duration = Duration::from_secs(1);
+
+/// Most queries one run sends.
+const MAX_ASKED: usize = 256;
+
+/// Most requests in flight at once, for all topics (well below the 65,536
+/// request ids).
+const MAX_REQUESTS: usize = 4096;
+
+/// Most peers of a run kept to hand to a lookup that starts during it.
+const MAX_SEEN: usize = 256;
+
+/// How long a node's roundtrip token is surely good: dht-rpc rotates its
+/// secret every 5 minutes and accepts the current and the previous one.
+const TOKEN_LIFE: Duration = Duration::from_secs(300);
 
 /// Most nodes remembered between runs.
 const MAX_KNOWN: usize = 1024;
@@ -191,30 +217,42 @@ impl DhtClient {
         self.handle_timeout(now);
     }
 
-    /// Looks `topic` up, now and at every refresh.
+    /// Looks `topic` up, now and at every refresh. During a run of the topic
+    /// (an announce's), the peers it found so far are reported again at once.
     pub fn lookup(&mut self, now: Instant, topic: [u8; 32]) {
         let t = self.topics.entry(topic).or_insert_with(Topic::new);
         if t.run.is_none() {
             t.next_run = Some(now);
+        } else {
+            for &(addr, node) in &t.seen {
+                self.found.push_back(DhtFound { topic, addr, node });
+            }
         }
         self.handle_timeout(now);
     }
 
     /// Stops announcing and looking up `topic`; the nodes it was announced to
-    /// in the last run are told to forget it.
-    pub fn stop(&mut self, topic: &[u8; 32]) {
+    /// are told to forget it (those whose roundtrip tokens are still good:
+    /// dht-rpc accepts a token for 5 to 10 minutes; an announcement not
+    /// withdrawn expires after 12).
+    pub fn stop(&mut self, now: Instant, topic: &[u8; 32]) {
         let Some(t) = self.topics.remove(topic) else { return };
         self.requests.retain(|_, r| r.topic != *topic);
         let Some(port) = t.port else { return };
-        let mut told = t.announced;
-        for c in t.run.into_iter().flat_map(|r| r.closest) {
-            if !told.iter().any(|x| x.id == c.id) {
-                told.push(c);
+        let mut told: Vec<Candidate> = t.run.into_iter().flat_map(|r| r.closest).collect();
+        if t.announced_at.is_some_and(|at| now.saturating_duration_since(at) < TOKEN_LIFE) {
+            for c in t.announced {
+                if !told.iter().any(|x| x.id == c.id) {
+                    told.push(c);
+                }
             }
         }
         let value =
             PeersInput { port: Some(port.into()), local_address: None, unannounce: Some(true) }.encode();
         for c in told.iter().filter(|c| c.token.is_some()) {
+            if self.requests.len() >= MAX_REQUESTS {
+                break;
+            }
             let rid = self.rid();
             let mut m = Message::request(Kind::Update, rid, c.addr, "peers", topic);
             m.roundtrip_token = c.token.clone();
@@ -280,7 +318,10 @@ impl DhtClient {
                 Candidate { id: *id, addr: *addr, distance: xor(id, &topic), token: None, queried: false },
             );
         }
-        let bootstrap = if run.unverified.len() < self.opts.bootstrap.len() {
+        // The bootstrap nodes too when few nodes are known, or when the last
+        // run got no answer (the nodes known may all be gone).
+        let unanswered = self.topics.get(&topic).is_some_and(|t| t.unanswered > 0);
+        let bootstrap = if run.unverified.len() < self.opts.bootstrap.len() || unanswered {
             self.opts.bootstrap.clone()
         } else {
             Vec::new()
@@ -288,6 +329,7 @@ impl DhtClient {
         if let Some(t) = self.topics.get_mut(&topic) {
             t.next_run = None;
             t.run = Some(run);
+            t.seen.clear();
         }
         for b in bootstrap {
             self.ask(now, topic, b, Kind::Query, None);
@@ -296,6 +338,9 @@ impl DhtClient {
     }
 
     fn ask(&mut self, now: Instant, topic: [u8; 32], to: SocketAddrV4, kind: Kind, token: Option<Vec<u8>>) {
+        if self.requests.len() >= MAX_REQUESTS {
+            return;
+        }
         let Some(run) = self.topics.get_mut(&topic).and_then(|t| t.run.as_mut()) else { return };
         run.in_flight += 1;
         if kind == Kind::Query {
@@ -314,7 +359,11 @@ impl DhtClient {
             let mut next = Vec::new();
             match run.phase {
                 Phase::Closer => {
-                    let free = concurrency.saturating_sub(run.in_flight);
+                    // Queries per run are bounded: nodes naming ever more
+                    // nodes cannot keep a run going for ever.
+                    let free = concurrency
+                        .saturating_sub(run.in_flight)
+                        .min(MAX_ASKED.saturating_sub(run.asked.len()));
                     for c in run.unverified.iter_mut().filter(|c| !c.queried) {
                         if next.len() == free {
                             break;
@@ -346,6 +395,7 @@ impl DhtClient {
                 tracing::debug!(topic = %hex::encode(&topic[..8]), "dht: run done");
                 if announcing {
                     t.announced = run.closest.iter().filter(|c| c.token.is_some()).cloned().collect();
+                    t.announced_at = Some(now);
                 }
                 let wait = if run.answers == 0 {
                     t.unanswered = t.unanswered.saturating_add(1);
@@ -355,6 +405,7 @@ impl DhtClient {
                     self.opts.refresh
                 };
                 t.next_run = Some(now + wait);
+                t.run = None;
                 return;
             }
             if next.is_empty() {
@@ -425,6 +476,9 @@ impl DhtClient {
             if m.error.is_none() {
                 if let Some(out) = m.value.as_deref().and_then(|v| PeersOutput::decode(v).ok()) {
                     for addr in out.addresses() {
+                        if t.seen.len() < MAX_SEEN && !t.seen.iter().any(|s| s.0 == addr) {
+                            t.seen.push((addr, from));
+                        }
                         self.found.push_back(DhtFound { topic, addr, node: from });
                     }
                 }
@@ -581,7 +635,7 @@ mod tests {
             "the next run is due at the refresh"
         );
         // Stopping tells the three nodes to forget the announcement.
-        c.stop(&TOPIC);
+        c.stop(now, &TOPIC);
         let forget = sent(&mut c);
         assert_eq!(forget.len(), 3);
         for (_, m) in forget {
@@ -645,6 +699,48 @@ mod tests {
         // The same answer twice counts once.
         c.handle_datagram(now, addr(1).into(), &answer(&req, 1, &[], &[peer]));
         assert_eq!(c.poll_event(), None);
+    }
+
+    #[test]
+    fn a_lookup_after_a_run_starts_one_at_once_and_one_during_a_run_gets_what_it_found() {
+        let now = Instant::now();
+        let mut c = client(&[addr(1)]);
+        let peer = SocketAddrV4::new([10, 9, 9, 9].into(), 7777);
+        // An announce run: the bootstrap node answers with a peer.
+        c.announce(now, TOPIC, 7000);
+        let (_, req) = sent(&mut c).remove(0);
+        c.handle_datagram(now, addr(1).into(), &answer(&req, 1, &[], &[peer]));
+        assert!(c.poll_event().is_some());
+        // A lookup of the topic now, during the update phase: the peer again.
+        c.lookup(now, TOPIC);
+        assert_eq!(c.poll_event(), Some(DhtFound { topic: TOPIC, addr: peer, node: addr(1) }));
+        let updates = sent(&mut c);
+        assert!(updates.iter().all(|(_, m)| m.kind == Kind::Update), "no second run during the first");
+        // The run ends; a lookup a little later does not wait for the refresh.
+        for (to, m) in &updates {
+            c.handle_datagram(now, (*to).into(), &answer(m, 1, &[], &[]));
+        }
+        assert_eq!(c.requests_in_flight(), 0);
+        assert!(c.poll_timeout().is_some_and(|t| t > now + Duration::from_secs(30)));
+        c.lookup(now + Duration::from_secs(6), TOPIC);
+        assert_eq!(sent(&mut c).iter().filter(|(_, m)| m.kind == Kind::Query).count(), 1, "a run at once");
+    }
+
+    #[test]
+    fn stopping_long_after_the_last_announce_uses_no_stale_tokens() {
+        let now = Instant::now();
+        let mut c = client(&[addr(1)]);
+        c.announce(now, TOPIC, 7000);
+        let (_, req) = sent(&mut c).remove(0);
+        c.handle_datagram(now, addr(1).into(), &answer(&req, 1, &[], &[]));
+        let (_, upd) = sent(&mut c).remove(0);
+        c.handle_datagram(now, addr(1).into(), &answer(&upd, 1, &[], &[]));
+        assert_eq!(c.requests_in_flight(), 0);
+        // Six minutes on (the refresh here is a minute, but say the node
+        // was unreachable): the old token may no longer be accepted.
+        let mut later = c;
+        later.stop(now + Duration::from_secs(360), &TOPIC);
+        assert!(sent(&mut later).is_empty());
     }
 
     #[test]

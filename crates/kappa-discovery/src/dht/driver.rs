@@ -79,7 +79,7 @@ impl Drop for Owner {
         let mut state = self.0.lock();
         let topics: Vec<[u8; 32]> = state.client.topics().copied().collect();
         for t in &topics {
-            state.client.stop(t);
+            state.client.stop(Instant::now(), t);
         }
         self.0.flush(&mut state);
         for (_, list) in state.lookups.drain() {
@@ -197,7 +197,7 @@ impl Discovery for DhtDiscovery {
 
     fn stop(&self, topic: &[u8; 32]) {
         let mut state = self.shared.lock();
-        state.client.stop(topic);
+        state.client.stop(Instant::now(), topic);
         self.shared.flush(&mut state);
         if let Some(list) = state.lookups.remove(topic) {
             for (_, q) in list {

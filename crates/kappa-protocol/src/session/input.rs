@@ -29,12 +29,19 @@ impl Protocol {
     pub(super) fn input(&mut self, now: Instant, data: &[u8]) -> Result<(), ProtocolError> {
         let r = self.input_frames(now, data);
         // One bitfield write per burst of downloaded blocks, also after an error
-        // (what was verified and stored stays stored).
+        // (what was verified and stored stays stored); every channel's, even
+        // after one failed, so each tells its listeners of what it stored.
+        let mut flushed = Ok(());
         for ch in &mut self.channels {
             if let Some(repl) = &mut ch.repl {
-                repl.flush()?;
+                if let Err(e) = repl.flush() {
+                    if flushed.is_ok() {
+                        flushed = Err(e);
+                    }
+                }
             }
         }
+        flushed?;
         r
     }
 
