@@ -23,15 +23,7 @@ const OTHER_KEY: &str = "4444444444444444444444444444444444444444444444444444444
 const WAIT: Duration = Duration::from_secs(20);
 
 fn harness(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/swarm");
-    if dir.join("node_modules/@hyperswarm/dht").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: interop/swarm is not installed (run interop/setup.sh)");
-    }
-    eprintln!("\n*** SKIPPED {test}: interop/swarm is not installed (run interop/setup.sh) ***\n");
-    None
+    kappa_testkit::js::swarm(test, &["swarm/node_modules/@hyperswarm/dht"])
 }
 
 fn json(line: &str) -> Value {
@@ -77,16 +69,18 @@ fn port_of(p: &LineChild) -> String {
     listening["addr"].as_str().unwrap().to_owned()
 }
 
+/// Two databases of `KEY`, `a` holding key `a` and `b` key `b` (in a
+/// temporary directory that lives as long as the first value).
+fn two_databases() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(&a, &["--shared-key", KEY, "put", "a", "1"]);
+    ok(&b, &["--shared-key", KEY, "put", "b", "2"]);
+    (tmp, a, b)
+}
+
 fn keys(dir: &Path, key: &str) -> Vec<String> {
-    let out = ok(dir, &["--shared-key", key, "--json", "table"]);
-    let mut keys: Vec<String> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["key"].as_str().map(str::to_owned))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
+    common::table_keys(dir, key)
 }
 
 fn sync_dht(dir: &Path, key: &str, dht: &str, limit_ms: u64) -> std::process::Output {
@@ -100,10 +94,7 @@ fn sync_dht(dir: &Path, key: &str, dht: &str, limit_ms: u64) -> std::process::Ou
 fn sync_dht_finds_a_serving_peer_and_both_replicate() {
     let Some(h) = harness("sync_dht_finds_a_serving_peer_and_both_replicate") else { return };
     let (_dht, boot) = js_dht(&h);
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&a, &["--shared-key", KEY, "put", "a", "1"]);
-    ok(&b, &["--shared-key", KEY, "put", "b", "2"]);
+    let (_tmp, a, b) = two_databases();
     let mut server = serve(&a, KEY, &boot);
     let addr = port_of(&server);
     let out = sync_dht(&b, KEY, &boot, 15_000);
@@ -193,10 +184,7 @@ fn peers_on_four_hosts_of_a_test_lan_meet_through_a_js_dht() {
     let (_boot, port) = node(0, &[]);
     let (_second, _) = node(1, &[&port.to_string()]);
     let dht = format!("{}:{port}", lan.addr(0));
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&a, &["--shared-key", KEY, "put", "a", "1"]);
-    ok(&b, &["--shared-key", KEY, "put", "b", "2"]);
+    let (_tmp, a, b) = two_databases();
     let mut c = lan.command(2, KAPPA);
     c.arg("--dir").arg(&a).args([
         "--shared-key",
@@ -248,10 +236,7 @@ fn peers_on_four_hosts_of_a_test_lan_meet_through_a_js_dht() {
 fn a_sync_started_before_the_server_finds_it_at_its_next_lookup() {
     let Some(h) = harness("a_sync_started_before_the_server_finds_it_at_its_next_lookup") else { return };
     let (_dht, boot) = js_dht(&h);
-    let tmp = tempfile::tempdir().unwrap();
-    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
-    ok(&a, &["--shared-key", KEY, "put", "a", "1"]);
-    ok(&b, &["--shared-key", KEY, "put", "b", "2"]);
+    let (_tmp, a, b) = two_databases();
     let mut c = Command::new(KAPPA);
     c.arg("--dir").arg(&b).args([
         "--shared-key",

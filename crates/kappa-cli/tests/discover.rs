@@ -74,15 +74,7 @@ fn put(dir: &Path, key: &str, k: &str, v: &str) {
 }
 
 fn keys(dir: &Path, key: &str) -> Vec<String> {
-    let out = ok(dir, &["--shared-key", key, "--json", "table"]);
-    let mut keys: Vec<String> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["key"].as_str().map(str::to_owned))
-        .collect();
-    keys.sort();
-    keys.dedup();
-    keys
+    common::table_keys(dir, key)
 }
 
 fn sync_discover(lan: &Lan, host: usize, dir: &Path, key: &str, limit_ms: u64) -> std::process::Output {
@@ -154,17 +146,7 @@ fn a_peer_of_another_shared_key_is_never_connected() {
 
 /// The JS harness in interop/swarm (with the kappa-core 6 one beside it).
 fn js_harness(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
-    if dir.join("swarm/node_modules/@hyperswarm/discovery").is_dir()
-        && dir.join("node_modules/kappa-core").is_dir()
-    {
-        return Some(dir.join("swarm"));
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: interop/swarm is not installed (run interop/setup.sh)");
-    }
-    eprintln!("\n*** SKIPPED {test}: interop/swarm is not installed (run interop/setup.sh) ***\n");
-    None
+    kappa_testkit::js::swarm(test, &["swarm/node_modules/@hyperswarm/discovery", "node_modules/kappa-core"])
 }
 
 fn js_peer(lan: &Lan, host: usize, harness: &Path, dir: &Path, args: &[&str]) -> Proc {

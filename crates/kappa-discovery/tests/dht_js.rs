@@ -22,15 +22,7 @@ const WAIT: Duration = Duration::from_secs(15);
 /// The pinned JS harness, if installed (else a loud skip, or a failure
 /// under CI).
 fn js_harness(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/swarm");
-    if dir.join("node_modules/@hyperswarm/dht").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: interop/swarm is not installed (run interop/setup.sh)");
-    }
-    eprintln!("\n*** SKIPPED {test}: interop/swarm is not installed (run interop/setup.sh) ***\n");
-    None
+    kappa_testkit::js::swarm(test, &["swarm/node_modules/@hyperswarm/dht"])
 }
 
 fn js(dir: &std::path::Path, args: &[&str]) -> LineChild {

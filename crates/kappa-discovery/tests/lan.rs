@@ -52,15 +52,7 @@ fn rust(lan: &Lan, host: usize, args: &[&str]) -> Peer {
 /// The pinned JS harness in interop/swarm, if installed (else a loud skip,
 /// or a failure under CI).
 fn js_harness(test: &str) -> Option<PathBuf> {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop/swarm");
-    if dir.join("node_modules/@hyperswarm/discovery").is_dir() {
-        return Some(dir);
-    }
-    if std::env::var_os("CI").is_some() {
-        panic!("{test}: interop/swarm is not installed (run interop/setup.sh)");
-    }
-    eprintln!("\n*** SKIPPED {test}: interop/swarm is not installed (run interop/setup.sh) ***\n");
-    None
+    kappa_testkit::js::swarm(test, &["swarm/node_modules/@hyperswarm/discovery"])
 }
 
 fn js(lan: &Lan, host: usize, dir: &std::path::Path, args: &[&str]) -> Peer {

@@ -81,6 +81,25 @@ pub mod js {
         None
     }
 
+    /// The hyperswarm 2 harness, `interop/swarm/`, if every path of `needs`
+    /// (relative to `interop/`, e.g. `swarm/node_modules/@hyperswarm/dht`) is
+    /// installed; `None` (after a loud message naming `test`) when one is not
+    /// and we are not in CI.
+    ///
+    /// # Panics
+    /// Under CI when one is missing.
+    pub fn swarm(test: &str, needs: &[&str]) -> Option<PathBuf> {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../interop");
+        if needs.iter().all(|n| dir.join(n).is_dir()) {
+            return Some(dir.join("swarm"));
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!("{test}: interop/swarm is not installed (run interop/setup.sh)");
+        }
+        eprintln!("\n*** SKIPPED {test}: interop/swarm is not installed (run interop/setup.sh) ***\n");
+        None
+    }
+
     /// The kappa-core 7 harness, `interop/kc7/` (hypercore 9, hypercore-protocol
     /// 8), if its packages are installed; like [`harness`] otherwise. Its
     /// scripts take the same arguments as the kappa-core 6 ones.

@@ -174,3 +174,17 @@ impl Rng {
         self.0 % n.max(1)
     }
 }
+
+/// The keys of the kv table of the database in `dir` with shared key `key`,
+/// sorted, each once.
+pub fn table_keys(dir: &Path, key: &str) -> Vec<String> {
+    let out = ok(dir, &["--shared-key", key, "--json", "table"]);
+    let mut keys: Vec<String> = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["key"].as_str().map(str::to_owned))
+        .collect();
+    keys.sort();
+    keys.dedup();
+    keys
+}
